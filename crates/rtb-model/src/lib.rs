@@ -1,0 +1,12 @@
+//! The job model shared by the `run-render` client and the `rtb-job` runner: the environment
+//! contract, S3 locations, where log chunks and the result record live, and the record's shape.
+//! A type that crosses the client/runner line lives here, once.
+
+pub mod contract;
+pub mod layout;
+pub mod result;
+mod s3url;
+
+pub use layout::JobRecords;
+pub use result::{JobResult, Outcome, Timings, Transfer, RESULT_SCHEMA};
+pub use s3url::{S3Url, S3UrlError};
