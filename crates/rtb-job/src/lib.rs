@@ -1,0 +1,19 @@
+//! `rtb-job`: the rtb-support container's entrypoint. It keeps the original `rtb-job.sh`
+//! environment contract (see `rtb_model::contract`) and adds streamed logs, a result record,
+//! real failure exit codes, timeouts and clean stops.
+//!
+//! - [`settings`]: flags and environment, checked once into ready-to-use settings
+//! - [`compose`]: which interpreter, and the script and command line it runs
+//! - [`process`]: running the interpreter, streaming its lines, stopping it
+//! - [`logsink`]: stdout, `matlab.log` and the S3 log chunks
+//! - [`transfer`]: the S3 copies in and out
+//! - [`mount`]: MOUNT_BUCKET through mount-s3
+//! - [`job`]: the phases, in order, and the result record
+
+pub mod compose;
+pub mod job;
+pub mod logsink;
+pub mod mount;
+pub mod process;
+pub mod settings;
+pub mod transfer;

@@ -1,0 +1,411 @@
+//! The runner's settings: each one a flag and an environment variable (the original contract),
+//! parsed raw by clap, then checked in one place into ready-to-use [`Settings`]. Every check
+//! that can fail does so here, before any work starts, with a line that names the setting.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use rtb_model::contract;
+use rtb_model::{JobRecords, S3Url};
+
+use crate::compose::{Interpreter, MatlabStyle};
+use crate::transfer::CopyOptions;
+
+const AFTER_HELP: &str = "\
+Every setting can also be given as the environment variable shown, so `docker run -e NAME=...`
+lines written for the original rtb-job.sh keep working. An empty variable means its default.
+
+Exit codes: the interpreter's own code when the command ran (0 = success, 1 = the command raised
+an error); 2 = bad settings (nothing was done); 3 = the input copy failed; 4 = the output copy
+failed; 5 = the interpreter could not be started; 124 = --timeout expired; 128+N = stopped by
+signal N (143 for docker stop). Outputs, the log and the result record are uploaded in every case
+but 2.
+
+Example:
+  rtb-job --interpreter octave --command \"disp(42)\" \\
+      --input-bucket s3://lab-data/scene1 --output-bucket s3://lab-renders/scene1";
+
+/// Raw settings as given on the command line or in the environment.
+#[derive(Debug, Parser)]
+#[command(
+    name = "rtb-job",
+    version,
+    about = "Run one MATLAB/Octave job: copy inputs from S3, run the command, stream its log, copy outputs back",
+    after_help = AFTER_HELP
+)]
+pub struct Args {
+    /// MATLAB script run first as run('STARTUP'); skipped when empty.
+    #[arg(long, env = "STARTUP", value_name = "SCRIPT")]
+    pub startup: Option<String>,
+    /// Arguments passed verbatim to tbUse(...) when tbUse exists [default: '']
+    #[arg(long, env = "TOOLBOXES", value_name = "ARGS")]
+    pub toolboxes: Option<String>,
+    /// MATLAB code to run; an error in it makes the job fail [default: ver]
+    #[arg(long, env = "COMMAND", value_name = "CODE")]
+    pub command: Option<String>,
+
+    /// Folder filled from --input-bucket before the command.
+    #[arg(long, env = "INPUT_SCRATCH", default_value = "/input-scratch")]
+    pub input_scratch: PathBuf,
+    /// s3://bucket/prefix copied into --input-scratch before the command.
+    #[arg(long, env = "INPUT_BUCKET", value_name = "S3_URL")]
+    pub input_bucket: Option<String>,
+    /// aws s3 cp flags for the input copy: --recursive, --exclude P, --include P, --quiet.
+    #[arg(
+        long,
+        env = "INPUT_FLAGS",
+        default_value = "--recursive",
+        allow_hyphen_values = true
+    )]
+    pub input_flags: String,
+
+    /// Folder copied to --output-bucket after the command, whether it succeeded or not.
+    #[arg(long, env = "OUTPUT_SCRATCH", default_value = "/output-scratch")]
+    pub output_scratch: PathBuf,
+    /// s3://bucket/prefix receiving --output-scratch, the log chunks and the result record.
+    #[arg(long, env = "OUTPUT_BUCKET", value_name = "S3_URL")]
+    pub output_bucket: Option<String>,
+    /// aws s3 cp flags for the output copy: --recursive, --exclude P, --include P, --quiet.
+    #[arg(
+        long,
+        env = "OUTPUT_FLAGS",
+        default_value = "--recursive",
+        allow_hyphen_values = true
+    )]
+    pub output_flags: String,
+
+    /// Folder where --mount-bucket is mounted.
+    #[arg(long, env = "MOUNT_SCRATCH", default_value = "/mount-scratch")]
+    pub mount_scratch: PathBuf,
+    /// s3://bucket/prefix mounted (read lazily, with mount-s3) at --mount-scratch.
+    #[arg(long, env = "MOUNT_BUCKET", value_name = "S3_URL")]
+    pub mount_bucket: Option<String>,
+    /// Extra mount-s3 options, e.g. --read-only.
+    #[arg(
+        long,
+        env = "MOUNT_FLAGS",
+        default_value = "",
+        allow_hyphen_values = true
+    )]
+    pub mount_flags: String,
+
+    /// Interpreter: matlab (or a path to it), octave or octave-cli.
+    #[arg(
+        long,
+        env = "MATLAB_EXECUTABLE",
+        default_value = "matlab",
+        value_name = "EXECUTABLE"
+    )]
+    pub interpreter: String,
+    /// How MATLAB starts: batch (-batch, R2019a and later), r (-r, older), auto (from VersionInfo.xml).
+    #[arg(long, env = "MATLAB_STYLE", default_value = "auto")]
+    pub matlab_style: String,
+    /// LD_PRELOAD for MATLAB (the system libstdc++, newer than MATLAB's own); empty for none.
+    #[arg(
+        long,
+        env = "MATLAB_PRELOAD",
+        default_value = "/usr/lib/x86_64-linux-gnu/libstdc++.so.6"
+    )]
+    pub matlab_preload: String,
+
+    /// The job's id, naming its records folder [default: rtb-job-<UTC time>]
+    #[arg(long, env = "RTB_JOB_ID")]
+    pub job_id: Option<String>,
+    /// s3:// folder for log chunks and the result record [default: OUTPUT_BUCKET/_rtb-job/<job id>]
+    #[arg(long, env = "LOG_BUCKET", value_name = "S3_URL")]
+    pub log_bucket: Option<String>,
+    /// Stop the command after this long, e.g. 6h or 90m [default: no limit]
+    #[arg(long, env = "RTB_TIMEOUT", value_name = "DURATION")]
+    pub timeout: Option<String>,
+}
+
+/// One S3 copy, ready to run.
+#[derive(Debug, Clone)]
+pub struct Copy {
+    pub bucket: S3Url,
+    pub options: CopyOptions,
+}
+
+/// A bucket mount, ready to run.
+#[derive(Debug, Clone)]
+pub struct Mount {
+    pub bucket: S3Url,
+    pub point: PathBuf,
+    pub flags: Vec<String>,
+}
+
+/// Checked settings: everything the job needs, nothing left to parse.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub job_id: String,
+    pub startup: Option<String>,
+    pub toolboxes: String,
+    pub command: String,
+    pub input_scratch: PathBuf,
+    pub input: Option<Copy>,
+    pub output_scratch: PathBuf,
+    pub output: Option<Copy>,
+    pub mount: Option<Mount>,
+    pub interpreter: Interpreter,
+    pub records: Option<JobRecords>,
+    pub timeout: Option<Duration>,
+}
+
+/// A setting that cannot be used, named as the user wrote it.
+#[derive(Debug, thiserror::Error)]
+#[error("{setting}: {problem}")]
+pub struct SettingError {
+    pub setting: &'static str,
+    pub problem: String,
+}
+
+fn bad(setting: &'static str, problem: impl Into<String>) -> SettingError {
+    SettingError {
+        setting,
+        problem: problem.into(),
+    }
+}
+
+/// Treat an empty value like an absent one, as the original's `${VAR:=default}` did.
+fn given(value: &Option<String>) -> Option<&str> {
+    value.as_deref().map(str::trim).filter(|v| !v.is_empty())
+}
+
+fn s3_url(setting: &'static str, value: &Option<String>) -> Result<Option<S3Url>, SettingError> {
+    given(value)
+        .map(|v| v.parse::<S3Url>().map_err(|e| bad(setting, e.to_string())))
+        .transpose()
+}
+
+impl Args {
+    /// Check every setting; the only place raw values become [`Settings`].
+    pub fn check(self, now: std::time::SystemTime) -> Result<Settings, SettingError> {
+        let job_id = match given(&self.job_id) {
+            Some(id) => check_job_id(id)?,
+            None => default_job_id(now),
+        };
+
+        let input = s3_url(contract::INPUT_BUCKET.name, &self.input_bucket)?
+            .map(|bucket| {
+                CopyOptions::parse(contract::INPUT_FLAGS.name, &self.input_flags)
+                    .map(|options| Copy { bucket, options })
+                    .map_err(|e| bad(contract::INPUT_FLAGS.name, strip_setting(&e.to_string())))
+            })
+            .transpose()?;
+        let output = s3_url(contract::OUTPUT_BUCKET.name, &self.output_bucket)?
+            .map(|bucket| {
+                CopyOptions::parse(contract::OUTPUT_FLAGS.name, &self.output_flags)
+                    .map(|options| Copy { bucket, options })
+                    .map_err(|e| bad(contract::OUTPUT_FLAGS.name, strip_setting(&e.to_string())))
+            })
+            .transpose()?;
+        if let Some(out) = &output {
+            if !out.options.recursive {
+                return Err(bad(
+                    contract::OUTPUT_FLAGS.name,
+                    "copying OUTPUT_SCRATCH (a folder) needs --recursive",
+                ));
+            }
+        }
+        let mount = s3_url(contract::MOUNT_BUCKET.name, &self.mount_bucket)?
+            .map(|bucket| {
+                shlex::split(&self.mount_flags)
+                    .ok_or_else(|| {
+                        bad(contract::MOUNT_FLAGS.name, "unbalanced quotes in the value")
+                    })
+                    .map(|flags| Mount {
+                        bucket,
+                        point: self.mount_scratch.clone(),
+                        flags,
+                    })
+            })
+            .transpose()?;
+
+        let records = match s3_url(contract::LOG_BUCKET.name, &self.log_bucket)? {
+            Some(root) => Some(JobRecords::at(root)),
+            None => output
+                .as_ref()
+                .map(|o| JobRecords::under_output(&o.bucket, &job_id)),
+        };
+
+        let timeout = given(&self.timeout)
+            .map(|t| {
+                humantime::parse_duration(t).map_err(|e| {
+                    bad(
+                        contract::TIMEOUT.name,
+                        format!("'{t}' is not a duration ({e}); write e.g. 6h, 90m or 1h30m"),
+                    )
+                })
+            })
+            .transpose()?;
+        if timeout == Some(Duration::ZERO) {
+            return Err(bad(contract::TIMEOUT.name, "must be longer than zero"));
+        }
+
+        let style = MatlabStyle::parse(&self.matlab_style).ok_or_else(|| {
+            bad(
+                contract::MATLAB_STYLE.name,
+                format!("'{}' is not one of batch, r, auto", self.matlab_style),
+            )
+        })?;
+        let interpreter = Interpreter::resolve(&self.interpreter, style, &self.matlab_preload)
+            .map_err(|e| bad(contract::MATLAB_EXECUTABLE.name, e))?;
+
+        for (setting, dir) in [
+            (contract::INPUT_SCRATCH.name, &self.input_scratch),
+            (contract::OUTPUT_SCRATCH.name, &self.output_scratch),
+        ] {
+            usable_dir(dir).map_err(|e| bad(setting, e))?;
+        }
+        if let Some(m) = &mount {
+            if crate::compose::find_executable(crate::mount::MOUNT_S3).is_none() {
+                return Err(bad(
+                    contract::MOUNT_BUCKET.name,
+                    "mount-s3 (Mountpoint for Amazon S3) is not installed in this image; install it, or copy the data with INPUT_BUCKET instead",
+                ));
+            }
+            usable_dir(&m.point).map_err(|e| bad(contract::MOUNT_SCRATCH.name, e))?;
+        }
+
+        Ok(Settings {
+            job_id,
+            startup: given(&self.startup).map(str::to_string),
+            toolboxes: given(&self.toolboxes).unwrap_or("''").to_string(),
+            // COMMAND is code: keep it as written, only an all-blank value means the default.
+            command: match self.command {
+                Some(c) if !c.trim().is_empty() => c,
+                _ => "ver".to_string(),
+            },
+            input_scratch: self.input_scratch,
+            input,
+            output_scratch: self.output_scratch,
+            output,
+            mount,
+            interpreter,
+            records,
+            timeout,
+        })
+    }
+}
+
+/// The copy options' own errors already name the setting; ours adds it once.
+fn strip_setting(message: &str) -> String {
+    message
+        .split_once(": ")
+        .filter(|(head, _)| head.ends_with("_FLAGS"))
+        .map(|(_, rest)| rest.to_string())
+        .unwrap_or_else(|| message.to_string())
+}
+
+fn check_job_id(id: &str) -> Result<String, SettingError> {
+    let ok = id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if ok && !id.starts_with('.') {
+        Ok(id.to_string())
+    } else {
+        Err(bad(
+            contract::JOB_ID.name,
+            format!("'{id}' may use only letters, digits, '-', '_' and '.' (at most 128)"),
+        ))
+    }
+}
+
+fn default_job_id(now: std::time::SystemTime) -> String {
+    let stamp = humantime::format_rfc3339_seconds(now).to_string();
+    let compact: String = stamp
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect();
+    format!("rtb-job-{compact}")
+}
+
+/// Create the folder if needed and make sure we can write in it.
+fn usable_dir(dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let probe = dir.join(format!(".rtb-job-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(|e| format!("cannot write in {}: {e}", dir.display()))?;
+    let _ = std::fs::remove_file(&probe);
+    std::fs::read_dir(dir)
+        .map(|_| ())
+        .map_err(|e| format!("cannot read {}: {e}", dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Args {
+        let dir = std::env::temp_dir().join(format!("rtb-settings-{}", std::process::id()));
+        let mut v = vec![
+            "rtb-job".to_string(),
+            "--interpreter".into(),
+            "octave-cli".into(),
+        ];
+        for (flag, sub) in [("--input-scratch", "in"), ("--output-scratch", "out")] {
+            if !extra.contains(&flag) {
+                v.extend([flag.to_string(), dir.join(sub).display().to_string()]);
+            }
+        }
+        v.extend(extra.iter().map(|s| s.to_string()));
+        Args::try_parse_from(v).unwrap()
+    }
+
+    fn error_of(extra: &[&str]) -> String {
+        args(extra)
+            .check(std::time::SystemTime::now())
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn bad_values_name_their_setting() {
+        assert!(error_of(&["--input-bucket", "bucket/x"]).starts_with("INPUT_BUCKET: "));
+        assert!(error_of(&["--output-bucket", "s3://"]).starts_with("OUTPUT_BUCKET: "));
+        assert!(error_of(&["--timeout", "soon"]).starts_with("RTB_TIMEOUT: "));
+        assert!(error_of(&["--matlab-style", "x"]).starts_with("MATLAB_STYLE: "));
+        let e = error_of(&["--input-bucket", "s3://bkt/x", "--input-flags", "--sse"]);
+        assert!(e.starts_with("INPUT_FLAGS: ") && e.contains("--sse"), "{e}");
+        assert!(error_of(&["--job-id", "a/b"]).starts_with("RTB_JOB_ID: "));
+        let e = error_of(&["--output-bucket", "s3://bkt/x", "--output-flags", ""]);
+        assert!(e.starts_with("OUTPUT_FLAGS: "), "{e}");
+    }
+
+    #[test]
+    fn unknown_interpreter_is_refused() {
+        let dir = std::env::temp_dir();
+        let e = Args::try_parse_from([
+            "rtb-job",
+            "--interpreter",
+            "python3",
+            "--output-scratch",
+            dir.to_str().unwrap(),
+            "--input-scratch",
+            dir.to_str().unwrap(),
+        ])
+        .unwrap()
+        .check(std::time::SystemTime::now())
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("MATLAB_EXECUTABLE: "), "{e}");
+    }
+
+    #[test]
+    fn unwritable_scratch_is_refused() {
+        let e = error_of(&["--output-scratch", "/proc/rtb-job-cannot-exist"]);
+        assert!(e.starts_with("OUTPUT_SCRATCH: cannot create"), "{e}");
+    }
+
+    #[test]
+    fn records_default_under_output() {
+        let s = args(&["--output-bucket", "s3://bkt/run", "--job-id", "j1"])
+            .check(std::time::SystemTime::now())
+            .unwrap();
+        let r = s.records.unwrap();
+        assert_eq!(r.result_key(), "run/_rtb-job/j1/result.json");
+        assert_eq!(s.toolboxes, "''");
+        assert_eq!(s.command, "ver");
+    }
+}

@@ -1,0 +1,427 @@
+//! S3 -> local folder. List (or HEAD the one object), plan every path, create the folders, then
+//! fetch the files concurrently; large objects in ranged parts.
+
+use std::collections::BTreeSet;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use futures::{StreamExt, TryStreamExt};
+use md5::{Digest, Md5};
+use rtb_model::{S3Url, Transfer};
+
+use super::error::{S3Cause, TransferError};
+use super::plan::{self, Placement};
+use super::sink::{self, PartialGuard, Sink};
+use super::{Session, BODY_ATTEMPTS};
+
+/// One object to fetch, with what the listing said about it.
+#[derive(Debug)]
+struct Fetch {
+    url: S3Url,
+    dest: PathBuf,
+    size: u64,
+    etag: Option<String>,
+}
+
+pub(super) async fn run(
+    copy: &Session<'_>,
+    src: &S3Url,
+    dest: &Path,
+) -> Result<Transfer, TransferError> {
+    let (fetches, folders) = if copy.opts.recursive {
+        let listed = list(copy, src).await?;
+        plan_prefix(copy, src, dest, listed)?
+    } else {
+        (single(copy, src, dest).await?, Vec::new())
+    };
+
+    // Every folder first, once, so the file tasks only write.
+    let mut dirs: BTreeSet<PathBuf> = folders.into_iter().collect();
+    dirs.insert(dest.to_path_buf());
+    dirs.extend(
+        fetches
+            .iter()
+            .filter_map(|f| f.dest.parent().map(Path::to_path_buf)),
+    );
+    sink::blocking(move || {
+        for d in &dirs {
+            std::fs::create_dir_all(d).map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("cannot create folder {}: {e}", d.display()),
+                )
+            })?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(TransferError::local("prepare", dest))?;
+
+    let limit = copy.limits.requests_in_flight;
+    copy.for_each(fetches, limit, |f| fetch(copy, f)).await
+}
+
+/// A listed object: key, size, ETag.
+type Listed = (String, u64, Option<String>);
+
+async fn list(copy: &Session<'_>, src: &S3Url) -> Result<Vec<Listed>, TransferError> {
+    let prefix = src.dir_prefix();
+    let mut pages = copy
+        .client
+        .list_objects_v2()
+        .bucket(src.bucket())
+        .prefix(&prefix)
+        .into_paginator()
+        .send();
+    let mut listed = Vec::new();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| {
+            let cause = S3Cause::from_sdk(&e);
+            if cause.is("NoSuchBucket") {
+                TransferError::NoSuchBucket {
+                    bucket: src.bucket().to_string(),
+                }
+            } else {
+                TransferError::List {
+                    url: src.clone(),
+                    cause,
+                }
+            }
+        })?;
+        for o in page.contents() {
+            if let Some(key) = o.key() {
+                let size = o.size().unwrap_or(0).max(0) as u64;
+                listed.push((key.to_string(), size, o.e_tag().map(str::to_string)));
+            }
+        }
+    }
+    Ok(listed)
+}
+
+/// Decide where every listed key goes, before any byte is written: a key that would land
+/// outside `dest` stops the copy here.
+fn plan_prefix(
+    copy: &Session<'_>,
+    src: &S3Url,
+    dest: &Path,
+    listed: Vec<Listed>,
+) -> Result<(Vec<Fetch>, Vec<PathBuf>), TransferError> {
+    let prefix = src.dir_prefix();
+    let mut fetches = Vec::new();
+    let mut folders = Vec::new();
+    for (key, size, etag) in listed {
+        // The listing only returns keys below the prefix; skip anything else defensively.
+        let Some(relative) = key.strip_prefix(&prefix) else {
+            continue;
+        };
+        // Excluded keys are skipped before they are judged: excluding a key that cannot be
+        // placed is the way to copy the rest of such a prefix.
+        if !copy.opts.includes(relative.trim_end_matches('/')) {
+            continue;
+        }
+        // A key S3Url refuses (`//`, over-long) is reported below the prefix's URL.
+        let url = S3Url::new(src.bucket(), &key).unwrap_or_else(|_| src.join(relative));
+        let placement = plan::placement(relative).map_err(|why| TransferError::UnsafeKey {
+            url: url.clone(),
+            why,
+        })?;
+        match placement {
+            Placement::Root => {}
+            Placement::Folder(p) => folders.push(dest.join(p)),
+            Placement::File(p) => fetches.push(Fetch {
+                url,
+                dest: dest.join(p),
+                size,
+                etag,
+            }),
+        }
+    }
+    Ok((fetches, folders))
+}
+
+/// Without `--recursive`: the one object at the URL, into `dest/<its name>`.
+async fn single(copy: &Session<'_>, src: &S3Url, dest: &Path) -> Result<Vec<Fetch>, TransferError> {
+    let key = src.key();
+    let name = match key.rsplit('/').next() {
+        Some(n) if !n.is_empty() => n,
+        _ => return Err(TransferError::NotAnObject { url: src.clone() }),
+    };
+    if let Err(why) = plan::placement(name) {
+        return Err(TransferError::UnsafeKey {
+            url: src.clone(),
+            why,
+        });
+    }
+    if !copy.opts.includes(name) {
+        return Ok(Vec::new());
+    }
+    let head = copy
+        .client
+        .head_object()
+        .bucket(src.bucket())
+        .key(key)
+        .send()
+        .await;
+    let head = match head {
+        Ok(h) => h,
+        Err(e) => {
+            let cause = S3Cause::from_sdk(&e);
+            if cause.is("NotFound") || cause.is("NoSuchKey") || cause.is("NoSuchBucket") {
+                return Err(missing(copy, src).await);
+            }
+            return Err(TransferError::Get {
+                url: src.clone(),
+                cause,
+            });
+        }
+    };
+    Ok(vec![Fetch {
+        url: src.clone(),
+        dest: dest.join(name),
+        size: head.content_length().unwrap_or(0).max(0) as u64,
+        etag: head.e_tag().map(str::to_string),
+    }])
+}
+
+/// HEAD answers a bare 404 for a missing key and a missing bucket alike: ask about the bucket.
+async fn missing(copy: &Session<'_>, src: &S3Url) -> TransferError {
+    match copy.client.head_bucket().bucket(src.bucket()).send().await {
+        Err(e)
+            if S3Cause::from_sdk(&e).is("NotFound") || S3Cause::from_sdk(&e).is("NoSuchBucket") =>
+        {
+            TransferError::NoSuchBucket {
+                bucket: src.bucket().to_string(),
+            }
+        }
+        _ => TransferError::NoSuchKey { url: src.clone() },
+    }
+}
+
+async fn fetch(copy: &Session<'_>, f: Fetch) -> Result<u64, TransferError> {
+    if f.size > copy.limits.multipart_threshold {
+        fetch_ranged(copy, &f).await?;
+    } else {
+        let mut attempt = 1;
+        loop {
+            match fetch_whole(copy, &f).await {
+                Err(TransferError::Body { .. }) if attempt < BODY_ATTEMPTS => attempt += 1,
+                r => break r?,
+            }
+        }
+    }
+    copy.file_line(|| {
+        format!(
+            "download: {} -> {} ({})",
+            f.url,
+            f.dest.display(),
+            plan::human_bytes(f.size)
+        )
+    });
+    Ok(f.size)
+}
+
+/// One GET, streamed to disk with its MD5 computed on the way (no second read).
+async fn fetch_whole(copy: &Session<'_>, f: &Fetch) -> Result<(), TransferError> {
+    let tmp = sink::partial_path(&f.dest);
+    let guard = PartialGuard::new(tmp.clone());
+    let _permit = copy.permit().await;
+    let resp = copy
+        .client
+        .get_object()
+        .bucket(f.url.bucket())
+        .key(f.url.key())
+        .send()
+        .await
+        .map_err(|e| get_error(f, S3Cause::from_sdk(&e)))?;
+    let mut body = resp.body;
+    let mut md5 = f
+        .etag
+        .as_deref()
+        .and_then(plan::md5_etag)
+        .map(|want| (Md5::new(), want));
+    let mut out = Sink::new(tmp.clone(), None, 0);
+    let mut received = 0u64;
+    while let Some(chunk) = body.try_next().await.map_err(|e| TransferError::Body {
+        url: f.url.clone(),
+        why: super::error::chain(&e),
+    })? {
+        received += chunk.len() as u64;
+        if received > f.size {
+            break;
+        }
+        if let Some((hasher, _)) = md5.as_mut() {
+            hasher.update(&chunk);
+        }
+        out.write(&chunk)
+            .await
+            .map_err(TransferError::local("write", &tmp))?;
+    }
+    check_size(f, received)?;
+    if let Some((hasher, want)) = md5 {
+        check_md5(f, format!("{:x}", hasher.finalize()), &want)?;
+    }
+    out.finish(Some(&f.dest))
+        .await
+        .map_err(TransferError::local("write", &f.dest))?;
+    guard.disarm();
+    Ok(())
+}
+
+/// Ranged GETs in parallel into one pre-sized file. Each part's length is checked as it
+/// arrives; every part asks for the listed ETag (If-Match), so parts of two versions of an
+/// object cannot be stitched together. The MD5 (plain ETags only, i.e. objects not uploaded
+/// in parts) is computed after the parts land, by re-reading the file, which is hot in the
+/// page cache: hashing while parts arrive out of order would need them all held in memory.
+async fn fetch_ranged(copy: &Session<'_>, f: &Fetch) -> Result<(), TransferError> {
+    let tmp = sink::partial_path(&f.dest);
+    let guard = PartialGuard::new(tmp.clone());
+    let file = sink::presized(&tmp, f.size)
+        .await
+        .map_err(TransferError::local("create", &tmp))?;
+    let part_size = plan::part_size(f.size, copy.limits.part_size);
+    let parts = plan::parts(f.size, part_size);
+    futures::stream::iter(parts)
+        .map(|range| fetch_part(copy, f, &tmp, &file, range))
+        .buffer_unordered(copy.limits.requests_in_flight)
+        .try_collect::<Vec<()>>()
+        .await?;
+    drop(file);
+    if let Some(want) = f.etag.as_deref().and_then(plan::md5_etag) {
+        let path = tmp.clone();
+        let got = sink::blocking(move || md5_of(&path))
+            .await
+            .map_err(TransferError::local("read back", &tmp))?;
+        check_md5(f, got, &want)?;
+    }
+    sink::commit(&tmp, &f.dest)
+        .await
+        .map_err(TransferError::local("move into place", &f.dest))?;
+    guard.disarm();
+    Ok(())
+}
+
+async fn fetch_part(
+    copy: &Session<'_>,
+    f: &Fetch,
+    tmp: &Path,
+    file: &Arc<std::fs::File>,
+    range: Range<u64>,
+) -> Result<(), TransferError> {
+    let mut attempt = 1;
+    loop {
+        match fetch_part_once(copy, f, tmp, file, range.clone()).await {
+            Err(TransferError::Body { .. }) if attempt < BODY_ATTEMPTS => attempt += 1,
+            r => return r,
+        }
+    }
+}
+
+async fn fetch_part_once(
+    copy: &Session<'_>,
+    f: &Fetch,
+    tmp: &Path,
+    file: &Arc<std::fs::File>,
+    range: Range<u64>,
+) -> Result<(), TransferError> {
+    let _permit = copy.permit().await;
+    let resp = copy
+        .client
+        .get_object()
+        .bucket(f.url.bucket())
+        .key(f.url.key())
+        .range(format!("bytes={}-{}", range.start, range.end - 1))
+        .set_if_match(f.etag.clone())
+        .send()
+        .await
+        .map_err(|e| get_error(f, S3Cause::from_sdk(&e)))?;
+    let mut body = resp.body;
+    let mut out = Sink::new(tmp.to_path_buf(), Some(file.clone()), range.start);
+    let want = range.end - range.start;
+    let mut received = 0u64;
+    while let Some(chunk) = body.try_next().await.map_err(|e| TransferError::Body {
+        url: f.url.clone(),
+        why: super::error::chain(&e),
+    })? {
+        received += chunk.len() as u64;
+        if received > want {
+            break;
+        }
+        out.write(&chunk)
+            .await
+            .map_err(TransferError::local("write", tmp))?;
+    }
+    if received != want {
+        return Err(TransferError::Integrity {
+            url: f.url.clone(),
+            path: f.dest.clone(),
+            why: format!(
+                "bytes {}-{} came back with {received} bytes instead of {want}",
+                range.start,
+                range.end - 1
+            ),
+        });
+    }
+    out.finish(None)
+        .await
+        .map_err(TransferError::local("write", tmp))
+}
+
+fn get_error(f: &Fetch, cause: Box<S3Cause>) -> TransferError {
+    let url = &f.url;
+    if cause.is("NoSuchBucket") {
+        TransferError::NoSuchBucket {
+            bucket: url.bucket().to_string(),
+        }
+    } else if cause.is("NoSuchKey") {
+        TransferError::NoSuchKey { url: url.clone() }
+    } else if cause.is("PreconditionFailed") {
+        TransferError::Integrity {
+            url: url.clone(),
+            path: f.dest.clone(),
+            why: "its ETag changed between the listing and the download".to_string(),
+        }
+    } else {
+        TransferError::Get {
+            url: url.clone(),
+            cause,
+        }
+    }
+}
+
+fn check_size(f: &Fetch, received: u64) -> Result<(), TransferError> {
+    if received == f.size {
+        return Ok(());
+    }
+    Err(TransferError::Integrity {
+        url: f.url.clone(),
+        path: f.dest.clone(),
+        why: format!("it has {received} bytes where the listing said {}", f.size),
+    })
+}
+
+fn check_md5(f: &Fetch, got: String, want: &str) -> Result<(), TransferError> {
+    if got == want {
+        return Ok(());
+    }
+    Err(TransferError::Integrity {
+        url: f.url.clone(),
+        path: f.dest.clone(),
+        why: format!("its MD5 is {got} where the ETag says {want}"),
+    })
+}
+
+fn md5_of(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Md5::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(format!("{:x}", hasher.finalize()))
+}
