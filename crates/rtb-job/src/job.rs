@@ -249,7 +249,30 @@ async fn run_command(
         );
     }
     log.info(format!("run: {}", settings.command.replace('\n', " ⏎ ")));
-    let ended = process::run(&settings.interpreter, &path, log, settings.timeout, stop).await;
+    // The job's code can find its folders whether they were set or defaulted.
+    let mut env = vec![
+        (
+            "INPUT_SCRATCH",
+            settings.input_scratch.display().to_string(),
+        ),
+        (
+            "OUTPUT_SCRATCH",
+            settings.output_scratch.display().to_string(),
+        ),
+        ("RTB_JOB_ID", settings.job_id.clone()),
+    ];
+    if let Some(m) = &settings.mount {
+        env.push(("MOUNT_SCRATCH", m.point.display().to_string()));
+    }
+    let ended = process::run(
+        &settings.interpreter,
+        &path,
+        &env,
+        log,
+        settings.timeout,
+        stop,
+    )
+    .await;
     let _ = std::fs::remove_dir_all(&dir);
     match ended {
         Ok(Ended::Exited(0)) => (0, Outcome::Succeeded, None),

@@ -40,6 +40,7 @@ pub enum Ended {
 pub async fn run(
     interpreter: &Interpreter,
     script: &Path,
+    env: &[(&str, String)],
     log: &Log,
     timeout: Option<Duration>,
     stop: &mut watch::Receiver<Option<Stop>>,
@@ -47,6 +48,7 @@ pub async fn run(
     let mut child = Command::new(&interpreter.executable)
         .args(interpreter.args(script))
         .envs(interpreter.env())
+        .envs(env.iter().map(|(k, v)| (*k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

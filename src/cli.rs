@@ -1,0 +1,142 @@
+//! The command line, as raw values. `plan.rs` turns them into a checked plan.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+const AFTER_HELP: &str = "\
+Examples:
+  # A RenderToolbox test on a fresh instance; outputs and the log under s3://lab-renders/test-1
+  run-render --ami ami-0abc1234def567890 --iam-profile run-render-instance \\
+      --matlab-root /usr/local/MATLAB/R2019b --volume /home/ubuntu:/home/ubuntu \\
+      --startup /home/ubuntu/MATLAB/startup --toolboxes \"{'RenderToolbox4','isetbio'}\" \\
+      --command \"rtbTestInstallation()\" --output s3://lab-renders/test-1
+
+  # See what would be launched, and the script the instance would run, without launching
+  run-render --ami ami-0abc1234def567890 --command \"ver\" --dry-run
+
+  # A raw shell command on the instance (no container), result as JSON for scripts
+  run-render --ami ami-0abc1234def567890 --shell \"docker images; df -h\" --json
+
+Exit codes: the job's own exit code when it ran (0 = success, 1 = MATLAB error, 124 = its
+--timeout expired, see rtb-job --help for the rest); the client's own failures:
+  2  bad input (nothing launched)         65 preflight failed (nothing launched)
+  66 launch failed (nothing running)      67 SSM agent never came online (instance terminated)
+  68 the remote command failed to run     69 termination NOT confirmed: instance may be running
+  130 interrupted by Ctrl-C / SIGTERM (instance terminated)
+Every flag can also be set with the environment variable shown ([env: RUN_RENDER_...]);
+AWS_PROFILE, AWS_REGION and AWS_ENDPOINT_URL work as for every AWS tool.";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "run-render",
+    version,
+    about = "Run a MATLAB rendering job on a short-lived EC2 instance: launch, run the rtb-support container through SSM, stream the log, terminate",
+    after_help = AFTER_HELP
+)]
+pub struct Args {
+    /// The private AMI to launch (ami-...).
+    #[arg(long, env = "RUN_RENDER_AMI")]
+    pub ami: Option<String>,
+
+    /// MATLAB code the job runs (the runner's COMMAND).
+    #[arg(
+        long,
+        env = "RUN_RENDER_COMMAND",
+        value_name = "CODE",
+        conflicts_with = "shell"
+    )]
+    pub command: Option<String>,
+    /// Arguments for tbUse(...), e.g. "{'RenderToolbox4','isetbio'}" (TOOLBOXES).
+    #[arg(long, env = "RUN_RENDER_TOOLBOXES", value_name = "ARGS")]
+    pub toolboxes: Option<String>,
+    /// MATLAB script run first, as run('...'), a path on the instance (STARTUP).
+    #[arg(long, env = "RUN_RENDER_STARTUP", value_name = "SCRIPT")]
+    pub startup: Option<String>,
+    /// s3://bucket/prefix copied to the job's input folder before the command (INPUT_BUCKET).
+    #[arg(long, env = "RUN_RENDER_INPUT", value_name = "S3_URL")]
+    pub input: Option<String>,
+    /// s3://bucket/prefix that receives the outputs, the log and the result (OUTPUT_BUCKET).
+    #[arg(long, env = "RUN_RENDER_OUTPUT", value_name = "S3_URL")]
+    pub output: Option<String>,
+    /// More runner settings, NAME=VALUE (e.g. OUTPUT_SCRATCH=/home/ubuntu/work); repeatable.
+    #[arg(long = "env", value_name = "NAME=VALUE")]
+    pub env: Vec<String>,
+
+    /// Run this shell command on the instance instead of the container.
+    #[arg(long, env = "RUN_RENDER_SHELL", value_name = "SHELL_COMMAND")]
+    pub shell: Option<String>,
+
+    /// The rtb-support image on the instance.
+    #[arg(long, env = "RUN_RENDER_IMAGE", default_value = "rtb-support:latest")]
+    pub image: String,
+    /// MATLAB's folder on the instance, mounted read-only at /usr/local/MATLAB/from-host.
+    #[arg(long, env = "RUN_RENDER_MATLAB_ROOT", value_name = "PATH")]
+    pub matlab_root: Option<PathBuf>,
+    /// The interpreter inside the container: matlab, octave, or a path (MATLAB_EXECUTABLE).
+    #[arg(long, env = "RUN_RENDER_INTERPRETER")]
+    pub interpreter: Option<String>,
+    /// Mount a folder of the instance into the container, HOST:CONTAINER[:ro]; repeatable.
+    #[arg(long = "volume", value_name = "HOST:CONTAINER")]
+    pub volumes: Vec<String>,
+
+    /// EC2 instance type.
+    #[arg(long, env = "RUN_RENDER_INSTANCE_TYPE", default_value = "m6i.large")]
+    pub instance_type: String,
+    /// Root volume size in GiB (encrypted, deleted with the instance) [default: the AMI's]
+    #[arg(long, env = "RUN_RENDER_DISK_GB")]
+    pub disk_gb: Option<u32>,
+    /// Subnet to launch in [default: the default VPC's]
+    #[arg(long, env = "RUN_RENDER_SUBNET")]
+    pub subnet: Option<String>,
+    /// Security group id; repeatable [default: the VPC's default]. No inbound rules are needed.
+    #[arg(
+        long = "security-group",
+        env = "RUN_RENDER_SECURITY_GROUP",
+        value_delimiter = ','
+    )]
+    pub security_groups: Vec<String>,
+    /// Instance profile (name or ARN) with SSM core and the job's S3 access.
+    #[arg(
+        long,
+        env = "RUN_RENDER_IAM_PROFILE",
+        default_value = "run-render-instance"
+    )]
+    pub iam_profile: String,
+    /// The instance's Name tag [default: run-render-<job id>]
+    #[arg(long, env = "RUN_RENDER_NAME")]
+    pub name: Option<String>,
+    /// Extra tag KEY=VALUE on the instance; repeatable.
+    #[arg(long = "tag", value_name = "KEY=VALUE")]
+    pub tags: Vec<String>,
+    /// The job's id [default: generated]. Names its log folder and the instance's tags.
+    #[arg(long, env = "RUN_RENDER_JOB_ID")]
+    pub job_id: Option<String>,
+
+    /// Longest the command may run (e.g. 6h). The instance also stops itself a margin after
+    /// it, even if this client is gone. "none" turns the limit off.
+    #[arg(long, env = "RUN_RENDER_TIMEOUT", default_value = "24h")]
+    pub timeout: String,
+    /// How long to wait for the instance's SSM agent to come online.
+    #[arg(long, env = "RUN_RENDER_AGENT_TIMEOUT", default_value = "10m")]
+    pub agent_timeout: String,
+    /// Leave the instance running when the job ends (its deadline still applies).
+    #[arg(long, env = "RUN_RENDER_KEEP")]
+    pub keep: bool,
+    /// Print what would be launched and the script it would run; launch nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print one JSON result document on stdout (the job's log goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+
+    /// AWS region [default: from the profile or AWS_REGION]
+    #[arg(long)]
+    pub region: Option<String>,
+    /// AWS named profile [default: AWS_PROFILE or default]
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// Send AWS calls to this endpoint (an emulator or a VPC endpoint).
+    #[arg(long, value_name = "URL")]
+    pub endpoint_url: Option<String>,
+}

@@ -1,0 +1,73 @@
+//! S3: bucket checks for preflight, and reading the runner's log chunks and result record.
+
+use super::{cloud_error, Cloud, CloudError};
+
+impl Cloud {
+    /// Ok when the bucket exists and we may use it.
+    pub async fn check_bucket(&self, bucket: &str) -> Result<(), CloudError> {
+        self.s3
+            .head_bucket()
+            .bucket(bucket)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                let mut e = cloud_error("S3 HeadBucket", e);
+                // HeadBucket answers without a body: give the codes their usual names.
+                if e.code.is_none() || e.is("NotFound") {
+                    if e.message.contains("404") || e.is("NotFound") {
+                        e.code = Some("NoSuchBucket".into());
+                        e.message = format!("bucket '{bucket}' does not exist");
+                    } else if e.message.contains("403") {
+                        e.code = Some("AccessDenied".into());
+                        e.message = format!("no access to bucket '{bucket}'");
+                    }
+                }
+                e
+            })
+    }
+
+    /// Keys under `prefix` that sort after `after`, in order (one page is plenty for a
+    /// second's worth of log chunks; the caller asks again).
+    pub async fn keys_after(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        after: Option<&str>,
+    ) -> Result<Vec<String>, CloudError> {
+        let mut req = self.s3.list_objects_v2().bucket(bucket).prefix(prefix);
+        if let Some(a) = after {
+            req = req.start_after(a);
+        }
+        let out = req
+            .send()
+            .await
+            .map_err(|e| cloud_error("S3 ListObjectsV2", e))?;
+        Ok(out
+            .contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_string))
+            .collect())
+    }
+
+    /// An object's bytes, or None when it does not exist.
+    pub async fn get_bytes(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, CloudError> {
+        let out = self.s3.get_object().bucket(bucket).key(key).send().await;
+        let out = match out {
+            Ok(o) => o,
+            Err(e) => {
+                let e = cloud_error("S3 GetObject", e);
+                if e.is("NoSuchKey") || e.is("NotFound") {
+                    return Ok(None);
+                }
+                return Err(e);
+            }
+        };
+        let bytes = out.body.collect().await.map_err(|e| CloudError {
+            op: "S3 GetObject",
+            code: None,
+            message: format!("reading s3://{bucket}/{key}: {e}"),
+        })?;
+        Ok(Some(bytes.into_bytes().to_vec()))
+    }
+}

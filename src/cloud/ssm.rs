@@ -1,0 +1,148 @@
+//! SSM Run Command: agent status, sending the job script, reading its invocation.
+
+use aws_sdk_ssm::types::InstanceInformationStringFilter;
+
+use super::{cloud_error, Cloud, CloudError};
+
+/// The document our scripts run with.
+const DOCUMENT: &str = "AWS-RunShellScript";
+/// AWS-RunShellScript's executionTimeout cap (48 h).
+pub const MAX_EXECUTION_SECS: u64 = 172_800;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvocationStatus {
+    Pending,
+    Running,
+    Success,
+    Failed,
+    Cancelled,
+    TimedOut,
+}
+
+impl InvocationStatus {
+    pub fn is_done(self) -> bool {
+        !matches!(self, Self::Pending | Self::Running)
+    }
+}
+
+/// One command's result on one instance.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub status: InvocationStatus,
+    /// The script's exit code once it ended (-1 before).
+    pub response_code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Cloud {
+    /// Whether the instance's SSM agent reports Online.
+    pub async fn agent_online(&self, id: &str) -> Result<bool, CloudError> {
+        let out = self
+            .ssm
+            .describe_instance_information()
+            .filters(
+                InstanceInformationStringFilter::builder()
+                    .key("InstanceIds")
+                    .values(id)
+                    .build()
+                    .map_err(|e| CloudError {
+                        op: "SSM DescribeInstanceInformation",
+                        code: None,
+                        message: e.to_string(),
+                    })?,
+            )
+            .send()
+            .await
+            .map_err(|e| cloud_error("SSM DescribeInstanceInformation", e))?;
+        Ok(out.instance_information_list().iter().any(|i| {
+            i.instance_id() == Some(id) && i.ping_status().map(|p| p.as_str()) == Some("Online")
+        }))
+    }
+
+    /// Send a shell script; returns the command id. `execution_secs` bounds how long the
+    /// script may run on the instance (capped at AWS's 48 h).
+    pub async fn send_script(
+        &self,
+        id: &str,
+        script: &str,
+        execution_secs: u64,
+        comment: &str,
+    ) -> Result<String, CloudError> {
+        let secs = execution_secs.clamp(1, MAX_EXECUTION_SECS).to_string();
+        let comment: String = comment.chars().take(100).collect();
+        let out = self
+            .ssm
+            .send_command()
+            .instance_ids(id)
+            .document_name(DOCUMENT)
+            .parameters("commands", vec![script.to_string()])
+            .parameters("executionTimeout", vec![secs])
+            .comment(comment)
+            .send()
+            .await
+            .map_err(|e| cloud_error("SSM SendCommand", e))?;
+        out.command()
+            .and_then(|c| c.command_id())
+            .map(str::to_string)
+            .ok_or_else(|| CloudError {
+                op: "SSM SendCommand",
+                code: None,
+                message: "the answer named no command id".into(),
+            })
+    }
+
+    /// The invocation, or None while SSM does not know it yet (just after SendCommand).
+    pub async fn invocation(
+        &self,
+        command: &str,
+        id: &str,
+    ) -> Result<Option<Invocation>, CloudError> {
+        let out = self
+            .ssm
+            .get_command_invocation()
+            .command_id(command)
+            .instance_id(id)
+            .send()
+            .await;
+        let out = match out {
+            Ok(o) => o,
+            Err(e) => {
+                let e = cloud_error("SSM GetCommandInvocation", e);
+                if e.is("InvocationDoesNotExist") {
+                    return Ok(None);
+                }
+                return Err(e);
+            }
+        };
+        use aws_sdk_ssm::types::CommandInvocationStatus as S;
+        let status = match out.status() {
+            Some(S::Success) => InvocationStatus::Success,
+            Some(S::Failed) => InvocationStatus::Failed,
+            Some(S::Cancelled) => InvocationStatus::Cancelled,
+            Some(S::TimedOut) => InvocationStatus::TimedOut,
+            Some(S::InProgress | S::Cancelling) => InvocationStatus::Running,
+            _ => InvocationStatus::Pending,
+        };
+        Ok(Some(Invocation {
+            status,
+            response_code: out.response_code(),
+            stdout: out
+                .standard_output_content()
+                .unwrap_or_default()
+                .to_string(),
+            stderr: out.standard_error_content().unwrap_or_default().to_string(),
+        }))
+    }
+
+    pub async fn cancel(&self, command: &str, id: &str) -> Result<(), CloudError> {
+        self.ssm
+            .cancel_command()
+            .command_id(command)
+            .instance_ids(id)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| cloud_error("SSM CancelCommand", e))
+    }
+}

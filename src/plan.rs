@@ -1,0 +1,564 @@
+//! Raw arguments checked into a [`Plan`]: everything a launch needs, decided before any AWS
+//! call, so bad input is refused before money is spent.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use rtb_model::{contract, JobRecords, S3Url};
+
+use crate::cli::Args;
+
+/// How long past the command's timeout the instance may live: boot, the input and output
+/// copies, and termination all happen outside the command's own limit.
+pub const DEADLINE_MARGIN: Duration = Duration::from_secs(30 * 60);
+/// The tag every instance of ours carries, and which the client's IAM policy requires.
+pub const TOOL_TAG: (&str, &str) = ("rtb:tool", "run-render");
+
+#[derive(Debug, thiserror::Error)]
+#[error("{flag}: {problem}")]
+pub struct PlanError {
+    pub flag: &'static str,
+    pub problem: String,
+}
+
+fn bad(flag: &'static str, problem: impl Into<String>) -> PlanError {
+    PlanError {
+        flag,
+        problem: problem.into(),
+    }
+}
+
+/// What runs on the instance.
+#[derive(Debug, Clone)]
+pub enum Work {
+    /// The rtb-support container with the runner's environment.
+    Container(Container),
+    /// A raw shell command (the original client's generic mode).
+    Shell(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Container {
+    pub image: String,
+    /// The runner's settings, in a stable order.
+    pub env: Vec<(String, String)>,
+    /// (instance path, container path, read-only)
+    pub volumes: Vec<(String, String, bool)>,
+    /// Where the runner writes its log chunks and result record.
+    pub records: Option<JobRecords>,
+}
+
+/// What is launched.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    pub ami: String,
+    pub instance_type: String,
+    pub disk_gb: Option<u32>,
+    pub subnet: Option<String>,
+    pub security_groups: Vec<String>,
+    pub iam_profile: String,
+    pub tags: Vec<(String, String)>,
+    /// Idempotency token for RunInstances: the same job and attempt never launch twice.
+    pub client_token: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub job_id: String,
+    pub launch: Launch,
+    pub work: Work,
+    pub input: Option<S3Url>,
+    pub output: Option<S3Url>,
+    pub timeout: Option<Duration>,
+    /// When the instance stops itself, whatever happens to this client.
+    pub deadline: Option<SystemTime>,
+    pub agent_timeout: Duration,
+    pub keep: bool,
+    pub region: Option<String>,
+    pub profile: Option<String>,
+    pub endpoint_url: Option<String>,
+}
+
+impl Plan {
+    pub fn from_args(args: Args, now: SystemTime) -> Result<Plan, PlanError> {
+        for (flag, value) in text_values(&args) {
+            if value.contains('\0') {
+                return Err(bad(
+                    flag,
+                    "contains a NUL byte, which no shell or API can carry",
+                ));
+            }
+        }
+        let ami = args
+            .ami
+            .ok_or_else(|| bad("--ami", "is required (the private AMI to launch, ami-...)"))?;
+        check_ami(&ami)?;
+        check_instance_type(&args.instance_type)?;
+        if let Some(gb) = args.disk_gb {
+            if !(8..=16384).contains(&gb) {
+                return Err(bad("--disk-gb", format!("{gb} is outside 8..16384 GiB")));
+            }
+        }
+        let job_id = match args.job_id {
+            Some(id) => check_job_id(&id)?,
+            None => new_job_id(now),
+        };
+        let timeout = parse_timeout(&args.timeout)?;
+        let agent_timeout = humantime::parse_duration(&args.agent_timeout).map_err(|e| {
+            bad(
+                "--agent-timeout",
+                format!("'{}' is not a duration ({e})", args.agent_timeout),
+            )
+        })?;
+        let input = parse_s3("--input", &args.input)?;
+        let output = parse_s3("--output", &args.output)?;
+
+        let work = match (args.command, args.shell) {
+            (Some(_), Some(_)) => return Err(bad("--shell", "cannot be combined with --command")),
+            (None, None) => {
+                return Err(bad(
+                    "--command",
+                    "is required (the MATLAB code to run), or use --shell for a raw shell command",
+                ))
+            }
+            (None, Some(shell)) if shell.trim().is_empty() => {
+                return Err(bad("--shell", "is empty"))
+            }
+            (None, Some(shell)) => Work::Shell(shell),
+            (Some(command), None) if command.trim().is_empty() => {
+                return Err(bad("--command", "is empty"))
+            }
+            (Some(command), None) => {
+                let given = RunnerSettings {
+                    command,
+                    toolboxes: args.toolboxes,
+                    startup: args.startup,
+                    interpreter: args.interpreter,
+                    input: input.clone(),
+                    output: output.clone(),
+                    matlab_root: args.matlab_root.is_some(),
+                    timeout,
+                    extra: args.env,
+                };
+                let env = given.env(&job_id)?;
+                let mut volumes = Vec::new();
+                if let Some(root) = &args.matlab_root {
+                    volumes.push((
+                        path_text("--matlab-root", root)?,
+                        contract::MATLAB_MOUNT_POINT.to_string(),
+                        true,
+                    ));
+                }
+                for v in &args.volumes {
+                    volumes.push(parse_volume(v)?);
+                }
+                if args.image.trim().is_empty() || args.image.chars().any(char::is_whitespace) {
+                    return Err(bad(
+                        "--image",
+                        format!("'{}' is not an image reference", args.image),
+                    ));
+                }
+                Work::Container(Container {
+                    image: args.image,
+                    env,
+                    volumes,
+                    records: output
+                        .as_ref()
+                        .map(|o| JobRecords::under_output(o, &job_id)),
+                })
+            }
+        };
+
+        let deadline = timeout.map(|t| now + t + DEADLINE_MARGIN);
+        let tags = tags(&job_id, args.name.as_deref(), &args.tags, deadline)?;
+        if args.iam_profile.trim().is_empty() {
+            return Err(bad(
+                "--iam-profile",
+                "is empty; the instance needs a profile for SSM",
+            ));
+        }
+        Ok(Plan {
+            launch: Launch {
+                ami,
+                instance_type: args.instance_type,
+                disk_gb: args.disk_gb,
+                subnet: args.subnet,
+                security_groups: args.security_groups,
+                iam_profile: args.iam_profile,
+                tags,
+                client_token: format!("{job_id}-1"),
+            },
+            job_id,
+            work,
+            input,
+            output,
+            timeout,
+            deadline,
+            agent_timeout,
+            keep: args.keep,
+            region: args.region,
+            profile: args.profile,
+            endpoint_url: args.endpoint_url,
+        })
+    }
+}
+
+/// The runner settings the client sets from its own flags.
+struct RunnerSettings {
+    command: String,
+    toolboxes: Option<String>,
+    startup: Option<String>,
+    interpreter: Option<String>,
+    input: Option<S3Url>,
+    output: Option<S3Url>,
+    matlab_root: bool,
+    timeout: Option<Duration>,
+    extra: Vec<String>,
+}
+
+impl RunnerSettings {
+    fn env(self, job_id: &str) -> Result<Vec<(String, String)>, PlanError> {
+        let mut env: Vec<(String, String)> = Vec::new();
+        let mut set = |var: contract::Var, value: String| env.push((var.name.to_string(), value));
+        set(contract::COMMAND, self.command);
+        if let Some(t) = self.toolboxes {
+            set(contract::TOOLBOXES, t);
+        }
+        if let Some(s) = self.startup {
+            set(contract::STARTUP, s);
+        }
+        if let Some(i) = &self.input {
+            set(contract::INPUT_BUCKET, i.to_string());
+        }
+        if let Some(o) = &self.output {
+            set(contract::OUTPUT_BUCKET, o.to_string());
+        }
+        match (self.interpreter, self.matlab_root) {
+            (Some(i), _) => set(contract::MATLAB_EXECUTABLE, i),
+            (None, true) => set(
+                contract::MATLAB_EXECUTABLE,
+                format!("{}/bin/matlab", contract::MATLAB_MOUNT_POINT),
+            ),
+            (None, false) => {}
+        }
+        if let Some(t) = self.timeout {
+            set(contract::TIMEOUT, humantime::format_duration(t).to_string());
+        }
+        set(contract::JOB_ID, job_id.to_string());
+
+        for pair in self.extra {
+            let (name, value) = pair
+                .split_once('=')
+                .ok_or_else(|| bad("--env", format!("'{pair}' is not NAME=VALUE")))?;
+            let valid = !name.is_empty()
+                && !name.starts_with(|c: char| c.is_ascii_digit())
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                return Err(bad("--env", format!("'{name}' is not a variable name")));
+            }
+            if let Some((_, _)) = env.iter().find(|(n, _)| n == name) {
+                return Err(bad(
+                    "--env",
+                    format!("{name} is already set by a run-render flag; set it there"),
+                ));
+            }
+            if name.starts_with("AWS_") {
+                return Err(bad(
+                    "--env",
+                    format!("{name}: AWS settings and credentials are not passed to the job; the instance uses its profile"),
+                ));
+            }
+            env.push((name.to_string(), value.to_string()));
+        }
+        Ok(env)
+    }
+}
+
+fn text_values(args: &Args) -> Vec<(&'static str, &str)> {
+    let mut v: Vec<(&'static str, &str)> = vec![("--image", &args.image)];
+    for (flag, value) in [
+        ("--command", &args.command),
+        ("--toolboxes", &args.toolboxes),
+        ("--startup", &args.startup),
+        ("--shell", &args.shell),
+        ("--interpreter", &args.interpreter),
+        ("--name", &args.name),
+    ] {
+        if let Some(value) = value {
+            v.push((flag, value));
+        }
+    }
+    v.extend(args.env.iter().map(|e| ("--env", e.as_str())));
+    v.extend(args.volumes.iter().map(|e| ("--volume", e.as_str())));
+    v.extend(args.tags.iter().map(|e| ("--tag", e.as_str())));
+    v
+}
+
+fn check_ami(ami: &str) -> Result<(), PlanError> {
+    let ok = ami
+        .strip_prefix("ami-")
+        .is_some_and(|h| (8..=17).contains(&h.len()) && h.bytes().all(|b| b.is_ascii_hexdigit()));
+    if ok {
+        Ok(())
+    } else {
+        Err(bad(
+            "--ami",
+            format!("'{ami}' is not an AMI id (ami- and 8 or 17 hex digits)"),
+        ))
+    }
+}
+
+fn check_instance_type(t: &str) -> Result<(), PlanError> {
+    let ok = t.split_once('.').is_some_and(|(family, size)| {
+        !family.is_empty()
+            && !size.is_empty()
+            && t.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(bad(
+            "--instance-type",
+            format!("'{t}' is not an instance type like m6i.large"),
+        ))
+    }
+}
+
+fn check_job_id(id: &str) -> Result<String, PlanError> {
+    // It ends up in a ClientToken (64 ASCII chars, with our "-N" suffix) and in S3 keys.
+    let ok = !id.is_empty()
+        && id.len() <= 60
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && id.as_bytes()[0].is_ascii_alphanumeric();
+    if ok {
+        Ok(id.to_string())
+    } else {
+        Err(bad(
+            "--job-id",
+            format!("'{id}' may use only letters, digits, '-' and '_' (at most 60, starting with a letter or digit)"),
+        ))
+    }
+}
+
+/// `rr-20261124-053012-1a2b`: sortable by time, unique enough for one lab's jobs.
+pub fn new_job_id(now: SystemTime) -> String {
+    let stamp = humantime::format_rfc3339_seconds(now).to_string();
+    let digits: String = stamp.chars().filter(char::is_ascii_digit).collect();
+    let nanos = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    let salt = (nanos ^ std::process::id().rotate_left(16)) & 0xffff;
+    format!("rr-{}-{}-{salt:04x}", &digits[..8], &digits[8..14])
+}
+
+fn parse_timeout(value: &str) -> Result<Option<Duration>, PlanError> {
+    match value.trim() {
+        "none" | "off" => Ok(None),
+        v => {
+            let t = humantime::parse_duration(v).map_err(|e| {
+                bad(
+                    "--timeout",
+                    format!("'{v}' is not a duration ({e}); e.g. 6h, 90m, or none"),
+                )
+            })?;
+            if t.is_zero() {
+                Err(bad("--timeout", "must be longer than zero (or none)"))
+            } else {
+                Ok(Some(t))
+            }
+        }
+    }
+}
+
+fn parse_s3(flag: &'static str, value: &Option<String>) -> Result<Option<S3Url>, PlanError> {
+    value
+        .as_deref()
+        .map(|v| v.parse::<S3Url>().map_err(|e| bad(flag, e.to_string())))
+        .transpose()
+}
+
+fn path_text(flag: &'static str, p: &std::path::Path) -> Result<String, PlanError> {
+    let text = p
+        .to_str()
+        .ok_or_else(|| bad(flag, "is not valid UTF-8"))?
+        .to_string();
+    if !text.starts_with('/') {
+        return Err(bad(
+            flag,
+            format!("'{text}' must be an absolute path on the instance"),
+        ));
+    }
+    Ok(text)
+}
+
+fn parse_volume(v: &str) -> Result<(String, String, bool), PlanError> {
+    let parts: Vec<&str> = v.split(':').collect();
+    let (host, ctr, ro) = match parts.as_slice() {
+        [h, c] => (*h, *c, false),
+        [h, c, "ro"] => (*h, *c, true),
+        [h, c, "rw"] => (*h, *c, false),
+        _ => return Err(bad("--volume", format!("'{v}' is not HOST:CONTAINER[:ro]"))),
+    };
+    let host = path_text("--volume", &PathBuf::from(host))?;
+    let ctr = path_text("--volume", &PathBuf::from(ctr))?;
+    Ok((host, ctr, ro))
+}
+
+fn tags(
+    job_id: &str,
+    name: Option<&str>,
+    extra: &[String],
+    deadline: Option<SystemTime>,
+) -> Result<Vec<(String, String)>, PlanError> {
+    let owner = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    let mut tags = vec![
+        (
+            "Name".to_string(),
+            name.map_or_else(|| format!("run-render-{job_id}"), str::to_string),
+        ),
+        (TOOL_TAG.0.to_string(), TOOL_TAG.1.to_string()),
+        ("rtb:job-id".to_string(), job_id.to_string()),
+        ("rtb:owner".to_string(), owner),
+    ];
+    if let Some(d) = deadline {
+        tags.push((
+            "rtb:deadline".to_string(),
+            humantime::format_rfc3339_seconds(d).to_string(),
+        ));
+    }
+    for t in extra {
+        let (k, v) = t
+            .split_once('=')
+            .ok_or_else(|| bad("--tag", format!("'{t}' is not KEY=VALUE")))?;
+        if k.is_empty() || k.len() > 128 || v.len() > 256 {
+            return Err(bad(
+                "--tag",
+                format!("'{t}': keys are 1-128 characters, values up to 256"),
+            ));
+        }
+        if k.starts_with("aws:") || k.starts_with("rtb:") || k == "Name" {
+            return Err(bad(
+                "--tag",
+                format!(
+                    "'{k}' is reserved (aws:, rtb: and Name are set by run-render; use --name)"
+                ),
+            ));
+        }
+        tags.push((k.to_string(), v.to_string()));
+    }
+    Ok(tags)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn plan(args: &[&str]) -> Result<Plan, PlanError> {
+        let mut v = vec!["run-render", "--ami", "ami-0123456789abcdef0"];
+        v.extend_from_slice(args);
+        Plan::from_args(Args::try_parse_from(v).unwrap(), SystemTime::now())
+    }
+
+    fn err(args: &[&str]) -> String {
+        plan(args).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn refuses_bad_input_naming_the_flag() {
+        assert!(err(&[]).starts_with("--command: is required"));
+        assert!(err(&["--command", " "]).starts_with("--command: is empty"));
+        assert!(err(&["--command", "x", "--output", "bucket/x"]).starts_with("--output: "));
+        assert!(err(&["--command", "x", "--input", "s3://B/x"]).starts_with("--input: "));
+        assert!(err(&["--command", "x", "--timeout", "later"]).starts_with("--timeout: "));
+        assert!(err(&["--command", "x", "--instance-type", "big"]).starts_with("--instance-type"));
+        assert!(err(&["--command", "x", "--disk-gb", "2"]).starts_with("--disk-gb"));
+        assert!(err(&["--command", "x", "--tag", "rtb:tool=x"]).starts_with("--tag"));
+        assert!(err(&["--command", "x", "--tag", "novalue"]).starts_with("--tag"));
+        assert!(err(&["--command", "x", "--env", "COMMAND=y"]).starts_with("--env"));
+        assert!(err(&["--command", "x", "--env", "AWS_SECRET_ACCESS_KEY=y"]).starts_with("--env"));
+        assert!(err(&["--command", "x", "--volume", "relative:/x"]).starts_with("--volume"));
+        assert!(err(&["--command", "x", "--job-id", "a b"]).starts_with("--job-id"));
+        assert!(err(&["--command", "a\0b"]).starts_with("--command: contains a NUL"));
+        let e = Plan::from_args(
+            Args::try_parse_from(["run-render", "--ami", "ami-xyz", "--command", "x"]).unwrap(),
+            SystemTime::now(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("--ami: 'ami-xyz' is not an AMI id"), "{e}");
+    }
+
+    #[test]
+    fn container_env_follows_the_runner_contract() {
+        let p = plan(&[
+            "--command",
+            "render('a')",
+            "--toolboxes",
+            "{'isetbio'}",
+            "--output",
+            "s3://out-bucket/run",
+            "--matlab-root",
+            "/usr/local/MATLAB/R2019b",
+            "--env",
+            "OUTPUT_SCRATCH=/home/ubuntu/work",
+            "--job-id",
+            "j1",
+            "--timeout",
+            "2h",
+        ])
+        .unwrap();
+        let Work::Container(c) = &p.work else {
+            panic!("container expected")
+        };
+        let get = |n: &str| c.env.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+        assert_eq!(get("COMMAND"), Some("render('a')"));
+        assert_eq!(get("TOOLBOXES"), Some("{'isetbio'}"));
+        assert_eq!(get("OUTPUT_BUCKET"), Some("s3://out-bucket/run"));
+        assert_eq!(
+            get("MATLAB_EXECUTABLE"),
+            Some("/usr/local/MATLAB/from-host/bin/matlab")
+        );
+        assert_eq!(get("OUTPUT_SCRATCH"), Some("/home/ubuntu/work"));
+        assert_eq!(get("RTB_JOB_ID"), Some("j1"));
+        assert_eq!(get("RTB_TIMEOUT"), Some("2h"));
+        assert_eq!(
+            c.volumes[0],
+            (
+                "/usr/local/MATLAB/R2019b".into(),
+                "/usr/local/MATLAB/from-host".into(),
+                true
+            )
+        );
+        assert_eq!(
+            c.records.as_ref().unwrap().result_key(),
+            "run/_rtb-job/j1/result.json"
+        );
+        assert!(p
+            .launch
+            .tags
+            .contains(&("rtb:tool".into(), "run-render".into())));
+        assert!(p.launch.tags.iter().any(|(k, _)| k == "rtb:deadline"));
+        assert_eq!(p.launch.client_token, "j1-1");
+    }
+
+    #[test]
+    fn timeout_none_has_no_deadline() {
+        let p = plan(&["--shell", "true", "--timeout", "none"]).unwrap();
+        assert!(p.deadline.is_none() && p.timeout.is_none());
+        assert!(!p.launch.tags.iter().any(|(k, _)| k == "rtb:deadline"));
+    }
+
+    #[test]
+    fn job_ids_are_valid_client_tokens() {
+        let id = new_job_id(SystemTime::now());
+        assert!(check_job_id(&id).is_ok(), "{id}");
+        assert!(format!("{id}-1").len() <= 64);
+    }
+}

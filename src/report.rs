@@ -1,0 +1,161 @@
+//! The result of one `run-render`: a summary for people (Display) and one JSON document for
+//! scripts (Serialize), and the exit code both imply.
+
+use std::fmt;
+
+use rtb_model::JobResult;
+use serde::Serialize;
+
+/// The client's own exit codes; a job that ran passes its own code through.
+pub mod exit {
+    pub const BAD_INPUT: i32 = 2;
+    pub const PREFLIGHT: i32 = 65;
+    pub const LAUNCH: i32 = 66;
+    pub const AGENT: i32 = 67;
+    pub const REMOTE: i32 = 68;
+    pub const TERMINATE_UNCONFIRMED: i32 = 69;
+    pub const TIMED_OUT: i32 = 124;
+    pub const INTERRUPTED: i32 = 130;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The job ran and exited 0.
+    Succeeded,
+    /// The job ran and exited non-zero (its code is the exit code).
+    JobFailed,
+    TimedOut,
+    Interrupted,
+    PreflightFailed,
+    LaunchFailed,
+    AgentNeverOnline,
+    RemoteFailed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InstanceFate {
+    NotLaunched,
+    Terminated,
+    Kept,
+    /// Termination was requested but not confirmed: it may still be running.
+    Unconfirmed,
+}
+
+/// Seconds per phase; absent when the phase did not happen.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Phases {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preflight_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub launch_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub boot_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub terminate_s: Option<f64>,
+    pub total_s: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub job_id: String,
+    pub outcome: Outcome,
+    pub exit_code: i32,
+    pub instance_id: Option<String>,
+    pub instance: InstanceFate,
+    pub ami: String,
+    pub instance_type: String,
+    pub region: Option<String>,
+    pub output: Option<String>,
+    /// Where the log chunks and the result record are.
+    pub records: Option<String>,
+    pub phases: Phases,
+    pub log_lines: u64,
+    /// The runner's own result record, when it wrote one.
+    pub result: Option<JobResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Report {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let word = match self.outcome {
+            Outcome::Succeeded => "succeeded",
+            Outcome::JobFailed => "FAILED",
+            Outcome::TimedOut => "TIMED OUT",
+            Outcome::Interrupted => "INTERRUPTED",
+            Outcome::PreflightFailed => "not started (preflight failed)",
+            Outcome::LaunchFailed => "not started (launch failed)",
+            Outcome::AgentNeverOnline => "not started (SSM agent never online)",
+            Outcome::RemoteFailed => "FAILED to run",
+        };
+        writeln!(
+            f,
+            "job {} {word} (exit code {})",
+            self.job_id, self.exit_code
+        )?;
+        if let Some(e) = &self.error {
+            writeln!(f, "  error:    {e}")?;
+        }
+        let p = &self.phases;
+        let mut parts = Vec::new();
+        for (name, v) in [
+            ("preflight", p.preflight_s),
+            ("launch", p.launch_s),
+            ("boot", p.boot_s),
+            ("agent", p.agent_s),
+            ("run", p.run_s),
+            ("terminate", p.terminate_s),
+        ] {
+            if let Some(v) = v {
+                parts.push(format!("{name} {v:.1}s"));
+            }
+        }
+        writeln!(f, "  time:     {:.1}s ({})", p.total_s, parts.join(", "))?;
+        if let Some(r) = &self.result {
+            writeln!(
+                f,
+                "  runner:   {} via {}, input {} files / {} bytes, output {} files / {} bytes",
+                serde_json::to_value(r.outcome)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+                r.interpreter,
+                r.input.files,
+                r.input.bytes,
+                r.output.files,
+                r.output.bytes
+            )?;
+        }
+        if let Some(o) = &self.output {
+            writeln!(f, "  output:   {o}")?;
+        }
+        if let Some(r) = &self.records {
+            writeln!(f, "  log:      {r}log/")?;
+        }
+        match (self.instance, &self.instance_id) {
+            (InstanceFate::Terminated, Some(id)) => writeln!(f, "  instance: {id} terminated"),
+            (InstanceFate::Kept, Some(id)) => writeln!(
+                f,
+                "  instance: {id} KEPT RUNNING (billing until its deadline). Reach it with\n            \
+                 aws ssm start-session --target {id}\n            and end it with aws ec2 terminate-instances --instance-ids {id}"
+            ),
+            (InstanceFate::Unconfirmed, Some(id)) => writeln!(
+                f,
+                "  instance: {id} MAY STILL BE RUNNING: aws ec2 terminate-instances --instance-ids {id}"
+            ),
+            _ => writeln!(f, "  instance: none launched"),
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! Ctrl-C and SIGTERM. The first asks for a clean stop (save the outputs, terminate, wait);
+//! the second asks to terminate now and exit.
+
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+
+#[derive(Clone)]
+pub struct Interrupts {
+    count: watch::Receiver<u32>,
+}
+
+impl Interrupts {
+    /// Start listening. Without signal support nothing is ever reported (and the process
+    /// keeps the default behaviour).
+    pub fn listen() -> Interrupts {
+        let (tx, rx) = watch::channel(0u32);
+        tokio::spawn(async move {
+            let (Ok(mut int), Ok(mut term)) = (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) else {
+                return;
+            };
+            loop {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+                tx.send_modify(|n| *n += 1);
+            }
+        });
+        Interrupts { count: rx }
+    }
+
+    pub fn count(&self) -> u32 {
+        *self.count.borrow()
+    }
+
+    /// Resolves once at least `n` signals have arrived.
+    pub async fn reached(&self, n: u32) {
+        let mut rx = self.count.clone();
+        while *rx.borrow_and_update() < n {
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! What a person sees: a spinner with the current phase on a terminal, plain lines otherwise,
+//! all on stderr; the job's log lines on stdout (stderr with --json, whose stdout is the JSON).
+
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+pub struct Ui {
+    bar: Option<ProgressBar>,
+    logs_to_stderr: bool,
+    phase_started: std::sync::Mutex<Instant>,
+}
+
+impl Ui {
+    pub fn new(json: bool) -> Ui {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {msg} {elapsed:.dim}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        Ui {
+            bar,
+            logs_to_stderr: json,
+            phase_started: std::sync::Mutex::new(Instant::now()),
+        }
+    }
+
+    /// A new phase begins ("launching i-... (m6i.large)").
+    pub fn phase(&self, msg: impl Into<String>) {
+        let msg = msg.into();
+        if let Ok(mut t) = self.phase_started.lock() {
+            *t = Instant::now();
+        }
+        match &self.bar {
+            Some(bar) => {
+                bar.reset_elapsed();
+                bar.set_message(msg);
+            }
+            None => eprintln!("run-render: {msg}"),
+        }
+    }
+
+    /// A phase ended; the line stays on screen.
+    pub fn done(&self, msg: impl Into<String>) {
+        let took = self
+            .phase_started
+            .lock()
+            .map(|t| t.elapsed())
+            .unwrap_or_default();
+        let line = format!("run-render: {} ({:.1}s)", msg.into(), took.as_secs_f64());
+        self.line_stderr(&line);
+    }
+
+    /// A warning or note, always shown.
+    pub fn note(&self, msg: impl Into<String>) {
+        self.line_stderr(&format!("run-render: {}", msg.into()));
+    }
+
+    /// One line of the job's own log.
+    pub fn log_line(&self, line: &str) {
+        let print = || {
+            if self.logs_to_stderr {
+                let _ = writeln!(std::io::stderr().lock(), "{line}");
+            } else {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{line}");
+                let _ = out.flush();
+            }
+        };
+        match &self.bar {
+            Some(bar) => bar.suspend(print),
+            None => print(),
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+
+    fn line_stderr(&self, line: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+}

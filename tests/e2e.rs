@@ -1,0 +1,394 @@
+//! `run-render` end to end on the emulator: real instances (containers) booted from a
+//! registered image, SSM Run Command, the rtb-support image with the runner and Octave
+//! started as a peer through the host's Docker, S3 for inputs, outputs and the live log.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{run_render, support_image, unique, Watched, World};
+
+/// Flags every job test shares: the test AMI, the test image, Octave as the interpreter.
+fn job_args<'a>(ami: &'a str, job_id: &'a str, image: &'a str) -> Vec<&'a str> {
+    vec![
+        "--ami",
+        ami,
+        "--job-id",
+        job_id,
+        "--image",
+        image,
+        "--interpreter",
+        "octave-cli",
+        "--instance-type",
+        "t3.micro",
+        "--agent-timeout",
+        "60s",
+    ]
+}
+
+async fn assert_terminated(w: &World, job_id: &str) {
+    let instances = w.instances_of(job_id).await;
+    assert_eq!(
+        instances.len(),
+        1,
+        "one instance for {job_id}: {instances:?}"
+    );
+    assert_eq!(instances[0].1, "terminated", "{instances:?}");
+}
+
+#[tokio::test]
+async fn job_streams_its_log_writes_outputs_and_terminates() {
+    let w = World::new().await;
+    let ami = w.test_ami().await;
+    let inb = w.bucket("e2e-in").await;
+    let outb = w.bucket("e2e-out").await;
+    w.put(&inb, "scene/size.txt", "640 480").await;
+    let job_id = unique("ok");
+    let image = support_image();
+    let (input, output) = (
+        format!("s3://{inb}/scene"),
+        format!("s3://{outb}/renders/1"),
+    );
+    let mut args = job_args(&ami, &job_id, &image);
+    let command = "s = load(fullfile(getenv('INPUT_SCRATCH'), 'size.txt')); \
+        for i = 1:4, disp(sprintf('tick %d of %dx%d', i, s(1), s(2))); pause(1.5); end; \
+        fid = fopen(fullfile(getenv('OUTPUT_SCRATCH'), 'render.txt'), 'w'); fprintf(fid, '%d', prod(s)); fclose(fid);";
+    args.extend(["--input", &input, "--output", &output, "--command", command]);
+
+    let mut run = Watched::spawn(run_render(&args));
+    let first = run.wait_for("tick 1 of 640x480", Duration::from_secs(90));
+    let first = first.unwrap_or_else(|| {
+        panic!(
+            "no streamed line; output:\n{}",
+            run.seen
+                .iter()
+                .map(|l| l.2.clone())
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    });
+    let still_running = run.running();
+    let done = run.finish(Duration::from_secs(120));
+    assert_eq!(done.code, Some(0), "{}", done.all());
+    assert!(
+        still_running,
+        "the first line must be shown while the job runs"
+    );
+    // The job prints for ~6 s after its first line: the line was shown well before the end.
+    assert!(
+        done.ended.saturating_sub(first) > Duration::from_secs(3),
+        "first at {first:?}, end {:?}",
+        done.ended
+    );
+    let stdout = done.stdout();
+    for i in 1..=4 {
+        assert!(stdout.contains(&format!("tick {i} of 640x480")), "{stdout}");
+    }
+    assert_eq!(
+        w.get(&outb, "renders/1/render.txt").await.as_deref(),
+        Some(&b"307200"[..])
+    );
+    assert!(w.get(&outb, "renders/1/matlab.log").await.is_some());
+    let result = w
+        .get(&outb, &format!("renders/1/_rtb-job/{job_id}/result.json"))
+        .await
+        .expect("result record");
+    let result: serde_json::Value = serde_json::from_slice(&result).unwrap();
+    assert_eq!(result["outcome"], "succeeded");
+    assert!(done.stderr().contains("terminated"), "{}", done.stderr());
+    assert_terminated(&w, &job_id).await;
+}
+
+#[tokio::test]
+async fn failing_job_exits_non_zero_keeps_its_log_and_terminates() {
+    let w = World::new().await;
+    let ami = w.test_ami().await;
+    let outb = w.bucket("e2e-fail").await;
+    let job_id = unique("fail");
+    let image = support_image();
+    let output = format!("s3://{outb}/f");
+    let mut args = job_args(&ami, &job_id, &image);
+    args.extend([
+        "--output",
+        &output,
+        "--command",
+        "disp('about to fail'); error('test-error')",
+        "--json",
+    ]);
+    let done = Watched::spawn(run_render(&args)).finish(Duration::from_secs(120));
+    assert_eq!(done.code, Some(1), "{}", done.all());
+    let report: serde_json::Value =
+        serde_json::from_str(&done.stdout()).expect("--json prints one JSON document");
+    assert_eq!(report["outcome"], "job_failed");
+    assert_eq!(report["exit_code"], 1);
+    assert_eq!(report["instance"], "terminated");
+    assert_eq!(report["result"]["outcome"], "failed");
+    // With --json the log goes to stderr.
+    assert!(done.stderr().contains("test-error"), "{}", done.stderr());
+    let log = String::from_utf8(w.get(&outb, "f/matlab.log").await.expect("log kept")).unwrap();
+    assert!(
+        log.contains("about to fail") && log.contains("test-error"),
+        "{log}"
+    );
+    assert_terminated(&w, &job_id).await;
+}
+
+#[tokio::test]
+async fn ctrl_c_stops_the_job_saves_outputs_and_terminates() {
+    let w = World::new().await;
+    let ami = w.test_ami().await;
+    let outb = w.bucket("e2e-int").await;
+    let job_id = unique("int");
+    let image = support_image();
+    let output = format!("s3://{outb}/i");
+    let mut args = job_args(&ami, &job_id, &image);
+    let command = "fid = fopen(fullfile(getenv('OUTPUT_SCRATCH'), 'partial.txt'), 'w'); fprintf(fid, 'half'); fclose(fid); \
+        disp('long render started'); pause(300);";
+    args.extend(["--output", &output, "--command", command]);
+    let mut run = Watched::spawn(run_render(&args));
+    assert!(
+        run.wait_for("long render started", Duration::from_secs(90))
+            .is_some(),
+        "job never started"
+    );
+    run.signal(libc::SIGINT);
+    let done = run.finish(Duration::from_secs(150));
+    assert_eq!(done.code, Some(130), "{}", done.all());
+    assert!(done.stderr().contains("INTERRUPTED"), "{}", done.stderr());
+    // The first Ctrl-C stops the job cleanly: what it wrote so far is saved.
+    assert_eq!(
+        w.get(&outb, "i/partial.txt").await.as_deref(),
+        Some(&b"half"[..]),
+        "{}",
+        done.all()
+    );
+    assert_terminated(&w, &job_id).await;
+}
+
+#[tokio::test]
+async fn agent_never_online_is_a_clear_error_and_the_instance_is_terminated() {
+    let w = World::new().await;
+    let ami = w.no_agent_ami().await;
+    let job_id = unique("noagent");
+    let image = support_image();
+    let mut args = job_args(&ami, &job_id, &image);
+    let at = args.iter().position(|a| *a == "--agent-timeout").unwrap();
+    args[at + 1] = "3s";
+    args.extend(["--command", "ver"]);
+    let done = Watched::spawn(run_render(&args)).finish(Duration::from_secs(60));
+    assert_eq!(done.code, Some(67), "{}", done.all());
+    assert!(
+        done.stderr().contains("did not come online within"),
+        "{}",
+        done.stderr()
+    );
+    assert!(
+        done.stderr().contains("AmazonSSMManagedInstanceCore"),
+        "the checklist is printed"
+    );
+    assert_terminated(&w, &job_id).await;
+}
+
+#[tokio::test]
+async fn command_past_its_timeout_is_stopped_and_terminated() {
+    let w = World::new().await;
+    let ami = w.test_ami().await;
+    let outb = w.bucket("e2e-timeout").await;
+    let job_id = unique("timeout");
+    let image = support_image();
+    let output = format!("s3://{outb}/t");
+    let mut args = job_args(&ami, &job_id, &image);
+    args.extend([
+        "--output",
+        &output,
+        "--command",
+        "disp('slow'); pause(120);",
+        "--timeout",
+        "4s",
+    ]);
+    let done = Watched::spawn(run_render(&args)).finish(Duration::from_secs(120));
+    assert_eq!(done.code, Some(124), "{}", done.all());
+    assert!(done.stderr().contains("TIMED OUT"), "{}", done.stderr());
+    assert!(
+        done.ended < Duration::from_secs(60),
+        "took {:?}",
+        done.ended
+    );
+    assert!(
+        w.get(&outb, "t/matlab.log").await.is_some(),
+        "log kept after a timeout"
+    );
+    assert_terminated(&w, &job_id).await;
+}
+
+#[tokio::test]
+async fn shell_mode_passes_the_exit_code_and_shows_ssm_output() {
+    let w = World::new().await;
+    let ami = w.test_ami().await;
+    let job_id = unique("shell");
+    let done = Watched::spawn(run_render(&[
+        "--ami",
+        &ami,
+        "--job-id",
+        &job_id,
+        "--shell",
+        "echo \"hello from $(hostname)\"; exit 3",
+    ]))
+    .finish(Duration::from_secs(60));
+    assert_eq!(done.code, Some(3), "{}", done.all());
+    assert!(done.stdout().contains("hello from "), "{}", done.all());
+    assert_terminated(&w, &job_id).await;
+}
+
+#[tokio::test]
+async fn keep_leaves_the_instance_running_and_says_how_to_reach_it() {
+    let w = World::new().await;
+    let ami = w.test_ami().await;
+    let job_id = unique("keep");
+    let done = Watched::spawn(run_render(&[
+        "--ami", &ami, "--job-id", &job_id, "--shell", "true", "--keep",
+    ]))
+    .finish(Duration::from_secs(60));
+    assert_eq!(done.code, Some(0), "{}", done.all());
+    let instances = w.instances_of(&job_id).await;
+    assert_eq!(instances.len(), 1);
+    let (id, state) = &instances[0];
+    // This test ends the instance it asked to keep.
+    w.terminate(id).await;
+    assert_eq!(state, "running");
+    assert!(
+        done.stderr()
+            .contains(&format!("aws ssm start-session --target {id}")),
+        "{}",
+        done.stderr()
+    );
+}
+
+/// Bad input is refused before anything is launched.
+#[tokio::test]
+async fn bad_input_launches_nothing() {
+    let w = World::new().await;
+    let ami = w.test_ami().await;
+    let outb = w.bucket("e2e-bad").await;
+    let good_out = format!("s3://{outb}/x");
+    let cases: Vec<(Vec<String>, i32, &str)> = vec![
+        (
+            vec![
+                "--ami".into(),
+                "ami-0000000000000dead".into(),
+                "--command".into(),
+                "ver".into(),
+            ],
+            65,
+            "AMI ami-0000000000000dead was not found",
+        ),
+        (
+            vec![
+                "--ami".into(),
+                "not-an-ami".into(),
+                "--command".into(),
+                "ver".into(),
+            ],
+            2,
+            "--ami: 'not-an-ami' is not an AMI id",
+        ),
+        (
+            vec![
+                "--ami".into(),
+                ami.clone(),
+                "--command".into(),
+                "ver".into(),
+                "--output".into(),
+                "bucket/x".into(),
+            ],
+            2,
+            "--output: 'bucket/x' is not an S3 URL",
+        ),
+        (
+            vec!["--ami".into(), ami.clone()],
+            2,
+            "--command: is required",
+        ),
+        (
+            vec![
+                "--ami".into(),
+                ami.clone(),
+                "--command".into(),
+                "ver".into(),
+                "--output".into(),
+                "s3://no-such-bucket-e2e/x".into(),
+            ],
+            65,
+            "--output: s3://no-such-bucket-e2e/x: bucket 'no-such-bucket-e2e' does not exist",
+        ),
+        (
+            vec![
+                "--ami".into(),
+                ami.clone(),
+                "--command".into(),
+                "ver".into(),
+                "--output".into(),
+                good_out.clone(),
+                "--iam-profile".into(),
+                "no-such-profile".into(),
+            ],
+            65,
+            "instance profile 'no-such-profile' does not exist",
+        ),
+    ];
+    for (args, code, message) in cases {
+        let job_id = unique("bad");
+        let mut all = args.clone();
+        all.extend(["--job-id".to_string(), job_id.clone()]);
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        let out = run_render(&refs).output().expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+        assert!(
+            w.instances_of(&job_id).await.is_empty(),
+            "{args:?} launched something"
+        );
+    }
+}
+
+#[tokio::test]
+async fn dry_run_prints_the_plan_and_script_and_launches_nothing() {
+    let w = World::new().await;
+    let ami = w.test_ami().await;
+    let job_id = unique("dry");
+    let out = run_render(&[
+        "--ami",
+        &ami,
+        "--job-id",
+        &job_id,
+        "--command",
+        "render('it''s $(rm -rf /)')",
+        "--output",
+        "s3://any-bucket/x",
+        "--dry-run",
+        "--json",
+    ])
+    .output()
+    .expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert_eq!(doc["dry_run"], true);
+    assert_eq!(doc["launch"]["ami"], ami.as_str());
+    let script = doc["script"].as_str().unwrap();
+    assert!(script.contains("docker run -d"), "{script}");
+    assert!(
+        script.contains("COMMAND=render(") && script.contains("rm -rf"),
+        "{script}"
+    );
+    assert!(doc["user_data"].as_str().unwrap().contains("rtb-deadline"));
+    assert!(
+        w.instances_of(&job_id).await.is_empty(),
+        "dry run launched something"
+    );
+}
