@@ -58,7 +58,12 @@ impl JobRecords {
 
     /// The key of chunk number `seq` (1-based).
     pub fn chunk_key(&self, seq: u64) -> String {
-        format!("{}{:0width$}.log", self.log_prefix(), seq, width = CHUNK_DIGITS)
+        format!(
+            "{}{:0width$}.log",
+            self.log_prefix(),
+            seq,
+            width = CHUNK_DIGITS
+        )
     }
 
     /// The sequence number of a chunk key, or None for any other key.

@@ -84,7 +84,10 @@ mod tests {
             started_at: "2026-01-01T00:00:00Z".into(),
             finished_at: "2026-01-01T00:00:01Z".into(),
             timings: Timings::default(),
-            input: Transfer { files: 2, bytes: 10 },
+            input: Transfer {
+                files: 2,
+                bytes: 10,
+            },
             output: Transfer::default(),
             log_chunks: 3,
             log_lines: 7,
