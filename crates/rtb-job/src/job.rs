@@ -248,7 +248,7 @@ async fn run_command(
             )),
         );
     }
-    log.info(format!("run: {}", settings.command.replace('\n', " ⏎ ")));
+    log.info(format!("run: {}", summary(&settings.command)));
     // The job's code can find its folders whether they were set or defaulted.
     let mut env = vec![
         (
@@ -314,6 +314,21 @@ async fn run_command(
             )),
         ),
     }
+}
+
+/// The command's first line, shortened, for the log (the whole text is in the script).
+fn summary(command: &str) -> String {
+    const MAX: usize = 160;
+    let lines = command.trim().lines().count();
+    let first = command.trim().lines().next().unwrap_or_default();
+    let mut s: String = first.chars().take(MAX).collect();
+    if first.chars().count() > MAX || lines > 1 {
+        s.push_str(" …");
+    }
+    if lines > 1 {
+        s.push_str(&format!(" ({lines} lines)"));
+    }
+    s
 }
 
 fn outcome_word(o: Outcome) -> &'static str {
