@@ -117,6 +117,15 @@ pub struct Args {
     /// it, even if this client is gone. "none" turns the limit off.
     #[arg(long, env = "RUN_RENDER_TIMEOUT", default_value = "24h")]
     pub timeout: String,
+    /// How long past --timeout the instance may live before it powers itself off (boot, input
+    /// and output copies happen outside the command's own limit).
+    #[arg(
+        long,
+        env = "RUN_RENDER_DEADLINE_MARGIN",
+        default_value = "30m",
+        hide_short_help = true
+    )]
+    pub deadline_margin: String,
     /// How long to wait for the instance's SSM agent to come online.
     #[arg(long, env = "RUN_RENDER_AGENT_TIMEOUT", default_value = "10m")]
     pub agent_timeout: String,

@@ -9,7 +9,7 @@ use tokio::time::{interval, sleep_until, MissedTickBehavior};
 use crate::cloud::{Cloud, Invocation, InvocationStatus, LaunchError};
 use crate::instance::Instance;
 use crate::logs::Tail;
-use crate::plan::{Plan, Work, DEADLINE_MARGIN};
+use crate::plan::{Plan, Work};
 use crate::report::{exit, InstanceFate, Outcome, Phases, Report};
 use crate::signals::Interrupts;
 use crate::ui::Ui;
@@ -187,9 +187,10 @@ async fn drive(
     ui.done("SSM agent online");
 
     let script = script::job_script(plan, cloud.region(), SystemTime::now());
+    // SSM may run the script until the instance's own deadline; without one, its maximum.
     let execution = plan
-        .timeout
-        .map(|t| t + DEADLINE_MARGIN)
+        .deadline
+        .and_then(|d| d.duration_since(SystemTime::now()).ok())
         .unwrap_or(Duration::from_secs(crate::cloud::MAX_EXECUTION_SECS));
     let comment = format!("run-render job {}", plan.job_id);
     let command = tokio::select! {

@@ -8,9 +8,6 @@ use rtb_model::{contract, JobRecords, S3Url};
 
 use crate::cli::Args;
 
-/// How long past the command's timeout the instance may live: boot, the input and output
-/// copies, and termination all happen outside the command's own limit.
-pub const DEADLINE_MARGIN: Duration = Duration::from_secs(30 * 60);
 /// The tag every instance of ours carries, and which the client's IAM policy requires.
 pub const TOOL_TAG: (&str, &str) = ("rtb:tool", "run-render");
 
@@ -70,7 +67,7 @@ pub struct Plan {
     pub input: Option<S3Url>,
     pub output: Option<S3Url>,
     pub timeout: Option<Duration>,
-    /// When the instance stops itself, whatever happens to this client.
+    /// When the instance stops itself, whatever happens to this client: timeout + margin.
     pub deadline: Option<SystemTime>,
     pub agent_timeout: Duration,
     pub keep: bool,
@@ -169,7 +166,13 @@ impl Plan {
             }
         };
 
-        let deadline = timeout.map(|t| now + t + DEADLINE_MARGIN);
+        let margin = humantime::parse_duration(&args.deadline_margin).map_err(|e| {
+            bad(
+                "--deadline-margin",
+                format!("'{}' is not a duration ({e})", args.deadline_margin),
+            )
+        })?;
+        let deadline = timeout.map(|t| now + t + margin);
         let tags = tags(&job_id, args.name.as_deref(), &args.tags, deadline)?;
         if args.iam_profile.trim().is_empty() {
             return Err(bad(

@@ -392,3 +392,94 @@ async fn dry_run_prints_the_plan_and_script_and_launches_nothing() {
         "dry run launched something"
     );
 }
+
+async fn wait_terminated(w: &World, job_id: &str, limit: Duration) -> Vec<(String, String)> {
+    let start = std::time::Instant::now();
+    loop {
+        let instances = w.instances_of(job_id).await;
+        if !instances.is_empty() && instances.iter().all(|i| i.1 == "terminated") {
+            return instances;
+        }
+        if start.elapsed() > limit {
+            return instances;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test]
+async fn second_ctrl_c_exits_at_once_after_requesting_termination() {
+    let w = World::new().await;
+    let ami = w.test_ami().await;
+    let outb = w.bucket("e2e-int2").await;
+    let job_id = unique("int2");
+    let image = support_image();
+    let output = format!("s3://{outb}/i");
+    let mut args = job_args(&ami, &job_id, &image);
+    args.extend([
+        "--output",
+        &output,
+        "--command",
+        "disp('long render started'); pause(300);",
+    ]);
+    let mut run = Watched::spawn(run_render(&args));
+    assert!(
+        run.wait_for("long render started", Duration::from_secs(90))
+            .is_some(),
+        "job never started"
+    );
+    run.signal(libc::SIGINT);
+    assert!(run
+        .wait_for("press Ctrl-C again", Duration::from_secs(10))
+        .is_some());
+    run.signal(libc::SIGINT);
+    let done = run.finish(Duration::from_secs(20));
+    assert_eq!(done.code, Some(130), "{}", done.all());
+    assert!(
+        done.stderr().contains("requested; not waiting"),
+        "{}",
+        done.stderr()
+    );
+    let instances = wait_terminated(&w, &job_id, Duration::from_secs(30)).await;
+    assert!(
+        instances.iter().all(|i| i.1 == "terminated"),
+        "{instances:?}"
+    );
+}
+
+/// The client is killed outright (no chance to clean up): the instance's own deadline
+/// (timeout + margin, armed on the instance) ends it anyway.
+#[tokio::test]
+async fn instance_ends_itself_at_its_deadline_when_the_client_is_killed() {
+    let w = World::new().await;
+    let ami = w.test_ami().await;
+    let job_id = unique("orphan");
+    let mut run = Watched::spawn(run_render(&[
+        "--ami",
+        &ami,
+        "--job-id",
+        &job_id,
+        "--shell",
+        "sleep 300",
+        "--timeout",
+        "3s",
+        "--deadline-margin",
+        "2s",
+    ]));
+    assert!(run
+        .wait_for("running the shell command", Duration::from_secs(60))
+        .is_some());
+    run.signal(libc::SIGKILL);
+    let _ = run.finish(Duration::from_secs(10));
+    let instances = w.instances_of(&job_id).await;
+    assert_eq!(instances.len(), 1, "{instances:?}");
+    assert_eq!(
+        instances[0].1, "running",
+        "still running right after the client died"
+    );
+    let instances = wait_terminated(&w, &job_id, Duration::from_secs(30)).await;
+    assert!(
+        instances.iter().all(|i| i.1 == "terminated"),
+        "the deadline did not end it: {instances:?}"
+    );
+}

@@ -426,3 +426,62 @@ mod composition {
         assert!(a < b && b < c, "{stdout}");
     }
 }
+
+/// MOUNT_BUCKET with a stand-in `mount-s3` (the real one needs FUSE and AWS): the runner calls
+/// it with the bucket, folder, prefix and endpoint, runs the command with the mount in place,
+/// and unmounts afterwards, even when the command fails.
+#[tokio::test]
+async fn mount_bucket_mounts_runs_and_unmounts() {
+    let c = client().await;
+    let bucket = unique_bucket(&c, "job-mount").await;
+    let bin = tempfile::tempdir().unwrap();
+    let calls = bin.path().join("calls.txt");
+    let script = |name: &str, body: &str| {
+        let p = bin.path().join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    };
+    // "Mount" by writing a file into the folder; record every call with its arguments.
+    script(
+        "mount-s3",
+        &format!(
+            "echo \"mount-s3 $*\" >> {c}\necho mounted > \"$2/from-bucket.txt\"",
+            c = calls.display()
+        ),
+    );
+    script(
+        "fusermount3",
+        &format!("echo \"fusermount3 $*\" >> {c}", c = calls.display()),
+    );
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let job = Job::new("disp(fileread(fullfile(getenv('MOUNT_SCRATCH'), 'from-bucket.txt'))); error('after reading')")
+        .env("PATH", &path)
+        .env("MOUNT_BUCKET", format!("s3://{bucket}/scenes/big"))
+        .env("MOUNT_FLAGS", "--read-only --cache /tmp/c");
+    let mnt = job.dir.path().join("mnt");
+    let (out, _job) = job.run();
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    assert!(
+        stdout.lines().any(|l| l == "mounted"),
+        "the command read the mount: {stdout}"
+    );
+    let calls = std::fs::read_to_string(&calls).unwrap();
+    let lines: Vec<&str> = calls.lines().collect();
+    assert_eq!(lines.len(), 2, "{calls}");
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap();
+    assert_eq!(
+        lines[0],
+        format!("mount-s3 {bucket} {} --prefix scenes/big/ --endpoint-url {endpoint} --force-path-style --region us-east-1 --read-only --cache /tmp/c", mnt.display())
+    );
+    assert_eq!(lines[1], format!("fusermount3 -u {}", mnt.display()));
+}
