@@ -44,14 +44,25 @@ pub struct Args {
         long,
         env = "RUN_RENDER_COMMAND",
         value_name = "CODE",
-        conflicts_with = "shell"
+        conflicts_with = "shell",
+        allow_hyphen_values = true
     )]
     pub command: Option<String>,
     /// Arguments for tbUse(...), e.g. "{'RenderToolbox4','isetbio'}" (TOOLBOXES).
-    #[arg(long, env = "RUN_RENDER_TOOLBOXES", value_name = "ARGS")]
+    #[arg(
+        long,
+        env = "RUN_RENDER_TOOLBOXES",
+        value_name = "ARGS",
+        allow_hyphen_values = true
+    )]
     pub toolboxes: Option<String>,
     /// MATLAB script run first, as run('...'), a path on the instance (STARTUP).
-    #[arg(long, env = "RUN_RENDER_STARTUP", value_name = "SCRIPT")]
+    #[arg(
+        long,
+        env = "RUN_RENDER_STARTUP",
+        value_name = "SCRIPT",
+        allow_hyphen_values = true
+    )]
     pub startup: Option<String>,
     /// s3://bucket/prefix copied to the job's input folder before the command (INPUT_BUCKET).
     #[arg(long, env = "RUN_RENDER_INPUT", value_name = "S3_URL")]
@@ -64,7 +75,12 @@ pub struct Args {
     pub env: Vec<String>,
 
     /// Run this shell command on the instance instead of the container.
-    #[arg(long, env = "RUN_RENDER_SHELL", value_name = "SHELL_COMMAND")]
+    #[arg(
+        long,
+        env = "RUN_RENDER_SHELL",
+        value_name = "SHELL_COMMAND",
+        allow_hyphen_values = true
+    )]
     pub shell: Option<String>,
 
     /// The rtb-support image on the instance.

@@ -143,7 +143,7 @@ async fn ctrl_c_stops_the_job_saves_outputs_and_terminates() {
     let output = format!("s3://{outb}/i");
     let mut args = job_args(&ami, &job_id, &image);
     let command = "fid = fopen(fullfile(getenv('OUTPUT_SCRATCH'), 'partial.txt'), 'w'); fprintf(fid, 'half'); fclose(fid); \
-        disp('long render started'); pause(300);";
+        disp(['long render ' 'started']); pause(300);";
     args.extend(["--output", &output, "--command", command]);
     let mut run = Watched::spawn(run_render(&args));
     assert!(
@@ -420,7 +420,7 @@ async fn second_ctrl_c_exits_at_once_after_requesting_termination() {
         "--output",
         &output,
         "--command",
-        "disp('long render started'); pause(300);",
+        "disp(['long render ' 'started']); pause(300);",
     ]);
     let mut run = Watched::spawn(run_render(&args));
     assert!(

@@ -1,0 +1,308 @@
+#!/usr/bin/env bash
+# Bring up the local test world: system packages, a Python venv with MiniStack, the runner
+# binary, the Docker images, MiniStack on 127.0.0.1:$RTB_WORLD_PORT, and .world/env.
+# Idempotent: every step checks first and does nothing when its result is already there.
+# See tests/world/README.md.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(git -C "$here" rev-parse --show-toplevel 2>/dev/null || (cd "$here/../.." && pwd))
+WORLD=$REPO/.world
+VENV=$WORLD/venv
+PORT=${RTB_WORLD_PORT:-45660}
+ENDPOINT=http://127.0.0.1:$PORT
+
+# RTB_WORLD_IMAGE_PREFIX gives a second, independent set of images (e.g. to try a cold setup
+# on an engine whose rtb-world/* images others are using).
+PREFIX=${RTB_WORLD_IMAGE_PREFIX:-rtb-world}
+BASE_IMAGE=$PREFIX/base:bookworm
+OCTAVE_IMAGE=$PREFIX/octave:bookworm
+SUPPORT_IMAGE=$PREFIX/support:test
+AMI_IMAGE=$PREFIX/ami:test
+
+# What instance containers get (docker-run style flags, parsed by MiniStack): the host's
+# Docker socket, so instances can start peer containers, and the endpoints/region, so the
+# SDK and the CLI inside an instance talk to MiniStack (IMDS included) as they would to AWS.
+EC2_FLAGS="-v /var/run/docker.sock:/var/run/docker.sock"
+EC2_FLAGS+=" -e AWS_EC2_METADATA_SERVICE_ENDPOINT=$ENDPOINT/"
+EC2_FLAGS+=" -e AWS_ENDPOINT_URL=$ENDPOINT"
+EC2_FLAGS+=" -e AWS_REGION=us-east-1 -e AWS_DEFAULT_REGION=us-east-1"
+
+# One line per step, with the seconds since setup started.
+say() { printf 'world: %s [%ss]\n' "$*" "$SECONDS"; }
+die() {
+    printf 'world: ERROR: %s\n' "$*" >&2
+    exit 1
+}
+as_root() {
+    if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi
+}
+
+tmp_paths=()
+images_pid=
+cleanup() {
+    local p
+    # A failure here must not orphan the background image build (and its temp rootfs).
+    if [[ -n $images_pid ]]; then wait "$images_pid" 2>/dev/null || true; fi
+    for p in "${tmp_paths[@]}"; do
+        if [[ -e $p ]]; then as_root rm -rf "$p" || true; fi
+    done
+    return 0
+}
+trap cleanup EXIT
+
+[[ $PORT =~ ^[0-9]+$ ]] || die "RTB_WORLD_PORT must be a port number, not '$PORT'"
+mkdir -p "$WORLD"
+
+# Images are shared by every checkout on this Docker engine: one setup at a time.
+exec 9>"${TMPDIR:-/tmp}/rtb-world-setup.lock"
+flock 9
+
+# ── a. System packages (in the background job below, before the base image) ─────────────────
+have() { command -v "$1" >/dev/null 2>&1 || [[ -x /usr/sbin/$1 || -x /sbin/$1 ]]; }
+# apt-get that waits for the dpkg lock instead of failing (the venv step may need apt too).
+apt_get() {
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 "$@"
+}
+system_packages() {
+    if have octave-cli && have debootstrap && have shellcheck; then
+        say "system packages present (octave, debootstrap, shellcheck)"
+        return
+    fi
+    say "installing system packages: octave debootstrap shellcheck (1-2 min)"
+    apt_get update -qq >"$WORLD/apt.log" 2>&1 ||
+        { tail -n 30 "$WORLD/apt.log" >&2; die "apt-get update failed (log: $WORLD/apt.log)"; }
+    apt_get install -y -qq --no-install-recommends octave debootstrap shellcheck \
+        >>"$WORLD/apt.log" 2>&1 ||
+        { tail -n 30 "$WORLD/apt.log" >&2; die "apt-get install failed (log: $WORLD/apt.log)"; }
+    say "installed system packages"
+}
+
+# ── d. Docker images (base and Octave start now, in the background) ─────────────────────────
+docker info >/dev/null 2>&1 || die "the Docker engine is not reachable (docker info failed)"
+DOCKER_CLI=$(command -v docker)
+image_id() { docker image inspect -f '{{.Id}}' "$1" 2>/dev/null || true; }
+
+# The Debian mirror the host's apt uses for bookworm (one-line and deb822 sources), so the
+# bootstrap works where only that mirror is reachable.
+debian_mirror() {
+    local f m=
+    if [[ -n ${RTB_WORLD_DEBIAN_MIRROR:-} ]]; then
+        printf '%s\n' "$RTB_WORLD_DEBIAN_MIRROR"
+        return
+    fi
+    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+        [[ -r $f && -z $m ]] || continue
+        m=$(awk '$1 == "deb" {
+                i = 2
+                if ($i ~ /^\[/) { while (i < NF && $i !~ /\]$/) i++; i++ }
+                if ($(i + 1) == "bookworm") { print $i; exit }
+            }' "$f")
+    done
+    for f in /etc/apt/sources.list.d/*.sources; do
+        [[ -r $f && -z $m ]] || continue
+        m=$(awk 'BEGIN { RS = ""; FS = "\n" }
+            {
+                uris = ""; suites = ""; types = ""; enabled = "yes"
+                for (k = 1; k <= NF; k++) {
+                    l = $k
+                    if (l ~ /^URIs:/) { sub(/^URIs:[ \t]*/, "", l); uris = l }
+                    else if (l ~ /^Suites:/) { sub(/^Suites:[ \t]*/, "", l); suites = " " l " " }
+                    else if (l ~ /^Types:/) { sub(/^Types:[ \t]*/, "", l); types = " " l " " }
+                    else if (l ~ /^Enabled:/) { sub(/^Enabled:[ \t]*/, "", l); enabled = l }
+                }
+                if (types ~ / deb / && suites ~ / bookworm / && enabled !~ /^[Nn]o/) {
+                    split(uris, u, /[ \t]+/); print u[1]; exit
+                }
+            }' "$f")
+    done
+    printf '%s\n' "${m:-http://deb.debian.org/debian}"
+}
+
+build_base() {
+    local mirror rootfs
+    if [[ -n $(image_id "$BASE_IMAGE") ]]; then
+        say "image $BASE_IMAGE present"
+        return
+    fi
+    mirror=$(debian_mirror)
+    mirror=${mirror%/}
+    say "bootstrapping $BASE_IMAGE from $mirror (~1 min)"
+    rootfs=$(mktemp -d "${TMPDIR:-/tmp}/rtb-world-rootfs.XXXXXX")
+    tmp_paths+=("$rootfs")
+    as_root debootstrap --variant=minbase bookworm "$rootfs" "$mirror" \
+        >"$WORLD/debootstrap.log" 2>&1 ||
+        { tail -n 30 "$WORLD/debootstrap.log" >&2; die "debootstrap failed (log: $WORLD/debootstrap.log)"; }
+    as_root rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* \
+        "$rootfs/etc/hostname"
+    as_root tar -C "$rootfs" -c . |
+        docker import --change 'CMD ["/bin/bash"]' - "$BASE_IMAGE" >/dev/null
+    as_root rm -rf "$rootfs"
+    say "imported $BASE_IMAGE"
+}
+
+# Octave: slow (~1.5 min), so built only when missing or when its recipe (the Dockerfile and
+# the base image it starts from) changed.
+build_octave() {
+    local recipe have_recipe old
+    recipe=$( (cat "$here/images/octave.Dockerfile"; image_id "$BASE_IMAGE") | sha256sum | cut -c1-16)
+    have_recipe=$(docker image inspect -f '{{index .Config.Labels "rtb-world.recipe"}}' \
+        "$OCTAVE_IMAGE" 2>/dev/null || true)
+    if [[ $have_recipe == "$recipe" ]]; then
+        say "image $OCTAVE_IMAGE present"
+        return
+    fi
+    say "building $OCTAVE_IMAGE (~1.5 min)"
+    old=$(image_id "$OCTAVE_IMAGE")
+    docker build --network host --label "rtb-world.recipe=$recipe" -t "$OCTAVE_IMAGE" \
+        --build-arg "BASE_IMAGE=$BASE_IMAGE" - <"$here/images/octave.Dockerfile" >"$WORLD/build-octave.log" 2>&1 ||
+        { tail -n 30 "$WORLD/build-octave.log" >&2; die "building $OCTAVE_IMAGE failed (log: $WORLD/build-octave.log)"; }
+    [[ -z $old || $old == "$(image_id "$OCTAVE_IMAGE")" ]] || docker rmi "$old" >/dev/null 2>&1 || true
+    say "built $OCTAVE_IMAGE"
+}
+
+# System packages, then the base and Octave images (network and disk bound, minutes when
+# cold), in the background while the venv and the runner (CPU bound) are made.
+(
+    trap cleanup EXIT # its own copy of tmp_paths (the rootfs)
+    system_packages
+    build_base
+    build_octave
+) &
+images_pid=$!
+
+# ── b. Python venv: MiniStack, docker-py, awscli, s5cmd ─────────────────────────────────────
+req=$here/requirements.txt
+stamp=$VENV/.rtb-world-requirements.sha256
+want=$(sha256sum "$req" | cut -d' ' -f1)
+if [[ -x $VENV/bin/ministack && -f $stamp && $(cat "$stamp") == "$want" ]]; then
+    say "venv up to date ($VENV)"
+else
+    say "creating venv $VENV"
+    py=$(command -v python3.11 || command -v python3) || die "python3 not found"
+    if ! "$py" -m venv "$VENV" >/dev/null 2>&1; then
+        # Debian's python3 needs python3-venv for ensurepip.
+        apt_get update -qq >/dev/null
+        apt_get install -y -qq --no-install-recommends python3-venv >/dev/null
+        "$py" -m venv "$VENV"
+    fi
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req" ||
+        die "pip install -r $req failed"
+    printf '%s\n' "$want" >"$stamp"
+fi
+
+# ── c. The job runner ───────────────────────────────────────────────────────────────────────
+(cd "$REPO" && cargo build --quiet -p rtb-job --bin rtb-job) || die "cargo build -p rtb-job failed"
+target_dir=$(cd "$REPO" && cargo metadata --format-version 1 --no-deps |
+    "$VENV/bin/python" -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+RUNNER=$target_dir/debug/rtb-job
+[[ -x $RUNNER ]] || die "$RUNNER missing after cargo build"
+say "built $RUNNER"
+
+# ── d. Docker images, continued ─────────────────────────────────────────────────────────────
+wait "$images_pid" || die "system packages or base images failed (see above)"
+images_pid=
+
+# Put a file into a build context: a hard link when possible (no copy of a big binary).
+stage() { ln -f "$1" "$2" 2>/dev/null || cp "$1" "$2"; }
+
+# build IMAGE DOCKERFILE CONTEXT [BUILD-ARG...]: rebuilt every run (the layer cache makes that
+# cheap); the image it replaces is removed when nothing uses it any more.
+build() {
+    local image=$1 dockerfile=$2 ctx=$3 old a
+    local args=()
+    for a in "${@:4}"; do args+=(--build-arg "$a"); done
+    old=$(image_id "$image")
+    cp "$dockerfile" "$ctx/Dockerfile"
+    docker build --network host -q "${args[@]}" -t "$image" "$ctx" >"$WORLD/build.log" 2>&1 ||
+        { cat "$WORLD/build.log" >&2; die "building $image failed"; }
+    if [[ -z $old ]]; then
+        say "built $image (new)"
+    elif [[ $old != "$(image_id "$image")" ]]; then
+        docker rmi "$old" >/dev/null 2>&1 || true
+        say "built $image (changed)"
+    else
+        say "built $image (unchanged)"
+    fi
+}
+
+ctx=$(mktemp -d "$WORLD/build-support.XXXXXX")
+tmp_paths+=("$ctx")
+stage "$DOCKER_CLI" "$ctx/docker"
+stage "$RUNNER" "$ctx/rtb-job"
+build "$SUPPORT_IMAGE" "$here/images/support.Dockerfile" "$ctx" "OCTAVE_IMAGE=$OCTAVE_IMAGE"
+
+ctx=$(mktemp -d "$WORLD/build-ami.XXXXXX")
+tmp_paths+=("$ctx")
+stage "$DOCKER_CLI" "$ctx/docker"
+install -m 0755 "$here/images/ami/docker-wrapper.sh" "$ctx/docker-wrapper.sh"
+install -m 0755 "$here/images/ami/rtb-deadline.sh" "$ctx/rtb-deadline.sh"
+build "$AMI_IMAGE" "$here/images/ami.Dockerfile" "$ctx" "BASE_IMAGE=$BASE_IMAGE"
+
+# ── e. MiniStack ────────────────────────────────────────────────────────────────────────────
+healthy() {
+    if command -v curl >/dev/null 2>&1; then
+        curl -fsS --max-time 2 -o /dev/null "$ENDPOINT/_ministack/health" 2>/dev/null
+    else
+        "$VENV/bin/python" -c 'import sys, urllib.request
+urllib.request.urlopen(sys.argv[1], timeout=2).read()' "$ENDPOINT/_ministack/health" 2>/dev/null
+    fi
+}
+
+# .world/ministack.{pid,log} for the default port, .world/ministack-PORT.{pid,log} for others.
+suffix=
+[[ $PORT == 45660 ]] || suffix=-$PORT
+pidfile=$WORLD/ministack$suffix.pid
+logfile=$WORLD/ministack$suffix.log
+if healthy; then
+    pid=$(cat "$pidfile" 2>/dev/null || true)
+    if [[ $pid =~ ^[0-9]+$ && -r /proc/$pid/environ ]]; then
+        if ! tr '\0' '\n' <"/proc/$pid/environ" | grep -qxF "EC2_DOCKER_FLAGS=$EC2_FLAGS"; then
+            say "WARNING: the running MiniStack (pid $pid) has other settings;" \
+                "restart it: tests/world/teardown.sh && tests/world/setup.sh"
+        fi
+        say "ministack already up on 127.0.0.1:$PORT (pid $pid)"
+    else
+        say "ministack already up on 127.0.0.1:$PORT (not started by this checkout)"
+    fi
+else
+    say "starting ministack on 127.0.0.1:$PORT"
+    (
+        cd "$WORLD"
+        export BIND_HOST=127.0.0.1 GATEWAY_PORT=$PORT DOCKER_NETWORK=host EC2_DOCKER_FLAGS=$EC2_FLAGS
+        nohup setsid "$VENV/bin/ministack" </dev/null >>"$logfile" 2>&1 9>&- &
+        echo "$!" >"$pidfile"
+    )
+    pid=$(cat "$pidfile")
+    for _ in $(seq 1 60); do
+        healthy && break
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.5
+    done
+    if ! healthy; then
+        tail -n 30 "$logfile" >&2
+        die "ministack did not become healthy on 127.0.0.1:$PORT (log: $logfile)"
+    fi
+    say "ministack up on 127.0.0.1:$PORT (pid $pid, log $logfile)"
+fi
+
+# ── f. The env file ─────────────────────────────────────────────────────────────────────────
+cat >"$WORLD/env.tmp" <<EOF
+# Written by tests/world/setup.sh: source it to talk to the test world.
+export AWS_ENDPOINT_URL=$ENDPOINT
+export AWS_ACCESS_KEY_ID=test
+export AWS_SECRET_ACCESS_KEY=test
+export AWS_REGION=us-east-1
+export AWS_DEFAULT_REGION=us-east-1
+export RTB_WORLD_PORT=$PORT
+export RTB_WORLD_AMI_IMAGE=$AMI_IMAGE
+export RTB_WORLD_SUPPORT_IMAGE=$SUPPORT_IMAGE
+export RTB_WORLD_VENV=$VENV
+# The venv's bin goes last: aws and s5cmd resolve, the system python is not shadowed.
+case ":\$PATH:" in
+    *":$VENV/bin:"*) ;;
+    *) export PATH="\$PATH:$VENV/bin" ;;
+esac
+EOF
+mv "$WORLD/env.tmp" "$WORLD/env"
+say "wrote $WORLD/env"

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Stop the test world: MiniStack (when this checkout started it: .world/ministack.pid), the
+# instance containers MiniStack made for this port (ministack-ec2-*), and the containers
+# tests start (name rtb-job-*, or label rtb-world=1). Idempotent.
+#   teardown.sh           stop and remove
+#   teardown.sh --purge   also remove the images ($RTB_WORLD_IMAGE_PREFIX, default rtb-world/*)
+#                         and .world (venv included)
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(git -C "$here" rev-parse --show-toplevel 2>/dev/null || (cd "$here/../.." && pwd))
+WORLD=$REPO/.world
+PORT=${RTB_WORLD_PORT:-45660}
+PREFIX=${RTB_WORLD_IMAGE_PREFIX:-rtb-world}
+
+say() { printf 'world: %s\n' "$*"; }
+
+purge=false
+case ${1-} in
+    "") ;;
+    --purge) purge=true ;;
+    *)
+        echo "usage: $0 [--purge]" >&2
+        exit 2 ;;
+esac
+
+# MiniStack: TERM, then KILL after 10 s. It removes its own containers as it exits.
+suffix=
+[[ $PORT == 45660 ]] || suffix=-$PORT
+pidfile=$WORLD/ministack$suffix.pid
+pid=$(cat "$pidfile" 2>/dev/null || true)
+if [[ $pid =~ ^[0-9]+$ ]] && grep -qa ministack "/proc/$pid/cmdline" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 40); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.25
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -KILL "$pid" 2>/dev/null || true
+        say "ministack killed (pid $pid did not stop within 10 s)"
+    else
+        say "ministack stopped (pid $pid)"
+    fi
+else
+    say "ministack not running from this checkout"
+fi
+rm -f "$pidfile"
+
+# Containers. Instance containers carry MiniStack's label ministack.instance=<host>:<port>:
+# only this port's are ours (another MiniStack on this engine keeps its instances).
+if docker info >/dev/null 2>&1; then
+    ids=()
+    while IFS='|' read -r id name owner world; do
+        case $name in
+            ministack-ec2-*) [[ -z $owner || $owner == *":$PORT" ]] && ids+=("$id") ;;
+            rtb-job-*) ids+=("$id") ;;
+            *) [[ $world == 1 ]] && ids+=("$id") ;;
+        esac
+    done < <(docker ps -a --format \
+        '{{.ID}}|{{.Names}}|{{.Label "ministack.instance"}}|{{.Label "rtb-world"}}')
+    if ((${#ids[@]})); then
+        docker rm -f "${ids[@]}" >/dev/null
+        say "removed ${#ids[@]} container(s)"
+    else
+        say "no world containers left"
+    fi
+    if $purge; then
+        mapfile -t images < <(docker images --format '{{.Repository}}:{{.Tag}}' "$PREFIX/*")
+        if ((${#images[@]})); then
+            docker rmi "${images[@]}" >/dev/null || say "some images are still in use"
+            say "removed images: ${images[*]}"
+        fi
+    fi
+else
+    say "docker not reachable: containers left alone"
+fi
+
+if $purge; then
+    rm -rf "$WORLD"
+    say "removed $WORLD"
+fi
