@@ -13,7 +13,10 @@ fn policy(name: &str) -> Value {
 fn as_list(v: &Value) -> Vec<String> {
     match v {
         Value::String(s) => vec![s.clone()],
-        Value::Array(a) => a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect(),
+        Value::Array(a) => a
+            .iter()
+            .filter_map(|x| x.as_str().map(str::to_string))
+            .collect(),
         _ => vec![],
     }
 }
@@ -44,10 +47,17 @@ fn allowed_actions(doc: &Value) -> Vec<String> {
 
 #[test]
 fn every_policy_parses_with_statements() {
-    for name in ["client-policy.json", "instance-role-policy.json", "instance-role-trust.json"] {
+    for name in [
+        "client-policy.json",
+        "instance-role-policy.json",
+        "instance-role-trust.json",
+    ] {
         let doc = policy(name);
         assert_eq!(doc["Version"], "2012-10-17", "{name}");
-        assert!(!doc["Statement"].as_array().expect("statements").is_empty(), "{name}");
+        assert!(
+            !doc["Statement"].as_array().expect("statements").is_empty(),
+            "{name}"
+        );
     }
 }
 
@@ -58,21 +68,40 @@ fn client_policy_covers_every_action_the_client_calls() {
         .iter()
         .filter(|a| !allowed.iter().any(|p| matches(p, a)))
         .collect();
-    assert!(missing.is_empty(), "client-policy.json does not allow {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "client-policy.json does not allow {missing:?}"
+    );
     // Least privilege: nothing broader than the client needs.
     for p in &allowed {
         assert!(!p.contains('*'), "wildcard action {p} in the client policy");
-        assert!(ACTIONS.contains(&p.as_str()), "{p} is allowed but the client never calls it");
+        assert!(
+            ACTIONS.contains(&p.as_str()),
+            "{p} is allowed but the client never calls it"
+        );
     }
 }
 
 #[test]
 fn instance_role_reads_inputs_writes_outputs_and_trusts_ec2() {
     let allowed = allowed_actions(&policy("instance-role-policy.json"));
-    for a in ["s3:GetObject", "s3:ListBucket", "s3:PutObject", "s3:AbortMultipartUpload"] {
-        assert!(allowed.iter().any(|p| matches(p, a)), "instance role lacks {a}");
+    for a in [
+        "s3:GetObject",
+        "s3:ListBucket",
+        "s3:PutObject",
+        "s3:AbortMultipartUpload",
+    ] {
+        assert!(
+            allowed.iter().any(|p| matches(p, a)),
+            "instance role lacks {a}"
+        );
     }
-    assert!(!allowed.iter().any(|p| p == "*" || p == "s3:*" || p.starts_with("ec2:")), "{allowed:?}");
+    assert!(
+        !allowed
+            .iter()
+            .any(|p| p == "*" || p == "s3:*" || p.starts_with("ec2:")),
+        "{allowed:?}"
+    );
     let trust = policy("instance-role-trust.json").to_string();
     assert!(trust.contains("ec2.amazonaws.com"), "{trust}");
 }
