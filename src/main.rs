@@ -17,6 +17,16 @@ fn main() {
         Ok(p) => p,
         Err(e) => {
             eprintln!("run-render: {e}");
+            if json {
+                // Scripts get their one JSON document on every path.
+                let doc = serde_json::json!({
+                    "outcome": "bad_input",
+                    "exit_code": exit::BAD_INPUT,
+                    "instance": "not_launched",
+                    "error": e.to_string(),
+                });
+                println!("{doc}");
+            }
             std::process::exit(exit::BAD_INPUT);
         }
     };
