@@ -79,12 +79,17 @@ pub struct Args {
         long,
         env = "RUN_RENDER_SHELL",
         value_name = "SHELL_COMMAND",
-        allow_hyphen_values = true
+        allow_hyphen_values = true,
+        // The container's settings mean nothing to a raw shell command: refuse, don't drop.
+        conflicts_with_all = [
+            "toolboxes", "startup", "input", "output", "env", "image", "matlab_root",
+            "interpreter", "volumes"
+        ]
     )]
     pub shell: Option<String>,
 
-    /// The rtb-support image on the instance.
-    #[arg(long, env = "RUN_RENDER_IMAGE", default_value = "rtb-support:latest")]
+    /// The rtb-support image on the instance (the AMI recipe tags it rtb-support:ami).
+    #[arg(long, env = "RUN_RENDER_IMAGE", default_value = "rtb-support:ami")]
     pub image: String,
     /// MATLAB's folder on the instance, mounted read-only at /usr/local/MATLAB/from-host.
     #[arg(long, env = "RUN_RENDER_MATLAB_ROOT", value_name = "PATH")]
@@ -151,6 +156,9 @@ pub struct Args {
     /// Print what would be launched and the script it would run; launch nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Print the IAM policies the client and the instance need (ami/iam/), then exit.
+    #[arg(long)]
+    pub print_policy: bool,
     /// Print one JSON result document on stdout (the job's log goes to stderr).
     #[arg(long)]
     pub json: bool,
@@ -161,7 +169,7 @@ pub struct Args {
     /// AWS named profile [default: AWS_PROFILE or default]
     #[arg(long)]
     pub profile: Option<String>,
-    /// Send AWS calls to this endpoint (an emulator or a VPC endpoint).
+    /// Send every AWS call to this endpoint (a local emulator, for testing).
     #[arg(long, value_name = "URL")]
     pub endpoint_url: Option<String>,
 }

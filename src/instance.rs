@@ -173,11 +173,11 @@ impl Instance {
 impl Drop for Instance {
     fn drop(&mut self) {
         if self.fate == Fate::Live {
-            eprintln!(
+            crate::ui::stderr_line(&format!(
                 "run-render: instance {id} was not confirmed terminated and may still be running; \
                  its deadline will stop it, or run `aws ec2 terminate-instances --instance-ids {id}`",
                 id = self.id
-            );
+            ));
         }
     }
 }

@@ -23,8 +23,8 @@ const STATUS_EVERY: Duration = Duration::from_millis(1000);
 const LOG_EVERY: Duration = Duration::from_millis(500);
 /// How often the instance itself is checked while the job runs (deadline, spot, console).
 const STATE_EVERY: Duration = Duration::from_secs(15);
-/// The runner enforces --timeout itself; the client steps in only this much later.
-const RUNNER_GRACE: Duration = Duration::from_secs(10 * 60);
+/// The runner's exit code for settings it refused (`rtb-job --help`).
+const RUNNER_BAD_SETTINGS: i32 = 2;
 /// SSM's own output cap for GetCommandInvocation.
 const SSM_OUTPUT_CAP: usize = 24_000;
 
@@ -241,13 +241,15 @@ async fn follow(
     let mut tail = records.map(Tail::new);
     let mut log_trouble = false;
     let started = tokio::time::Instant::now();
-    let limit = plan.timeout.map(|t| {
-        started
-            + match plan.work {
-                Work::Shell(_) => t,
-                Work::Container(_) => t + RUNNER_GRACE,
-            }
-    });
+    // Shell commands: the client enforces --timeout. Container jobs: the runner does (its
+    // timeout starts after the input copy); the client steps in only at the instance's
+    // own deadline.
+    let limit = match plan.work {
+        Work::Shell(_) => plan.timeout.map(|t| started + t),
+        Work::Container(_) => plan
+            .deadline
+            .map(|d| started + d.duration_since(SystemTime::now()).unwrap_or_default()),
+    };
     let mut stopping: Option<(Stopping, tokio::time::Instant)> = None;
     let (mut status_tick, mut log_tick, mut state_tick) = (
         interval(STATUS_EVERY),
@@ -397,6 +399,16 @@ fn classify(plan: &Plan, inv: &Invocation, stopping: Option<Stopping>, r: &mut R
                 .unwrap_or("no message")
                 .to_string();
             set(r, Outcome::RemoteFailed, exit::REMOTE, why);
+        }
+        (None, InvocationStatus::Failed) if container && code == RUNNER_BAD_SETTINGS => {
+            // Not the client's "bad input": the runner, on the instance, refused a setting
+            // (often a bucket the instance role cannot reach). Its reason is in the log above.
+            set(
+                r,
+                Outcome::RemoteFailed,
+                exit::REMOTE,
+                "the runner refused its settings on the instance (its reason is in the log above; often a bucket the instance role cannot reach)",
+            )
         }
         (None, InvocationStatus::Failed) if container && code == exit::TIMED_OUT => set(
             r,

@@ -15,6 +15,7 @@ pub mod instance;
 pub mod job;
 pub mod logs;
 pub mod plan;
+pub mod policies;
 pub mod preflight;
 pub mod remote;
 pub mod report;

@@ -1,3 +1,4 @@
+use std::io::Write;
 use std::time::SystemTime;
 
 use clap::Parser;
@@ -11,6 +12,10 @@ use run_render::{job, script};
 
 fn main() {
     let args = Args::parse();
+    if args.print_policy {
+        print!("{}", run_render::policies::text());
+        return;
+    }
     let json = args.json;
     let dry_run = args.dry_run;
     let plan = match Plan::from_args(args, SystemTime::now()) {
@@ -62,9 +67,9 @@ async fn run(plan: Plan, json: bool) -> i32 {
     let report = job::run(&plan, &cloud, &ui, &interrupts).await;
     ui.finish();
     if json {
-        println!("{}", report.to_json());
+        let _ = writeln!(std::io::stdout(), "{}", report.to_json());
     } else {
-        eprint!("{report}");
+        let _ = write!(std::io::stderr(), "{report}");
     }
     report.exit_code
 }
@@ -123,7 +128,7 @@ fn print_dry_run(plan: &Plan, region: Option<&str>, json: bool) {
             "# the instance powers itself off at {} (timeout + margin), client or not",
             humantime::format_rfc3339_seconds(d)
         ),
-        None => println!("# no deadline (--timeout none): the instance runs until the job ends"),
+        None => println!("# no deadline from run-render (--timeout none); the AMI's own maximum lifetime still applies"),
     }
     if let Work::Container(c) = &plan.work {
         if let Some(r) = &c.records {

@@ -189,7 +189,7 @@ impl Plan {
                 security_groups: args.security_groups,
                 iam_profile: args.iam_profile,
                 tags,
-                client_token: format!("{job_id}-1"),
+                client_token: client_token(&job_id, now),
             },
             job_id,
             work,
@@ -205,6 +205,9 @@ impl Plan {
         })
     }
 }
+
+/// Runner settings only the client may set: it must know them to follow the job.
+const RESERVED: &[&str] = &["LOG_BUCKET", "RTB_JOB_ID", "RTB_TIMEOUT"];
 
 /// The runner settings the client sets from its own flags.
 struct RunnerSettings {
@@ -263,6 +266,14 @@ impl RunnerSettings {
                 return Err(bad(
                     "--env",
                     format!("{name} is already set by a run-render flag; set it there"),
+                ));
+            }
+            if RESERVED.contains(&name) {
+                return Err(bad(
+                    "--env",
+                    format!(
+                        "{name} is set by run-render (the client follows the log where it puts it)"
+                    ),
                 ));
             }
             if name.starts_with("AWS_") {
@@ -344,6 +355,19 @@ fn check_job_id(id: &str) -> Result<String, PlanError> {
             format!("'{id}' may use only letters, digits, '-' and '_' (at most 60, starting with a letter or digit)"),
         ))
     }
+}
+
+/// RunInstances' idempotency token: one per run of the client, so the SDK's retries of one
+/// launch never start two instances, and a re-run of the same job id is a new launch.
+fn client_token(job_id: &str, now: SystemTime) -> String {
+    let nanos = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{job_id}-{:x}", nanos ^ u128::from(std::process::id()))
+        .chars()
+        .take(64)
+        .collect()
 }
 
 /// `rr-20261124-053012-1a2b`: sortable by time, unique enough for one lab's jobs.
@@ -486,6 +510,8 @@ mod tests {
         assert!(err(&["--command", "x", "--tag", "novalue"]).starts_with("--tag"));
         assert!(err(&["--command", "x", "--env", "COMMAND=y"]).starts_with("--env"));
         assert!(err(&["--command", "x", "--env", "AWS_SECRET_ACCESS_KEY=y"]).starts_with("--env"));
+        assert!(err(&["--command", "x", "--env", "LOG_BUCKET=s3://x/y"])
+            .starts_with("--env: LOG_BUCKET"));
         assert!(err(&["--command", "x", "--volume", "relative:/x"]).starts_with("--volume"));
         assert!(err(&["--command", "x", "--job-id", "a b"]).starts_with("--job-id"));
         assert!(err(&["--command", "a\0b"]).starts_with("--command: contains a NUL"));
@@ -548,7 +574,7 @@ mod tests {
             .tags
             .contains(&("rtb:tool".into(), "run-render".into())));
         assert!(p.launch.tags.iter().any(|(k, _)| k == "rtb:deadline"));
-        assert_eq!(p.launch.client_token, "j1-1");
+        assert!(p.launch.client_token.starts_with("j1-") && p.launch.client_token.len() <= 64);
     }
 
     #[test]
@@ -562,6 +588,6 @@ mod tests {
     fn job_ids_are_valid_client_tokens() {
         let id = new_job_id(SystemTime::now());
         assert!(check_job_id(&id).is_ok(), "{id}");
-        assert!(format!("{id}-1").len() <= 64);
+        assert!(client_token(&id, SystemTime::now()).len() <= 64);
     }
 }

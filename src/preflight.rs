@@ -15,6 +15,8 @@ pub enum PreflightError {
     NoProfile(String),
     #[error("{flag}: {message}")]
     Bucket { flag: &'static str, message: String },
+    #[error("--job-id {job_id}: {records} already holds records of an earlier run; pick another --job-id (or let run-render make one)")]
+    JobIdUsed { job_id: String, records: String },
     #[error("{0}")]
     Cloud(#[from] crate::cloud::CloudError),
 }
@@ -55,7 +57,7 @@ pub async fn check(plan: &Plan, cloud: &Cloud) -> Result<Checked, PreflightError
         return Err(PreflightError::NoProfile(plan.launch.iam_profile.clone()));
     }
 
-    if let Work::Container(_) = plan.work {
+    if let Work::Container(c) = &plan.work {
         for (flag, url) in [("--input", &plan.input), ("--output", &plan.output)] {
             if let Some(url) = url {
                 cloud
@@ -65,6 +67,18 @@ pub async fn check(plan: &Plan, cloud: &Cloud) -> Result<Checked, PreflightError
                         flag,
                         message: format!("{url}: {}", e.message),
                     })?;
+            }
+        }
+        // A second run under the same id would mix its log with the first one's.
+        if let Some(records) = &c.records {
+            let earlier = cloud
+                .keys_after(records.bucket(), &records.root().dir_prefix(), None)
+                .await?;
+            if !earlier.is_empty() {
+                return Err(PreflightError::JobIdUsed {
+                    job_id: plan.job_id.clone(),
+                    records: records.root().to_string(),
+                });
             }
         }
     }

@@ -68,14 +68,31 @@ pub fn job_script(plan: &Plan, region: Option<&str>, now: SystemTime) -> String 
     }
     match &plan.work {
         Work::Shell(cmd) => {
-            s.push_str(&format!("sh -c {}\nexit $?\n", quote(cmd)));
+            s.push_str(&format!("sh -c {}\ncode=$?\n", quote(cmd)));
+            if !plan.keep {
+                s.push_str(&arm_after_job());
+            }
+            s.push_str("exit $code\n");
         }
-        Work::Container(c) => s.push_str(&container_part(&plan.job_id, c, region)),
+        Work::Container(c) => s.push_str(&container_part(&plan.job_id, c, region, plan.keep)),
     }
     s
 }
 
-fn container_part(job_id: &str, c: &Container, region: Option<&str>) -> String {
+/// After the job: if nobody is left to terminate the instance (the client was killed, the
+/// laptop closed), it should not idle until the job's deadline. `--keep` opts out.
+const AFTER_JOB: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+
+fn arm_after_job() -> String {
+    format!(
+        "if command -v rtb-deadline >/dev/null 2>&1; then rtb-deadline $(( $(date +%s) + {} )); \
+         else shutdown -h +{} >/dev/null 2>&1 || true; fi\n",
+        AFTER_JOB.as_secs(),
+        AFTER_JOB.as_secs() / 60
+    )
+}
+
+fn container_part(job_id: &str, c: &Container, region: Option<&str>, keep: bool) -> String {
     let name = quote(&container_name(job_id));
     let mut run = vec![
         "docker run -d".to_string(),
@@ -87,6 +104,15 @@ fn container_part(job_id: &str, c: &Container, region: Option<&str>) -> String {
         "--network host".to_string(),
         "-v /var/run/docker.sock:/var/run/docker.sock".to_string(),
     ];
+    if c.env
+        .iter()
+        .any(|(k, _)| k == rtb_model::contract::MOUNT_BUCKET.name)
+    {
+        // mount-s3 is a FUSE file system: the container needs the device and the right to mount.
+        run.push(
+            "--device /dev/fuse --cap-add SYS_ADMIN --security-opt apparmor:unconfined".to_string(),
+        );
+    }
     for (host, ctr, ro) in &c.volumes {
         let spec = format!("{host}:{ctr}{}", if *ro { ":ro" } else { "" });
         run.push(format!("-v {}", quote(&spec)));
@@ -110,6 +136,7 @@ fn container_part(job_id: &str, c: &Container, region: Option<&str>) -> String {
          fi\n\
          code=$(docker wait {name}) || code={fail}\n\
          [ -n \"$code\" ] || code={fail}\n\
+         {after}\
          # The log's tail, for when the S3 log is not there (SSM keeps 24,000 characters).\n\
          docker logs --tail 200 {name} 2>&1 | tail -c 20000\n\
          docker rm {name} >/dev/null 2>&1 || true\n\
@@ -120,6 +147,7 @@ fn container_part(job_id: &str, c: &Container, region: Option<&str>) -> String {
             c.image
         )),
         fail = CONTAINER_START_FAILED,
+        after = if keep { String::new() } else { arm_after_job() },
     )
 }
 
@@ -175,42 +203,97 @@ mod tests {
         .unwrap()
     }
 
-    /// Run the script's `docker run` line with a fake `docker` that prints its arguments,
-    /// one per line, NUL-separated: the arguments must arrive exactly as given.
+    /// A folder of stand-ins for the instance's tools: `docker` records the arguments of
+    /// `docker run` (NUL-separated) and answers `docker wait` with 0; `rtb-deadline` records
+    /// each time it is armed. The script runs with only that folder and the basic system
+    /// folders on PATH, so nothing real (no `shutdown`) can be reached.
+    struct Sandbox {
+        dir: tempfile::TempDir,
+    }
+
+    impl Sandbox {
+        fn new() -> Sandbox {
+            let dir = tempfile::tempdir().unwrap();
+            for (name, body) in [
+                ("docker", "if [ \"$1\" = run ]; then for a in \"$@\"; do printf '%s\\0' \"$a\" >> \"$SANDBOX/args\"; done; fi\nif [ \"$1\" = wait ]; then echo 0; fi\nexit 0"),
+                ("rtb-deadline", "echo \"$1\" >> \"$SANDBOX/deadlines\""),
+            ] {
+                let path = dir.path().join(name);
+                std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+                std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                    .unwrap();
+            }
+            Sandbox { dir }
+        }
+
+        fn run(&self, script: &str) -> std::process::Output {
+            std::process::Command::new("/bin/sh")
+                .arg("-c")
+                .arg(script)
+                .env_clear()
+                .env(
+                    "PATH",
+                    format!("{}:/usr/bin:/bin", self.dir.path().display()),
+                )
+                .env("SANDBOX", self.dir.path())
+                .output()
+                .unwrap()
+        }
+
+        fn docker_args(&self) -> Vec<String> {
+            let bytes = std::fs::read(self.dir.path().join("args")).unwrap_or_default();
+            String::from_utf8(bytes)
+                .unwrap()
+                .split('\0')
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        }
+
+        fn deadlines(&self) -> Vec<u64> {
+            std::fs::read_to_string(self.dir.path().join("deadlines"))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .collect()
+        }
+    }
+
+    /// Run a script and return the `docker run` arguments it used.
     fn docker_args(script: &str) -> Vec<String> {
-        let dir = tempfile::tempdir().unwrap();
-        let fake = dir.path().join("docker");
-        std::fs::write(
-            &fake,
-            "#!/bin/sh\nif [ \"$1\" = run ]; then for a in \"$@\"; do printf '%s\\0' \"$a\" >> \"$ARGS_OUT\"; done; fi\nif [ \"$1\" = wait ]; then echo 0; fi\nexit 0\n",
-        )
-        .unwrap();
-        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
-        let out = dir.path().join("args");
-        let status = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .env("PATH", format!("{}:/usr/bin:/bin", dir.path().display()))
-            .env("ARGS_OUT", &out)
-            .status()
-            .unwrap();
-        assert!(status.success(), "script failed");
-        let bytes = std::fs::read(&out).unwrap_or_default();
-        String::from_utf8(bytes)
-            .unwrap()
-            .split('\0')
-            .filter(|s| !s.is_empty())
-            .map(String::from)
-            .collect()
+        let sandbox = Sandbox::new();
+        let out = sandbox.run(script);
+        assert!(
+            out.status.success(),
+            "script failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        sandbox.docker_args()
     }
 
     #[test]
     fn container_script_shape() {
         let plan = plan_with("disp('hi')", "{'isetbio'}", "home/ubuntu");
         let s = job_script(&plan, Some("eu-west-1"), SystemTime::now());
-        assert!(s.contains("rtb-deadline"), "{s}");
-        let args = docker_args(&s);
+        let sandbox = Sandbox::new();
+        let out = sandbox.run(&s);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let args = sandbox.docker_args();
+        // Armed at the plan's deadline before the job, then ~10 min after it ended.
+        let deadline = plan
+            .deadline
+            .unwrap()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let armed = sandbox.deadlines();
+        assert_eq!(armed.len(), 2, "{armed:?}");
+        assert_eq!(armed[0], deadline);
+        assert!(armed[1] < deadline, "{armed:?}");
         assert_eq!(&args[..2], ["run", "-d"]);
         assert!(args
             .windows(2)
@@ -218,7 +301,7 @@ mod tests {
         assert!(args.windows(2).any(|w| w == ["-e", "COMMAND=disp('hi')"]));
         assert!(args.windows(2).any(|w| w == ["-e", "AWS_REGION=eu-west-1"]));
         assert!(args.windows(2).any(|w| w == ["-e", "RTB_JOB_ID=j1"]));
-        assert_eq!(args.last().unwrap(), "rtb-support:latest");
+        assert_eq!(args.last().unwrap(), "rtb-support:ami");
         assert!(!s.contains("AWS_SECRET") && !s.contains("AWS_ACCESS_KEY"));
     }
 
@@ -239,13 +322,18 @@ mod tests {
         )
         .unwrap();
         let s = job_script(&plan, None, SystemTime::now());
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(&s)
-            .output()
-            .unwrap();
+        let sandbox = Sandbox::new();
+        let out = sandbox.run(&s);
         assert_eq!(out.status.code(), Some(7));
         assert_eq!(String::from_utf8_lossy(&out.stdout), "a\n");
+        // No deadline was asked for, but the instance still ends soon after the command.
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let armed = sandbox.deadlines();
+        assert_eq!(armed.len(), 1, "{armed:?}");
+        assert!(armed[0] >= now + 590 && armed[0] <= now + 610, "{armed:?}");
     }
 
     proptest! {

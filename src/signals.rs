@@ -1,5 +1,5 @@
-//! Ctrl-C and SIGTERM. The first asks for a clean stop (save the outputs, terminate, wait);
-//! the second asks to terminate now and exit.
+//! Ctrl-C, SIGTERM and SIGHUP (the terminal closed). The first asks for a clean stop (save
+//! the outputs, terminate, wait); the second asks to terminate now and exit.
 
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;

@@ -41,7 +41,7 @@ impl Ui {
                 bar.reset_elapsed();
                 bar.set_message(msg);
             }
-            None => eprintln!("run-render: {msg}"),
+            None => stderr_line(&format!("run-render: {msg}")),
         }
     }
 
@@ -65,7 +65,7 @@ impl Ui {
     pub fn log_line(&self, line: &str) {
         let print = || {
             if self.logs_to_stderr {
-                let _ = writeln!(std::io::stderr().lock(), "{line}");
+                stderr_line(line);
             } else {
                 let mut out = std::io::stdout().lock();
                 let _ = writeln!(out, "{line}");
@@ -87,7 +87,13 @@ impl Ui {
     fn line_stderr(&self, line: &str) {
         match &self.bar {
             Some(bar) => bar.println(line),
-            None => eprintln!("{line}"),
+            None => stderr_line(line),
         }
     }
+}
+
+/// A line on stderr. A write error is ignored rather than a panic (as `eprintln!` would):
+/// after the terminal closes (SIGHUP) the client still has an instance to terminate.
+pub fn stderr_line(line: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }

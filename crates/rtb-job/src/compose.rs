@@ -218,6 +218,8 @@ pub struct Job<'a> {
     pub toolboxes: &'a str,
     pub command: &'a str,
     pub output_scratch: &'a Path,
+    /// Where the script writes the command's error message, for the result record.
+    pub error_file: &'a Path,
     pub octave: bool,
 }
 
@@ -229,7 +231,10 @@ pub fn script(job: &Job<'_>) -> String {
         // Octave buffers output written to a pipe; the log must stream line by line.
         s.push_str("page_output_immediately(true); page_screen_output(false);\n");
     }
-    s.push_str("rtbJobStatus__ = 0;\ntry\n");
+    s.push_str(&format!(
+        "rtbJobStatus__ = 0;\nrtbJobErrorFile__ = {};\ntry\n",
+        matlab_string(&job.error_file.display().to_string())
+    ));
     if let Some(startup) = job.startup {
         if job.octave {
             // Octave's run() splices the path into code unquoted; source() takes it as data.
@@ -250,6 +255,8 @@ pub fn script(job: &Job<'_>) -> String {
         "catch rtbJobError__\n\
          \x20 rtbJobStatus__ = 1;\n\
          \x20 fprintf(2, 'rtb-job: the command failed: %s\\n', rtbJobError__.message);\n\
+         \x20 rtbJobFid__ = fopen(rtbJobErrorFile__, 'w');\n\
+         \x20 if rtbJobFid__ >= 0, fprintf(rtbJobFid__, '%s', rtbJobError__.message); fclose(rtbJobFid__); end\n\
          \x20 if ~exist('OCTAVE_VERSION', 'builtin')\n\
          \x20   fprintf(2, '%s\\n', getReport(rtbJobError__, 'extended', 'hyperlinks', 'off'));\n\
          \x20 end\n\
@@ -348,6 +355,7 @@ mod tests {
             toolboxes: "{'isetbio'}",
             command: "disp('a')\nerror('b')",
             output_scratch: Path::new("/out"),
+            error_file: Path::new("/tmp/e"),
             octave: true,
         });
         assert!(s.contains("source('/home/u/startup''x.m');"), "{s}");
@@ -361,6 +369,7 @@ mod tests {
             toolboxes: "''",
             command: "ver",
             output_scratch: Path::new("/out"),
+            error_file: Path::new("/tmp/e"),
             octave: false,
         });
         assert!(

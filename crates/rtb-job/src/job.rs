@@ -43,7 +43,7 @@ pub async fn check_buckets(settings: &Settings, s3: &aws_sdk_s3::Client) -> Resu
                 Some(se) if se.is_not_found() => "does not exist".to_string(),
                 _ => format!(
                     "is not reachable ({})",
-                    aws_sdk_s3::error::DisplayErrorContext(&e)
+                    crate::transfer::S3Cause::from_sdk(&e)
                 ),
             };
             return Err(format!(
@@ -212,7 +212,7 @@ pub async fn run(settings: Settings, s3: aws_sdk_s3::Client) -> i32 {
                 "[rtb-job] cannot write the result record s3://{}/{}: {}",
                 records.bucket(),
                 records.result_key(),
-                aws_sdk_s3::error::DisplayErrorContext(&e)
+                crate::transfer::S3Cause::from_sdk(&e)
             );
             if code == 0 {
                 code = exit::OUTPUT_FAILED;
@@ -229,14 +229,16 @@ async fn run_command(
     stop: &mut watch::Receiver<Option<Stop>>,
 ) -> (i32, Outcome, Option<String>) {
     let octave = matches!(settings.interpreter.kind, compose::Kind::Octave);
+    let dir = std::env::temp_dir().join(format!("rtb-job-{}", std::process::id()));
+    let error_file = dir.join("error.txt");
     let script = compose::script(&compose::Job {
         startup: settings.startup.as_deref(),
         toolboxes: &settings.toolboxes,
         command: &settings.command,
         output_scratch: &settings.output_scratch,
+        error_file: &error_file,
         octave,
     });
-    let dir = std::env::temp_dir().join(format!("rtb-job-{}", std::process::id()));
     let path = dir.join("rtb_job_main.m");
     if let Err(e) = std::fs::create_dir_all(&dir).and_then(|_| std::fs::write(&path, script)) {
         return (
@@ -273,16 +275,18 @@ async fn run_command(
         stop,
     )
     .await;
+    // The command's own error message, when the script caught one.
+    let command_error = std::fs::read_to_string(&error_file).ok();
     let _ = std::fs::remove_dir_all(&dir);
     match ended {
         Ok(Ended::Exited(0)) => (0, Outcome::Succeeded, None),
         Ok(Ended::Exited(c)) => (
             c,
             Outcome::Failed,
-            Some(format!(
-                "{} exited with code {c}",
-                settings.interpreter.name()
-            )),
+            Some(match command_error {
+                Some(message) => format!("the command failed: {}", message.trim()),
+                None => format!("{} exited with code {c}", settings.interpreter.name()),
+            }),
         ),
         Ok(Ended::Killed(sig)) => (
             128 + sig,

@@ -14,7 +14,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 /// A chunk is written at most this long after its first line: the client promises to show a
-/// new line within about 2 s, and a PUT a second is cheap (~$0.02 a day).
+/// new line within about 2 s. A PUT a second costs ~$0.02 an hour of output (S3 standard
+/// request pricing), small next to the instance.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// A chunk is written early when it grows past this, so a flood of output stays in bounded
 /// memory and bounded objects.
@@ -213,7 +214,7 @@ impl Chunks {
                     eprintln!(
                         "[rtb-job] cannot write log chunk s3://{}/{key}: {}; will retry",
                         self.records.bucket(),
-                        aws_sdk_s3::error::DisplayErrorContext(&e)
+                        crate::transfer::S3Cause::from_sdk(&e)
                     );
                     self.failing = true;
                 }

@@ -14,7 +14,8 @@ use crate::transfer::CopyOptions;
 
 const AFTER_HELP: &str = "\
 Every setting can also be given as the environment variable shown, so `docker run -e NAME=...`
-lines written for the original rtb-job.sh keep working. An empty variable means its default.
+lines written for the original rtb-job.sh keep working. An empty variable means its default
+(except MATLAB_PRELOAD, where empty means preload nothing).
 
 Exit codes: the interpreter's own code when the command ran (0 = success, 1 = the command raised
 an error); 2 = bad settings (nothing was done); 3 = the input copy failed; 4 = the output copy
@@ -180,7 +181,8 @@ fn s3_url(setting: &'static str, value: &Option<String>) -> Result<Option<S3Url>
 
 impl Args {
     /// Check every setting; the only place raw values become [`Settings`].
-    pub fn check(self, now: std::time::SystemTime) -> Result<Settings, SettingError> {
+    pub fn check(mut self, now: std::time::SystemTime) -> Result<Settings, SettingError> {
+        self.empty_means_default();
         let job_id = match given(&self.job_id) {
             Some(id) => check_job_id(id)?,
             None => default_job_id(now),
@@ -289,6 +291,35 @@ impl Args {
     }
 }
 
+impl Args {
+    /// The original's `${VAR:=default}`: a variable set to "" gets its default, as an unset
+    /// one does. (MATLAB_PRELOAD is the exception: empty means "preload nothing".)
+    fn empty_means_default(&mut self) {
+        fn default_of(var: contract::Var) -> String {
+            var.default.unwrap_or_default().to_string()
+        }
+        for (value, var) in [
+            (&mut self.input_flags, contract::INPUT_FLAGS),
+            (&mut self.output_flags, contract::OUTPUT_FLAGS),
+            (&mut self.interpreter, contract::MATLAB_EXECUTABLE),
+            (&mut self.matlab_style, contract::MATLAB_STYLE),
+        ] {
+            if value.trim().is_empty() {
+                *value = default_of(var);
+            }
+        }
+        for (path, var) in [
+            (&mut self.input_scratch, contract::INPUT_SCRATCH),
+            (&mut self.output_scratch, contract::OUTPUT_SCRATCH),
+            (&mut self.mount_scratch, contract::MOUNT_SCRATCH),
+        ] {
+            if path.as_os_str().is_empty() {
+                *path = PathBuf::from(default_of(var));
+            }
+        }
+    }
+}
+
 /// The copy options' own errors already name the setting; ours adds it once.
 fn strip_setting(message: &str) -> String {
     message
@@ -369,7 +400,12 @@ mod tests {
         let e = error_of(&["--input-bucket", "s3://bkt/x", "--input-flags", "--sse"]);
         assert!(e.starts_with("INPUT_FLAGS: ") && e.contains("--sse"), "{e}");
         assert!(error_of(&["--job-id", "a/b"]).starts_with("RTB_JOB_ID: "));
-        let e = error_of(&["--output-bucket", "s3://bkt/x", "--output-flags", ""]);
+        let e = error_of(&[
+            "--output-bucket",
+            "s3://bkt/x",
+            "--output-flags",
+            "--exclude",
+        ]);
         assert!(e.starts_with("OUTPUT_FLAGS: "), "{e}");
     }
 
@@ -396,6 +432,27 @@ mod tests {
     fn unwritable_scratch_is_refused() {
         let e = error_of(&["--output-scratch", "/proc/rtb-job-cannot-exist"]);
         assert!(e.starts_with("OUTPUT_SCRATCH: cannot create"), "{e}");
+    }
+
+    #[test]
+    fn empty_values_mean_defaults_as_in_the_original() {
+        let s = args(&[
+            "--output-bucket",
+            "s3://bkt/run",
+            "--output-flags",
+            " ",
+            "--input-flags",
+            "",
+        ])
+        .check(std::time::SystemTime::now())
+        .unwrap();
+        assert!(s.output.unwrap().options.recursive);
+        let mut a = args(&[]);
+        a.interpreter = String::new();
+        a.output_scratch = PathBuf::new();
+        a.empty_means_default();
+        assert_eq!(a.interpreter, "matlab");
+        assert_eq!(a.output_scratch, PathBuf::from("/output-scratch"));
     }
 
     #[test]

@@ -179,7 +179,7 @@ async fn failing_command_exits_non_zero_and_still_uploads() {
     );
     let r = result_of(&outb, "f/", "j-fail").await;
     assert_eq!((r.outcome, r.exit_code), (Outcome::Failed, 1));
-    assert!(r.error.unwrap_or_default().contains("exited with code 1"));
+    assert_eq!(r.error.as_deref(), Some("the command failed: boom"));
 }
 
 #[tokio::test]
