@@ -26,6 +26,47 @@ fn job_args<'a>(ami: &'a str, job_id: &'a str, image: &'a str) -> Vec<&'a str> {
     ]
 }
 
+/// A container job on the test AMI, with a bucket of its own for outputs (`s3://<out>/out`).
+struct ContainerJob {
+    w: World,
+    out: String,
+    job_id: String,
+    args: Vec<String>,
+}
+
+impl ContainerJob {
+    async fn new(name: &str, command: &str, extra: &[&str]) -> ContainerJob {
+        let w = World::new().await;
+        let ami = w.test_ami().await;
+        let out = w.bucket(&format!("e2e-{name}")).await;
+        let job_id = unique(name);
+        let image = support_image();
+        let output = format!("s3://{out}/out");
+        let mut args: Vec<String> = job_args(&ami, &job_id, &image)
+            .into_iter()
+            .map(String::from)
+            .collect();
+        args.extend(["--output", &output, "--command", command].map(String::from));
+        args.extend(extra.iter().map(|a| a.to_string()));
+        ContainerJob {
+            w,
+            out,
+            job_id,
+            args,
+        }
+    }
+
+    fn spawn(&self) -> Watched {
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        Watched::spawn(run_render(&args))
+    }
+
+    /// An output file's bytes, below the job's output prefix.
+    async fn output(&self, rel: &str) -> Option<Vec<u8>> {
+        self.w.get(&self.out, &format!("out/{rel}")).await
+    }
+}
+
 async fn assert_terminated(w: &World, job_id: &str) {
     let instances = w.instances_of(job_id).await;
     assert_eq!(
@@ -101,21 +142,13 @@ async fn job_streams_its_log_writes_outputs_and_terminates() {
 
 #[tokio::test]
 async fn failing_job_exits_non_zero_keeps_its_log_and_terminates() {
-    let w = World::new().await;
-    let ami = w.test_ami().await;
-    let outb = w.bucket("e2e-fail").await;
-    let job_id = unique("fail");
-    let image = support_image();
-    let output = format!("s3://{outb}/f");
-    let mut args = job_args(&ami, &job_id, &image);
-    args.extend([
-        "--output",
-        &output,
-        "--command",
+    let job = ContainerJob::new(
+        "fail",
         "disp('about to fail'); error('test-error')",
-        "--json",
-    ]);
-    let done = Watched::spawn(run_render(&args)).finish(Duration::from_secs(120));
+        &["--json"],
+    )
+    .await;
+    let done = job.spawn().finish(Duration::from_secs(120));
     assert_eq!(done.code, Some(1), "{}", done.all());
     let report: serde_json::Value =
         serde_json::from_str(&done.stdout()).expect("--json prints one JSON document");
@@ -127,27 +160,20 @@ async fn failing_job_exits_non_zero_keeps_its_log_and_terminates() {
     assert_eq!(report["error"], "the command failed: test-error");
     // With --json the log goes to stderr.
     assert!(done.stderr().contains("test-error"), "{}", done.stderr());
-    let log = String::from_utf8(w.get(&outb, "f/matlab.log").await.expect("log kept")).unwrap();
+    let log = String::from_utf8(job.output("matlab.log").await.expect("log kept")).unwrap();
     assert!(
         log.contains("about to fail") && log.contains("test-error"),
         "{log}"
     );
-    assert_terminated(&w, &job_id).await;
+    assert_terminated(&job.w, &job.job_id).await;
 }
 
 #[tokio::test]
 async fn ctrl_c_stops_the_job_saves_outputs_and_terminates() {
-    let w = World::new().await;
-    let ami = w.test_ami().await;
-    let outb = w.bucket("e2e-int").await;
-    let job_id = unique("int");
-    let image = support_image();
-    let output = format!("s3://{outb}/i");
-    let mut args = job_args(&ami, &job_id, &image);
     let command = "fid = fopen(fullfile(getenv('OUTPUT_SCRATCH'), 'partial.txt'), 'w'); fprintf(fid, 'half'); fclose(fid); \
         disp(['long render ' 'started']); pause(300);";
-    args.extend(["--output", &output, "--command", command]);
-    let mut run = Watched::spawn(run_render(&args));
+    let job = ContainerJob::new("int", command, &[]).await;
+    let mut run = job.spawn();
     assert!(
         run.wait_for("long render started", Duration::from_secs(90))
             .is_some(),
@@ -159,12 +185,12 @@ async fn ctrl_c_stops_the_job_saves_outputs_and_terminates() {
     assert!(done.stderr().contains("INTERRUPTED"), "{}", done.stderr());
     // The first Ctrl-C stops the job cleanly: what it wrote so far is saved.
     assert_eq!(
-        w.get(&outb, "i/partial.txt").await.as_deref(),
+        job.output("partial.txt").await.as_deref(),
         Some(&b"half"[..]),
         "{}",
         done.all()
     );
-    assert_terminated(&w, &job_id).await;
+    assert_terminated(&job.w, &job.job_id).await;
 }
 
 #[tokio::test]
@@ -193,22 +219,8 @@ async fn agent_never_online_is_a_clear_error_and_the_instance_is_terminated() {
 
 #[tokio::test]
 async fn command_past_its_timeout_is_stopped_and_terminated() {
-    let w = World::new().await;
-    let ami = w.test_ami().await;
-    let outb = w.bucket("e2e-timeout").await;
-    let job_id = unique("timeout");
-    let image = support_image();
-    let output = format!("s3://{outb}/t");
-    let mut args = job_args(&ami, &job_id, &image);
-    args.extend([
-        "--output",
-        &output,
-        "--command",
-        "disp('slow'); pause(120);",
-        "--timeout",
-        "4s",
-    ]);
-    let done = Watched::spawn(run_render(&args)).finish(Duration::from_secs(120));
+    let job = ContainerJob::new("timeout", "disp('slow'); pause(120);", &["--timeout", "4s"]).await;
+    let done = job.spawn().finish(Duration::from_secs(120));
     assert_eq!(done.code, Some(124), "{}", done.all());
     assert!(done.stderr().contains("TIMED OUT"), "{}", done.stderr());
     assert!(
@@ -217,10 +229,10 @@ async fn command_past_its_timeout_is_stopped_and_terminated() {
         done.ended
     );
     assert!(
-        w.get(&outb, "t/matlab.log").await.is_some(),
+        job.output("matlab.log").await.is_some(),
         "log kept after a timeout"
     );
-    assert_terminated(&w, &job_id).await;
+    assert_terminated(&job.w, &job.job_id).await;
 }
 
 #[tokio::test]
@@ -458,20 +470,8 @@ async fn wait_terminated(w: &World, job_id: &str, limit: Duration) -> Vec<(Strin
 
 #[tokio::test]
 async fn second_ctrl_c_exits_at_once_after_requesting_termination() {
-    let w = World::new().await;
-    let ami = w.test_ami().await;
-    let outb = w.bucket("e2e-int2").await;
-    let job_id = unique("int2");
-    let image = support_image();
-    let output = format!("s3://{outb}/i");
-    let mut args = job_args(&ami, &job_id, &image);
-    args.extend([
-        "--output",
-        &output,
-        "--command",
-        "disp(['long render ' 'started']); pause(300);",
-    ]);
-    let mut run = Watched::spawn(run_render(&args));
+    let job = ContainerJob::new("int2", "disp(['long render ' 'started']); pause(300);", &[]).await;
+    let mut run = job.spawn();
     assert!(
         run.wait_for("long render started", Duration::from_secs(90))
             .is_some(),
@@ -489,7 +489,7 @@ async fn second_ctrl_c_exits_at_once_after_requesting_termination() {
         "{}",
         done.stderr()
     );
-    let instances = wait_terminated(&w, &job_id, Duration::from_secs(30)).await;
+    let instances = wait_terminated(&job.w, &job.job_id, Duration::from_secs(30)).await;
     assert!(
         instances.iter().all(|i| i.1 == "terminated"),
         "{instances:?}"
