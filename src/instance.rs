@@ -8,6 +8,9 @@ use crate::cloud::{Cloud, CloudError, InstanceState};
 
 /// How long we try to confirm termination before giving up and telling the user.
 const TERMINATE_CONFIRM: Duration = Duration::from_secs(10 * 60);
+/// Longest pause between two state checks: a boot takes tens of seconds on AWS, and each
+/// check is one cheap Describe call, so being at most this late is worth it.
+pub const POLL_CAP: Duration = Duration::from_secs(2);
 /// DescribeInstances may not know a new instance for a moment; past this, "not found" is real.
 const NOT_FOUND_GRACE: Duration = Duration::from_secs(30);
 
@@ -98,7 +101,7 @@ impl Instance {
                 _ => {}
             }
             tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(5));
+            delay = (delay * 2).min(POLL_CAP);
         }
     }
 

@@ -17,8 +17,11 @@ use crate::{preflight, remote, script};
 
 /// How long an instance may take to reach `running`.
 const BOOT_LIMIT: Duration = Duration::from_secs(10 * 60);
-/// How often the command's status is read; also the granularity of the end of a job.
-const STATUS_EVERY: Duration = Duration::from_millis(1000);
+/// How often the command's status is read: often at first, so a short job's end is seen at
+/// once (this wait is most of the client's own overhead), then once a second.
+const STATUS_FAST: Duration = Duration::from_millis(250);
+const STATUS_SLOW: Duration = Duration::from_millis(1000);
+const STATUS_FAST_FOR: Duration = Duration::from_secs(30);
 /// How often new log chunks are looked for (chunks are written ~1 s apart).
 const LOG_EVERY: Duration = Duration::from_millis(500);
 /// How often the instance itself is checked while the job runs (deadline, spot, console).
@@ -252,7 +255,7 @@ async fn follow(
     };
     let mut stopping: Option<(Stopping, tokio::time::Instant)> = None;
     let (mut status_tick, mut log_tick, mut state_tick) = (
-        interval(STATUS_EVERY),
+        interval(STATUS_FAST),
         interval(LOG_EVERY),
         interval(STATE_EVERY),
     );
@@ -273,23 +276,29 @@ async fn follow(
                     }
                 }
             }
-            _ = status_tick.tick() => match cloud.invocation(&command, id).await {
-                Ok(Some(inv)) if inv.status == InvocationStatus::TimedOut
-                    && stopping.is_none() && matches!(plan.work, Work::Container(_)) => {
-                    // SSM's execution limit (48 h at most) ended the wait, not the job: the
-                    // container runs detached, so wait for it again.
-                    ui.note("SSM's execution limit ended the wait; re-attaching to the running job");
-                    match remote::send(cloud, id, &script::reattach_script(&plan.job_id),
-                        Duration::from_secs(crate::cloud::MAX_EXECUTION_SECS),
-                        &format!("run-render re-attach {}", plan.job_id)).await {
-                        Ok(c) => command = c,
-                        Err(e) => break Err(format!("cannot re-attach to the job: {e}")),
-                    }
+            _ = status_tick.tick() => {
+                if started.elapsed() > STATUS_FAST_FOR && status_tick.period() == STATUS_FAST {
+                    status_tick = interval(STATUS_SLOW);
+                    status_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
                 }
-                Ok(Some(inv)) if inv.status.is_done() => break Ok(inv),
-                Ok(_) => {}
-                Err(e) => ui.note(format!("cannot read the command's status ({e}); retrying")),
-            },
+                match cloud.invocation(&command, id).await {
+                    Ok(Some(inv)) if inv.status == InvocationStatus::TimedOut
+                        && stopping.is_none() && matches!(plan.work, Work::Container(_)) => {
+                        // SSM's execution limit (48 h at most) ended the wait, not the job:
+                        // the container runs detached, so wait for it again.
+                        ui.note("SSM's execution limit ended the wait; re-attaching to the running job");
+                        match remote::send(cloud, id, &script::reattach_script(&plan.job_id),
+                            Duration::from_secs(crate::cloud::MAX_EXECUTION_SECS),
+                            &format!("run-render re-attach {}", plan.job_id)).await {
+                            Ok(c) => command = c,
+                            Err(e) => break Err(format!("cannot re-attach to the job: {e}")),
+                        }
+                    }
+                    Ok(Some(inv)) if inv.status.is_done() => break Ok(inv),
+                    Ok(_) => {}
+                    Err(e) => ui.note(format!("cannot read the command's status ({e}); retrying")),
+                }
+            }
             _ = state_tick.tick() => {
                 if let Ok(Some(s)) = cloud.instance_state(id).await {
                     if s.is_gone() {

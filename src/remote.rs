@@ -35,7 +35,7 @@ pub async fn wait_for_agent(
             });
         }
         tokio::time::sleep(delay.min(limit.saturating_sub(start.elapsed()))).await;
-        delay = (delay * 2).min(Duration::from_secs(5));
+        delay = (delay * 2).min(crate::instance::POLL_CAP);
     }
 }
 
