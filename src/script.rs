@@ -134,35 +134,42 @@ fn container_part(job_id: &str, c: &Container, region: Option<&str>, keep: bool)
          \x20 echo {msg} >&2\n\
          \x20 exit {fail}\n\
          fi\n\
-         code=$(docker wait {name}) || code={fail}\n\
-         [ -n \"$code\" ] || code={fail}\n\
-         {after}\
-         # The log's tail, for when the S3 log is not there (SSM keeps 24,000 characters).\n\
-         docker logs --tail 200 {name} 2>&1 | tail -c 20000\n\
-         docker rm {name} >/dev/null 2>&1 || true\n\
-         exit \"$code\"\n",
+         {wait}",
         run = run.join(" \\\n  "),
         msg = quote(&format!(
             "run-render: could not start the rtb-support container from image '{}' (is it on the AMI?)",
             c.image
         )),
         fail = CONTAINER_START_FAILED,
-        after = if keep { String::new() } else { arm_after_job() },
+        wait = wait_part(&name, c.records.is_some(), if keep { String::new() } else { arm_after_job() }),
+    )
+}
+
+/// Wait for the job's container and end with its exit code. The log's tail goes to SSM's
+/// output (which keeps 24,000 characters) when there is no S3 log, or when the job failed.
+/// The container is removed in the background: the command's end is the job's end.
+fn wait_part(name: &str, s3_log: bool, after: String) -> String {
+    let logs = format!("docker logs --tail 200 {name} 2>&1 | tail -c 20000");
+    let logs = if s3_log {
+        format!("[ \"$code\" = 0 ] || {logs}")
+    } else {
+        logs
+    };
+    format!(
+        "code=$(docker wait {name}) || code={fail}\n\
+         [ -n \"$code\" ] || code={fail}\n\
+         {after}\
+         {logs}\n\
+         (docker rm {name} >/dev/null 2>&1 &)\n\
+         exit \"$code\"\n",
+        fail = CONTAINER_START_FAILED,
     )
 }
 
 /// Wait again for a job container that is already running (after SSM's execution limit
 /// ended an earlier wait).
 pub fn reattach_script(job_id: &str) -> String {
-    let name = quote(&container_name(job_id));
-    format!(
-        "code=$(docker wait {name}) || code={fail}\n\
-         [ -n \"$code\" ] || code={fail}\n\
-         docker logs --tail 200 {name} 2>&1 | tail -c 20000\n\
-         docker rm {name} >/dev/null 2>&1 || true\n\
-         exit \"$code\"\n",
-        fail = CONTAINER_START_FAILED,
-    )
+    wait_part(&quote(&container_name(job_id)), false, String::new())
 }
 
 /// Stop the job's container gently: the runner stops the interpreter and uploads what exists.
