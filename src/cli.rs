@@ -79,12 +79,7 @@ pub struct Args {
         long,
         env = "RUN_RENDER_SHELL",
         value_name = "SHELL_COMMAND",
-        allow_hyphen_values = true,
-        // The container's settings mean nothing to a raw shell command: refuse, don't drop.
-        conflicts_with_all = [
-            "toolboxes", "startup", "input", "output", "env", "image", "matlab_root",
-            "interpreter", "volumes"
-        ]
+        allow_hyphen_values = true
     )]
     pub shell: Option<String>,
 
@@ -172,4 +167,41 @@ pub struct Args {
     /// Send every AWS call to this endpoint (a local emulator, for testing).
     #[arg(long, value_name = "URL")]
     pub endpoint_url: Option<String>,
+
+    /// Flags given on the command line itself (not from the environment or defaults), filled
+    /// by [`Args::from_command_line`].
+    #[arg(skip)]
+    pub explicit: Vec<String>,
+}
+
+/// The container's settings, (field, flag): meaningless to a raw `--shell` command.
+pub const CONTAINER_FLAGS: &[(&str, &str)] = &[
+    ("command", "--command"),
+    ("toolboxes", "--toolboxes"),
+    ("startup", "--startup"),
+    ("input", "--input"),
+    ("output", "--output"),
+    ("env", "--env"),
+    ("image", "--image"),
+    ("matlab_root", "--matlab-root"),
+    ("interpreter", "--interpreter"),
+    ("volumes", "--volume"),
+];
+
+impl Args {
+    /// Parse the process's arguments, noting which flags were typed (so a setting exported in
+    /// the environment for container jobs does not get in the way of a `--shell` run).
+    pub fn from_command_line() -> Args {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Args::command().get_matches();
+        let mut args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        args.explicit = matches
+            .ids()
+            .filter(|id| {
+                matches.value_source(id.as_str()) == Some(clap::parser::ValueSource::CommandLine)
+            })
+            .map(|id| id.as_str().to_string())
+            .collect();
+        args
+    }
 }

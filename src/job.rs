@@ -315,8 +315,12 @@ async fn follow(
                 stopping = Some((Stopping::Interrupted, begin_stop(plan, cloud, id, &command).await));
             }
             _ = sleep_until(limit.unwrap_or(far)), if limit.is_some() && stopping.is_none() => {
-                ui.note(format!("the job ran past its --timeout of {}; stopping it",
-                    humantime::format_duration(plan.timeout.unwrap_or_default())));
+                ui.note(match plan.work {
+                    Work::Shell(_) => format!("the command ran past its --timeout of {}; stopping it",
+                        humantime::format_duration(plan.timeout.unwrap_or_default())),
+                    // The runner enforces --timeout; this is the instance's own deadline.
+                    Work::Container(_) => "the instance reached its deadline (--timeout + --deadline-margin) with the job still running; stopping it".to_string(),
+                });
                 stopping = Some((Stopping::TimedOut, begin_stop(plan, cloud, id, &command).await));
             }
             _ = interrupts.reached(2), if stopping.map(|s| s.0) == Some(Stopping::Interrupted) => {

@@ -1,7 +1,6 @@
 use std::io::Write;
 use std::time::SystemTime;
 
-use clap::Parser;
 use run_render::cli::Args;
 use run_render::cloud::{Cloud, Connect};
 use run_render::plan::{Plan, Work};
@@ -11,7 +10,7 @@ use run_render::ui::Ui;
 use run_render::{job, script};
 
 fn main() {
-    let args = Args::parse();
+    let args = Args::from_command_line();
     if args.print_policy {
         print!("{}", run_render::policies::text());
         return;

@@ -110,6 +110,19 @@ impl Plan {
         let input = parse_s3("--input", &args.input)?;
         let output = parse_s3("--output", &args.output)?;
 
+        if args.shell.is_some() {
+            // A typed container flag with --shell is a mistake: refuse it rather than drop it.
+            // (The same settings from the environment are simply not used.)
+            if let Some((_, flag)) = crate::cli::CONTAINER_FLAGS
+                .iter()
+                .find(|(field, _)| args.explicit.iter().any(|e| e == field))
+            {
+                return Err(bad(
+                    "--shell",
+                    format!("runs a raw shell command; {flag} is for container jobs and cannot be used with it"),
+                ));
+            }
+        }
         let work = match (args.command, args.shell) {
             (Some(_), Some(_)) => return Err(bad("--shell", "cannot be combined with --command")),
             (None, None) => {
@@ -172,6 +185,11 @@ impl Plan {
                 format!("'{}' is not a duration ({e})", args.deadline_margin),
             )
         })?;
+        // Container settings that came from the environment play no part in a shell run.
+        let (input, output) = match work {
+            Work::Shell(_) => (None, None),
+            Work::Container(_) => (input, output),
+        };
         let deadline = timeout.map(|t| now + t + margin);
         let tags = tags(&job_id, args.name.as_deref(), &args.tags, deadline)?;
         if args.iam_profile.trim().is_empty() {
@@ -515,6 +533,21 @@ mod tests {
         assert!(err(&["--command", "x", "--volume", "relative:/x"]).starts_with("--volume"));
         assert!(err(&["--command", "x", "--job-id", "a b"]).starts_with("--job-id"));
         assert!(err(&["--command", "a\0b"]).starts_with("--command: contains a NUL"));
+        let mut typed = Args::try_parse_from([
+            "run-render",
+            "--ami",
+            "ami-0123456789abcdef0",
+            "--shell",
+            "true",
+            "--output",
+            "s3://b-1/x",
+        ])
+        .unwrap();
+        typed.explicit = vec!["ami".into(), "shell".into(), "output".into()];
+        let e = Plan::from_args(typed, SystemTime::now())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--output is for container jobs"), "{e}");
         let e = Plan::from_args(
             Args::try_parse_from(["run-render", "--ami", "ami-xyz", "--command", "x"]).unwrap(),
             SystemTime::now(),

@@ -14,21 +14,25 @@ impl Interrupts {
     /// keeps the default behaviour).
     pub fn listen() -> Interrupts {
         let (tx, rx) = watch::channel(0u32);
-        tokio::spawn(async move {
-            let (Ok(mut int), Ok(mut term)) = (
-                signal(SignalKind::interrupt()),
-                signal(SignalKind::terminate()),
-            ) else {
-                return;
-            };
-            loop {
-                tokio::select! {
-                    _ = int.recv() => {}
-                    _ = term.recv() => {}
+        // Registered here, before anything is launched, not later inside the task: a signal
+        // that came first would otherwise still kill the process the default way.
+        let streams = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        );
+        if let (Ok(mut int), Ok(mut term), Ok(mut hup)) = streams {
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = int.recv() => {}
+                        _ = term.recv() => {}
+                        _ = hup.recv() => {}
+                    }
+                    tx.send_modify(|n| *n += 1);
                 }
-                tx.send_modify(|n| *n += 1);
-            }
-        });
+            });
+        }
         Interrupts { count: rx }
     }
 

@@ -47,7 +47,7 @@ pub struct Args {
     pub command: Option<String>,
 
     /// Folder filled from --input-bucket before the command.
-    #[arg(long, env = "INPUT_SCRATCH", default_value = "/input-scratch")]
+    #[arg(long, env = "INPUT_SCRATCH", value_parser = any_path, default_value = "/input-scratch")]
     pub input_scratch: PathBuf,
     /// s3://bucket/prefix copied into --input-scratch before the command.
     #[arg(long, env = "INPUT_BUCKET", value_name = "S3_URL")]
@@ -62,7 +62,7 @@ pub struct Args {
     pub input_flags: String,
 
     /// Folder copied to --output-bucket after the command, whether it succeeded or not.
-    #[arg(long, env = "OUTPUT_SCRATCH", default_value = "/output-scratch")]
+    #[arg(long, env = "OUTPUT_SCRATCH", value_parser = any_path, default_value = "/output-scratch")]
     pub output_scratch: PathBuf,
     /// s3://bucket/prefix receiving --output-scratch, the log chunks and the result record.
     #[arg(long, env = "OUTPUT_BUCKET", value_name = "S3_URL")]
@@ -77,7 +77,7 @@ pub struct Args {
     pub output_flags: String,
 
     /// Folder where --mount-bucket is mounted.
-    #[arg(long, env = "MOUNT_SCRATCH", default_value = "/mount-scratch")]
+    #[arg(long, env = "MOUNT_SCRATCH", value_parser = any_path, default_value = "/mount-scratch")]
     pub mount_scratch: PathBuf,
     /// s3://bucket/prefix mounted (read lazily, with mount-s3) at --mount-scratch.
     #[arg(long, env = "MOUNT_BUCKET", value_name = "S3_URL")]
@@ -166,6 +166,12 @@ fn bad(setting: &'static str, problem: impl Into<String>) -> SettingError {
         setting,
         problem: problem.into(),
     }
+}
+
+/// A path, empty allowed (clap's own PathBuf parser refuses ""): an empty variable means the
+/// default, as in the original.
+fn any_path(s: &str) -> Result<PathBuf, std::convert::Infallible> {
+    Ok(PathBuf::from(s))
 }
 
 /// Treat an empty value like an absent one, as the original's `${VAR:=default}` did.
@@ -447,9 +453,8 @@ mod tests {
         .check(std::time::SystemTime::now())
         .unwrap();
         assert!(s.output.unwrap().options.recursive);
-        let mut a = args(&[]);
-        a.interpreter = String::new();
-        a.output_scratch = PathBuf::new();
+        let mut a =
+            Args::try_parse_from(["rtb-job", "--output-scratch", "", "--interpreter", ""]).unwrap();
         a.empty_means_default();
         assert_eq!(a.interpreter, "matlab");
         assert_eq!(a.output_scratch, PathBuf::from("/output-scratch"));
