@@ -96,7 +96,8 @@ pub struct Args {
     #[arg(long = "volume", value_name = "HOST:CONTAINER")]
     pub volumes: Vec<String>,
 
-    /// EC2 instance type.
+    /// EC2 instance type; a comma-separated list (m6i.2xlarge,m5.2xlarge) is tried in order
+    /// when EC2 has no capacity for one.
     #[arg(long, env = "RUN_RENDER_INSTANCE_TYPE", default_value = "m6i.large")]
     pub instance_type: String,
     /// Root volume size in GiB (encrypted, deleted with the instance) [default: the AMI's]

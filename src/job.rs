@@ -62,23 +62,42 @@ pub async fn run(plan: &Plan, cloud: &Cloud, ui: &Ui, interrupts: &Interrupts) -
 
     // The launch call is not interrupted half-way: its answer is the only sure way to learn
     // the instance id. A signal during it is handled right after.
-    ui.phase(format!(
-        "launching a {} from {}",
-        plan.launch.instance_type, plan.launch.ami
-    ));
     let t = Instant::now();
     let user_data = script::user_data(plan, SystemTime::now());
-    let launched = cloud
-        .run_instance(
-            &plan.launch,
-            user_data.as_deref(),
-            checked.root_device.as_deref(),
-        )
-        .await;
+    let types = &plan.launch.instance_types;
+    let mut launched = None;
+    for (variant, instance_type) in types.iter().enumerate() {
+        ui.phase(format!(
+            "launching a {instance_type} from {}",
+            plan.launch.ami
+        ));
+        let attempt = cloud
+            .run_instance(
+                &plan.launch,
+                variant,
+                user_data.as_deref(),
+                checked.root_device.as_deref(),
+            )
+            .await;
+        match attempt {
+            Err(LaunchError::Capacity(e)) if variant + 1 < types.len() => {
+                ui.note(format!(
+                    "no capacity for {instance_type} ({}); trying {}",
+                    e.message,
+                    types[variant + 1]
+                ));
+            }
+            other => {
+                r.instance_type = instance_type.clone();
+                launched = Some(other);
+                break;
+            }
+        }
+    }
     r.phases.launch_s = Some(t.elapsed().as_secs_f64());
     let instance = match launched {
-        Ok(id) => Instance::adopt(cloud, id),
-        Err(e) => {
+        Some(Ok(id)) => Instance::adopt(cloud, id),
+        Some(Err(e)) => {
             if let LaunchError::Other(c) = &e {
                 if c.code.is_none() {
                     // No answer from EC2: the launch may have happened. Find it by tag.
@@ -86,6 +105,15 @@ pub async fn run(plan: &Plan, cloud: &Cloud, ui: &Ui, interrupts: &Interrupts) -
                 }
             }
             set(&mut r, Outcome::LaunchFailed, exit::LAUNCH, e.to_string());
+            return finish(r, t0);
+        }
+        None => {
+            set(
+                &mut r,
+                Outcome::LaunchFailed,
+                exit::LAUNCH,
+                "no instance type to launch",
+            );
             return finish(r, t0);
         }
     };
@@ -490,7 +518,12 @@ fn new_report(plan: &Plan, cloud: &Cloud) -> Report {
         instance_id: None,
         instance: InstanceFate::NotLaunched,
         ami: plan.launch.ami.clone(),
-        instance_type: plan.launch.instance_type.clone(),
+        instance_type: plan
+            .launch
+            .instance_types
+            .first()
+            .cloned()
+            .unwrap_or_default(),
         region: cloud.region().map(str::to_string),
         output: plan.output.as_ref().map(|o| o.to_string()),
         records: match &plan.work {

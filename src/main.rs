@@ -86,7 +86,7 @@ fn print_dry_run(plan: &Plan, region: Option<&str>, json: bool) {
             "region": region,
             "launch": {
                 "ami": l.ami,
-                "instance_type": l.instance_type,
+                "instance_types": l.instance_types,
                 "disk_gb": l.disk_gb,
                 "subnet": l.subnet,
                 "security_groups": l.security_groups,
@@ -111,7 +111,7 @@ fn print_dry_run(plan: &Plan, region: Option<&str>, json: bool) {
         region.unwrap_or("(default region)")
     );
     println!("# RunInstances: {} from {}, 1 instance, profile {}, disk {}, IMDSv2 required, shutdown behaviour terminate",
-        l.instance_type, l.ami, l.iam_profile,
+        l.instance_types.join(" or "), l.ami, l.iam_profile,
         l.disk_gb.map(|g| format!("{g} GiB encrypted")).unwrap_or_else(|| "AMI size, encrypted".into()));
     if let Some(s) = &l.subnet {
         println!("#   subnet {s}");

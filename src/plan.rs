@@ -49,13 +49,14 @@ pub struct Container {
 #[derive(Debug, Clone)]
 pub struct Launch {
     pub ami: String,
-    pub instance_type: String,
+    /// Tried in order while EC2 answers "no capacity".
+    pub instance_types: Vec<String>,
     pub disk_gb: Option<u32>,
     pub subnet: Option<String>,
     pub security_groups: Vec<String>,
     pub iam_profile: String,
     pub tags: Vec<(String, String)>,
-    /// Idempotency token for RunInstances: the same job and attempt never launch twice.
+    /// Idempotency token for RunInstances (see [`Launch::token`]).
     pub client_token: String,
 }
 
@@ -90,7 +91,14 @@ impl Plan {
             .ami
             .ok_or_else(|| bad("--ami", "is required (the private AMI to launch, ami-...)"))?;
         check_ami(&ami)?;
-        check_instance_type(&args.instance_type)?;
+        let instance_types: Vec<String> = args
+            .instance_type
+            .split(',')
+            .map(|t| t.trim().to_string())
+            .collect();
+        for t in &instance_types {
+            check_instance_type(t)?;
+        }
         if let Some(gb) = args.disk_gb {
             if !(8..=16384).contains(&gb) {
                 return Err(bad("--disk-gb", format!("{gb} is outside 8..16384 GiB")));
@@ -201,7 +209,7 @@ impl Plan {
         Ok(Plan {
             launch: Launch {
                 ami,
-                instance_type: args.instance_type,
+                instance_types,
                 disk_gb: args.disk_gb,
                 subnet: args.subnet,
                 security_groups: args.security_groups,
@@ -226,6 +234,19 @@ impl Plan {
 
 /// Runner settings only the client may set: it must know them to follow the job.
 const RESERVED: &[&str] = &["LOG_BUCKET", "RTB_JOB_ID", "RTB_TIMEOUT"];
+
+impl Launch {
+    /// The token for the launch of `instance_types[variant]`: a retried request reuses it, a
+    /// different instance type gets its own (EC2 refuses one token with other parameters).
+    pub fn token(&self, variant: usize) -> String {
+        let suffix = format!("-{variant}");
+        let keep = 64usize.saturating_sub(suffix.len());
+        format!(
+            "{}{suffix}",
+            &self.client_token[..self.client_token.len().min(keep)]
+        )
+    }
+}
 
 /// The runner settings the client sets from its own flags.
 struct RunnerSettings {
@@ -607,7 +628,23 @@ mod tests {
             .tags
             .contains(&("rtb:tool".into(), "run-render".into())));
         assert!(p.launch.tags.iter().any(|(k, _)| k == "rtb:deadline"));
-        assert!(p.launch.client_token.starts_with("j1-") && p.launch.client_token.len() <= 64);
+        assert!(p.launch.client_token.starts_with("j1-"));
+        assert!(p.launch.token(0).len() <= 64 && p.launch.token(0) != p.launch.token(1));
+        assert_eq!(p.launch.instance_types, ["m6i.large"]);
+    }
+
+    #[test]
+    fn instance_type_lists_are_checked_and_kept_in_order() {
+        let p = plan(&[
+            "--shell",
+            "true",
+            "--instance-type",
+            "g5.xlarge, g4dn.xlarge",
+        ])
+        .unwrap();
+        assert_eq!(p.launch.instance_types, ["g5.xlarge", "g4dn.xlarge"]);
+        assert!(err(&["--shell", "true", "--instance-type", "g5.xlarge,,"])
+            .starts_with("--instance-type"));
     }
 
     #[test]

@@ -34,7 +34,7 @@ impl InstanceState {
 /// Why a launch failed, classified so the caller can explain and decide.
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
-    #[error("no capacity for this instance type here: {0}; try another --instance-type or --subnet (zone)")]
+    #[error("no capacity for this instance type here: {0}; list more types in --instance-type (a,b,c) or try another --subnet (zone)")]
     Capacity(CloudError),
     #[error("an account limit stops the launch: {0}; ask for a quota increase or use a smaller --instance-type")]
     Quota(CloudError),
@@ -69,6 +69,7 @@ impl Cloud {
     pub async fn run_instance(
         &self,
         launch: &Launch,
+        variant: usize,
         user_data: Option<&str>,
         root_device: Option<&str>,
     ) -> Result<String, LaunchError> {
@@ -93,10 +94,15 @@ impl Cloud {
             .ec2
             .run_instances()
             .image_id(&launch.ami)
-            .instance_type(InstanceType::from(launch.instance_type.as_str()))
+            .instance_type(InstanceType::from(
+                launch
+                    .instance_types
+                    .get(variant)
+                    .map_or("", String::as_str),
+            ))
             .min_count(1)
             .max_count(1)
-            .client_token(&launch.client_token)
+            .client_token(launch.token(variant))
             .iam_instance_profile(profile)
             .instance_initiated_shutdown_behavior(ShutdownBehavior::Terminate)
             .metadata_options(
@@ -240,4 +246,40 @@ fn classify_launch(e: CloudError) -> LaunchError {
 /// Standard base64, for user data (the SDK expects it encoded).
 fn base64(data: &[u8]) -> String {
     aws_smithy_types::base64::encode(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(code: &str) -> CloudError {
+        CloudError {
+            op: "EC2 RunInstances",
+            code: Some(code.into()),
+            message: "m".into(),
+        }
+    }
+
+    #[test]
+    fn launch_errors_are_classified_by_code() {
+        assert!(matches!(
+            classify_launch(err("InsufficientInstanceCapacity")),
+            LaunchError::Capacity(_)
+        ));
+        assert!(matches!(
+            classify_launch(err("VcpuLimitExceeded")),
+            LaunchError::Quota(_)
+        ));
+        // Configuration errors are not capacity: trying another type would not help.
+        for code in [
+            "InvalidAMIID.NotFound",
+            "InvalidParameterValue",
+            "UnauthorizedOperation",
+        ] {
+            assert!(
+                matches!(classify_launch(err(code)), LaunchError::Other(_)),
+                "{code}"
+            );
+        }
+    }
 }
