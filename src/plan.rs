@@ -379,21 +379,9 @@ fn check_instance_type(t: &str) -> Result<(), PlanError> {
 }
 
 fn check_job_id(id: &str) -> Result<String, PlanError> {
-    // It ends up in a ClientToken (64 ASCII chars, with our "-N" suffix) and in S3 keys.
-    let ok = !id.is_empty()
-        && id.len() <= 60
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        && id.as_bytes()[0].is_ascii_alphanumeric();
-    if ok {
-        Ok(id.to_string())
-    } else {
-        Err(bad(
-            "--job-id",
-            format!("'{id}' may use only letters, digits, '-' and '_' (at most 60, starting with a letter or digit)"),
-        ))
-    }
+    rtb_model::job_id::check(id)
+        .map(|()| id.to_string())
+        .map_err(|e| bad("--job-id", e))
 }
 
 /// RunInstances' idempotency token: one per run of the client, so the SDK's retries of one

@@ -336,18 +336,9 @@ fn strip_setting(message: &str) -> String {
 }
 
 fn check_job_id(id: &str) -> Result<String, SettingError> {
-    let ok = id.len() <= 128
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
-    if ok && !id.starts_with('.') {
-        Ok(id.to_string())
-    } else {
-        Err(bad(
-            contract::JOB_ID.name,
-            format!("'{id}' may use only letters, digits, '-', '_' and '.' (at most 128)"),
-        ))
-    }
+    rtb_model::job_id::check(id)
+        .map(|()| id.to_string())
+        .map_err(|e| bad(contract::JOB_ID.name, e))
 }
 
 fn default_job_id(now: std::time::SystemTime) -> String {

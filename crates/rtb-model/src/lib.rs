@@ -3,6 +3,7 @@
 //! A type that crosses the client/runner line lives here, once.
 
 pub mod contract;
+pub mod job_id;
 pub mod layout;
 pub mod result;
 mod s3url;
