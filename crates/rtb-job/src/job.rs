@@ -1,9 +1,11 @@
 //! One job from start to end: mount, copy in, run, copy out, record. Whatever happens to the
 //! command (error, timeout, signal), the outputs, the log and the result record are uploaded.
 
-use std::time::{Instant, SystemTime};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
 
-use rtb_model::{JobResult, Outcome, Timings, Transfer, RESULT_SCHEMA};
+use rtb_model::exit::runner::OUTPUT_INCOMPLETE;
+use rtb_model::{JobRecords, JobResult, Outcome, Skipped, Timings, Transfer, RESULT_SCHEMA};
 use tokio::sync::watch;
 
 use crate::compose;
@@ -11,7 +13,7 @@ use crate::logsink::{Log, LogSink};
 use crate::mount;
 use crate::process::{self, Ended, Stop};
 use crate::settings::Settings;
-use crate::transfer::Transfers;
+use crate::transfer::{self, Transfers};
 
 /// The runner's own exit codes (documented in `rtb-job --help`).
 pub mod exit {
@@ -63,7 +65,7 @@ pub async fn run(settings: Settings, s3: aws_sdk_s3::Client) -> i32 {
         settings.records.clone().map(|r| (s3.clone(), r)),
     );
     let log = sink.log();
-    let (stop_tx, mut stop) = watch::channel(None);
+    let (stop_tx, stop) = watch::channel(None);
     spawn_signal_listener(stop_tx);
 
     log.info(format!(
@@ -76,107 +78,51 @@ pub async fn run(settings: Settings, s3: aws_sdk_s3::Client) -> i32 {
     if let Some(r) = &settings.records {
         log.info(format!("log and result record: {}", r.root()));
     }
+    let input_rate = Arc::new(OnceLock::new());
+    spawn_stop_notice(stop.clone(), &settings, input_rate.clone(), log.clone());
 
-    let transfers = Transfers::new(s3.clone());
-    let say = |line: String| log.info(line);
-    let mut timings = Timings::default();
-    let mut input = Transfer::default();
-    let mut errors: Vec<String> = Vec::new();
-    let mut code: Option<i32> = None;
-    let mut outcome = Outcome::Succeeded;
-
-    // Mount, then copy the inputs; either failing skips the command.
-    let mut mounted = None;
-    if let Some(m) = &settings.mount {
-        log.info(format!("mount {} at {}", m.bucket, m.point.display()));
-        match mount::mount(m).await {
-            Ok(done) => mounted = Some(done),
-            Err(e) => {
-                errors.push(e.to_string());
-                code = Some(exit::INPUT_FAILED);
-                outcome = Outcome::RunnerError;
-            }
-        }
-    }
-    if let (None, Some(copy)) = (code, &settings.input) {
-        let t = Instant::now();
-        log.info(format!(
-            "copy {} to {}",
-            copy.bucket,
-            settings.input_scratch.display()
-        ));
-        let copied = tokio::select! {
-            r = transfers.download(&copy.bucket, &settings.input_scratch, &copy.options, &say) => Some(r),
-            s = process::stop_requested(&mut stop) => {
-                let Stop::Signal(n) = s;
-                errors.push(format!("stopped by signal {n} while copying the input"));
-                code = Some(128 + n);
-                outcome = Outcome::Interrupted;
-                None
-            }
-        };
-        match copied {
-            Some(Ok(t)) => input = t,
-            Some(Err(e)) => {
-                errors.push(format!("input copy failed: {e}"));
-                code = Some(exit::INPUT_FAILED);
-                outcome = Outcome::RunnerError;
-            }
-            None => {}
-        }
-        timings.input_s = t.elapsed().as_secs_f64();
-    }
-
-    // The command.
-    if code.is_none() {
-        let t = Instant::now();
-        let (c, o, e) = run_command(&settings, &log, &mut stop).await;
-        code = Some(c);
-        outcome = o;
-        errors.extend(e);
-        timings.command_s = t.elapsed().as_secs_f64();
-    }
-    if let Some(m) = mounted {
-        if let Err(e) = m.unmount().await {
-            log.info(e);
-        }
-    }
+    // Each phase runs as a task of its own: should one panic, the others still run and the
+    // result record is still written.
+    let mut state = match tokio::spawn(before_outputs(
+        settings.clone(),
+        s3.clone(),
+        log.clone(),
+        stop,
+        input_rate,
+    ))
+    .await
+    {
+        Ok(state) => state,
+        Err(e) => State::broken(format!("the runner failed before the output copy: {e}")),
+    };
     log.close_file().await;
-
-    // The outputs, whatever happened above.
-    let mut output = Transfer::default();
-    let mut code = code.unwrap_or(exit::INPUT_FAILED);
-    if let Some(copy) = &settings.output {
+    if let Some(copy) = settings.output.clone() {
         let t = Instant::now();
-        log.info(format!(
-            "copy {} to {}",
-            settings.output_scratch.display(),
-            copy.bucket
-        ));
-        match transfers
-            .upload(&settings.output_scratch, &copy.bucket, &copy.options, &say)
-            .await
-        {
-            Ok(t) => output = t,
-            Err(e) => {
-                errors.push(format!("output copy failed: {e}"));
-                if code == 0 {
-                    code = exit::OUTPUT_FAILED;
-                    outcome = Outcome::RunnerError;
-                }
-            }
-        }
-        timings.output_s = t.elapsed().as_secs_f64();
+        let (scratch, upload_log) = (settings.output_scratch.clone(), log.clone());
+        let transfers = Transfers::new(s3.clone());
+        let uploaded = tokio::spawn(async move {
+            upload_log.info(format!("copy {} to {}", scratch.display(), copy.bucket));
+            let say = |line: String| upload_log.info(line);
+            transfers
+                .upload(&scratch, &copy.bucket, &copy.options, &say)
+                .await
+                .map_err(|e| format!("output copy failed: {e}"))
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("the output copy failed unexpectedly: {e}")));
+        state.outputs(uploaded);
+        state.timings.output_s = t.elapsed().as_secs_f64();
     }
-    timings.total_s = t0.elapsed().as_secs_f64();
-    for e in &errors {
+    state.timings.total_s = t0.elapsed().as_secs_f64();
+    for e in &state.errors {
         log.info(format!("error: {e}"));
     }
+    let mut code = state.code;
     log.info(format!(
         "job {} ended: {} (exit code {code}) in {:.1}s",
         settings.job_id,
-        outcome_word(outcome),
-        timings.total_s
+        outcome_word(state.outcome),
+        state.timings.total_s
     ));
 
     // The log is complete before the result record appears: a reader that sees the record
@@ -185,34 +131,26 @@ pub async fn run(settings: Settings, s3: aws_sdk_s3::Client) -> i32 {
     let result = JobResult {
         schema: RESULT_SCHEMA,
         job_id: settings.job_id.clone(),
-        outcome,
+        outcome: state.outcome,
         exit_code: code,
         interpreter: settings.interpreter.name().to_string(),
         executable: settings.interpreter.executable.display().to_string(),
         started_at: humantime::format_rfc3339_seconds(started_at).to_string(),
         finished_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-        timings,
-        input,
-        output,
+        timings: state.timings,
+        input: state.input,
+        output: state.output,
         log_chunks: stats.chunks,
         log_lines: stats.lines,
-        error: (!errors.is_empty()).then(|| errors.join("; ")),
+        skipped: state.skipped,
+        error: (!state.errors.is_empty()).then(|| state.errors.join("; ")),
     };
     if let Some(records) = &settings.records {
-        let put = s3
-            .put_object()
-            .bucket(records.bucket())
-            .key(records.result_key())
-            .content_type("application/json")
-            .body(result.to_json().into_bytes().into())
-            .send()
-            .await;
-        if let Err(e) = put {
+        if let Err(e) = write_record(&s3, records, &result).await {
             eprintln!(
-                "[rtb-job] cannot write the result record s3://{}/{}: {}",
+                "[rtb-job] cannot write the result record s3://{}/{}: {e}",
                 records.bucket(),
                 records.result_key(),
-                crate::transfer::S3Cause::from_sdk(&e)
             );
             if code == 0 {
                 code = exit::OUTPUT_FAILED;
@@ -220,6 +158,225 @@ pub async fn run(settings: Settings, s3: aws_sdk_s3::Client) -> i32 {
         }
     }
     code
+}
+
+/// How the job stands, phase after phase.
+struct State {
+    /// The exit code so far: the command's, or the runner's own when it failed.
+    code: i32,
+    outcome: Outcome,
+    errors: Vec<String>,
+    timings: Timings,
+    input: Transfer,
+    output: Transfer,
+    skipped: Vec<Skipped>,
+}
+
+impl State {
+    fn broken(error: String) -> State {
+        State {
+            code: exit::OUTPUT_FAILED,
+            outcome: Outcome::RunnerError,
+            errors: vec![error],
+            timings: Timings::default(),
+            input: Transfer::default(),
+            output: Transfer::default(),
+            skipped: Vec::new(),
+        }
+    }
+
+    /// Take in the output copy's result. A command that failed keeps its own code; one that
+    /// succeeded becomes "incomplete" when any output was skipped, a runner error when the copy
+    /// failed as a whole.
+    fn outputs(&mut self, uploaded: Result<crate::transfer::Uploaded, String>) {
+        match uploaded {
+            Ok(up) => {
+                self.output = up.copied;
+                if !up.skipped.is_empty() {
+                    let n = up.skipped.len();
+                    self.errors.push(format!(
+                        "{n} output file{} not uploaded (listed in the log and in result.json's skipped); all else was",
+                        if n == 1 { " was" } else { "s were" }
+                    ));
+                    if self.code == 0 {
+                        self.code = OUTPUT_INCOMPLETE;
+                        self.outcome = Outcome::Incomplete;
+                    }
+                }
+                self.skipped = up.skipped;
+            }
+            Err(e) => {
+                self.errors.push(e);
+                if self.code == 0 {
+                    self.code = exit::OUTPUT_FAILED;
+                    self.outcome = Outcome::RunnerError;
+                }
+            }
+        }
+    }
+}
+
+/// Mount, copy the inputs (either failing skips the command), run the command, unmount.
+async fn before_outputs(
+    settings: Settings,
+    s3: aws_sdk_s3::Client,
+    log: Log,
+    mut stop: watch::Receiver<Option<Stop>>,
+    input_rate: Arc<OnceLock<f64>>,
+) -> State {
+    let mut state = State {
+        code: 0,
+        outcome: Outcome::Succeeded,
+        errors: Vec::new(),
+        timings: Timings::default(),
+        input: Transfer::default(),
+        output: Transfer::default(),
+        skipped: Vec::new(),
+    };
+    let mut failed = false;
+    let mut mounted = None;
+    if let Some(m) = &settings.mount {
+        log.info(format!("mount {} at {}", m.bucket, m.point.display()));
+        match mount::mount(m).await {
+            Ok(done) => mounted = Some(done),
+            Err(e) => {
+                state.errors.push(e.to_string());
+                (state.code, state.outcome, failed) =
+                    (exit::INPUT_FAILED, Outcome::RunnerError, true);
+            }
+        }
+    }
+    if let (false, Some(copy)) = (failed, &settings.input) {
+        let t = Instant::now();
+        log.info(format!(
+            "copy {} to {}",
+            copy.bucket,
+            settings.input_scratch.display()
+        ));
+        let say = |line: String| log.info(line);
+        let transfers = Transfers::new(s3.clone());
+        let copied = tokio::select! {
+            r = transfers.download(&copy.bucket, &settings.input_scratch, &copy.options, &say) => Some(r),
+            s = process::stop_requested(&mut stop) => {
+                let Stop::Signal(n) = s;
+                state.errors.push(format!("stopped by signal {n} while copying the input"));
+                (state.code, state.outcome, failed) = (128 + n, Outcome::Interrupted, true);
+                None
+            }
+        };
+        match copied {
+            Some(Ok(t)) => state.input = t,
+            Some(Err(e)) => {
+                state.errors.push(format!(
+                    "input copy failed, so the command did not run: {e}"
+                ));
+                (state.code, state.outcome, failed) =
+                    (exit::INPUT_FAILED, Outcome::RunnerError, true);
+            }
+            None => {}
+        }
+        let secs = t.elapsed().as_secs_f64();
+        state.timings.input_s = secs;
+        // A rate from a few small objects says more about latency than about bandwidth.
+        if state.input.bytes >= RATE_MIN_BYTES && secs > 0.0 {
+            let _ = input_rate.set(state.input.bytes as f64 / secs);
+        }
+    }
+    if !failed {
+        let t = Instant::now();
+        let (c, o, e) = run_command(&settings, &log, &mut stop).await;
+        state.code = c;
+        state.outcome = o;
+        state.errors.extend(e);
+        state.timings.command_s = t.elapsed().as_secs_f64();
+    }
+    if let Some(m) = mounted {
+        if let Err(e) = m.unmount().await {
+            log.info(e);
+        }
+    }
+    state
+}
+
+/// An input copy smaller than this gives no rate for the stop notice's estimate.
+const RATE_MIN_BYTES: u64 = 8 << 20;
+
+/// Attempts at the result record, and the pauses between them: it is the proof that the
+/// outputs were saved, worth more than one try.
+const RECORD_PAUSES: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(3)];
+const RECORD_TIMEOUT: Duration = Duration::from_secs(60);
+
+async fn write_record(
+    s3: &aws_sdk_s3::Client,
+    records: &JobRecords,
+    result: &JobResult,
+) -> Result<(), String> {
+    let body = result.to_json().into_bytes();
+    let mut pauses = RECORD_PAUSES.iter();
+    loop {
+        let put = s3
+            .put_object()
+            .bucket(records.bucket())
+            .key(records.result_key())
+            .content_type("application/json")
+            .body(body.clone().into())
+            .send();
+        let why = match tokio::time::timeout(RECORD_TIMEOUT, put).await {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(e)) => crate::transfer::S3Cause::from_sdk(&e).to_string(),
+            Err(_) => format!(
+                "no answer within {}",
+                humantime::format_duration(RECORD_TIMEOUT)
+            ),
+        };
+        match pauses.next() {
+            Some(pause) => {
+                eprintln!("[rtb-job] writing the result record failed ({why}); trying again");
+                tokio::time::sleep(*pause).await;
+            }
+            None => return Err(why),
+        }
+    }
+}
+
+/// On the first stop signal, one line saying what the output copy will save and about how
+/// long it takes, so that someone watching a stopped job's log knows it is working.
+fn spawn_stop_notice(
+    mut stop: watch::Receiver<Option<Stop>>,
+    settings: &Settings,
+    input_rate: Arc<OnceLock<f64>>,
+    log: Log,
+) {
+    let scratch = settings.output_scratch.clone();
+    let output = settings.output.clone();
+    tokio::spawn(async move {
+        let Stop::Signal(n) = process::stop_requested(&mut stop).await;
+        let Some(copy) = output else {
+            log.info(format!(
+                "signal {n}: stopping; no OUTPUT_BUCKET, so nothing is saved"
+            ));
+            return;
+        };
+        let (dir, opts) = (scratch.clone(), copy.options.clone());
+        let (files, bytes) = tokio::task::spawn_blocking(move || transfer::survey(&dir, &opts))
+            .await
+            .unwrap_or_default();
+        let how_long = match input_rate.get() {
+            Some(rate) => format!(
+                "; at the input copy's {:.1} MiB/s that takes about {}",
+                rate / (1 << 20) as f64,
+                transfer::estimate(bytes, *rate)
+            ),
+            None => "; the upload's progress follows".to_string(),
+        };
+        log.info(format!(
+            "signal {n}: stopping the command, then saving {files} file{} ({}) from {} to {}{how_long}",
+            if files == 1 { "" } else { "s" },
+            transfer::human_bytes(bytes),
+            scratch.display(),
+            copy.bucket
+        ));
+    });
 }
 
 /// Write the script, run the interpreter, turn how it ended into (code, outcome, errors).
@@ -342,6 +499,7 @@ fn outcome_word(o: Outcome) -> &'static str {
         Outcome::TimedOut => "timed out",
         Outcome::Interrupted => "interrupted",
         Outcome::RunnerError => "runner error",
+        Outcome::Incomplete => "incomplete (some outputs skipped)",
     }
 }
 

@@ -3,11 +3,13 @@
 //! A type that crosses the client/runner line lives here, once.
 
 pub mod contract;
+pub mod errors;
+pub mod exit;
 pub mod job_id;
 pub mod layout;
 pub mod result;
 mod s3url;
 
 pub use layout::JobRecords;
-pub use result::{JobResult, Outcome, Timings, Transfer, RESULT_SCHEMA};
+pub use result::{JobResult, Outcome, Skipped, Timings, Transfer, RESULT_SCHEMA};
 pub use s3url::{S3Url, S3UrlError};

@@ -19,6 +19,17 @@ pub enum Outcome {
     Interrupted,
     /// The runner could not do its own part (input copy, interpreter start, output upload).
     RunnerError,
+    /// The command succeeded, but some outputs could not be uploaded (see `skipped`).
+    Incomplete,
+}
+
+/// An output the runner could not upload, and why (a name that is not UTF-8, an unreadable
+/// folder, a file that kept changing, a PUT that failed after its retries).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Skipped {
+    /// The local path, as the job wrote it (lossy where it is not UTF-8).
+    pub path: String,
+    pub reason: String,
 }
 
 /// Files and bytes moved by one copy.
@@ -56,6 +67,9 @@ pub struct JobResult {
     /// Log chunks written, and lines in them.
     pub log_chunks: u64,
     pub log_lines: u64,
+    /// Outputs that were not uploaded; everything else was.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<Skipped>,
     /// What went wrong, for every outcome but `succeeded`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -91,6 +105,10 @@ mod tests {
             output: Transfer::default(),
             log_chunks: 3,
             log_lines: 7,
+            skipped: vec![Skipped {
+                path: "/out/a.png".into(),
+                reason: "PUT failed: 503".into(),
+            }],
             error: Some("timed out after 1s".into()),
         };
         let text = r.to_json();
