@@ -46,10 +46,13 @@ async fn run() -> Result<(), String> {
         }
         "upload" => {
             let dest: S3Url = args[2].parse().map_err(|e| format!("{e}"))?;
-            transfers
+            let up = transfers
                 .upload(&PathBuf::from(&args[1]), &dest, &opts, &log)
                 .await
                 .map_err(|e| e.to_string())?;
+            if !up.skipped.is_empty() {
+                return Err(format!("{} files were not uploaded", up.skipped.len()));
+            }
         }
         _ => return Err(USAGE.to_string()),
     }

@@ -3,7 +3,11 @@
 //! chunks in S3 (see `rtb_model::layout`) so a client can follow the job live.
 //!
 //! One task owns the outputs; everyone else sends lines to it through a cheap cloneable [`Log`].
+//! Chunks are written by a task of their own, one at a time, so a slow or refused S3 never
+//! holds up the lines: while writes fail, the sink backs off (up to [`BACKOFF_MAX`]) and holds
+//! at most [`HOLD_MAX_BYTES`] of lines, dropping the oldest with one marker line in their place.
 
+use std::collections::VecDeque;
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,14 +16,25 @@ use aws_sdk_s3::primitives::ByteStream;
 use rtb_model::JobRecords;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 /// A chunk is written at most this long after its first line: the client promises to show a
 /// new line within about 2 s. A PUT a second costs ~$0.02 an hour of output (S3 standard
 /// request pricing), small next to the instance.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
-/// A chunk is written early when it grows past this, so a flood of output stays in bounded
-/// memory and bounded objects.
+/// A chunk is written early when it grows past this, and never holds more, so a flood of
+/// output stays in bounded objects.
 const CHUNK_MAX_BYTES: usize = 4 << 20;
+/// While chunks cannot be written, at most this much log is held for them; older lines are
+/// dropped (stdout and `matlab.log` still have them).
+pub const HOLD_MAX_BYTES: usize = 16 << 20;
+/// The first pause after a failed chunk write, doubled after each further failure up to
+/// [`BACKOFF_MAX`]: a refused prefix costs a request every 30 s, not one per line.
+const BACKOFF_FIRST: Duration = Duration::from_secs(1);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A chunk write that takes longer than this is given up (and retried): a stalled connection
+/// must not keep the result record from being written at the end.
+const PUT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,8 +55,11 @@ enum Event {
 /// Lines and chunks written, for the result record.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LogStats {
+    /// Lines written to chunks (dropped ones not counted).
     pub lines: u64,
     pub chunks: u64,
+    /// Lines dropped from the chunks while they could not be written.
+    pub dropped: u64,
 }
 
 /// Where log lines go; clone freely.
@@ -110,22 +128,15 @@ async fn run(
             None
         }
     };
-    let mut chunks = records.map(|(client, records)| Chunks {
-        client,
-        records,
-        buffer: String::new(),
-        next_seq: 1,
-        failing: false,
-    });
-    let mut stats = LogStats::default();
+    let mut chunks = records.map(|(client, records)| Chunks::new(client, records));
     let mut tick = tokio::time::interval(FLUSH_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     loop {
+        let writing = chunks.as_ref().is_some_and(|c| c.writing.is_some());
         tokio::select! {
             event = rx.recv() => match event {
                 Some(Event::Line(source, text)) => {
-                    stats.lines += 1;
                     let line = match source {
                         Source::Runner => format!("[rtb-job] {text}"),
                         Source::Interpreter => text,
@@ -139,10 +150,9 @@ async fn run(
                         let _ = writeln!(f, "{line}");
                     }
                     if let Some(c) = chunks.as_mut() {
-                        c.buffer.push_str(&line);
-                        c.buffer.push('\n');
-                        if c.buffer.len() >= CHUNK_MAX_BYTES {
-                            c.flush().await;
+                        c.push(line);
+                        if c.held >= CHUNK_MAX_BYTES {
+                            c.start_write();
                         }
                     }
                 }
@@ -156,7 +166,21 @@ async fn run(
             },
             _ = tick.tick() => {
                 if let Some(c) = chunks.as_mut() {
-                    c.flush().await;
+                    c.start_write();
+                }
+            }
+            written = async {
+                match chunks.as_mut().and_then(|c| c.writing.as_mut()) {
+                    Some(task) => task.await,
+                    None => std::future::pending().await,
+                }
+            }, if writing => {
+                if let Some(c) = chunks.as_mut() {
+                    c.written(written.unwrap_or_else(|e| Err(format!("the write task failed: {e}"))));
+                    // After a flood, the rest goes out at once rather than a chunk a second.
+                    if c.held >= CHUNK_MAX_BYTES {
+                        c.start_write();
+                    }
                 }
             }
         }
@@ -164,61 +188,336 @@ async fn run(
     if let Some(mut f) = file.take() {
         let _ = f.flush();
     }
-    if let Some(c) = chunks.as_mut() {
-        c.flush().await;
-        if !c.buffer.is_empty() {
-            // One last try: the result record is written after this, so the log is complete.
-            c.flush().await;
-        }
-        stats.chunks = c.next_seq - 1;
+    match chunks {
+        Some(mut c) => c.finish().await,
+        None => LogStats::default(),
     }
-    stats
 }
+
+/// What a marker line counts for in the cap (about its length; exactness does not matter).
+const MARKER_BYTES: usize = 200;
+
+/// A held line, or the marker for lines dropped at its place.
+enum Held {
+    Line(String),
+    Dropped(u64),
+}
+
+impl Held {
+    fn render(&self) -> String {
+        match self {
+            Held::Line(l) => format!("{l}\n"),
+            Held::Dropped(n) => format!(
+                "[rtb-job] {n} log line{s} dropped here: log chunks could not be written to S3 and at most {} MiB of log is held for them; matlab.log in the outputs has the interpreter's lines\n",
+                HOLD_MAX_BYTES >> 20,
+                s = if *n == 1 { " was" } else { "s were" },
+            ),
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        match self {
+            Held::Line(l) => l.len() + 1,
+            Held::Dropped(_) => MARKER_BYTES,
+        }
+    }
+}
+
+/// The task writing one chunk.
+type WriteTask = JoinHandle<Result<(), String>>;
 
 struct Chunks {
     client: aws_sdk_s3::Client,
     records: JobRecords,
-    buffer: String,
+    /// Lines not yet written, oldest first; `held` counts their bytes, and those of the chunk
+    /// being written.
+    queue: VecDeque<Held>,
+    held: usize,
+    /// The chunk being written, and its task.
+    in_flight: Vec<Held>,
+    writing: Option<WriteTask>,
     next_seq: u64,
-    failing: bool,
+    lines: u64,
+    dropped_total: u64,
+    /// When the next write may start, while writes fail; and the pause after the next failure.
+    retry_at: Option<Instant>,
+    backoff: Duration,
 }
 
 impl Chunks {
-    /// Write the buffered lines as the next chunk. On failure the lines stay buffered and go
-    /// out with the next chunk: a chunk number is used only once it is written.
-    async fn flush(&mut self) {
-        if self.buffer.is_empty() {
+    fn new(client: aws_sdk_s3::Client, records: JobRecords) -> Self {
+        Chunks {
+            client,
+            records,
+            queue: VecDeque::new(),
+            held: 0,
+            in_flight: Vec::new(),
+            writing: None,
+            next_seq: 1,
+            lines: 0,
+            dropped_total: 0,
+            retry_at: None,
+            backoff: BACKOFF_FIRST,
+        }
+    }
+
+    fn push(&mut self, line: String) {
+        let h = Held::Line(line);
+        self.held += h.bytes();
+        self.queue.push_back(h);
+        while self.held > HOLD_MAX_BYTES && self.drop_oldest() {}
+    }
+
+    /// Drop the oldest queued line, counting it in a marker at the queue's front (markers
+    /// that meet there merge); false when there is no line left to drop.
+    fn drop_oldest(&mut self) -> bool {
+        let mut marker = self.take_front_markers();
+        let dropped = match self.queue.pop_front() {
+            Some(line) => {
+                self.held -= line.bytes();
+                1
+            }
+            None => 0,
+        };
+        marker += dropped + self.take_front_markers();
+        if marker > 0 {
+            self.queue.push_front(Held::Dropped(marker));
+            self.held += MARKER_BYTES;
+        }
+        if dropped > 0 && self.dropped_total == 0 {
+            eprintln!(
+                "[rtb-job] log chunks cannot be written; dropping the oldest lines beyond {} MiB from the S3 log (stdout and matlab.log keep them)",
+                HOLD_MAX_BYTES >> 20
+            );
+        }
+        self.dropped_total += dropped;
+        dropped > 0
+    }
+
+    /// Remove the markers at the queue's front and return how many lines they stood for.
+    fn take_front_markers(&mut self) -> u64 {
+        let mut n = 0;
+        while let Some(Held::Dropped(m)) = self.queue.front() {
+            n += *m;
+            self.queue.pop_front();
+            self.held -= MARKER_BYTES;
+        }
+        n
+    }
+
+    /// Start writing the next chunk, unless one is on its way, there is nothing to write, or
+    /// writes are failing and the pause is not over.
+    fn start_write(&mut self) {
+        if self.writing.is_some() || self.queue.is_empty() {
             return;
         }
-        let key = self.records.chunk_key(self.next_seq);
+        if self.retry_at.is_some_and(|at| Instant::now() < at) {
+            return;
+        }
+        let body = self.take_chunk();
         let put = self
             .client
             .put_object()
             .bucket(self.records.bucket())
-            .key(&key)
+            .key(self.records.chunk_key(self.next_seq))
             .content_type("text/plain; charset=utf-8")
-            .body(ByteStream::from(self.buffer.clone().into_bytes()))
-            .send()
-            .await;
-        match put {
-            Ok(_) => {
-                self.buffer.clear();
-                self.next_seq += 1;
-                if self.failing {
-                    eprintln!("[rtb-job] log chunks are being written again");
-                    self.failing = false;
-                }
+            .body(ByteStream::from(body.into_bytes()));
+        self.writing = Some(tokio::spawn(async move {
+            match tokio::time::timeout(PUT_TIMEOUT, put.send()).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(crate::transfer::S3Cause::from_sdk(&e).to_string()),
+                Err(_) => Err(format!(
+                    "no answer within {}",
+                    humantime::format_duration(PUT_TIMEOUT)
+                )),
             }
-            Err(e) => {
-                if !self.failing {
-                    eprintln!(
-                        "[rtb-job] cannot write log chunk s3://{}/{key}: {}; will retry",
-                        self.records.bucket(),
-                        crate::transfer::S3Cause::from_sdk(&e)
-                    );
-                    self.failing = true;
-                }
+        }));
+    }
+
+    /// Move up to a chunk's worth of lines (at least one) from the queue to `in_flight`, and
+    /// return their text.
+    fn take_chunk(&mut self) -> String {
+        let mut body = String::new();
+        while let Some(h) = self.queue.front() {
+            let text = h.render();
+            if !body.is_empty() && body.len() + text.len() > CHUNK_MAX_BYTES {
+                break;
+            }
+            body.push_str(&text);
+            if let Some(h) = self.queue.pop_front() {
+                self.in_flight.push(h);
             }
         }
+        body
+    }
+
+    /// The chunk's write ended: on success its lines are gone and the number is used; on
+    /// failure they go back to the front, the number stays for the next try, and writes pause.
+    fn written(&mut self, result: Result<(), String>) {
+        self.writing = None;
+        let chunk = std::mem::take(&mut self.in_flight);
+        match result {
+            Ok(()) => {
+                for h in &chunk {
+                    self.held -= h.bytes();
+                    if let Held::Line(_) = h {
+                        self.lines += 1;
+                    }
+                }
+                self.next_seq += 1;
+                if self.retry_at.take().is_some() {
+                    eprintln!("[rtb-job] log chunks are being written again");
+                }
+                self.backoff = BACKOFF_FIRST;
+            }
+            Err(why) => {
+                if self.retry_at.is_none() {
+                    eprintln!(
+                        "[rtb-job] cannot write log chunk s3://{}/{}: {why}; will retry, backing off up to {} s",
+                        self.records.bucket(),
+                        self.records.chunk_key(self.next_seq),
+                        BACKOFF_MAX.as_secs()
+                    );
+                }
+                for h in chunk.into_iter().rev() {
+                    self.queue.push_front(h);
+                }
+                self.retry_at = Some(Instant::now() + self.backoff);
+                self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+                // Lines that arrived meanwhile may have pushed the total over the cap.
+                while self.held > HOLD_MAX_BYTES && self.drop_oldest() {}
+            }
+        }
+    }
+
+    /// At the end: wait for the chunk on its way, then write what is left, pauses ignored (the
+    /// result record follows, so the log should be complete), giving up after a failure.
+    async fn finish(&mut self) -> LogStats {
+        if let Some(task) = self.writing.as_mut() {
+            let r = task
+                .await
+                .unwrap_or_else(|e| Err(format!("the write task failed: {e}")));
+            self.written(r);
+        }
+        let mut failures = 0;
+        while !self.queue.is_empty() && failures < 2 {
+            self.retry_at = None;
+            self.start_write();
+            let Some(task) = self.writing.as_mut() else {
+                break;
+            };
+            let r = task
+                .await
+                .unwrap_or_else(|e| Err(format!("the write task failed: {e}")));
+            if r.is_err() {
+                failures += 1;
+            }
+            self.written(r);
+        }
+        let unwritten = self
+            .queue
+            .iter()
+            .filter(|h| matches!(h, Held::Line(_)))
+            .count();
+        if unwritten > 0 {
+            eprintln!(
+                "[rtb-job] {unwritten} log lines could not be written to S3; matlab.log in the outputs has the interpreter's lines"
+            );
+        }
+        LogStats {
+            lines: self.lines,
+            chunks: self.next_seq - 1,
+            dropped: self.dropped_total,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunks() -> Chunks {
+        let config = aws_sdk_s3::Config::builder()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .build();
+        Chunks::new(
+            aws_sdk_s3::Client::from_conf(config),
+            JobRecords::at("s3://bkt/r".parse().unwrap()),
+        )
+    }
+
+    fn text(c: &Chunks) -> String {
+        c.queue.iter().map(Held::render).collect()
+    }
+
+    #[test]
+    fn held_lines_are_capped_with_one_marker_in_their_place() {
+        let mut c = chunks();
+        let line = "x".repeat(1023);
+        let n = 3 * HOLD_MAX_BYTES / 1024;
+        for _ in 0..n {
+            c.push(line.clone());
+        }
+        assert!(c.held <= HOLD_MAX_BYTES, "{}", c.held);
+        let markers = c
+            .queue
+            .iter()
+            .filter(|h| matches!(h, Held::Dropped(_)))
+            .count();
+        assert_eq!(markers, 1);
+        let Some(Held::Dropped(dropped)) = c.queue.front() else {
+            panic!("the marker leads");
+        };
+        let kept = c.queue.len() as u64 - 1;
+        assert_eq!(dropped + kept, n as u64);
+        assert_eq!(c.dropped_total, *dropped);
+        assert!(text(&c).starts_with("[rtb-job] "), "{}", &text(&c)[..200]);
+        // What is held is what is counted.
+        let counted: usize = c.queue.iter().map(Held::bytes).sum();
+        assert_eq!(counted, c.held);
+    }
+
+    #[test]
+    fn a_failed_chunk_goes_back_in_front() {
+        let mut c = chunks();
+        for i in 0..5 {
+            c.push(format!("line {i}"));
+        }
+        let body = c.take_chunk();
+        assert_eq!(body, "line 0\nline 1\nline 2\nline 3\nline 4\n");
+        c.push("line 5".into());
+        c.written(Err("AccessDenied".into()));
+        assert!(text(&c).starts_with("line 0\n") && text(&c).ends_with("line 5\n"));
+        assert!(c.retry_at.is_some() && c.backoff == BACKOFF_FIRST * 2);
+        // Backing off: no write starts before the pause is over.
+        c.start_write();
+        assert!(c.writing.is_none());
+        let _ = c.take_chunk();
+        c.written(Ok(()));
+        assert_eq!((c.lines, c.next_seq, c.held), (6, 2, 0));
+        assert!(c.retry_at.is_none() && c.backoff == BACKOFF_FIRST);
+    }
+
+    #[test]
+    fn backoff_is_bounded() {
+        let mut c = chunks();
+        for _ in 0..20 {
+            c.push("l".into());
+            let _ = c.take_chunk();
+            c.written(Err("x".into()));
+        }
+        assert_eq!(c.backoff, BACKOFF_MAX);
+    }
+
+    #[test]
+    fn chunks_stay_bounded() {
+        let mut c = chunks();
+        let line = "y".repeat(999);
+        for _ in 0..(6 << 20) / 1000 {
+            c.push(line.clone());
+        }
+        let body = c.take_chunk();
+        assert!(body.len() <= CHUNK_MAX_BYTES && body.len() > CHUNK_MAX_BYTES - 1000);
     }
 }

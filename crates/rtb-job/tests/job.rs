@@ -38,6 +38,35 @@ impl Job {
         self
     }
 
+    /// Run the runner without root's power to read any folder (as `nobody` when the tests
+    /// run as root), so that a folder with mode 000 is unreadable to it, as it would be to
+    /// a job's own user.
+    fn unprivileged(mut self) -> Job {
+        use std::os::unix::fs::PermissionsExt;
+        // SAFETY: getuid(2) has no preconditions.
+        if unsafe { libc::getuid() } != 0 {
+            return self;
+        }
+        for dir in [self.dir.path().to_path_buf(), self.output()] {
+            std::fs::create_dir_all(&dir).expect("create folder");
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
+                .expect("open folder");
+        }
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(self.cmd.get_program())
+            .args(self.cmd.get_args());
+        for (k, v) in self.cmd.get_envs() {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        cmd.env("HOME", self.dir.path()).stdin(Stdio::null());
+        self.cmd = cmd;
+        self
+    }
+
     fn input(&self) -> PathBuf {
         self.dir.path().join("in")
     }
@@ -266,7 +295,7 @@ async fn sigterm_mid_run_saves_outputs_and_exits_143() {
         ))
         .env("OUTPUT_BUCKET", format!("s3://{outb}/t"))
         .env("RTB_JOB_ID", "j-term");
-    let mut child = job.cmd.stdout(Stdio::piped()).spawn().expect("spawn");
+    let child = job.cmd.stdout(Stdio::piped()).spawn().expect("spawn");
     let start = Instant::now();
     while !outp.join("early.txt").exists() && start.elapsed() < Duration::from_secs(20) {
         std::thread::sleep(Duration::from_millis(100));
@@ -274,8 +303,19 @@ async fn sigterm_mid_run_saves_outputs_and_exits_143() {
     std::thread::sleep(Duration::from_millis(300));
     // SAFETY: signalling our own child process.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let status = child.wait().expect("wait");
-    assert_eq!(status.code(), Some(143));
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(143));
+    // One line says what will be saved, so someone watching knows the stop is working.
+    let stdout = text(&out.stdout);
+    let notice: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("[rtb-job] signal 15: stopping the command, then saving"))
+        .collect();
+    assert_eq!(notice.len(), 1, "{stdout}");
+    assert!(
+        notice[0].contains("saving 2 files (") && notice[0].contains(&format!("s3://{outb}/t")),
+        "{stdout}"
+    );
     assert!(
         start.elapsed() < Duration::from_secs(30),
         "stopped promptly"
@@ -484,4 +524,109 @@ async fn mount_bucket_mounts_runs_and_unmounts() {
         format!("mount-s3 {bucket} {} --prefix scenes/big/ --endpoint-url {endpoint} --force-path-style --region us-east-1 --read-only --cache /tmp/c", mnt.display())
     );
     assert_eq!(lines[1], format!("fusermount3 -u {}", mnt.display()));
+}
+
+/// A file name that is not UTF-8 and a folder the runner cannot read: the job uploads every
+/// other output, lists those two in `skipped` (log and result.json), and exits 6 (incomplete)
+/// although the command succeeded.
+#[tokio::test]
+async fn one_bad_output_does_not_stop_the_upload() {
+    use std::os::unix::ffi::OsStrExt;
+    let c = client().await;
+    let outb = unique_bucket(&c, "job-skip").await;
+    let job = Job::new("disp('rendered')")
+        .env("OUTPUT_BUCKET", format!("s3://{outb}/r"))
+        .env("RTB_JOB_ID", "j-skip")
+        .unprivileged();
+    let out = job.output();
+    std::fs::create_dir_all(out.join("locked")).unwrap();
+    std::fs::write(out.join("locked/inside.png"), b"hidden").unwrap();
+    std::fs::write(out.join("a.png"), b"first").unwrap();
+    std::fs::write(out.join("z.png"), b"last").unwrap();
+    let bad = out.join(std::ffi::OsStr::from_bytes(b"bad-\xff.png"));
+    std::fs::write(&bad, b"latin-1 name").unwrap();
+    std::fs::set_permissions(
+        out.join("locked"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o000),
+    )
+    .unwrap();
+    let (run, job) = job.run();
+    let stdout = text(&run.stdout);
+    // Let the temp dir clean up.
+    std::fs::set_permissions(
+        job.output().join("locked"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    assert_eq!(
+        run.status.code(),
+        Some(rtb_model::exit::runner::OUTPUT_INCOMPLETE),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        text(&run.stderr)
+    );
+    let keys: Vec<String> = list(&c, &outb, "r/")
+        .await
+        .into_iter()
+        .map(|k| k.0)
+        .collect();
+    for key in ["r/a.png", "r/z.png", "r/matlab.log"] {
+        assert!(keys.iter().any(|k| k == key), "{key} missing from {keys:?}");
+    }
+    assert!(!keys.iter().any(|k| k.contains("inside")), "{keys:?}");
+    let r = result_of(&outb, "r/", "j-skip").await;
+    assert_eq!(r.outcome, Outcome::Incomplete);
+    assert_eq!(r.exit_code, rtb_model::exit::runner::OUTPUT_INCOMPLETE);
+    let skipped: Vec<(String, String)> = r
+        .skipped
+        .iter()
+        .map(|s| (s.path.clone(), s.reason.clone()))
+        .collect();
+    assert_eq!(skipped.len(), 2, "{skipped:?}");
+    assert!(
+        skipped[0].0.ends_with("bad-\u{FFFD}.png") && skipped[0].1.contains("not valid UTF-8"),
+        "{skipped:?}"
+    );
+    assert!(
+        skipped[1].0.ends_with("/locked") && skipped[1].1.contains("cannot read this folder"),
+        "{skipped:?}"
+    );
+    assert!(r
+        .error
+        .unwrap_or_default()
+        .contains("2 output files were not uploaded"));
+    let log = chunks(&outb, "r/", "j-skip").await;
+    assert!(
+        log.contains("upload: 2 files NOT uploaded") && log.contains("ended: incomplete"),
+        "{log}"
+    );
+}
+
+/// When the command itself failed, its exit code stays, and what could not be uploaded is
+/// still listed.
+#[tokio::test]
+async fn failed_command_keeps_its_code_and_lists_skipped_outputs() {
+    use std::os::unix::ffi::OsStrExt;
+    let c = client().await;
+    let outb = unique_bucket(&c, "job-skip-fail").await;
+    let job = Job::new("error('render failed')")
+        .env("OUTPUT_BUCKET", format!("s3://{outb}/f"))
+        .env("RTB_JOB_ID", "j-skip-fail");
+    std::fs::create_dir_all(job.output()).unwrap();
+    std::fs::write(job.output().join("ok.txt"), b"ok").unwrap();
+    std::fs::write(
+        job.output().join(std::ffi::OsStr::from_bytes(b"\xfe.txt")),
+        b"x",
+    )
+    .unwrap();
+    let (run, _job) = job.run();
+    assert_eq!(run.status.code(), Some(1), "{}", text(&run.stdout));
+    assert_eq!(get(&c, &outb, "f/ok.txt").await, b"ok");
+    let r = result_of(&outb, "f/", "j-skip-fail").await;
+    assert_eq!((r.outcome, r.exit_code), (Outcome::Failed, 1));
+    assert_eq!(r.skipped.len(), 1, "{r:?}");
+    let error = r.error.unwrap_or_default();
+    assert!(
+        error.contains("render failed") && error.contains("1 output file was not uploaded"),
+        "{error}"
+    );
 }

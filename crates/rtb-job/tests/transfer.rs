@@ -55,6 +55,7 @@ async fn tree_round_trips_byte_for_byte() {
             &lines.sink(),
         )
         .await
+        .map(common::complete)
         .unwrap();
     let total: u64 = tree().iter().map(|(_, b)| b.len() as u64).sum();
     assert_eq!(
@@ -179,6 +180,7 @@ async fn filters_apply_in_order_last_match_wins() {
         &no_log,
     )
     .await
+    .map(common::complete)
     .unwrap();
     let keys: Vec<String> = list(&client, &bucket, "")
         .await
@@ -266,6 +268,7 @@ async fn empty_or_missing_prefix_copies_nothing() {
             &no_log,
         )
         .await
+        .map(common::complete)
         .unwrap();
     assert_eq!(n, Transfer::default());
     common::remove_bucket(&client, &bucket).await;
@@ -425,9 +428,11 @@ async fn one_object_and_one_file_without_recursive() {
     let file = dest.path().join("scene one.mat");
     t.upload(&file, &url(&bucket, "out/renamed.mat"), &flags(""), &no_log)
         .await
+        .map(common::complete)
         .unwrap();
     t.upload(&file, &url(&bucket, "out/"), &flags(""), &no_log)
         .await
+        .map(common::complete)
         .unwrap();
     assert_eq!(
         get(&client, &bucket, "out/renamed.mat").await,
@@ -501,6 +506,7 @@ async fn many_small_files_across_listing_pages() {
             &no_log,
         )
         .await
+        .map(common::complete)
         .unwrap();
     assert_eq!(up.files, 1_050);
     let dest = tempfile::tempdir().unwrap();
@@ -541,6 +547,7 @@ async fn large_object_multipart_up_ranged_down() {
             &no_log,
         )
         .await
+        .map(common::complete)
         .unwrap();
     assert_eq!(
         up,
@@ -639,6 +646,7 @@ async fn uploads_carry_a_checksum() {
             &no_log,
         )
         .await
+        .map(common::complete)
         .unwrap();
     for key in ["c/small", "c/streamed"] {
         let head = client
@@ -716,8 +724,9 @@ async fn damaged_download_is_caught_and_not_kept() {
     common::remove_bucket(&direct, &bucket).await;
 }
 
-/// A part that cannot be uploaded fails the copy, and the multipart upload is aborted: no
-/// object, no upload left open (whose parts would be billed).
+/// A part that can never be uploaded fails its file, after retries, and that multipart upload
+/// is aborted: no object, no upload left open (whose parts would be billed). The file is
+/// listed as skipped, with the step that failed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_part_aborts_the_multipart_upload() {
     let direct = common::client().await;
@@ -726,7 +735,7 @@ async fn failed_part_aborts_the_multipart_upload() {
     std::fs::write(src.path().join("big.bin"), random_bytes(40 << 20, 11)).unwrap();
     let proxy = common::faulty_proxy(common::Fault::CutRequestsWith("partNumber=3&")).await;
     let t = Transfers::new(common::client_via(&proxy).await);
-    let err = t
+    let up = t
         .upload(
             src.path(),
             &url(&bucket, "out"),
@@ -734,18 +743,15 @@ async fn failed_part_aborts_the_multipart_upload() {
             &no_log,
         )
         .await
-        .unwrap_err();
+        .unwrap();
+    assert_eq!(up.copied, Transfer::default());
+    assert_eq!(up.skipped.len(), 1, "{:?}", up.skipped);
+    assert!(up.skipped[0].path.ends_with("big.bin"), "{:?}", up.skipped);
     assert!(
-        matches!(
-            err,
-            TransferError::Put {
-                step: "UploadPart",
-                ..
-            }
-        ),
-        "{err}"
+        up.skipped[0].reason.starts_with("UploadPart failed: "),
+        "{:?}",
+        up.skipped
     );
-    assert!(err.to_string().contains("big.bin"), "{err}");
     assert!(
         list(&direct, &bucket, "").await.is_empty(),
         "no object was made"
@@ -758,4 +764,58 @@ async fn failed_part_aborts_the_multipart_upload() {
         .unwrap();
     assert!(open.uploads().is_empty(), "left open: {:?}", open.uploads());
     common::remove_bucket(&direct, &bucket).await;
+}
+
+/// A file that grows all through its upload is not uploaded silently truncated: it is tried
+/// again, and listed as skipped, saying the copy in S3 may be incomplete, when it keeps
+/// changing. The other files go up as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_growing_during_upload_is_not_silently_truncated() {
+    use std::io::Write;
+    let client = common::client().await;
+    let bucket = unique_bucket(&client, "growing").await;
+    let src = tempfile::tempdir().unwrap();
+    let growing = src.path().join("render.exr");
+    std::fs::write(&growing, random_bytes(40 << 20, 21)).unwrap();
+    std::fs::write(src.path().join("done.png"), b"done").unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, path) = (stop.clone(), growing.clone());
+        std::thread::spawn(move || {
+            let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                f.write_all(&[7u8; 4096]).unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        })
+    };
+    let lines = Lines::default();
+    let up = Transfers::new(client.clone())
+        .upload(
+            src.path(),
+            &url(&bucket, "out"),
+            &flags("--recursive"),
+            &lines.sink(),
+        )
+        .await
+        .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    assert_eq!(up.copied.files, 1, "{up:?}");
+    assert_eq!(get(&client, &bucket, "out/done.png").await, b"done");
+    assert_eq!(up.skipped.len(), 1, "{up:?}");
+    let s = &up.skipped[0];
+    assert!(s.path.ends_with("render.exr"), "{s:?}");
+    assert!(
+        s.reason.contains("kept changing") && s.reason.contains("may be incomplete"),
+        "{s:?}"
+    );
+    let logged = lines.take();
+    assert!(
+        logged
+            .iter()
+            .any(|l| l.contains("changed while it was uploaded")),
+        "{logged:#?}"
+    );
+    common::remove_bucket(&client, &bucket).await;
 }

@@ -4,19 +4,22 @@
 use std::collections::BTreeSet;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use aws_sdk_s3::types::ChecksumMode;
 use futures::{StreamExt, TryStreamExt};
-use md5::{Digest, Md5};
+use rtb_model::errors::chain;
 use rtb_model::{S3Url, Transfer};
 
 use super::error::{S3Cause, TransferError};
 use super::plan::{self, Placement};
 use super::sink::{self, PartialGuard, Sink};
+use super::verify::{self, Answered, Check};
 use super::{Session, BODY_ATTEMPTS};
 
 /// One object to fetch, with what the listing said about it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Fetch {
     url: S3Url,
     dest: PathBuf,
@@ -59,7 +62,22 @@ pub(super) async fn run(
     .map_err(TransferError::local("prepare", dest))?;
 
     let limit = copy.limits.requests_in_flight;
-    copy.for_each(fetches, limit, |f| fetch(copy, f)).await
+    let done = copy.rounds(fetches, limit, |f| fetch(copy, f)).await;
+    if let Some(e) = done.fatal {
+        return Err(e);
+    }
+    // All or nothing: the first failure, and how many more there were.
+    let mut failed = done.failed.into_iter().map(|(_, e)| e);
+    match failed.next() {
+        None => Ok(done.copied),
+        Some(first) => match failed.count() {
+            0 => Err(first),
+            more => Err(TransferError::Many {
+                first: Box::new(first),
+                more,
+            }),
+        },
+    }
 }
 
 /// A listed object: key, size, ETag.
@@ -221,7 +239,9 @@ async fn fetch(copy: &Session<'_>, f: Fetch) -> Result<u64, TransferError> {
     Ok(f.size)
 }
 
-/// One GET, streamed to disk with its MD5 computed on the way (no second read).
+/// One GET, streamed to disk with its digest computed on the way (no second read). What the
+/// digest is (MD5, S3's checksum, none) is decided from the answer: only it says whether the
+/// object is encrypted with KMS or SSE-C.
 async fn fetch_whole(copy: &Session<'_>, f: &Fetch) -> Result<(), TransferError> {
     let tmp = sink::partial_path(&f.dest);
     let guard = PartialGuard::new(tmp.clone());
@@ -231,48 +251,56 @@ async fn fetch_whole(copy: &Session<'_>, f: &Fetch) -> Result<(), TransferError>
         .get_object()
         .bucket(f.url.bucket())
         .key(f.url.key())
+        .checksum_mode(ChecksumMode::Enabled)
         .send()
         .await
         .map_err(|e| get_error(f, S3Cause::from_sdk(&e)))?;
+    let not_md5 =
+        verify::etag_is_not_md5(resp.server_side_encryption(), resp.sse_customer_algorithm());
+    let answered = Answered {
+        crc64nvme: resp.checksum_crc64_nvme(),
+        crc32c: resp.checksum_crc32_c(),
+        crc32: resp.checksum_crc32(),
+        sha256: resp.checksum_sha256(),
+        sha1: resp.checksum_sha1(),
+        kind: resp.checksum_type(),
+    };
+    let check = Check::decide(f.etag.as_deref(), not_md5, answered.full_object());
+    let mut hasher = check.hasher();
     let mut body = resp.body;
-    let mut md5 = f
-        .etag
-        .as_deref()
-        .and_then(plan::md5_etag)
-        .map(|want| (Md5::new(), want));
     let mut out = Sink::new(tmp.clone(), None, 0);
     let mut received = 0u64;
     while let Some(chunk) = body.try_next().await.map_err(|e| TransferError::Body {
         url: f.url.clone(),
-        why: super::error::chain(&e),
+        why: chain(&e),
     })? {
         received += chunk.len() as u64;
         if received > f.size {
             break;
         }
-        if let Some((hasher, _)) = md5.as_mut() {
-            hasher.update(&chunk);
-        }
+        hasher.update(&chunk);
         out.write(&chunk)
             .await
             .map_err(TransferError::local("write", &tmp))?;
     }
     check_size(f, received)?;
-    if let Some((hasher, want)) = md5 {
-        check_md5(f, format!("{:x}", hasher.finalize()), &want)?;
-    }
+    check.verify(hasher).map_err(|why| damaged(f, why))?;
     out.finish(Some(&f.dest))
         .await
         .map_err(TransferError::local("write", &f.dest))?;
     guard.disarm();
+    if not_md5 {
+        copy.verified.encrypted(&check);
+    }
     Ok(())
 }
 
 /// Ranged GETs in parallel into one pre-sized file. Each part's length is checked as it
 /// arrives; every part asks for the listed ETag (If-Match), so parts of two versions of an
-/// object cannot be stitched together. The MD5 (plain ETags only, i.e. objects not uploaded
-/// in parts) is computed after the parts land, by re-reading the file, which is hot in the
-/// page cache: hashing while parts arrive out of order would need them all held in memory.
+/// object cannot be stitched together. The digest (the MD5 of a plain ETag; for an object
+/// encrypted with KMS or SSE-C, S3's full-object checksum from a HEAD, where it has one) is
+/// computed after the parts land, by re-reading the file, which is hot in the page cache:
+/// hashing while parts arrive out of order would need them all held in memory.
 async fn fetch_ranged(copy: &Session<'_>, f: &Fetch) -> Result<(), TransferError> {
     let tmp = sink::partial_path(&f.dest);
     let guard = PartialGuard::new(tmp.clone());
@@ -281,24 +309,62 @@ async fn fetch_ranged(copy: &Session<'_>, f: &Fetch) -> Result<(), TransferError
         .map_err(TransferError::local("create", &tmp))?;
     let part_size = plan::part_size(f.size, copy.limits.part_size);
     let parts = plan::parts(f.size, part_size);
+    let not_md5 = AtomicBool::new(false);
     futures::stream::iter(parts)
-        .map(|range| fetch_part(copy, f, &tmp, &file, range))
+        .map(|range| fetch_part(copy, f, &tmp, &file, range, &not_md5))
         .buffer_unordered(copy.limits.requests_in_flight)
         .try_collect::<Vec<()>>()
         .await?;
     drop(file);
-    if let Some(want) = f.etag.as_deref().and_then(plan::md5_etag) {
-        let path = tmp.clone();
-        let got = sink::blocking(move || md5_of(&path))
+    let not_md5 = not_md5.load(Ordering::Relaxed);
+    // A ranged answer carries no checksum of the whole object; a HEAD does.
+    let checksum = if not_md5 {
+        full_object_checksum(copy, f).await?
+    } else {
+        None
+    };
+    let check = Check::decide(f.etag.as_deref(), not_md5, checksum);
+    if check != Check::Size {
+        let (path, c) = (tmp.clone(), check.clone());
+        sink::blocking(move || digest_file(&path, &c))
             .await
-            .map_err(TransferError::local("read back", &tmp))?;
-        check_md5(f, got, &want)?;
+            .map_err(TransferError::local("read back", &tmp))?
+            .map_err(|why| damaged(f, why))?;
     }
     sink::commit(&tmp, &f.dest)
         .await
         .map_err(TransferError::local("move into place", &f.dest))?;
     guard.disarm();
+    if not_md5 {
+        copy.verified.encrypted(&check);
+    }
     Ok(())
+}
+
+async fn full_object_checksum(
+    copy: &Session<'_>,
+    f: &Fetch,
+) -> Result<Option<(aws_smithy_checksums::ChecksumAlgorithm, String)>, TransferError> {
+    let _permit = copy.permit().await;
+    let head = copy
+        .client
+        .head_object()
+        .bucket(f.url.bucket())
+        .key(f.url.key())
+        .checksum_mode(ChecksumMode::Enabled)
+        .set_if_match(f.etag.clone())
+        .send()
+        .await
+        .map_err(|e| get_error(f, S3Cause::from_sdk(&e)))?;
+    Ok(Answered {
+        crc64nvme: head.checksum_crc64_nvme(),
+        crc32c: head.checksum_crc32_c(),
+        crc32: head.checksum_crc32(),
+        sha256: head.checksum_sha256(),
+        sha1: head.checksum_sha1(),
+        kind: head.checksum_type(),
+    }
+    .full_object())
 }
 
 async fn fetch_part(
@@ -307,10 +373,11 @@ async fn fetch_part(
     tmp: &Path,
     file: &Arc<std::fs::File>,
     range: Range<u64>,
+    not_md5: &AtomicBool,
 ) -> Result<(), TransferError> {
     let mut attempt = 1;
     loop {
-        match fetch_part_once(copy, f, tmp, file, range.clone()).await {
+        match fetch_part_once(copy, f, tmp, file, range.clone(), not_md5).await {
             Err(TransferError::Body { .. }) if attempt < BODY_ATTEMPTS => attempt += 1,
             r => return r,
         }
@@ -323,6 +390,7 @@ async fn fetch_part_once(
     tmp: &Path,
     file: &Arc<std::fs::File>,
     range: Range<u64>,
+    not_md5: &AtomicBool,
 ) -> Result<(), TransferError> {
     let _permit = copy.permit().await;
     let resp = copy
@@ -335,13 +403,16 @@ async fn fetch_part_once(
         .send()
         .await
         .map_err(|e| get_error(f, S3Cause::from_sdk(&e)))?;
+    if verify::etag_is_not_md5(resp.server_side_encryption(), resp.sse_customer_algorithm()) {
+        not_md5.store(true, Ordering::Relaxed);
+    }
     let mut body = resp.body;
     let mut out = Sink::new(tmp.to_path_buf(), Some(file.clone()), range.start);
     let want = range.end - range.start;
     let mut received = 0u64;
     while let Some(chunk) = body.try_next().await.map_err(|e| TransferError::Body {
         url: f.url.clone(),
-        why: super::error::chain(&e),
+        why: chain(&e),
     })? {
         received += chunk.len() as u64;
         if received > want {
@@ -352,15 +423,14 @@ async fn fetch_part_once(
             .map_err(TransferError::local("write", tmp))?;
     }
     if received != want {
-        return Err(TransferError::Integrity {
-            url: f.url.clone(),
-            path: f.dest.clone(),
-            why: format!(
+        return Err(damaged(
+            f,
+            format!(
                 "bytes {}-{} came back with {received} bytes instead of {want}",
                 range.start,
                 range.end - 1
             ),
-        });
+        ));
     }
     out.finish(None)
         .await
@@ -376,11 +446,7 @@ fn get_error(f: &Fetch, cause: Box<S3Cause>) -> TransferError {
     } else if cause.is("NoSuchKey") {
         TransferError::NoSuchKey { url: url.clone() }
     } else if cause.is("PreconditionFailed") {
-        TransferError::Integrity {
-            url: url.clone(),
-            path: f.dest.clone(),
-            why: "its ETag changed between the listing and the download".to_string(),
-        }
+        TransferError::ObjectChanged { url: url.clone() }
     } else {
         TransferError::Get {
             url: url.clone(),
@@ -393,28 +459,25 @@ fn check_size(f: &Fetch, received: u64) -> Result<(), TransferError> {
     if received == f.size {
         return Ok(());
     }
-    Err(TransferError::Integrity {
-        url: f.url.clone(),
-        path: f.dest.clone(),
-        why: format!("it has {received} bytes where the listing said {}", f.size),
-    })
+    Err(damaged(
+        f,
+        format!("it has {received} bytes where the listing said {}", f.size),
+    ))
 }
 
-fn check_md5(f: &Fetch, got: String, want: &str) -> Result<(), TransferError> {
-    if got == want {
-        return Ok(());
+fn damaged(f: &Fetch, why: String) -> TransferError {
+    TransferError::Integrity {
+        url: f.url.clone(),
+        path: f.dest.clone(),
+        why,
     }
-    Err(TransferError::Integrity {
-        url: f.url.clone(),
-        path: f.dest.clone(),
-        why: format!("its MD5 is {got} where the ETag says {want}"),
-    })
 }
 
-fn md5_of(path: &Path) -> std::io::Result<String> {
+/// Run the check's digest over a file; `Ok(Err(why))` when it does not match.
+fn digest_file(path: &Path, check: &Check) -> std::io::Result<Result<(), String>> {
     use std::io::Read;
     let mut file = std::fs::File::open(path)?;
-    let mut hasher = Md5::new();
+    let mut hasher = check.hasher();
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = file.read(&mut buf)?;
@@ -423,5 +486,5 @@ fn md5_of(path: &Path) -> std::io::Result<String> {
         }
         hasher.update(&buf[..n]);
     }
-    Ok(format!("{:x}", hasher.finalize()))
+    Ok(check.verify(hasher))
 }

@@ -6,10 +6,14 @@
 //! - Downloads list the prefix once (sizes and ETags come from the listing: no HEAD per object),
 //!   refuse keys that would land outside the destination before writing anything, fetch small
 //!   objects with one GET and large ones with ranged GETs in parallel, and verify every file's
-//!   size and, where the ETag is an MD5, its MD5. Files appear under their name only once
-//!   complete and verified.
+//!   size and its MD5 where the ETag is one, or S3's own checksum where the object is encrypted
+//!   with SSE-KMS or SSE-C (see `verify`). Files appear under their name only once complete and
+//!   verified. A download is all or nothing: a job must not run on partial input.
 //! - Uploads walk the folder, `PutObject` small files and multipart-upload large ones (aborted on
-//!   failure); S3 verifies each body against the CRC32 the SDK sends with it.
+//!   failure); S3 verifies each body against the CRC32 sent with it. An upload copies everything
+//!   it can: a file that cannot be read or put is listed in [`Uploaded::skipped`] with the reason,
+//!   and the rest still goes up.
+//! - Both retry what failed transiently, in rounds, beyond the SDK's own retries.
 
 mod download;
 mod error;
@@ -17,18 +21,22 @@ mod options;
 mod plan;
 mod sink;
 mod upload;
+mod verify;
 
 use std::future::Future;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use rtb_model::{S3Url, Transfer};
+use rtb_model::{S3Url, Skipped, Transfer};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 pub use error::{S3Cause, TransferError};
 pub use options::{CopyOptions, Filter, FlagsError, Pattern};
+pub use upload::survey;
+
+use error::Failure;
 
 /// Requests in flight at once in one copy, over all files and parts. A small-object request is
 /// mostly waiting (first-byte latency is 10-50 ms on S3), so throughput on many small files
@@ -51,6 +59,16 @@ pub const PART_SIZE: u64 = 8 << 20;
 /// cover a failed request, not a connection that drops while the body streams.
 const BODY_ATTEMPTS: u32 = 3;
 
+/// Pauses before the second and third round over the files that failed transiently. The SDK
+/// already retried each request (3 attempts within a second or two), so these are for what
+/// outlasts that: a throttling burst on a busy prefix, a short outage, an exhausted retry quota.
+const ROUND_PAUSES: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(5)];
+
+/// When a long upload says how far it got and how long the rest should take, and how often
+/// after that: someone watching a stopped job's log knows it is working.
+const PROGRESS_FIRST: Duration = Duration::from_secs(3);
+const PROGRESS_EVERY: Duration = Duration::from_secs(30);
+
 /// How hard one copy pushes; the defaults are the constants above.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -67,6 +85,13 @@ impl Default for Limits {
             part_size: PART_SIZE,
         }
     }
+}
+
+/// What an upload did: what went up, and what could not, with why.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Uploaded {
+    pub copied: Transfer,
+    pub skipped: Vec<Skipped>,
 }
 
 /// Copies between S3 and local folders with one S3 client.
@@ -93,6 +118,7 @@ impl Transfers {
     }
 
     /// An S3 prefix (with `--recursive`) or one object (without) into the local folder `dest`.
+    /// All or nothing: any object that cannot be fetched and verified fails the copy.
     pub async fn download(
         &self,
         src: &S3Url,
@@ -100,24 +126,30 @@ impl Transfers {
         opts: &CopyOptions,
         log: Log<'_>,
     ) -> Result<Transfer, TransferError> {
-        let copy = Session::new(self, opts, log);
-        let t = download::run(&copy, src, dest).await?;
-        copy.summary("download", t);
+        let copy = Session::new(self, opts, log, "download");
+        let t = download::run(&copy, src, dest).await;
+        if let Some(line) = copy.verified.line("download") {
+            copy.warn(line);
+        }
+        let t = t?;
+        copy.summary(t);
         Ok(t)
     }
 
-    /// A local folder (with `--recursive`) or one file (without) to an S3 prefix.
+    /// A local folder (with `--recursive`) or one file (without) to an S3 prefix. Everything
+    /// that can be uploaded is; the rest is in [`Uploaded::skipped`]. `Err` only when nothing
+    /// could be (the source is unreadable, the bucket does not exist).
     pub async fn upload(
         &self,
         src: &Path,
         dest: &S3Url,
         opts: &CopyOptions,
         log: Log<'_>,
-    ) -> Result<Transfer, TransferError> {
-        let copy = Session::new(self, opts, log);
-        let t = upload::run(&copy, src, dest).await?;
-        copy.summary("upload", t);
-        Ok(t)
+    ) -> Result<Uploaded, TransferError> {
+        let copy = Session::new(self, opts, log, "upload");
+        let up = upload::run(&copy, src, dest).await?;
+        copy.summary(up.copied);
+        Ok(up)
     }
 }
 
@@ -141,25 +173,43 @@ pub async fn s3_client() -> aws_sdk_s3::Client {
 }
 
 /// One copy in progress: its client, limits, the request permits shared by all its files and
-/// parts, and where its lines go.
+/// parts, where its lines go, and what it has counted so far.
 pub(crate) struct Session<'a> {
     client: &'a aws_sdk_s3::Client,
     limits: Limits,
     opts: &'a CopyOptions,
     permits: Semaphore,
     log: Log<'a>,
+    verb: &'static str,
     started: Instant,
+    /// How the encrypted objects of a download were checked.
+    verified: verify::Tally,
+    /// Bytes of finished files and parts, for the progress line.
+    done_bytes: AtomicU64,
+}
+
+/// What a run over many items left: what was copied, what could not be, and the failure that
+/// stopped it early, if one did.
+pub(crate) struct Rounds<T> {
+    pub copied: Transfer,
+    /// Items that could not be copied, in their original order, with the last error.
+    pub failed: Vec<(T, TransferError)>,
+    /// What ended the copy early; items still waiting for a round then are in neither list.
+    pub fatal: Option<TransferError>,
 }
 
 impl<'a> Session<'a> {
-    fn new(t: &'a Transfers, opts: &'a CopyOptions, log: Log<'a>) -> Self {
+    fn new(t: &'a Transfers, opts: &'a CopyOptions, log: Log<'a>, verb: &'static str) -> Self {
         Session {
             client: &t.client,
             limits: t.limits,
             opts,
             permits: Semaphore::new(t.limits.requests_in_flight),
             log,
+            verb,
             started: Instant::now(),
+            verified: verify::Tally::default(),
+            done_bytes: AtomicU64::new(0),
         }
     }
 
@@ -178,64 +228,168 @@ impl<'a> Session<'a> {
         (self.log)(line);
     }
 
-    fn summary(&self, verb: &str, t: Transfer) {
+    fn moved(&self, bytes: u64) {
+        self.done_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    fn summary(&self, t: Transfer) {
         let secs = self.started.elapsed().as_secs_f64();
         let rate = t.bytes as f64 / (1 << 20) as f64 / secs.max(1e-6);
         (self.log)(format!(
-            "{verb}: {} file{}, {} in {secs:.2} s ({rate:.1} MiB/s)",
+            "{}: {} file{}, {} in {secs:.2} s ({rate:.1} MiB/s)",
+            self.verb,
             t.files,
             if t.files == 1 { "" } else { "s" },
             plan::human_bytes(t.bytes),
         ));
     }
 
-    /// Run `work` on every item, at most `limit` at once, adding up the bytes each moved. After
-    /// the first failure no new item starts, but those running finish (so a multipart upload
-    /// aborts itself rather than being dropped half-way); that first error is returned.
-    async fn for_each<T, F, Fut>(
-        &self,
-        items: Vec<T>,
-        limit: usize,
-        work: F,
-    ) -> Result<Transfer, TransferError>
+    /// Lines saying how far a long copy of `total` bytes got; never returns (run it beside the
+    /// copy and drop it when the copy ends).
+    async fn report_progress(&self, total: u64) {
+        tokio::time::sleep(PROGRESS_FIRST).await;
+        loop {
+            let done = self.done_bytes.load(Ordering::Relaxed).min(total);
+            let secs = self.started.elapsed().as_secs_f64();
+            let rate = done as f64 / secs.max(1e-6);
+            let rest = if done == 0 {
+                "no file finished yet".to_string()
+            } else {
+                format!(
+                    "{:.1} MiB/s, about {} to go",
+                    rate / (1 << 20) as f64,
+                    human_secs((total - done) as f64 / rate.max(1.0))
+                )
+            };
+            (self.log)(format!(
+                "{}: {} of {} in {secs:.0} s ({rest})",
+                self.verb,
+                plan::human_bytes(done),
+                plan::human_bytes(total)
+            ));
+            tokio::time::sleep(PROGRESS_EVERY).await;
+        }
+    }
+
+    /// Run `work` on every item, at most `limit` at once, adding up the bytes each moved. An
+    /// item that failed transiently goes again in a later round, after a pause
+    /// ([`ROUND_PAUSES`]); one that failed for good is reported in `failed`. A fatal failure
+    /// stops new items from starting, but those running finish (so a multipart upload aborts
+    /// itself rather than being dropped half-way).
+    async fn rounds<T, F, Fut>(&self, items: Vec<T>, limit: usize, work: F) -> Rounds<T>
     where
+        T: Clone,
         F: Fn(T) -> Fut,
         Fut: Future<Output = Result<u64, TransferError>>,
     {
-        let failed = AtomicBool::new(false);
-        let mut results = futures::stream::iter(items)
-            .map(|item| {
-                let failed = &failed;
-                let work = &work;
-                async move {
-                    if failed.load(Ordering::Relaxed) {
-                        return None;
-                    }
-                    let r = work(item).await;
-                    if r.is_err() {
-                        failed.store(true, Ordering::Relaxed);
-                    }
-                    Some(r)
-                }
-            })
-            .buffer_unordered(limit.max(1));
-        let mut total = Transfer::default();
-        let mut first_error = None;
-        while let Some(r) = results.next().await {
-            match r {
-                Some(Ok(bytes)) => {
-                    total.files += 1;
-                    total.bytes += bytes;
-                }
-                Some(Err(e)) => {
-                    first_error.get_or_insert(e);
-                }
-                None => {}
+        let stop = AtomicBool::new(false);
+        let mut copied = Transfer::default();
+        let mut failed: Vec<(usize, TransferError)> = Vec::new();
+        let mut fatal = None;
+        let mut pending: Vec<usize> = (0..items.len()).collect();
+        for round in 0..=ROUND_PAUSES.len() {
+            if pending.is_empty() || fatal.is_some() {
+                break;
             }
+            if round > 0 {
+                let pause = ROUND_PAUSES[round - 1];
+                (self.log)(format!(
+                    "{}: {} file{} failed transiently; trying again in {} (round {} of {})",
+                    self.verb,
+                    pending.len(),
+                    if pending.len() == 1 { "" } else { "s" },
+                    human_secs(pause.as_secs_f64()),
+                    round + 1,
+                    ROUND_PAUSES.len() + 1
+                ));
+                tokio::time::sleep(pause).await;
+            }
+            let last_round = round == ROUND_PAUSES.len();
+            let results: Vec<(usize, Option<Result<u64, TransferError>>)> =
+                futures::stream::iter(std::mem::take(&mut pending))
+                    .map(|i| {
+                        let stop = &stop;
+                        let item = items[i].clone();
+                        let work = &work;
+                        async move {
+                            if stop.load(Ordering::Relaxed) {
+                                return (i, None);
+                            }
+                            let r = work(item).await;
+                            if let Err(e) = &r {
+                                if e.failure() == Failure::Fatal {
+                                    stop.store(true, Ordering::Relaxed);
+                                }
+                            }
+                            (i, Some(r))
+                        }
+                    })
+                    .buffer_unordered(limit.max(1))
+                    .collect()
+                    .await;
+            for (i, r) in results {
+                match r {
+                    Some(Ok(bytes)) => {
+                        copied.files += 1;
+                        copied.bytes += bytes;
+                    }
+                    Some(Err(e)) => match e.failure() {
+                        Failure::Fatal => {
+                            fatal.get_or_insert(e);
+                        }
+                        Failure::Transient if !last_round => pending.push(i),
+                        _ => failed.push((i, e)),
+                    },
+                    None => {}
+                }
+            }
+            pending.sort_unstable();
         }
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok(total),
+        failed.sort_by_key(|(i, _)| *i);
+        Rounds {
+            copied,
+            failed: failed
+                .into_iter()
+                .map(|(i, e)| (items[i].clone(), e))
+                .collect(),
+            fatal,
         }
+    }
+}
+
+/// `0.4 s`, `12 s`, `3 min 20 s`, `2 h 05 min`: an estimate, not a measurement.
+fn human_secs(secs: f64) -> String {
+    let s = secs.max(0.0);
+    if s < 10.0 {
+        format!("{s:.1} s")
+    } else if s < 120.0 {
+        format!("{s:.0} s")
+    } else if s < 7200.0 {
+        let s = s.round() as u64;
+        format!("{} min {:02} s", s / 60, s % 60)
+    } else {
+        let m = (s / 60.0).round() as u64;
+        format!("{} h {:02} min", m / 60, m % 60)
+    }
+}
+
+pub use plan::human_bytes;
+
+/// An estimate of how long `bytes` take at `bytes_per_s`, for a person.
+pub fn estimate(bytes: u64, bytes_per_s: f64) -> String {
+    human_secs(bytes as f64 / bytes_per_s.max(1.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn estimates_read_well() {
+        assert_eq!(human_secs(0.42), "0.4 s");
+        assert_eq!(human_secs(12.4), "12 s");
+        assert_eq!(human_secs(200.0), "3 min 20 s");
+        assert_eq!(human_secs(7500.0), "2 h 05 min");
+        assert_eq!(estimate(100 << 20, (10 << 20) as f64), "10 s");
     }
 }

@@ -1,41 +1,74 @@
 //! Local folder -> S3. Walk the folder, then put files concurrently; large files as multipart
-//! uploads whose parts go in parallel, aborted if any part fails.
+//! uploads whose parts go in parallel, aborted if any part fails for good.
+//!
+//! Everything that can be uploaded is: a name that is not UTF-8, a folder that cannot be read,
+//! a file deleted before its turn, a PUT refused for one key: each is listed (with why) and
+//! the rest still goes up. A file that changes while it is uploaded (the body is read at the
+//! size seen before) is uploaded again, and listed when it keeps changing.
 //!
 //! Integrity: every PutObject and UploadPart carries a CRC32 of its body, computed by the SDK
 //! from the bytes as they are sent (a header for in-memory bodies, an aws-chunked trailer for
 //! bodies streamed from the file); S3 recomputes it and refuses a mismatch with `BadDigest`.
 
+use std::fs::Metadata;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use futures::{StreamExt, TryStreamExt};
-use rtb_model::{S3Url, Transfer};
+use rtb_model::errors::chain;
+use rtb_model::{S3Url, Skipped};
 
-use super::error::{S3Cause, TransferError};
-use super::plan;
-use super::Session;
+use super::error::{Failure, S3Cause, TransferError};
+use super::{plan, CopyOptions, Session, Uploaded};
 
 /// Files up to this size are read into memory and sent in one piece; larger ones stream from
 /// disk, so a hundred concurrent uploads never hold more than a few hundred MiB.
 const IN_MEMORY_MAX: u64 = 1 << 20;
 
-#[derive(Debug)]
+/// How many times a file that changed while it was uploaded is uploaded again.
+const CHANGE_ATTEMPTS: u32 = 3;
+
+/// Pauses before a part that failed transiently is sent again, inside its multipart upload
+/// (cheaper than starting the whole file over in the next round).
+const PART_PAUSES: [Duration; 2] = [Duration::from_millis(500), Duration::from_secs(2)];
+
+/// At most this many skipped files are named in the log; result.json lists them all.
+const SKIPPED_IN_LOG: usize = 50;
+
+/// What a file looked like: a change in either means it was written to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    size: u64,
+    modified: Option<SystemTime>,
+}
+
+impl Stamp {
+    fn of(meta: &Metadata) -> Self {
+        Stamp {
+            size: meta.len(),
+            modified: meta.modified().ok(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
 struct Put {
     path: PathBuf,
     url: S3Url,
-    size: u64,
+    stamp: Stamp,
 }
 
 pub(super) async fn run(
     copy: &Session<'_>,
     src: &Path,
     dest: &S3Url,
-) -> Result<Transfer, TransferError> {
+) -> Result<Uploaded, TransferError> {
     let meta = tokio::fs::metadata(src)
         .await
         .map_err(TransferError::local("read", src))?;
-    let puts = match (meta.is_dir(), copy.opts.recursive) {
+    let (puts, mut skipped) = match (meta.is_dir(), copy.opts.recursive) {
         (true, true) => walk_all(copy, src, dest).await?,
         (true, false) => return Err(TransferError::NeedsRecursive { path: src.into() }),
         (false, true) => {
@@ -47,10 +80,46 @@ pub(super) async fn run(
                 ),
             })
         }
-        (false, false) => one_file(copy, src, dest, meta.len())?,
+        (false, false) => (one_file(copy, src, dest, Stamp::of(&meta))?, Vec::new()),
     };
+    let total = puts.iter().map(|p| p.stamp.size).sum();
     let limit = copy.limits.requests_in_flight;
-    copy.for_each(puts, limit, |p| put(copy, p)).await
+    let done = {
+        let work = std::pin::pin!(copy.rounds(puts, limit, |p| put(copy, p)));
+        let progress = std::pin::pin!(copy.report_progress(total));
+        match futures::future::select(work, progress).await {
+            futures::future::Either::Left((done, _)) => done,
+            futures::future::Either::Right(((), work)) => work.await,
+        }
+    };
+    if let Some(e) = done.fatal {
+        return Err(e);
+    }
+    skipped.extend(done.failed.into_iter().map(|(p, e)| Skipped {
+        path: p.path.display().to_string(),
+        reason: e.skip_reason(),
+    }));
+    skipped.sort_by(|a, b| a.path.cmp(&b.path));
+    if !skipped.is_empty() {
+        copy.warn(format!(
+            "upload: {} file{} NOT uploaded (all else was):",
+            skipped.len(),
+            if skipped.len() == 1 { "" } else { "s" }
+        ));
+        for s in skipped.iter().take(SKIPPED_IN_LOG) {
+            copy.warn(format!("upload: skipped {}: {}", s.path, s.reason));
+        }
+        if skipped.len() > SKIPPED_IN_LOG {
+            copy.warn(format!(
+                "upload: ... and {} more (result.json lists them all)",
+                skipped.len() - SKIPPED_IN_LOG
+            ));
+        }
+    }
+    Ok(Uploaded {
+        copied: done.copied,
+        skipped,
+    })
 }
 
 /// Without `--recursive`: the file goes to the URL's key, or below it when that ends in `/`.
@@ -58,7 +127,7 @@ fn one_file(
     copy: &Session<'_>,
     src: &Path,
     dest: &S3Url,
-    size: u64,
+    stamp: Stamp,
 ) -> Result<Vec<Put>, TransferError> {
     let name = src
         .file_name()
@@ -75,59 +144,136 @@ fn one_file(
     Ok(vec![Put {
         path: src.into(),
         url,
-        size,
+        stamp,
     }])
 }
 
-async fn walk_all(copy: &Session<'_>, src: &Path, dest: &S3Url) -> Result<Vec<Put>, TransferError> {
+async fn walk_all(
+    copy: &Session<'_>,
+    src: &Path,
+    dest: &S3Url,
+) -> Result<(Vec<Put>, Vec<Skipped>), TransferError> {
     let root = src.to_path_buf();
-    let (found, notes) = tokio::task::spawn_blocking(move || walk(&root))
+    let walked = tokio::task::spawn_blocking(move || walk(&root))
         .await
         .map_err(|e| TransferError::local("walk", src)(std::io::Error::other(e)))??;
-    for note in notes {
+    for note in walked.notes {
         copy.warn(note);
     }
-    Ok(found
+    let puts = walked
+        .found
         .into_iter()
-        .filter(|(_, rel, _)| copy.opts.includes(rel))
-        .map(|(path, rel, size)| Put {
-            path,
-            url: dest.join(&rel),
-            size,
+        .filter(|f| copy.opts.includes(&f.rel))
+        .map(|f| Put {
+            path: f.path,
+            url: dest.join(&f.rel),
+            stamp: f.stamp,
         })
-        .collect())
+        .collect();
+    Ok((puts, walked.skipped))
 }
 
-type Found = (PathBuf, String, u64);
+/// How many files and bytes an upload of `src` with `opts` would copy now (for a person: what
+/// a stop will save). Unreadable parts are left out.
+pub fn survey(src: &Path, opts: &CopyOptions) -> (u64, u64) {
+    match walk(src) {
+        Ok(w) => w
+            .found
+            .iter()
+            .filter(|f| opts.includes(&f.rel))
+            .fold((0, 0), |(n, b), f| (n + 1, b + f.stamp.size)),
+        Err(_) => (0, 0),
+    }
+}
+
+struct Found {
+    path: PathBuf,
+    rel: String,
+    stamp: Stamp,
+}
+
+struct Walked {
+    found: Vec<Found>,
+    /// What should have been uploaded but cannot be.
+    skipped: Vec<Skipped>,
+    /// What is left out on purpose (symlinked folders, sockets), for the log.
+    notes: Vec<String>,
+}
+
+fn skip(skipped: &mut Vec<Skipped>, path: &Path, reason: impl Into<String>) {
+    skipped.push(Skipped {
+        path: path.display().to_string(),
+        reason: reason.into(),
+    });
+}
 
 /// Regular files below `root` (and symlinks to regular files), sorted by relative key. Folders
 /// reached through symlinks are not entered (no loops, nothing outside the folder); sockets,
-/// FIFOs and devices are skipped. Each skip is a note for the log.
-fn walk(root: &Path) -> Result<(Vec<Found>, Vec<String>), TransferError> {
-    let mut found = Vec::new();
-    let mut notes = Vec::new();
+/// FIFOs and devices are left out with a note. What cannot be read or named is skipped, with
+/// why; only an unreadable `root` is an error.
+fn walk(root: &Path) -> Result<Walked, TransferError> {
+    let mut w = Walked {
+        found: Vec::new(),
+        skipped: Vec::new(),
+        notes: Vec::new(),
+    };
     let mut folders = vec![root.to_path_buf()];
     while let Some(folder) = folders.pop() {
-        let entries = std::fs::read_dir(&folder).map_err(TransferError::local("list", &folder))?;
+        let entries = match std::fs::read_dir(&folder) {
+            Ok(e) => e,
+            Err(e) if folder == root => return Err(TransferError::local("list", &folder)(e)),
+            Err(e) => {
+                skip(
+                    &mut w.skipped,
+                    &folder,
+                    format!("cannot read this folder ({e}): nothing below it was uploaded"),
+                );
+                continue;
+            }
+        };
         for entry in entries {
-            let entry = entry.map_err(TransferError::local("list", &folder))?;
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    skip(
+                        &mut w.skipped,
+                        &folder,
+                        format!(
+                            "cannot list all of this folder ({e}): files below it may be missing"
+                        ),
+                    );
+                    break;
+                }
+            };
             let path = entry.path();
-            let kind = entry
-                .file_type()
-                .map_err(TransferError::local("inspect", &path))?;
+            let Some(rel) = path.strip_prefix(root).ok().and_then(plan::relative_key) else {
+                skip(
+                    &mut w.skipped,
+                    &path,
+                    "its name is not valid UTF-8, which an S3 key cannot hold: rename it (a folder: nothing below it was uploaded)",
+                );
+                continue;
+            };
+            let kind = match entry.file_type() {
+                Ok(k) => k,
+                Err(e) => {
+                    skip_unreadable(&mut w.skipped, &path, &e);
+                    continue;
+                }
+            };
             let meta = if kind.is_symlink() {
                 match std::fs::metadata(&path) {
                     Ok(m) if m.is_file() => m,
                     Ok(m) if m.is_dir() => {
-                        notes.push(format!(
-                            "upload: skipping {}: a symlink to a folder (not followed)",
+                        w.notes.push(format!(
+                            "upload: leaving out {}: a symlink to a folder (not followed)",
                             path.display()
                         ));
                         continue;
                     }
                     Ok(_) | Err(_) => {
-                        notes.push(format!(
-                            "upload: skipping {}: a symlink to nothing uploadable",
+                        w.notes.push(format!(
+                            "upload: leaving out {}: a symlink to nothing uploadable",
                             path.display()
                         ));
                         continue;
@@ -137,53 +283,105 @@ fn walk(root: &Path) -> Result<(Vec<Found>, Vec<String>), TransferError> {
                 folders.push(path);
                 continue;
             } else if kind.is_file() {
-                entry
-                    .metadata()
-                    .map_err(TransferError::local("inspect", &path))?
+                match entry.metadata() {
+                    Ok(m) => m,
+                    Err(e) => {
+                        skip_unreadable(&mut w.skipped, &path, &e);
+                        continue;
+                    }
+                }
             } else {
-                notes.push(format!(
-                    "upload: skipping {}: not a regular file (socket, FIFO or device)",
+                w.notes.push(format!(
+                    "upload: leaving out {}: not a regular file (socket, FIFO or device)",
                     path.display()
                 ));
                 continue;
             };
-            let rel = path
-                .strip_prefix(root)
-                .ok()
-                .and_then(plan::relative_key)
-                .ok_or_else(|| TransferError::BadName { path: path.clone() })?;
-            found.push((path, rel, meta.len()));
+            w.found.push(Found {
+                path,
+                rel,
+                stamp: Stamp::of(&meta),
+            });
         }
     }
-    found.sort_by(|a, b| a.1.cmp(&b.1));
-    Ok((found, notes))
+    w.found.sort_by(|a, b| a.rel.cmp(&b.rel));
+    Ok(w)
 }
 
-async fn put(copy: &Session<'_>, p: Put) -> Result<u64, TransferError> {
-    if p.size > copy.limits.multipart_threshold {
-        put_multipart(copy, &p).await?;
+fn skip_unreadable(skipped: &mut Vec<Skipped>, path: &Path, e: &std::io::Error) {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        skip(skipped, path, "it was deleted before it could be uploaded");
     } else {
-        put_whole(copy, &p).await?;
+        skip(skipped, path, format!("cannot inspect it: {e}"));
     }
-    copy.file_line(|| {
-        format!(
-            "upload: {} -> {} ({})",
-            p.path.display(),
-            p.url,
-            plan::human_bytes(p.size)
-        )
-    });
-    Ok(p.size)
 }
 
-async fn put_whole(copy: &Session<'_>, p: &Put) -> Result<(), TransferError> {
+/// Upload one file; again when it changed meanwhile (its size or time differ before and after).
+async fn put(copy: &Session<'_>, p: Put) -> Result<u64, TransferError> {
+    let mut stamp = p.stamp;
+    for attempt in 1..=CHANGE_ATTEMPTS {
+        let sent = if stamp.size > copy.limits.multipart_threshold {
+            put_multipart(copy, &p, stamp.size).await
+        } else {
+            put_whole(copy, &p, stamp.size).await
+        };
+        let now = match tokio::fs::metadata(&p.path).await {
+            Ok(m) => Stamp::of(&m),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(TransferError::Vanished { path: p.path });
+            }
+            Err(e) => {
+                return Err(match sent {
+                    Err(failed) => failed,
+                    Ok(()) => TransferError::local("inspect", &p.path)(e),
+                })
+            }
+        };
+        match sent {
+            Ok(()) if now == stamp => {
+                if stamp.size <= copy.limits.multipart_threshold {
+                    // A multipart upload counted its parts as they went.
+                    copy.moved(stamp.size);
+                }
+                copy.file_line(|| {
+                    format!(
+                        "upload: {} -> {} ({})",
+                        p.path.display(),
+                        p.url,
+                        plan::human_bytes(stamp.size)
+                    )
+                });
+                return Ok(stamp.size);
+            }
+            // A failure of a file that did not change is the failure's own story.
+            Err(e) if now == stamp => return Err(e),
+            // Changed under us (grown, shrunk, rewritten): what went up may be wrong.
+            Ok(()) | Err(_) => {}
+        }
+        if attempt < CHANGE_ATTEMPTS {
+            copy.warn(format!(
+                "upload: {} changed while it was uploaded ({} -> {}); uploading it again",
+                p.path.display(),
+                plan::human_bytes(stamp.size),
+                plan::human_bytes(now.size)
+            ));
+        }
+        stamp = now;
+    }
+    Err(TransferError::KeptChanging {
+        path: p.path,
+        attempts: CHANGE_ATTEMPTS,
+    })
+}
+
+async fn put_whole(copy: &Session<'_>, p: &Put, size: u64) -> Result<(), TransferError> {
     let _permit = copy.permit().await;
-    let body = body(p, 0, p.size).await?;
+    let (body, len) = body(p, 0, size, true).await?;
     copy.client
         .put_object()
         .bucket(p.url.bucket())
         .key(p.url.key())
-        .content_length(p.size as i64)
+        .content_length(len as i64)
         .checksum_algorithm(ChecksumAlgorithm::Crc32)
         .body(body)
         .send()
@@ -192,7 +390,7 @@ async fn put_whole(copy: &Session<'_>, p: &Put) -> Result<(), TransferError> {
     Ok(())
 }
 
-async fn put_multipart(copy: &Session<'_>, p: &Put) -> Result<(), TransferError> {
+async fn put_multipart(copy: &Session<'_>, p: &Put, size: u64) -> Result<(), TransferError> {
     let created = copy
         .client
         .create_multipart_upload()
@@ -203,7 +401,7 @@ async fn put_multipart(copy: &Session<'_>, p: &Put) -> Result<(), TransferError>
         .await
         .map_err(|e| put_error(p, "CreateMultipartUpload", S3Cause::from_sdk(&e)))?;
     let upload_id = created.upload_id().unwrap_or_default().to_string();
-    let result = put_parts(copy, p, &upload_id).await;
+    let result = put_parts(copy, p, size, &upload_id).await;
     if result.is_err() {
         let aborted = copy
             .client
@@ -225,35 +423,16 @@ async fn put_multipart(copy: &Session<'_>, p: &Put) -> Result<(), TransferError>
     result
 }
 
-async fn put_parts(copy: &Session<'_>, p: &Put, upload_id: &str) -> Result<(), TransferError> {
-    let part_size = plan::part_size(p.size, copy.limits.part_size);
+async fn put_parts(
+    copy: &Session<'_>,
+    p: &Put,
+    size: u64,
+    upload_id: &str,
+) -> Result<(), TransferError> {
+    let part_size = plan::part_size(size, copy.limits.part_size);
     let mut parts: Vec<CompletedPart> =
-        futures::stream::iter(plan::parts(p.size, part_size).into_iter().enumerate())
-            .map(|(i, range)| async move {
-                let number = i as i32 + 1;
-                let _permit = copy.permit().await;
-                let len = range.end - range.start;
-                let out = copy
-                    .client
-                    .upload_part()
-                    .bucket(p.url.bucket())
-                    .key(p.url.key())
-                    .upload_id(upload_id)
-                    .part_number(number)
-                    .content_length(len as i64)
-                    .checksum_algorithm(ChecksumAlgorithm::Crc32)
-                    .body(body(p, range.start, len).await?)
-                    .send()
-                    .await
-                    .map_err(|e| put_error(p, "UploadPart", S3Cause::from_sdk(&e)))?;
-                Ok::<_, TransferError>(
-                    CompletedPart::builder()
-                        .part_number(number)
-                        .set_e_tag(out.e_tag().map(str::to_string))
-                        .set_checksum_crc32(out.checksum_crc32().map(str::to_string))
-                        .build(),
-                )
-            })
+        futures::stream::iter(plan::parts(size, part_size).into_iter().enumerate())
+            .map(|(i, range)| put_part(copy, p, upload_id, i as i32 + 1, range))
             .buffer_unordered(copy.limits.requests_in_flight)
             .try_collect()
             .await?;
@@ -274,34 +453,90 @@ async fn put_parts(copy: &Session<'_>, p: &Put, upload_id: &str) -> Result<(), T
     Ok(())
 }
 
-/// `len` bytes of the file from `offset`: read into memory when small, streamed otherwise (the
-/// SDK reopens the file if it retries).
-async fn body(p: &Put, offset: u64, len: u64) -> Result<ByteStream, TransferError> {
-    if len <= IN_MEMORY_MAX && offset == 0 && len == p.size {
+/// One part, sent again after a pause when it failed transiently.
+async fn put_part(
+    copy: &Session<'_>,
+    p: &Put,
+    upload_id: &str,
+    number: i32,
+    range: std::ops::Range<u64>,
+) -> Result<CompletedPart, TransferError> {
+    let mut pauses = PART_PAUSES.iter();
+    loop {
+        let sent = put_part_once(copy, p, upload_id, number, range.clone()).await;
+        match (sent, pauses.next()) {
+            (Err(e), Some(pause)) if e.failure() == Failure::Transient => {
+                tokio::time::sleep(*pause).await;
+            }
+            (sent, _) => return sent,
+        }
+    }
+}
+
+async fn put_part_once(
+    copy: &Session<'_>,
+    p: &Put,
+    upload_id: &str,
+    number: i32,
+    range: std::ops::Range<u64>,
+) -> Result<CompletedPart, TransferError> {
+    let _permit = copy.permit().await;
+    let len = range.end - range.start;
+    let (body, _) = body(p, range.start, len, false).await?;
+    let out = copy
+        .client
+        .upload_part()
+        .bucket(p.url.bucket())
+        .key(p.url.key())
+        .upload_id(upload_id)
+        .part_number(number)
+        .content_length(len as i64)
+        .checksum_algorithm(ChecksumAlgorithm::Crc32)
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| put_error(p, "UploadPart", S3Cause::from_sdk(&e)))?;
+    copy.moved(len);
+    Ok(CompletedPart::builder()
+        .part_number(number)
+        .set_e_tag(out.e_tag().map(str::to_string))
+        .set_checksum_crc32(out.checksum_crc32().map(str::to_string))
+        .build())
+}
+
+/// `len` bytes of the file from `offset`, and how many that is: a whole small file is read
+/// into memory (as it is now: a change shows in the stamp afterwards), the rest is streamed at
+/// exactly `len` bytes (the SDK reopens the file if it retries).
+async fn body(
+    p: &Put,
+    offset: u64,
+    len: u64,
+    whole: bool,
+) -> Result<(ByteStream, u64), TransferError> {
+    if whole && len <= IN_MEMORY_MAX {
         let bytes = tokio::fs::read(&p.path)
             .await
-            .map_err(TransferError::local("read", &p.path))?;
-        if bytes.len() as u64 != len {
-            return Err(changed(p));
-        }
-        return Ok(ByteStream::from(bytes));
+            .map_err(|e| read_error(p, e))?;
+        let n = bytes.len() as u64;
+        return Ok((ByteStream::from(bytes), n));
     }
-    ByteStream::read_from()
+    let stream = ByteStream::read_from()
         .path(&p.path)
         .offset(offset)
         .length(Length::Exact(len))
         .build()
         .await
-        .map_err(|e| {
-            TransferError::local("read", &p.path)(std::io::Error::other(super::error::chain(&e)))
-        })
+        .map_err(|e| TransferError::local("read", &p.path)(std::io::Error::other(chain(&e))))?;
+    Ok((stream, len))
 }
 
-fn changed(p: &Put) -> TransferError {
-    TransferError::Local {
-        action: "upload",
-        path: p.path.clone(),
-        source: std::io::Error::other("its size changed while it was being uploaded"),
+fn read_error(p: &Put, e: std::io::Error) -> TransferError {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        TransferError::Vanished {
+            path: p.path.clone(),
+        }
+    } else {
+        TransferError::local("read", &p.path)(e)
     }
 }
 

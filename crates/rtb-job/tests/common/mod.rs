@@ -341,3 +341,9 @@ pub async fn client_via(endpoint: &str) -> Client {
         .build();
     Client::from_conf(config)
 }
+
+/// An upload's counts, after checking that nothing was skipped.
+pub fn complete(up: rtb_job::transfer::Uploaded) -> rtb_model::Transfer {
+    assert!(up.skipped.is_empty(), "skipped: {:?}", up.skipped);
+    up.copied
+}
