@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # After the tests: fail (and list them) if anything of the test world is still running:
-# a container named ministack-ec2-* (an instance of this port's MiniStack) or rtb-job-*, or an
+# a container named ministack-ec2-* (an instance of this port's MiniStack) or rtb-job-*, an
 # instance MiniStack reports pending/running/stopping (account 000000000000, the default,
-# us-east-1). No test may leave an instance running.
+# us-east-1), or a fault proxy (mitmdump running this checkout's tests/world/faults.py). No
+# test may leave an instance or a proxy running.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -22,6 +23,17 @@ while IFS='|' read -r name owner status; do
     echo "leftover container: $name ($status)"
     found=1
 done < <(docker ps --format '{{.Names}}|{{.Label "ministack.instance"}}|{{.Status}}')
+
+# Fault proxies: each test's FaultProxy stops its mitmdump when dropped.
+addon=$REPO/tests/world/faults.py
+for proc in /proc/[0-9]*; do
+    cmd=$(tr '\0' ' ' <"$proc/cmdline" 2>/dev/null) || continue
+    case $cmd in
+        *mitmdump*"$addon"*)
+            echo "leftover fault proxy: pid ${proc#/proc/} ($cmd)"
+            found=1 ;;
+    esac
+done
 
 healthy() {
     if command -v curl >/dev/null 2>&1; then

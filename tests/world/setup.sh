@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Bring up the local test world: system packages, a Python venv with MiniStack, the runner
-# binary, the Docker images, MiniStack on 127.0.0.1:$RTB_WORLD_PORT, and .world/env.
+# Bring up the local test world: system packages, a Python venv with MiniStack (and one with
+# mitmproxy, for the fault proxy), the runner binary, the Docker images, MiniStack on
+# 127.0.0.1:$RTB_WORLD_PORT, and .world/env.
 # Idempotent: every step checks first and does nothing when its result is already there.
 # See tests/world/README.md.
 set -euo pipefail
@@ -9,6 +10,8 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(git -C "$here" rev-parse --show-toplevel 2>/dev/null || (cd "$here/../.." && pwd))
 WORLD=$REPO/.world
 VENV=$WORLD/venv
+FAULTS_VENV=$WORLD/faults-venv
+FAULTS_CONFDIR=$WORLD/mitmproxy
 PORT=${RTB_WORLD_PORT:-45660}
 ENDPOINT=http://127.0.0.1:$PORT
 
@@ -40,10 +43,12 @@ as_root() {
 
 tmp_paths=()
 images_pid=
+faults_pid=
 cleanup() {
     local p
-    # A failure here must not orphan the background image build (and its temp rootfs).
+    # A failure here must not orphan the background jobs (the image build and its temp rootfs).
     if [[ -n $images_pid ]]; then wait "$images_pid" 2>/dev/null || true; fi
+    if [[ -n $faults_pid ]]; then wait "$faults_pid" 2>/dev/null || true; fi
     for p in "${tmp_paths[@]}"; do
         if [[ -e $p ]]; then as_root rm -rf "$p" || true; fi
     done
@@ -171,25 +176,56 @@ build_octave() {
 ) &
 images_pid=$!
 
-# ── b. Python venv: MiniStack, docker-py, awscli, s5cmd ─────────────────────────────────────
-req=$here/requirements.txt
-stamp=$VENV/.rtb-world-requirements.sha256
-want=$(sha256sum "$req" | cut -d' ' -f1)
-if [[ -x $VENV/bin/ministack && -f $stamp && $(cat "$stamp") == "$want" ]]; then
-    say "venv up to date ($VENV)"
-else
-    say "creating venv $VENV"
-    py=$(command -v python3.11 || command -v python3) || die "python3 not found"
-    if ! "$py" -m venv "$VENV" >/dev/null 2>&1; then
+# ── b. Python venvs: MiniStack, docker-py, awscli, s5cmd; and mitmproxy for the fault proxy ──
+PY=
+python_for_venvs() {
+    [[ -z $PY ]] || return 0
+    PY=$(command -v python3.11 || command -v python3) || die "python3 not found"
+    if ! "$PY" -c 'import ensurepip' >/dev/null 2>&1; then
         # Debian's python3 needs python3-venv for ensurepip.
         apt_get update -qq >/dev/null
         apt_get install -y -qq --no-install-recommends python3-venv >/dev/null
-        "$py" -m venv "$VENV"
     fi
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req" ||
-        die "pip install -r $req failed"
+}
+
+# make_venv DIR REQUIREMENTS PROGRAM: (re)made when PROGRAM is missing or REQUIREMENTS changed.
+make_venv() {
+    local dir=$1 req=$2 prog=$3 stamp want
+    stamp=$dir/.rtb-world-requirements.sha256
+    want=$(sha256sum "$req" | cut -d' ' -f1)
+    if [[ -x $dir/bin/$prog && -f $stamp && $(cat "$stamp") == "$want" ]]; then
+        say "venv up to date ($dir)"
+        return
+    fi
+    say "creating venv $dir"
+    python_for_venvs
+    "$PY" -m venv "$dir" || die "python -m venv $dir failed"
+    "$dir/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req" \
+        >"$dir.pip.log" 2>&1 ||
+        { tail -n 30 "$dir.pip.log" >&2; die "pip install -r $req failed (log: $dir.pip.log)"; }
     printf '%s\n' "$want" >"$stamp"
-fi
+    say "installed $(basename "$req") into $dir"
+}
+
+make_venv "$VENV" "$here/requirements.txt" ministack
+
+# The fault proxy's venv (mitmproxy's pins conflict with MiniStack's) and its CA, made once so
+# each proxy a test starts reads it instead of generating a key (~0.7 s). In the background:
+# pip is network bound, the runner's build below is CPU bound.
+(
+    trap - EXIT
+    make_venv "$FAULTS_VENV" "$here/faults-requirements.txt" mitmdump
+    if [[ ! -s $FAULTS_CONFDIR/mitmproxy-ca.pem ]]; then
+        rm -rf "$FAULTS_CONFDIR.tmp"
+        "$FAULTS_VENV/bin/python" -c 'import sys
+from mitmproxy import certs
+certs.CertStore.from_store(sys.argv[1], "mitmproxy", 2048)' "$FAULTS_CONFDIR.tmp" ||
+            die "making the fault proxy's CA in $FAULTS_CONFDIR failed"
+        rm -rf "$FAULTS_CONFDIR"
+        mv "$FAULTS_CONFDIR.tmp" "$FAULTS_CONFDIR"
+    fi
+) &
+faults_pid=$!
 
 # ── c. The job runner ───────────────────────────────────────────────────────────────────────
 (cd "$REPO" && cargo build --quiet -p rtb-job --bin rtb-job) || die "cargo build -p rtb-job failed"
@@ -286,6 +322,9 @@ else
     say "ministack up on 127.0.0.1:$PORT (pid $pid, log $logfile)"
 fi
 
+wait "$faults_pid" || die "the fault proxy's venv failed (see above)"
+faults_pid=
+
 # ── f. The env file ─────────────────────────────────────────────────────────────────────────
 cat >"$WORLD/env.tmp" <<EOF
 # Written by tests/world/setup.sh: source it to talk to the test world.
@@ -298,6 +337,9 @@ export RTB_WORLD_PORT=$PORT
 export RTB_WORLD_AMI_IMAGE=$AMI_IMAGE
 export RTB_WORLD_SUPPORT_IMAGE=$SUPPORT_IMAGE
 export RTB_WORLD_VENV=$VENV
+# The fault-injection proxy (tests/world/faults.py; crates/rtb-testkit starts it).
+export RTB_WORLD_MITMDUMP=$FAULTS_VENV/bin/mitmdump
+export RTB_WORLD_FAULTS_CONFDIR=$FAULTS_CONFDIR
 # The venv's bin goes last: aws and s5cmd resolve, the system python is not shadowed.
 case ":\$PATH:" in
     *":$VENV/bin:"*) ;;

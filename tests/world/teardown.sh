@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Stop the test world: MiniStack (when this checkout started it: .world/ministack.pid), the
-# instance containers MiniStack made for this port (ministack-ec2-*), and the containers
-# tests start (name rtb-job-*, or label rtb-world=1). Idempotent.
+# instance containers MiniStack made for this port (ministack-ec2-*), the containers
+# tests start (name rtb-job-*, or label rtb-world=1), and any fault proxy left running
+# (mitmdump with this checkout's tests/world/faults.py). Idempotent.
 #   teardown.sh           stop and remove
 #   teardown.sh --purge   also remove the images ($RTB_WORLD_IMAGE_PREFIX, default rtb-world/*)
 #                         and .world (venv included)
@@ -45,6 +46,18 @@ else
     say "ministack not running from this checkout"
 fi
 rm -f "$pidfile"
+
+# Fault proxies a test left behind (each FaultProxy normally stops its own), by pid.
+addon=$REPO/tests/world/faults.py
+proxies=()
+for proc in /proc/[0-9]*; do
+    cmd=$(tr '\0' ' ' <"$proc/cmdline" 2>/dev/null) || continue
+    case $cmd in *mitmdump*"$addon"*) proxies+=("${proc#/proc/}") ;; esac
+done
+if ((${#proxies[@]})); then
+    kill -TERM "${proxies[@]}" 2>/dev/null || true
+    say "stopped ${#proxies[@]} fault proxy process(es): ${proxies[*]}"
+fi
 
 # Containers. Instance containers carry MiniStack's label ministack.instance=<host>:<port>:
 # only this port's are ours (another MiniStack on this engine keeps its instances).

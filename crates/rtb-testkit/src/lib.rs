@@ -1,0 +1,28 @@
+//! Test helpers for the local emulator world (tests/world/).
+//!
+//! [`FaultProxy`] starts a real intercepting proxy (mitmproxy's `mitmdump` running
+//! `tests/world/faults.py`) between the AWS SDK and MiniStack, on a free port of 127.0.0.1.
+//! Point the code under test at [`FaultProxy::endpoint`] instead of `AWS_ENDPOINT_URL`, then
+//! tell the proxy which calls to delay, stall, fail, throttle or cut with [`Rule`]s, and read
+//! back what went through with [`FaultProxy::calls`].
+//!
+//! ```no_run
+//! use rtb_testkit::{FaultProxy, Rule};
+//!
+//! let proxy = FaultProxy::start(); // in front of $AWS_ENDPOINT_URL
+//! proxy.add(Rule::on("RunInstances").times(1).throttle());
+//! proxy.add(Rule::on("PutObject").path_contains("out/b.png").drop_response());
+//! // ... run the client with AWS_ENDPOINT_URL=proxy.endpoint() ...
+//! assert_eq!(proxy.count("RunInstances"), 2);
+//! // Dropping `proxy` stops mitmdump.
+//! ```
+//!
+//! Each test starts its own proxy: start-up is mitmdump's (about 1.5 s on an idle 2-core
+//! machine, more under load). tests/world/README.md ("Fault injection") has the rule format.
+
+mod control;
+mod proxy;
+mod rule;
+
+pub use proxy::{Call, FaultProxy};
+pub use rule::Rule;
