@@ -5,6 +5,7 @@
 # rtb-deadline, rtb-max-lifetime and rtb-max-lifetime.service as the AMI build does, serves a fake
 # IMDSv2 on the container's own 127.0.0.1, and checks the contract run-render relies on:
 #   - rtb-deadline EPOCH arms one timer at EPOCH, re-arming replaces it, --cancel disarms it
+#   - a re-arm that systemd-run refuses exits 1 and leaves the earlier deadline armed, unchanged
 #   - bad arguments exit 2; it returns at once
 #   - rtb-max-lifetime.service arms the rtb:deadline tag's time, else boot + max lifetime, and
 #     keeps a deadline armed earlier in the boot
@@ -101,14 +102,28 @@ EOF
 
 cx() { docker exec "${c}" "$@"; }
 
-armed_at() { # the epoch the rtb-deadline timer fires at, or "none"
-    local when
-    cx systemctl is-active --quiet rtb-deadline.timer || { echo none; return; }
-    when=$(cx systemctl show -p NextElapseUSecRealtime --value rtb-deadline.timer)
-    date -u -d "${when}" +%s
+armed() { # the epochs the armed rtb-deadline timers fire at, one per line, sorted
+    local unit when
+    for unit in $(cx systemctl list-units --type=timer --state=active --plain --no-legend \
+        'rtb-deadline*' | awk '{ print $1 }'); do
+        when=$(cx systemctl show -p NextElapseUSecRealtime --value "${unit}")
+        date -u -d "${when}" +%s
+    done | sort -n
 }
 
-near() { # near A B: |A - B| <= 2
+armed_at() { # the epoch the one armed rtb-deadline timer fires at, "none", or "N timers: ..."
+    local epochs n
+    epochs=$(armed)
+    n=$(printf '%s' "${epochs}" | grep -c .)
+    case "${n}" in
+        0) echo none ;;
+        1) echo "${epochs}" ;;
+        *) echo "${n} timers: $(printf '%s' "${epochs}" | tr '\n' ' ')" ;;
+    esac
+}
+
+near() { # near A B: A is a number and |A - B| <= 2
+    case "$1" in '' | *[!0-9]*) return 1 ;; esac
     local d=$(($1 - $2))
     [ "${d#-}" -le 2 ]
 }
@@ -136,9 +151,27 @@ near "$(armed_at)" $((now + 600)) || fail "armed at $(armed_at), wanted $((now +
 cx rtb-deadline $((now + 1200)) 2>/dev/null
 near "$(armed_at)" $((now + 1200)) || fail "re-armed at $(armed_at), wanted $((now + 1200))"
 [ "$(cx systemctl list-timers --all --no-legend 'rtb-deadline*' | wc -l)" -eq 1 ] || fail "more than one rtb-deadline timer"
+cx rtb-deadline $((now + 1200)) 2>/dev/null || fail "re-arming at the same EPOCH failed"
+near "$(armed_at)" $((now + 1200)) || fail "re-armed at the same EPOCH: $(armed_at)"
 cx rtb-deadline --cancel 2>/dev/null
 [ "$(armed_at)" = none ] || fail "--cancel left the timer armed"
 pass "rtb-deadline: arms at EPOCH (returned in ${elapsed_ms} ms), re-arming replaces, --cancel disarms"
+
+# A re-arm that systemd refuses: a systemd-run that fails, earlier on rtb-deadline's PATH.
+cx rtb-deadline $((now + 600)) 2>/dev/null
+cx sh -c 'printf "#!/bin/sh\necho systemd-run: refused >&2\nexit 1\n" > /usr/local/bin/systemd-run && chmod 0755 /usr/local/bin/systemd-run'
+code=0; cx rtb-deadline $((now + 1800)) 2>/dev/null || code=$?
+cx rm -f /usr/local/bin/systemd-run
+[ "${code}" -eq 1 ] || fail "rtb-deadline with a failing systemd-run exited ${code}, not 1"
+near "$(armed_at)" $((now + 600)) || fail "a failed re-arm left $(armed_at), wanted the earlier $((now + 600))"
+status=$(cx rtb-deadline --status 2>/dev/null)
+grep -q 'rtb-deadline-' <<<"${status}" || fail "--status does not show the kept deadline: ${status}"
+# ... and once systemd-run works again, re-arming still replaces: one timer, at the new time.
+cx rtb-deadline $((now + 1800)) 2>/dev/null || fail "re-arming after the failure exited non-zero"
+near "$(armed_at)" $((now + 1800)) || fail "re-armed after the failure: $(armed_at), wanted $((now + 1800))"
+cx rtb-deadline --cancel 2>/dev/null
+[ "$(armed_at)" = none ] || fail "--cancel left $(armed_at)"
+pass "rtb-deadline: a re-arm systemd-run refuses exits 1 and keeps the earlier deadline; the next re-arm replaces it"
 
 # rtb-max-lifetime.service: the tag
 tag_epoch=$((now + 7200))

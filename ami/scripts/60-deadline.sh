@@ -29,11 +29,12 @@ systemctl enable rtb-max-lifetime.service
 
 # Self-test on the build instance: arm an hour ahead, look, disarm (a deadline left armed would
 # power off this build instance).
+# (Each deadline is a timer of its own, rtb-deadline-EPOCH-NONCE.timer: hence the pattern.)
 /usr/local/sbin/rtb-deadline "$(($(date +%s) + 3600))"
-systemctl is-active --quiet rtb-deadline.timer
+systemctl is-active --quiet 'rtb-deadline*.timer'
 /usr/local/sbin/rtb-deadline --status
 /usr/local/sbin/rtb-deadline --cancel
-if systemctl is-active --quiet rtb-deadline.timer; then
+if systemctl is-active --quiet 'rtb-deadline*.timer'; then
     echo "rtb-deadline --cancel left the timer armed" >&2
     exit 1
 fi
