@@ -27,7 +27,7 @@ done < <(docker ps --format '{{.Names}}|{{.Label "ministack.instance"}}|{{.Statu
 # Fault proxies: each test's FaultProxy stops its mitmdump when dropped.
 addon=$REPO/tests/world/faults.py
 for proc in /proc/[0-9]*; do
-    cmd=$(tr '\0' ' ' <"$proc/cmdline" 2>/dev/null) || continue
+    cmd=$(tr '\0' ' ' 2>/dev/null <"$proc/cmdline") || continue
     case $cmd in
         *mitmdump*"$addon"*)
             echo "leftover fault proxy: pid ${proc#/proc/} ($cmd)"

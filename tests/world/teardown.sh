@@ -51,7 +51,7 @@ rm -f "$pidfile"
 addon=$REPO/tests/world/faults.py
 proxies=()
 for proc in /proc/[0-9]*; do
-    cmd=$(tr '\0' ' ' <"$proc/cmdline" 2>/dev/null) || continue
+    cmd=$(tr '\0' ' ' 2>/dev/null <"$proc/cmdline") || continue
     case $cmd in *mitmdump*"$addon"*) proxies+=("${proc#/proc/}") ;; esac
 done
 if ((${#proxies[@]})); then

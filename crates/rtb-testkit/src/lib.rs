@@ -17,7 +17,7 @@
 //! // Dropping `proxy` stops mitmdump.
 //! ```
 //!
-//! Each test starts its own proxy: start-up is mitmdump's (about 1.5 s on an idle 2-core
+//! Each test starts its own proxy: start-up is mitmdump's (about 1 s on an idle 2-core
 //! machine, more under load). tests/world/README.md ("Fault injection") has the rule format.
 
 mod control;

@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::control;
 use crate::rule::Rule;
 
-/// How long mitmdump may take to answer its first control call. It needs ~1.5 s idle; a test
+/// How long mitmdump may take to answer its first control call. It needs ~1 s idle; a test
 /// machine busy compiling can make that several times longer.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);

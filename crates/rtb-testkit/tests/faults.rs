@@ -709,3 +709,203 @@ fn proxy_stops_when_its_test_process_dies() {
     }
     assert!(!alive(), "mitmdump {pid} outlived its test process");
 }
+
+/// One raw HTTP/1.1 call through the proxy, signed (in form only) for `service`: for protocols
+/// the workspace has no SDK for. Returns the status, the headers (lower-case names) and the body.
+fn raw_call(
+    proxy: &FaultProxy,
+    method: &str,
+    path: &str,
+    service: &str,
+    extra_headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, Vec<(String, String)>, String) {
+    use std::io::{Read, Write};
+    let addr = proxy.endpoint().trim_start_matches("http://").to_string();
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Authorization: AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/{service}/aws4_request, \
+         SignedHeaders=host, Signature=00\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in extra_headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let mut lines = head.lines();
+    let status = lines.next().unwrap().split_whitespace().nth(1).unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    (status.parse().unwrap(), headers, body.to_string())
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_paths_are_named_and_fail_in_rest_json() {
+    let proxy = FaultProxy::start();
+    proxy.add(Rule::on("SubmitJob").service("batch").throttle());
+    proxy.add(
+        Rule::on("DescribeJobs")
+            .error(500, "ServerException")
+            .message("boom"),
+    );
+    let json = [("Content-Type", "application/json")];
+
+    let (status, headers, body) = raw_call(&proxy, "POST", "/v1/submitjob", "batch", &json, "{}");
+    assert_eq!(status, 400);
+    assert_eq!(
+        header(&headers, "x-amzn-errortype"),
+        Some("ThrottlingException")
+    );
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(doc["__type"], "ThrottlingException");
+
+    let (status, headers, body) = raw_call(
+        &proxy,
+        "POST",
+        "/v1/describejobs",
+        "batch",
+        &json,
+        r#"{"jobs":[]}"#,
+    );
+    assert_eq!(status, 500);
+    assert_eq!(
+        header(&headers, "x-amzn-errortype"),
+        Some("ServerException")
+    );
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(doc["message"], "boom");
+
+    // Not faulted: forwarded to MiniStack, which answers it.
+    let (status, _, _) = raw_call(
+        &proxy,
+        "POST",
+        "/v1/describejobqueues",
+        "batch",
+        &json,
+        "{}",
+    );
+    assert_eq!(status, 200);
+
+    let names: Vec<_> = proxy
+        .calls()
+        .into_iter()
+        .map(|c| (c.service, c.action, c.fault))
+        .collect();
+    let s = |x: &str| x.to_string();
+    assert_eq!(
+        names,
+        [
+            (s("batch"), s("SubmitJob"), Some(s("throttle"))),
+            (s("batch"), s("DescribeJobs"), Some(s("error"))),
+            (s("batch"), s("DescribeJobQueues"), None),
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_protocol_errors_carry_their_code() {
+    let proxy = FaultProxy::start();
+    proxy.add(Rule::on("GetUser").throttle());
+    proxy.add(Rule::on("GetCallerIdentity").error(403, "AccessDenied"));
+    proxy.add(Rule::on("DescribeRegions").error(400, "UnauthorizedOperation"));
+    let form = [(
+        "Content-Type",
+        "application/x-www-form-urlencoded; charset=utf-8",
+    )];
+
+    // IAM and STS: <ErrorResponse>, the action from the form body.
+    let (status, _, body) = raw_call(
+        &proxy,
+        "POST",
+        "/",
+        "iam",
+        &form,
+        "Action=GetUser&Version=2010-05-08",
+    );
+    assert_eq!(status, 400);
+    assert!(body.contains("<ErrorResponse>"), "{body}");
+    assert!(body.contains("<Code>Throttling</Code>"), "{body}");
+    let (status, _, body) = raw_call(
+        &proxy,
+        "POST",
+        "/",
+        "sts",
+        &form,
+        "Action=GetCallerIdentity&Version=2011-06-15",
+    );
+    assert_eq!(status, 403);
+    assert!(
+        body.contains("<Type>Sender</Type><Code>AccessDenied</Code>"),
+        "{body}"
+    );
+    // EC2, the action in the query string: <Response><Errors>.
+    let (status, _, body) = raw_call(
+        &proxy,
+        "GET",
+        "/?Action=DescribeRegions&Version=2016-11-15",
+        "ec2",
+        &[],
+        "",
+    );
+    assert_eq!(status, 400);
+    assert!(
+        body.contains("<Response><Errors><Error><Code>UnauthorizedOperation</Code>"),
+        "{body}"
+    );
+
+    let actions: Vec<_> = proxy.calls().into_iter().map(|c| c.action).collect();
+    assert_eq!(actions, ["GetUser", "GetCallerIdentity", "DescribeRegions"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_head_errors_have_no_body_and_bad_rules_are_refused() {
+    let c = clients().await;
+    let b = bucket(&c).await;
+    c.proxy
+        .add(Rule::on("HeadObject").error(403, "AccessDenied"));
+    let err = s3(&c.via)
+        .head_object()
+        .bucket(&b)
+        .key("k")
+        .send()
+        .await
+        .unwrap_err();
+    let raw = err.raw_response().expect("an answer");
+    assert_eq!(raw.status().as_u16(), 403);
+    assert!(raw.body().bytes().unwrap_or_default().is_empty());
+
+    // The control API checks rules (the builder cannot make a bad one: send one by hand).
+    let (status, _, body) = raw_call(
+        &c.proxy,
+        "POST",
+        "/_faults/rules",
+        "",
+        &[],
+        r#"[{"action": "PutObject", "fault": {"kind": "explode"}}]"#,
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("rule.fault.kind"), "{body}");
+    // ... and control calls are not in the call log.
+    assert!(c
+        .proxy
+        .calls()
+        .iter()
+        .all(|c| !c.path.starts_with("/_faults/")));
+}
