@@ -682,9 +682,11 @@ async fn damaged_download_is_caught_and_not_kept() {
             .await
             .unwrap();
     }
-    let t = Transfers::new(
-        common::client_via(&common::faulty_proxy(common::Fault::CorruptDownloads).await).await,
-    );
+    // Every 0xFE byte of a body becomes 0xFD: the right size, the wrong content, on every
+    // attempt.
+    let proxy = rtb_testkit::FaultProxy::start();
+    proxy.add(rtb_testkit::Rule::on("GetObject").corrupt_body(0xFE, 0xFD));
+    let t = Transfers::new(common::client_via(&proxy.endpoint()).await);
     for prefix in ["small", "large"] {
         let dest = tempfile::tempdir().unwrap();
         let err = t
@@ -733,8 +735,14 @@ async fn failed_part_aborts_the_multipart_upload() {
     let bucket = unique_bucket(&direct, "abort").await;
     let src = tempfile::tempdir().unwrap();
     std::fs::write(src.path().join("big.bin"), random_bytes(40 << 20, 11)).unwrap();
-    let proxy = common::faulty_proxy(common::Fault::CutRequestsWith("partNumber=3&")).await;
-    let t = Transfers::new(common::client_via(&proxy).await);
+    // Part 3's connection is cut before it reaches S3, on every attempt.
+    let proxy = rtb_testkit::FaultProxy::start();
+    proxy.add(
+        rtb_testkit::Rule::on("UploadPart")
+            .path_contains("partNumber=3&")
+            .drop_request(),
+    );
+    let t = Transfers::new(common::client_via(&proxy.endpoint()).await);
     let up = t
         .upload(
             src.path(),

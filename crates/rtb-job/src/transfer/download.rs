@@ -12,11 +12,11 @@ use futures::{StreamExt, TryStreamExt};
 use rtb_model::errors::chain;
 use rtb_model::{S3Url, Transfer};
 
-use super::error::{S3Cause, TransferError};
+use super::error::{Failure, S3Cause, TransferError};
 use super::plan::{self, Placement};
 use super::sink::{self, PartialGuard, Sink};
 use super::verify::{self, Answered, Check};
-use super::{Session, BODY_ATTEMPTS};
+use super::{Session, BODY_ATTEMPTS, ROUND_PAUSES};
 
 /// One object to fetch, with what the listing said about it.
 #[derive(Debug, Clone)]
@@ -83,20 +83,28 @@ pub(super) async fn run(
 /// A listed object: key, size, ETag.
 type Listed = (String, u64, Option<String>);
 
+/// Every object below the prefix, page by page; a page that failed transiently is asked for
+/// again (after the same pauses as a round of files), from where the listing was.
 async fn list(copy: &Session<'_>, src: &S3Url) -> Result<Vec<Listed>, TransferError> {
     let prefix = src.dir_prefix();
-    let mut pages = copy
-        .client
-        .list_objects_v2()
-        .bucket(src.bucket())
-        .prefix(&prefix)
-        .into_paginator()
-        .send();
     let mut listed = Vec::new();
-    while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| {
-            let cause = S3Cause::from_sdk(&e);
-            if cause.is("NoSuchBucket") {
+    let mut token: Option<String> = None;
+    loop {
+        let mut pauses = ROUND_PAUSES.iter();
+        let page = loop {
+            let asked = copy
+                .client
+                .list_objects_v2()
+                .bucket(src.bucket())
+                .prefix(&prefix)
+                .set_continuation_token(token.clone())
+                .send()
+                .await;
+            let cause = match asked {
+                Ok(page) => break page,
+                Err(e) => S3Cause::from_sdk(&e),
+            };
+            let err = if cause.is("NoSuchBucket") {
                 TransferError::NoSuchBucket {
                     bucket: src.bucket().to_string(),
                 }
@@ -105,16 +113,29 @@ async fn list(copy: &Session<'_>, src: &S3Url) -> Result<Vec<Listed>, TransferEr
                     url: src.clone(),
                     cause,
                 }
+            };
+            match pauses.next() {
+                Some(pause) if err.failure() == Failure::Transient => {
+                    copy.warn(format!(
+                        "download: listing {src} failed ({err}); trying again in {} s",
+                        pause.as_secs()
+                    ));
+                    tokio::time::sleep(*pause).await;
+                }
+                _ => return Err(err),
             }
-        })?;
+        };
         for o in page.contents() {
             if let Some(key) = o.key() {
                 let size = o.size().unwrap_or(0).max(0) as u64;
                 listed.push((key.to_string(), size, o.e_tag().map(str::to_string)));
             }
         }
+        token = page.next_continuation_token().map(str::to_string);
+        if page.is_truncated() != Some(true) || token.is_none() {
+            return Ok(listed);
+        }
     }
-    Ok(listed)
 }
 
 /// Decide where every listed key goes, before any byte is written: a key that would land

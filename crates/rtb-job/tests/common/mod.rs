@@ -248,86 +248,6 @@ impl Lines {
     }
 }
 
-/// What a [`faulty_proxy`] does to the traffic it relays.
-#[derive(Clone, Copy)]
-pub enum Fault {
-    /// Every 0xFE byte coming back from the server becomes 0xFD (HTTP headers are ASCII, so
-    /// only bodies change): objects made of 0xFE bytes arrive with the right size and the wrong
-    /// content, on every attempt and every connection.
-    CorruptDownloads,
-    /// A connection whose request carries this text (e.g. `partNumber=2&`) is cut at once,
-    /// on every attempt: that request can never succeed.
-    CutRequestsWith(&'static str),
-}
-
-/// A TCP proxy in front of the S3 endpoint that injects `fault`; returns its endpoint URL.
-pub async fn faulty_proxy(fault: Fault) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let upstream = endpoint()
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind proxy");
-    let addr = listener.local_addr().expect("proxy address");
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let upstream = upstream.clone();
-            tokio::spawn(async move {
-                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
-                    return;
-                };
-                let (mut client_r, mut client_w) = client.into_split();
-                let (mut server_r, mut server_w) = server.into_split();
-                let up = async {
-                    let mut buf = vec![0u8; 64 * 1024];
-                    while let Ok(n) = client_r.read(&mut buf).await {
-                        if n == 0 {
-                            break;
-                        }
-                        if let Fault::CutRequestsWith(text) = fault {
-                            let text = text.as_bytes();
-                            if buf[..n].windows(text.len()).any(|w| w == text) {
-                                return true;
-                            }
-                        }
-                        if server_w.write_all(&buf[..n]).await.is_err() {
-                            break;
-                        }
-                    }
-                    let _ = server_w.shutdown().await;
-                    false
-                };
-                let down = async {
-                    let mut buf = vec![0u8; 64 * 1024];
-                    while let Ok(n) = server_r.read(&mut buf).await {
-                        if n == 0 {
-                            break;
-                        }
-                        if let Fault::CorruptDownloads = fault {
-                            for b in &mut buf[..n] {
-                                if *b == 0xFE {
-                                    *b = 0xFD;
-                                }
-                            }
-                        }
-                        if client_w.write_all(&buf[..n]).await.is_err() {
-                            break;
-                        }
-                    }
-                };
-                // Cutting a request drops both halves, which closes the client's connection.
-                tokio::select! {
-                    cut = up => if !cut { std::future::pending::<()>().await },
-                    _ = down => {}
-                }
-            });
-        }
-    });
-    format!("http://{addr}")
-}
-
 /// An S3 client through `endpoint` (path style), with the SDK's own response checksums off so
 /// that only the engine's checks stand between a damaged body and the disk.
 pub async fn client_via(endpoint: &str) -> Client {
@@ -346,4 +266,33 @@ pub async fn client_via(endpoint: &str) -> Client {
 pub fn complete(up: rtb_job::transfer::Uploaded) -> rtb_model::Transfer {
     assert!(up.skipped.is_empty(), "skipped: {:?}", up.skipped);
     up.copied
+}
+
+/// The runner's S3 client (as `s3_client` builds it) with its endpoint set to `endpoint`.
+pub async fn runner_client_via(endpoint: &str) -> Client {
+    ensure_env();
+    let shared = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let config = aws_sdk_s3::config::Builder::from(&shared)
+        .endpoint_url(endpoint)
+        .force_path_style(true)
+        .build();
+    Client::from_conf(config)
+}
+
+/// The `rtb-job` binary for one job in `dir` (`in/` and `out/` scratch folders), Octave, and
+/// S3 at `endpoint`; only the contract variables the caller sets.
+pub fn runner(endpoint: &str, dir: &Path) -> std::process::Command {
+    ensure_env();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_rtb-job"));
+    for var in rtb_model::contract::ALL {
+        cmd.env_remove(var.name);
+    }
+    cmd.env("MATLAB_EXECUTABLE", "octave-cli")
+        .env("INPUT_SCRATCH", dir.join("in"))
+        .env("OUTPUT_SCRATCH", dir.join("out"))
+        .env("MOUNT_SCRATCH", dir.join("mnt"))
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdin(std::process::Stdio::null());
+    cmd
 }
