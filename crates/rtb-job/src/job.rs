@@ -4,7 +4,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use rtb_model::exit::runner::OUTPUT_INCOMPLETE;
+use rtb_model::exit::runner as exit;
 use rtb_model::{JobRecords, JobResult, Outcome, Skipped, Timings, Transfer, RESULT_SCHEMA};
 use tokio::sync::watch;
 
@@ -14,15 +14,6 @@ use crate::mount;
 use crate::process::{self, Ended, Stop};
 use crate::settings::Settings;
 use crate::transfer::{self, Transfers};
-
-/// The runner's own exit codes (documented in `rtb-job --help`).
-pub mod exit {
-    pub const BAD_SETTINGS: i32 = 2;
-    pub const INPUT_FAILED: i32 = 3;
-    pub const OUTPUT_FAILED: i32 = 4;
-    pub const NO_INTERPRETER: i32 = 5;
-    pub const TIMED_OUT: i32 = 124;
-}
 
 /// Check that every bucket the job names exists and is reachable, before any work starts.
 pub async fn check_buckets(settings: &Settings, s3: &aws_sdk_s3::Client) -> Result<(), String> {
@@ -199,7 +190,7 @@ impl State {
                         if n == 1 { " was" } else { "s were" }
                     ));
                     if self.code == 0 {
-                        self.code = OUTPUT_INCOMPLETE;
+                        self.code = exit::OUTPUT_INCOMPLETE;
                         self.outcome = Outcome::Incomplete;
                     }
                 }
@@ -260,7 +251,7 @@ async fn before_outputs(
             s = process::stop_requested(&mut stop) => {
                 let Stop::Signal(n) = s;
                 state.errors.push(format!("stopped by signal {n} while copying the input"));
-                (state.code, state.outcome, failed) = (128 + n, Outcome::Interrupted, true);
+                (state.code, state.outcome, failed) = (exit::SIGNAL_BASE + n, Outcome::Interrupted, true);
                 None
             }
         };
@@ -446,7 +437,7 @@ async fn run_command(
             }),
         ),
         Ok(Ended::Killed(sig)) => (
-            128 + sig,
+            exit::SIGNAL_BASE + sig,
             Outcome::Failed,
             Some(format!(
                 "{} was killed by signal {sig} (out of memory?)",
@@ -462,7 +453,7 @@ async fn run_command(
             )),
         ),
         Ok(Ended::Stopped(Stop::Signal(n))) => (
-            128 + n,
+            exit::SIGNAL_BASE + n,
             Outcome::Interrupted,
             Some(format!("stopped by signal {n}")),
         ),

@@ -4,11 +4,18 @@
 
 use std::path::PathBuf;
 
+use rtb_model::S3Url;
 use tokio::process::Command;
 
-use crate::settings::Mount;
-
 pub const MOUNT_S3: &str = "mount-s3";
+
+/// A bucket mount, ready to run (built by `settings`).
+#[derive(Debug, Clone)]
+pub struct Mount {
+    pub bucket: S3Url,
+    pub point: PathBuf,
+    pub flags: Vec<String>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {

@@ -5,120 +5,130 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::Parser;
-use rtb_model::contract;
+use clap::{CommandFactory, FromArgMatches, Parser};
+use rtb_model::contract::{
+    self, COMMAND, INPUT_BUCKET, INPUT_FLAGS, INPUT_SCRATCH, JOB_ID, LOG_BUCKET, MATLAB_EXECUTABLE,
+    MATLAB_PRELOAD, MATLAB_STYLE, MOUNT_BUCKET, MOUNT_FLAGS, MOUNT_SCRATCH, OUTPUT_BUCKET,
+    OUTPUT_FLAGS, OUTPUT_SCRATCH, STARTUP, TIMEOUT, TOOLBOXES,
+};
+use rtb_model::exit::runner as exit;
 use rtb_model::{JobRecords, S3Url};
 
 use crate::compose::{Interpreter, MatlabStyle};
+use crate::mount::{Mount, MOUNT_S3};
 use crate::transfer::CopyOptions;
 
-const AFTER_HELP: &str = "\
-Every setting can also be given as the environment variable shown, so `docker run -e NAME=...`
+/// What `--help` says after the flags; the exit codes come from `rtb_model::exit::runner`.
+fn after_help() -> String {
+    let mut text = String::from(
+        "Every setting can also be given as the environment variable shown, so `docker run -e NAME=...`
 lines written for the original rtb-job.sh keep working. An empty variable means its default
 (except MATLAB_PRELOAD, where empty means preload nothing).
 
-Exit codes: the interpreter's own code when the command ran (0 = success, 1 = the command raised
-an error); 2 = bad settings (nothing was done); 3 = the input copy failed; 4 = the output copy
-failed; 5 = the interpreter could not be started; 124 = --timeout expired; 128+N = stopped by
-signal N (143 for docker stop). Outputs, the log and the result record are uploaded in every case
-but 2.
-
+Exit codes (outputs, the log and the result record are uploaded in every case but 2):
+",
+    );
+    for (code, meaning) in exit::TABLE {
+        let (code, meaning) = if *code == exit::SIGNAL_BASE {
+            let rest = meaning.split_once(": ").map_or(*meaning, |(_, m)| m);
+            (format!("{code}+N"), rest)
+        } else {
+            (code.to_string(), *meaning)
+        };
+        text.push_str(&format!("  {code:<6} {meaning}\n"));
+    }
+    text.push_str(
+        "
 Example:
   rtb-job --interpreter octave --command \"disp(42)\" \\
-      --input-bucket s3://lab-data/scene1 --output-bucket s3://lab-renders/scene1";
+      --input-bucket s3://lab-data/scene1 --output-bucket s3://lab-renders/scene1",
+    );
+    text
+}
 
-/// Raw settings as given on the command line or in the environment.
+/// The `rtb-job` command line, with its `--help` text.
+pub fn command() -> clap::Command {
+    Args::command().after_help(after_help())
+}
+
+/// Parse the command line and the environment (clap prints usage errors and exits).
+pub fn parse_args() -> Args {
+    Args::from_arg_matches(&command().get_matches()).unwrap_or_else(|e| e.exit())
+}
+
+/// A setting's default as clap wants it ("" where the contract has none).
+const fn default_of(var: contract::Var) -> &'static str {
+    match var.default {
+        Some(d) => d,
+        None => "",
+    }
+}
+
+/// Raw settings as given on the command line or in the environment. Names, defaults and help
+/// come from `rtb_model::contract`, the one list the client writes and the runner reads.
 #[derive(Debug, Parser)]
 #[command(
     name = "rtb-job",
     version,
-    about = "Run one MATLAB/Octave job: copy inputs from S3, run the command, stream its log, copy outputs back",
-    after_help = AFTER_HELP
+    about = "Run one MATLAB/Octave job: copy inputs from S3, run the command, stream its log, copy outputs back"
 )]
 pub struct Args {
-    /// MATLAB script run first as run('STARTUP'); skipped when empty.
-    #[arg(long, env = "STARTUP", value_name = "SCRIPT")]
+    #[arg(long, env = STARTUP.name, help = STARTUP.help, value_name = "SCRIPT")]
     pub startup: Option<String>,
-    /// Arguments passed verbatim to tbUse(...) when tbUse exists [default: '']
-    #[arg(long, env = "TOOLBOXES", value_name = "ARGS")]
+    #[arg(long, env = TOOLBOXES.name, help = help_with_default(TOOLBOXES), value_name = "ARGS")]
     pub toolboxes: Option<String>,
-    /// MATLAB code to run; an error in it makes the job fail [default: ver]
-    #[arg(long, env = "COMMAND", value_name = "CODE")]
+    #[arg(long, env = COMMAND.name, help = help_with_default(COMMAND), value_name = "CODE")]
     pub command: Option<String>,
 
-    /// Folder filled from --input-bucket before the command.
-    #[arg(long, env = "INPUT_SCRATCH", value_parser = any_path, default_value = "/input-scratch")]
+    #[arg(long, env = INPUT_SCRATCH.name, help = INPUT_SCRATCH.help, value_parser = any_path,
+          default_value = default_of(INPUT_SCRATCH))]
     pub input_scratch: PathBuf,
-    /// s3://bucket/prefix copied into --input-scratch before the command.
-    #[arg(long, env = "INPUT_BUCKET", value_name = "S3_URL")]
+    #[arg(long, env = INPUT_BUCKET.name, help = INPUT_BUCKET.help, value_name = "S3_URL")]
     pub input_bucket: Option<String>,
-    /// aws s3 cp flags for the input copy: --recursive, --exclude P, --include P, --quiet.
-    #[arg(
-        long,
-        env = "INPUT_FLAGS",
-        default_value = "--recursive",
-        allow_hyphen_values = true
-    )]
+    #[arg(long, env = INPUT_FLAGS.name, help = INPUT_FLAGS.help,
+          default_value = default_of(INPUT_FLAGS), allow_hyphen_values = true)]
     pub input_flags: String,
 
-    /// Folder copied to --output-bucket after the command, whether it succeeded or not.
-    #[arg(long, env = "OUTPUT_SCRATCH", value_parser = any_path, default_value = "/output-scratch")]
+    #[arg(long, env = OUTPUT_SCRATCH.name, help = OUTPUT_SCRATCH.help, value_parser = any_path,
+          default_value = default_of(OUTPUT_SCRATCH))]
     pub output_scratch: PathBuf,
-    /// s3://bucket/prefix receiving --output-scratch, the log chunks and the result record.
-    #[arg(long, env = "OUTPUT_BUCKET", value_name = "S3_URL")]
+    #[arg(long, env = OUTPUT_BUCKET.name, help = OUTPUT_BUCKET.help, value_name = "S3_URL")]
     pub output_bucket: Option<String>,
-    /// aws s3 cp flags for the output copy: --recursive, --exclude P, --include P, --quiet.
-    #[arg(
-        long,
-        env = "OUTPUT_FLAGS",
-        default_value = "--recursive",
-        allow_hyphen_values = true
-    )]
+    #[arg(long, env = OUTPUT_FLAGS.name, help = OUTPUT_FLAGS.help,
+          default_value = default_of(OUTPUT_FLAGS), allow_hyphen_values = true)]
     pub output_flags: String,
 
-    /// Folder where --mount-bucket is mounted.
-    #[arg(long, env = "MOUNT_SCRATCH", value_parser = any_path, default_value = "/mount-scratch")]
+    #[arg(long, env = MOUNT_SCRATCH.name, help = MOUNT_SCRATCH.help, value_parser = any_path,
+          default_value = default_of(MOUNT_SCRATCH))]
     pub mount_scratch: PathBuf,
-    /// s3://bucket/prefix mounted (read lazily, with mount-s3) at --mount-scratch.
-    #[arg(long, env = "MOUNT_BUCKET", value_name = "S3_URL")]
+    #[arg(long, env = MOUNT_BUCKET.name, help = MOUNT_BUCKET.help, value_name = "S3_URL")]
     pub mount_bucket: Option<String>,
-    /// Extra mount-s3 options, e.g. --read-only.
-    #[arg(
-        long,
-        env = "MOUNT_FLAGS",
-        default_value = "",
-        allow_hyphen_values = true
-    )]
+    #[arg(long, env = MOUNT_FLAGS.name, help = MOUNT_FLAGS.help,
+          default_value = default_of(MOUNT_FLAGS), allow_hyphen_values = true)]
     pub mount_flags: String,
 
-    /// Interpreter: matlab (or a path to it), octave or octave-cli.
-    #[arg(
-        long,
-        env = "MATLAB_EXECUTABLE",
-        default_value = "matlab",
-        value_name = "EXECUTABLE"
-    )]
+    #[arg(long, env = MATLAB_EXECUTABLE.name, help = MATLAB_EXECUTABLE.help,
+          default_value = default_of(MATLAB_EXECUTABLE), value_name = "EXECUTABLE")]
     pub interpreter: String,
-    /// How MATLAB starts: batch (-batch, R2019a and later), r (-r, older), auto (from VersionInfo.xml).
-    #[arg(long, env = "MATLAB_STYLE", default_value = "auto")]
+    #[arg(long, env = MATLAB_STYLE.name, help = MATLAB_STYLE.help,
+          default_value = default_of(MATLAB_STYLE))]
     pub matlab_style: String,
-    /// LD_PRELOAD for MATLAB (the system libstdc++, newer than MATLAB's own); empty for none.
-    #[arg(
-        long,
-        env = "MATLAB_PRELOAD",
-        default_value = "/usr/lib/x86_64-linux-gnu/libstdc++.so.6"
-    )]
+    #[arg(long, env = MATLAB_PRELOAD.name, help = MATLAB_PRELOAD.help,
+          default_value = default_of(MATLAB_PRELOAD))]
     pub matlab_preload: String,
 
-    /// The job's id, naming its records folder [default: rtb-job-<UTC time>]
-    #[arg(long, env = "RTB_JOB_ID")]
+    #[arg(long, env = JOB_ID.name, help = JOB_ID.help)]
     pub job_id: Option<String>,
-    /// s3:// folder for log chunks and the result record [default: OUTPUT_BUCKET/_rtb-job/<job id>]
-    #[arg(long, env = "LOG_BUCKET", value_name = "S3_URL")]
+    #[arg(long, env = LOG_BUCKET.name, help = LOG_BUCKET.help, value_name = "S3_URL")]
     pub log_bucket: Option<String>,
-    /// Stop the command after this long, e.g. 6h or 90m [default: no limit]
-    #[arg(long, env = "RTB_TIMEOUT", value_name = "DURATION")]
+    #[arg(long, env = TIMEOUT.name, help = TIMEOUT.help, value_name = "DURATION")]
     pub timeout: Option<String>,
+}
+
+/// Help for a setting whose default is applied after parsing (an empty value means it too),
+/// so clap does not show it by itself.
+fn help_with_default(var: contract::Var) -> String {
+    format!("{} [default: {}]", var.help, default_of(var))
 }
 
 /// One S3 copy, ready to run.
@@ -126,14 +136,6 @@ pub struct Args {
 pub struct Copy {
     pub bucket: S3Url,
     pub options: CopyOptions,
-}
-
-/// A bucket mount, ready to run.
-#[derive(Debug, Clone)]
-pub struct Mount {
-    pub bucket: S3Url,
-    pub point: PathBuf,
-    pub flags: Vec<String>,
 }
 
 /// Checked settings: everything the job needs, nothing left to parse.
@@ -267,7 +269,7 @@ impl Args {
             usable_dir(dir).map_err(|e| bad(setting, e))?;
         }
         if let Some(m) = &mount {
-            if crate::compose::find_executable(crate::mount::MOUNT_S3).is_none() {
+            if crate::compose::find_executable(MOUNT_S3).is_none() {
                 return Err(bad(
                     contract::MOUNT_BUCKET.name,
                     "mount-s3 (Mountpoint for Amazon S3) is not installed in this image; install it, or copy the data with INPUT_BUCKET instead",
@@ -301,9 +303,6 @@ impl Args {
     /// The original's `${VAR:=default}`: a variable set to "" gets its default, as an unset
     /// one does. (MATLAB_PRELOAD is the exception: empty means "preload nothing".)
     fn empty_means_default(&mut self) {
-        fn default_of(var: contract::Var) -> String {
-            var.default.unwrap_or_default().to_string()
-        }
         for (value, var) in [
             (&mut self.input_flags, contract::INPUT_FLAGS),
             (&mut self.output_flags, contract::OUTPUT_FLAGS),
@@ -311,7 +310,7 @@ impl Args {
             (&mut self.matlab_style, contract::MATLAB_STYLE),
         ] {
             if value.trim().is_empty() {
-                *value = default_of(var);
+                *value = default_of(var).to_string();
             }
         }
         for (path, var) in [
@@ -449,6 +448,24 @@ mod tests {
         a.empty_means_default();
         assert_eq!(a.interpreter, "matlab");
         assert_eq!(a.output_scratch, PathBuf::from("/output-scratch"));
+    }
+
+    #[test]
+    fn help_lists_the_contract_and_every_exit_code() {
+        let help = command().render_long_help().to_string();
+        for var in contract::ALL {
+            assert!(help.contains(&format!("env: {}", var.name)), "{}", var.name);
+            assert!(help.contains(var.help), "{}", var.name);
+        }
+        for (code, meaning) in exit::TABLE {
+            let line = if *code == exit::SIGNAL_BASE {
+                "128+N  stopped by signal N".to_string()
+            } else {
+                format!("{code:<6} {meaning}")
+            };
+            assert!(help.contains(&line), "{line}\n{help}");
+        }
+        assert!(help.contains("[default: /output-scratch]"), "{help}");
     }
 
     #[test]
