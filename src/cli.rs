@@ -146,6 +146,15 @@ pub struct Args {
     /// How long to wait for the instance's SSM agent to come online.
     #[arg(long, env = "RUN_RENDER_AGENT_TIMEOUT", default_value = "10m")]
     pub agent_timeout: String,
+    /// How long AWS may fail to answer (every call failing or timing out) before the client
+    /// gives up following the job and exits 69; the job goes on, and the instance ends itself.
+    #[arg(
+        long,
+        env = "RUN_RENDER_API_PATIENCE",
+        default_value = "5m",
+        hide_short_help = true
+    )]
+    pub api_patience: String,
     /// Leave the instance running when the job ends (its deadline still applies).
     #[arg(long, env = "RUN_RENDER_KEEP")]
     pub keep: bool,

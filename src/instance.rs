@@ -4,10 +4,11 @@
 
 use std::time::{Duration, Instant};
 
-use crate::cloud::{Cloud, CloudError, InstanceState};
+use crate::cloud::{Cloud, CloudError, InstanceState, Lifecycle};
+use crate::patience::Patience;
 
 /// How long we try to confirm termination before giving up and telling the user.
-const TERMINATE_CONFIRM: Duration = Duration::from_secs(10 * 60);
+const TERMINATE_CONFIRM: Duration = Duration::from_secs(5 * 60);
 /// Longest pause between two state checks: a boot takes tens of seconds on AWS, and each
 /// check is one cheap Describe call, so being at most this late is worth it.
 pub const POLL_CAP: Duration = Duration::from_secs(2);
@@ -69,18 +70,48 @@ impl Instance {
             })
     }
 
-    /// Wait until EC2 reports `running`.
-    pub async fn wait_running(&self, limit: Duration) -> Result<(), InstanceError> {
+    /// Wait until EC2 reports `running`. Transient failures (throttling, no answer) are
+    /// retried within `patience`.
+    pub async fn wait_running(
+        &self,
+        limit: Duration,
+        patience: &mut Patience,
+    ) -> Result<(), InstanceError> {
         let start = Instant::now();
         let mut delay = Duration::from_millis(200);
         loop {
-            let state = self.state().await?;
+            let state = match self.cloud.instance_state(&self.id).await {
+                Ok(s) => {
+                    patience.ok();
+                    s
+                }
+                Err(e) if e.is_transient() => {
+                    if patience.failed(e.clone()) {
+                        return Err(InstanceError::Cloud {
+                            id: self.id.clone(),
+                            source: e,
+                        });
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(POLL_CAP);
+                    continue;
+                }
+                Err(source) => {
+                    return Err(InstanceError::Cloud {
+                        id: self.id.clone(),
+                        source,
+                    })
+                }
+            };
             match state {
-                Some(s) if s.name == "running" => return Ok(()),
-                Some(s) if s.is_gone() || s.name == "stopped" || s.name == "stopping" => {
+                Some(s) if s.name == Lifecycle::Running => return Ok(()),
+                Some(s)
+                    if s.is_gone()
+                        || matches!(s.name, Lifecycle::Stopped | Lifecycle::Stopping) =>
+                {
                     return Err(InstanceError::EndedWhileStarting {
                         id: self.id.clone(),
-                        state: s.name,
+                        state: s.name.to_string(),
                         reason: s.reason,
                     })
                 }
@@ -94,7 +125,7 @@ impl Instance {
                 s if start.elapsed() > limit => {
                     return Err(InstanceError::NotRunning {
                         id: self.id.clone(),
-                        state: s.map(|s| s.name).unwrap_or_else(|| "unknown".into()),
+                        state: s.map_or_else(|| "unknown".into(), |s| s.name.to_string()),
                         waited: start.elapsed(),
                     })
                 }
@@ -116,9 +147,32 @@ impl Instance {
         self.fate = Fate::Reported;
     }
 
-    /// Ask EC2 to terminate, without waiting (the second Ctrl-C).
-    pub async fn request_termination(&self) -> Result<(), CloudError> {
-        self.cloud.terminate(&self.id).await
+    /// Ask EC2 to terminate without waiting for the end (the second Ctrl-C): a few quick
+    /// tries of the request, then one look. Ok(true) when EC2 has accepted the termination
+    /// (shutting-down or terminated); Ok(false) when the request went out but the end is not
+    /// seen yet; Err when the request could not be made.
+    pub async fn request_termination(&self) -> Result<bool, CloudError> {
+        let mut last = None;
+        for attempt in 0..3u32 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
+            }
+            match self.cloud.terminate(&self.id).await {
+                Ok(()) => {
+                    last = None;
+                    break;
+                }
+                Err(e) if e.is("InvalidInstanceID.NotFound") => return Ok(true),
+                Err(e) => last = Some(e),
+            }
+        }
+        if let Some(e) = last {
+            return Err(e);
+        }
+        Ok(matches!(
+            self.cloud.instance_state(&self.id).await,
+            Ok(Some(s)) if s.is_gone()
+        ))
     }
 
     /// Terminate and wait until EC2 reports `terminated`, retrying the request until it takes.
@@ -142,7 +196,7 @@ impl Instance {
             }
             if requested {
                 match self.cloud.instance_state(&self.id).await {
-                    Ok(Some(s)) if s.name == "terminated" => {
+                    Ok(Some(s)) if s.name == Lifecycle::Terminated => {
                         self.fate = Fate::Terminated;
                         return Ok(start.elapsed());
                     }
@@ -154,7 +208,7 @@ impl Instance {
                     Ok(Some(s)) => {
                         last_problem = format!("still {}", s.name);
                         // Something started it again, or the request was lost: ask again.
-                        if !s.is_gone() && s.name != "stopping" {
+                        if !s.is_gone() && s.name != Lifecycle::Stopping {
                             requested = false;
                         }
                     }

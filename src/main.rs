@@ -12,7 +12,7 @@ use run_render::{job, script};
 fn main() {
     let args = Args::from_command_line();
     if args.print_policy {
-        print!("{}", run_render::policies::text());
+        emit(&run_render::policies::text());
         return;
     }
     let json = args.json;
@@ -29,7 +29,7 @@ fn main() {
                     "instance": "not_launched",
                     "error": e.to_string(),
                 });
-                println!("{doc}");
+                emit(&format!("{doc}\n"));
             }
             std::process::exit(exit::BAD_INPUT);
         }
@@ -59,6 +59,8 @@ async fn run(plan: Plan, json: bool) -> i32 {
         region: plan.region.clone(),
         profile: plan.profile.clone(),
         endpoint_url: plan.endpoint_url.clone(),
+        // A call may take at most half the patience, so giving up is never late.
+        call_limit: Some(run_render::cloud::CALL_LIMIT.min(plan.api_patience / 2)),
     })
     .await;
     let interrupts = Interrupts::listen();
@@ -73,12 +75,33 @@ async fn run(plan: Plan, json: bool) -> i32 {
     report.exit_code
 }
 
+/// Write `text` to stdout, all of it; a closed pipe (`run-render --dry-run | head`) or a
+/// full disk is one line and exit 2, not a panic.
+fn emit(text: &str) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            run_render::ui::stderr_line(&format!("run-render: cannot write to stdout: {e}"));
+        } else {
+            run_render::ui::stderr_line(
+                "run-render: stdout was closed before the output was written",
+            );
+        }
+        std::process::exit(exit::BAD_INPUT);
+    }
+}
+
 /// Everything that would be launched and run, and nothing launched.
 fn print_dry_run(plan: &Plan, region: Option<&str>, json: bool) {
-    let now = SystemTime::now();
-    let script = script::job_script(plan, region, now);
-    let user_data = script::user_data(plan, now);
+    emit(&dry_run_text(plan, region, json));
+}
+
+fn dry_run_text(plan: &Plan, region: Option<&str>, json: bool) -> String {
+    use std::fmt::Write as _;
+    let script = script::job_script(plan, region);
+    let user_data = script::user_data(plan);
     let l = &plan.launch;
+    let mut o = String::new();
     if json {
         let doc = serde_json::json!({
             "dry_run": true,
@@ -101,43 +124,49 @@ fn print_dry_run(plan: &Plan, region: Option<&str>, json: bool) {
             "script": script,
             "deadline": plan.deadline.map(|d| humantime::format_rfc3339_seconds(d).to_string()),
         });
-        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
-        return;
+        let _ = writeln!(
+            o,
+            "{}",
+            serde_json::to_string_pretty(&doc).unwrap_or_default()
+        );
+        return o;
     }
-    println!("# run-render --dry-run: nothing is launched");
-    println!(
+    let _ = writeln!(o, "# run-render --dry-run: nothing is launched");
+    let _ = writeln!(
+        o,
         "# job {} in {}",
         plan.job_id,
         region.unwrap_or("(default region)")
     );
-    println!("# RunInstances: {} from {}, 1 instance, profile {}, disk {}, IMDSv2 required, shutdown behaviour terminate",
+    let _ = writeln!(o, "# RunInstances: {} from {}, 1 instance, profile {}, disk {}, IMDSv2 required, shutdown behaviour terminate",
         l.instance_types.join(" or "), l.ami, l.iam_profile,
         l.disk_gb.map(|g| format!("{g} GiB encrypted")).unwrap_or_else(|| "AMI size, encrypted".into()));
     if let Some(s) = &l.subnet {
-        println!("#   subnet {s}");
+        let _ = writeln!(o, "#   subnet {s}");
     }
     if !l.security_groups.is_empty() {
-        println!("#   security groups {}", l.security_groups.join(", "));
+        let _ = writeln!(o, "#   security groups {}", l.security_groups.join(", "));
     }
     for (k, v) in &l.tags {
-        println!("#   tag {k}={v}");
+        let _ = writeln!(o, "#   tag {k}={v}");
     }
-    match plan.deadline {
-        Some(d) => println!(
+    let _ = match plan.deadline {
+        Some(d) => writeln!(o,
             "# the instance powers itself off at {} (timeout + margin), client or not",
             humantime::format_rfc3339_seconds(d)
         ),
-        None => println!("# no deadline from run-render (--timeout none); the AMI's own maximum lifetime still applies"),
-    }
+        None => writeln!(o, "# no deadline from run-render (--timeout none); the AMI's own maximum lifetime still applies"),
+    };
     if let Work::Container(c) = &plan.work {
         if let Some(r) = &c.records {
-            println!("# live log and result record: {r}", r = r.root());
+            let _ = writeln!(o, "# live log and result record: {r}", r = r.root());
         }
     }
-    println!("# user data:");
+    let _ = writeln!(o, "# user data:");
     for line in user_data.unwrap_or_default().lines() {
-        println!("#   {line}");
+        let _ = writeln!(o, "#   {line}");
     }
-    println!("# SSM AWS-RunShellScript script:");
-    print!("{script}");
+    let _ = writeln!(o, "# SSM AWS-RunShellScript script:");
+    o.push_str(&script);
+    o
 }

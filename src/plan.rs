@@ -71,6 +71,8 @@ pub struct Plan {
     /// When the instance stops itself, whatever happens to this client: timeout + margin.
     pub deadline: Option<SystemTime>,
     pub agent_timeout: Duration,
+    /// How long a run of failed AWS calls may last before the client gives up (exit 69).
+    pub api_patience: Duration,
     pub keep: bool,
     pub region: Option<String>,
     pub profile: Option<String>,
@@ -109,12 +111,11 @@ impl Plan {
             None => new_job_id(now),
         };
         let timeout = parse_timeout(&args.timeout)?;
-        let agent_timeout = humantime::parse_duration(&args.agent_timeout).map_err(|e| {
-            bad(
-                "--agent-timeout",
-                format!("'{}' is not a duration ({e})", args.agent_timeout),
-            )
-        })?;
+        let agent_timeout = parse_duration("--agent-timeout", &args.agent_timeout, DAY)?;
+        let api_patience = parse_duration("--api-patience", &args.api_patience, DAY)?;
+        if api_patience < Duration::from_secs(1) {
+            return Err(bad("--api-patience", "must be at least 1s"));
+        }
         let input = parse_s3("--input", &args.input)?;
         let output = parse_s3("--output", &args.output)?;
 
@@ -187,18 +188,14 @@ impl Plan {
             }
         };
 
-        let margin = humantime::parse_duration(&args.deadline_margin).map_err(|e| {
-            bad(
-                "--deadline-margin",
-                format!("'{}' is not a duration ({e})", args.deadline_margin),
-            )
-        })?;
+        let margin = parse_duration("--deadline-margin", &args.deadline_margin, 7 * DAY)?;
         // Container settings that came from the environment play no part in a shell run.
         let (input, output) = match work {
             Work::Shell(_) => (None, None),
             Work::Container(_) => (input, output),
         };
-        let deadline = timeout.map(|t| now + t + margin);
+        // Both are bounded above, so the sum is a real time.
+        let deadline = timeout.and_then(|t| now.checked_add(t + margin));
         let tags = tags(&job_id, args.name.as_deref(), &args.tags, deadline)?;
         if args.iam_profile.trim().is_empty() {
             return Err(bad(
@@ -224,6 +221,7 @@ impl Plan {
             timeout,
             deadline,
             agent_timeout,
+            api_patience,
             keep: args.keep,
             region: args.region,
             profile: args.profile,
@@ -409,6 +407,30 @@ pub fn new_job_id(now: SystemTime) -> String {
     format!("rr-{}-{}-{salt:04x}", &digits[..8], &digits[8..14])
 }
 
+const DAY: Duration = Duration::from_secs(24 * 3600);
+/// The longest --timeout: a year is past any render, and keeps every time computed from it
+/// a real time.
+const MAX_TIMEOUT: Duration = Duration::from_secs(366 * 24 * 3600);
+
+fn parse_duration(flag: &'static str, value: &str, max: Duration) -> Result<Duration, PlanError> {
+    let d = humantime::parse_duration(value.trim()).map_err(|e| {
+        bad(
+            flag,
+            format!("'{value}' is not a duration ({e}); e.g. 90s, 10m, 6h"),
+        )
+    })?;
+    if d > max {
+        return Err(bad(
+            flag,
+            format!(
+                "'{value}' is longer than the most this flag takes ({})",
+                humantime::format_duration(max)
+            ),
+        ));
+    }
+    Ok(d)
+}
+
 fn parse_timeout(value: &str) -> Result<Option<Duration>, PlanError> {
     match value.trim() {
         "none" | "off" => Ok(None),
@@ -421,6 +443,11 @@ fn parse_timeout(value: &str) -> Result<Option<Duration>, PlanError> {
             })?;
             if t.is_zero() {
                 Err(bad("--timeout", "must be longer than zero (or none)"))
+            } else if t > MAX_TIMEOUT {
+                Err(bad(
+                    "--timeout",
+                    format!("'{v}' is longer than a year; use none for no limit"),
+                ))
             } else {
                 Ok(Some(t))
             }
@@ -531,6 +558,14 @@ mod tests {
         assert!(err(&["--command", "x", "--output", "bucket/x"]).starts_with("--output: "));
         assert!(err(&["--command", "x", "--input", "s3://B/x"]).starts_with("--input: "));
         assert!(err(&["--command", "x", "--timeout", "later"]).starts_with("--timeout: "));
+        // Huge durations are refused, not an overflow panic.
+        assert!(err(&["--command", "x", "--timeout", "10000y"]).starts_with("--timeout: "));
+        assert!(err(&["--command", "x", "--deadline-margin", "10000y"])
+            .starts_with("--deadline-margin: "));
+        assert!(
+            err(&["--command", "x", "--agent-timeout", "99999999999999d"])
+                .starts_with("--agent-timeout: ")
+        );
         assert!(err(&["--command", "x", "--instance-type", "big"]).starts_with("--instance-type"));
         assert!(err(&["--command", "x", "--disk-gb", "2"]).starts_with("--disk-gb"));
         assert!(err(&["--command", "x", "--tag", "rtb:tool=x"]).starts_with("--tag"));

@@ -1,9 +1,12 @@
 //! Running a script on the instance through SSM: wait for its agent, send, and retry the
-//! registration race that AWS reports as InvalidInstanceId.
+//! registration race that AWS reports as InvalidInstanceId. Every script we send is safe to
+//! deliver twice (a lost SendCommand answer makes the SDK send it again), so transient
+//! failures are simply retried, within the caller's patience.
 
 use std::time::{Duration, Instant};
 
 use crate::cloud::{Cloud, CloudError};
+use crate::patience::Patience;
 
 /// SendCommand can refuse a just-registered instance for a little while.
 const SEND_RETRY_FOR: Duration = Duration::from_secs(60);
@@ -12,6 +15,9 @@ const SEND_RETRY_FOR: Duration = Duration::from_secs(60);
 pub enum RemoteError {
     #[error("the SSM agent of {id} did not come online within {}. Check: the instance profile has AmazonSSMManagedInstanceCore; the subnet reaches the ssm, ssmmessages and ec2messages endpoints (internet route or VPC endpoints); the AMI runs the SSM agent; --region is the instance's region", humantime::format_duration(*waited))]
     AgentNeverOnline { id: String, waited: Duration },
+    /// AWS stopped answering for longer than the client's patience.
+    #[error("AWS has not answered for {} ({last})", humantime::format_duration(*waited))]
+    NoAnswer { waited: Duration, last: String },
     #[error("{0}")]
     Cloud(#[from] CloudError),
 }
@@ -21,12 +27,23 @@ pub async fn wait_for_agent(
     cloud: &Cloud,
     id: &str,
     limit: Duration,
+    patience: &mut Patience,
 ) -> Result<Duration, RemoteError> {
     let start = Instant::now();
     let mut delay = Duration::from_millis(250);
     loop {
-        if cloud.agent_online(id).await? {
-            return Ok(start.elapsed());
+        match cloud.agent_online(id).await {
+            Ok(true) => {
+                patience.ok();
+                return Ok(start.elapsed());
+            }
+            Ok(false) => patience.ok(),
+            Err(e) if e.is_transient() => {
+                if patience.failed(e) {
+                    return Err(no_answer(patience));
+                }
+            }
+            Err(e) => return Err(e.into()),
         }
         if start.elapsed() >= limit {
             return Err(RemoteError::AgentNeverOnline {
@@ -39,25 +56,43 @@ pub async fn wait_for_agent(
     }
 }
 
-/// Send a script, retrying while SSM still calls the instance invalid.
+/// Send a script, retrying while SSM still calls the instance invalid and while AWS fails
+/// transiently.
 pub async fn send(
     cloud: &Cloud,
     id: &str,
     script: &str,
     execution: Duration,
     comment: &str,
+    patience: &mut Patience,
 ) -> Result<String, RemoteError> {
     let start = Instant::now();
+    let mut delay = Duration::from_millis(500);
     loop {
         match cloud
             .send_script(id, script, execution.as_secs(), comment)
             .await
         {
-            Ok(cmd) => return Ok(cmd),
-            Err(e) if e.is("InvalidInstanceId") && start.elapsed() < SEND_RETRY_FOR => {
-                tokio::time::sleep(Duration::from_secs(2)).await;
+            Ok(cmd) => {
+                patience.ok();
+                return Ok(cmd);
+            }
+            Err(e) if e.is("InvalidInstanceId") && start.elapsed() < SEND_RETRY_FOR => {}
+            Err(e) if e.is_transient() => {
+                if patience.failed(e) {
+                    return Err(no_answer(patience));
+                }
             }
             Err(e) => return Err(e.into()),
         }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+pub fn no_answer(p: &Patience) -> RemoteError {
+    RemoteError::NoAnswer {
+        waited: p.limit(),
+        last: p.last_error(),
     }
 }

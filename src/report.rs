@@ -6,17 +6,9 @@ use std::fmt;
 use rtb_model::JobResult;
 use serde::Serialize;
 
-/// The client's own exit codes; a job that ran passes its own code through.
-pub mod exit {
-    pub const BAD_INPUT: i32 = 2;
-    pub const PREFLIGHT: i32 = 65;
-    pub const LAUNCH: i32 = 66;
-    pub const AGENT: i32 = 67;
-    pub const REMOTE: i32 = 68;
-    pub const TERMINATE_UNCONFIRMED: i32 = 69;
-    pub const TIMED_OUT: i32 = 124;
-    pub const INTERRUPTED: i32 = 130;
-}
+/// The client's own exit codes (defined once, in rtb-model); a job that ran passes its own
+/// code through.
+pub use rtb_model::exit::client as exit;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -31,6 +23,10 @@ pub enum Outcome {
     LaunchFailed,
     AgentNeverOnline,
     RemoteFailed,
+    /// The instance ended under the job (spot reclaim, console, crash).
+    InstanceLost,
+    /// AWS stopped answering: the client gave up following the job, which may still run.
+    Unknown,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -99,6 +95,8 @@ impl fmt::Display for Report {
             Outcome::LaunchFailed => "not started (launch failed)",
             Outcome::AgentNeverOnline => "not started (SSM agent never online)",
             Outcome::RemoteFailed => "FAILED to run",
+            Outcome::InstanceLost => "LOST (its instance ended under it)",
+            Outcome::Unknown => "UNKNOWN (AWS stopped answering)",
         };
         writeln!(
             f,

@@ -15,8 +15,15 @@ pub fn container_name(job_id: &str) -> String {
 /// runner never uses it, so the client can tell the two apart.
 pub const CONTAINER_START_FAILED: i32 = 125;
 
-/// Seconds `docker stop` gives the runner to stop the interpreter and upload the outputs.
-pub const STOP_GRACE_SECS: u32 = 60;
+/// What `docker stop` gives the runner at least: stop the interpreter, upload the outputs.
+pub const STOP_GRACE_MIN: std::time::Duration = std::time::Duration::from_secs(60);
+/// Without a deadline, the longest a stop may take (a render's outputs can be large).
+pub const STOP_GRACE_MAX: std::time::Duration = std::time::Duration::from_secs(60 * 60);
+/// Kept free before the deadline: the poweroff itself and the client's last look.
+const STOP_RESERVE: std::time::Duration = std::time::Duration::from_secs(60);
+/// The container's own stop timeout, used when the instance shuts down under a running job
+/// (its deadline): Docker then gives the runner this long to save the outputs.
+const SHUTDOWN_GRACE_SECS: u64 = 300;
 
 /// Variables forwarded from the instance's own environment when it sets them: custom S3/IMDS
 /// endpoints (VPC endpoints, the local test world). Never credentials.
@@ -29,70 +36,83 @@ pub fn quote(s: &str) -> String {
         .unwrap_or_default()
 }
 
-/// The deadline line: `rtb-deadline` (on our AMI, and in the test world) arms a one-shot
-/// poweroff at an absolute time; elsewhere `shutdown -h +MINUTES`.
-fn arm_deadline(deadline: SystemTime, now: SystemTime) -> String {
-    let epoch = deadline
-        .duration_since(SystemTime::UNIX_EPOCH)
+fn epoch(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
-        .unwrap_or_default();
-    let minutes = deadline
-        .duration_since(now)
-        .map(|d| d.as_secs().div_ceil(60))
-        .unwrap_or(0);
+        .unwrap_or_default()
+}
+
+/// Arm the instance's deadline at the epoch the shell expression `when` gives: `rtb-deadline`
+/// (on our AMI, and in the test world) arms a one-shot poweroff at that time; where it is
+/// missing, or fails, `shutdown -h +MINUTES` does. (rtb-deadline keeps an earlier deadline
+/// armed when it cannot arm the new one.)
+fn arm_at(when: &str) -> String {
     format!(
-        "if command -v rtb-deadline >/dev/null 2>&1; then rtb-deadline {epoch}; \
-         else shutdown -h +{minutes} >/dev/null 2>&1 || true; fi"
+        "at={when}\n\
+         if ! {{ command -v rtb-deadline >/dev/null 2>&1 && rtb-deadline \"$at\"; }}; then\n\
+         \x20 shutdown -h +$(( (at - $(date +%s) + 59) / 60 )) >/dev/null 2>&1 || true\n\
+         fi\n"
     )
 }
 
 /// User data: cloud-init runs it at boot, so the deadline holds even if the job script never
 /// arrives (client killed, agent never online).
-pub fn user_data(plan: &Plan, now: SystemTime) -> Option<String> {
+pub fn user_data(plan: &Plan) -> Option<String> {
     plan.deadline.map(|d| {
         format!(
-            "#!/bin/sh\n# run-render: on-instance deadline for job {}\n{}\n",
+            "#!/bin/sh\n# run-render: on-instance deadline for job {}\n{}",
             plan.job_id,
-            arm_deadline(d, now)
+            arm_at(&epoch(d).to_string())
         )
     })
 }
 
 /// The script sent with AWS-RunShellScript.
-pub fn job_script(plan: &Plan, region: Option<&str>, now: SystemTime) -> String {
+pub fn job_script(plan: &Plan, region: Option<&str>) -> String {
     let mut s = format!("# run-render job {}\nset -u\n", plan.job_id);
     if let Some(d) = plan.deadline {
         s.push_str("# Arm the deadline again: the AMI may not run user data.\n");
-        s.push_str(&arm_deadline(d, now));
-        s.push('\n');
+        s.push_str(&arm_at(&epoch(d).to_string()));
     }
+    let after = if plan.keep {
+        String::new()
+    } else {
+        arm_after_job(plan.deadline)
+    };
     match &plan.work {
         Work::Shell(cmd) => {
-            s.push_str(&format!("sh -c {}\ncode=$?\n", quote(cmd)));
-            if !plan.keep {
-                s.push_str(&arm_after_job());
-            }
-            s.push_str("exit $code\n");
+            s.push_str(&format!(
+                "sh -c {}\ncode=$?\n{after}exit $code\n",
+                quote(cmd)
+            ));
         }
-        Work::Container(c) => s.push_str(&container_part(&plan.job_id, c, region, plan.keep)),
+        Work::Container(c) => s.push_str(&container_part(&plan.job_id, c, region, &after)),
     }
     s
 }
 
 /// After the job: if nobody is left to terminate the instance (the client was killed, the
 /// laptop closed), it should not idle until the job's deadline. `--keep` opts out.
-const AFTER_JOB: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+pub const AFTER_JOB: std::time::Duration = std::time::Duration::from_secs(10 * 60);
 
-fn arm_after_job() -> String {
+/// Re-arm the deadline to a short grace after the job, never later than the deadline the
+/// user set: min(deadline, now + grace).
+fn arm_after_job(deadline: Option<SystemTime>) -> String {
+    let soon = format!("$(( $(date +%s) + {} ))", AFTER_JOB.as_secs());
+    let when = match deadline {
+        Some(d) => {
+            let d = epoch(d);
+            format!("$(soon={soon}; [ \"$soon\" -lt {d} ] && echo \"$soon\" || echo {d})")
+        }
+        None => soon,
+    };
     format!(
-        "if command -v rtb-deadline >/dev/null 2>&1; then rtb-deadline $(( $(date +%s) + {} )); \
-         else shutdown -h +{} >/dev/null 2>&1 || true; fi\n",
-        AFTER_JOB.as_secs(),
-        AFTER_JOB.as_secs() / 60
+        "# The job is over: end the instance soon, never later than its deadline.\n{}",
+        arm_at(&when)
     )
 }
 
-fn container_part(job_id: &str, c: &Container, region: Option<&str>, keep: bool) -> String {
+fn container_part(job_id: &str, c: &Container, region: Option<&str>, after: &str) -> String {
     let name = quote(&container_name(job_id));
     let mut run = vec![
         "docker run -d".to_string(),
@@ -100,6 +120,9 @@ fn container_part(job_id: &str, c: &Container, region: Option<&str>, keep: bool)
         format!("--label rtb-job={}", quote(job_id)),
         // An init reaps what MATLAB's system() calls leave behind.
         "--init".to_string(),
+        // When the instance powers off under a running job, Docker gives the runner this
+        // long to stop the interpreter and upload the outputs.
+        format!("--stop-timeout {SHUTDOWN_GRACE_SECS}"),
         // Renderers started by MATLAB are peers on the host's Docker, on the host network.
         "--network host".to_string(),
         "-v /var/run/docker.sock:/var/run/docker.sock".to_string(),
@@ -128,11 +151,16 @@ fn container_part(job_id: &str, c: &Container, region: Option<&str>, keep: bool)
     }
     run.push(quote(&c.image));
 
+    // A second delivery of this script (SendCommand retried after a lost answer) finds the
+    // job's container already there and waits on it: it never starts or removes a second one.
     format!(
-        "docker rm -f {name} >/dev/null 2>&1 || true\n\
-         if ! {run} >/dev/null; then\n\
-         \x20 echo {msg} >&2\n\
-         \x20 exit {fail}\n\
+        "if docker inspect --type container {name} >/dev/null 2>&1; then\n\
+         \x20 echo 'run-render: the job is already running here; waiting for it' >&2\n\
+         elif ! {run} >/dev/null; then\n\
+         \x20 if ! docker inspect --type container {name} >/dev/null 2>&1; then\n\
+         \x20   echo {msg} >&2\n\
+         \x20   exit {fail}\n\
+         \x20 fi\n\
          fi\n\
          {wait}",
         run = run.join(" \\\n  "),
@@ -141,14 +169,14 @@ fn container_part(job_id: &str, c: &Container, region: Option<&str>, keep: bool)
             c.image
         )),
         fail = CONTAINER_START_FAILED,
-        wait = wait_part(&name, c.records.is_some(), if keep { String::new() } else { arm_after_job() }),
+        wait = wait_part(&name, c.records.is_some(), after),
     )
 }
 
 /// Wait for the job's container and end with its exit code. The log's tail goes to SSM's
 /// output (which keeps 24,000 characters) when there is no S3 log, or when the job failed.
 /// The container is removed in the background: the command's end is the job's end.
-fn wait_part(name: &str, s3_log: bool, after: String) -> String {
+fn wait_part(name: &str, s3_log: bool, after: &str) -> String {
     let logs = format!("docker logs --tail 200 {name} 2>&1 | tail -c 20000");
     let logs = if s3_log {
         format!("[ \"$code\" = 0 ] || {logs}")
@@ -166,17 +194,42 @@ fn wait_part(name: &str, s3_log: bool, after: String) -> String {
     )
 }
 
-/// Wait again for a job container that is already running (after SSM's execution limit
-/// ended an earlier wait).
-pub fn reattach_script(job_id: &str) -> String {
-    wait_part(&quote(&container_name(job_id)), false, String::new())
+/// Wait again for a job container that is already running (after SSM's execution limit, or
+/// an agent restart, ended an earlier wait). Exits 125 when there is no such container.
+pub fn reattach_script(job_id: &str, deadline: Option<SystemTime>, keep: bool) -> String {
+    let name = quote(&container_name(job_id));
+    let after = if keep {
+        String::new()
+    } else {
+        arm_after_job(deadline)
+    };
+    format!(
+        "docker inspect --type container {name} >/dev/null 2>&1 || exit {CONTAINER_START_FAILED}\n{}",
+        wait_part(&name, false, &after)
+    )
+}
+
+/// How long `docker stop` lets the runner save the outputs: until shortly before the
+/// instance's deadline, at least [`STOP_GRACE_MIN`]; without a deadline, [`STOP_GRACE_MAX`].
+pub fn stop_grace(deadline: Option<SystemTime>, now: SystemTime) -> std::time::Duration {
+    match deadline {
+        Some(d) => d
+            .duration_since(now)
+            .unwrap_or_default()
+            .saturating_sub(STOP_RESERVE)
+            .max(STOP_GRACE_MIN),
+        None => STOP_GRACE_MAX,
+    }
 }
 
 /// Stop the job's container gently: the runner stops the interpreter and uploads what exists.
-pub fn stop_script(job_id: &str) -> String {
+/// Returns at once; the job's own command ends when the container does.
+pub fn stop_script(job_id: &str, grace: std::time::Duration) -> String {
+    let name = quote(&container_name(job_id));
     format!(
-        "docker stop -t {STOP_GRACE_SECS} {} >/dev/null 2>&1 || true\n",
-        quote(&container_name(job_id))
+        "docker inspect --type container {name} >/dev/null 2>&1 || {{ echo 'run-render: no job container to stop' >&2; exit {CONTAINER_START_FAILED}; }}\n\
+         (docker stop -t {secs} {name} >/dev/null 2>&1 &)\n",
+        secs = grace.as_secs(),
     )
 }
 
@@ -211,9 +264,11 @@ mod tests {
     }
 
     /// A folder of stand-ins for the instance's tools: `docker` records the arguments of
-    /// `docker run` (NUL-separated) and answers `docker wait` with 0; `rtb-deadline` records
-    /// each time it is armed. The script runs with only that folder and the basic system
-    /// folders on PATH, so nothing real (no `shutdown`) can be reached.
+    /// `docker run` (NUL-separated), knows the container once it was run (or when
+    /// `$SANDBOX/container` exists beforehand), and answers `docker wait` with 0;
+    /// `rtb-deadline` records each time it is armed (and fails when `$SANDBOX/deadline-fails`
+    /// exists); `shutdown` records its argument. The script runs with only that folder and
+    /// the basic system folders on PATH, so nothing real can be reached.
     struct Sandbox {
         dir: tempfile::TempDir,
     }
@@ -222,8 +277,14 @@ mod tests {
         fn new() -> Sandbox {
             let dir = tempfile::tempdir().unwrap();
             for (name, body) in [
-                ("docker", "if [ \"$1\" = run ]; then for a in \"$@\"; do printf '%s\\0' \"$a\" >> \"$SANDBOX/args\"; done; fi\nif [ \"$1\" = wait ]; then echo 0; fi\nexit 0"),
-                ("rtb-deadline", "echo \"$1\" >> \"$SANDBOX/deadlines\""),
+                ("docker", "case \"$1\" in\n\
+                    run) for a in \"$@\"; do printf '%s\\0' \"$a\" >> \"$SANDBOX/args\"; done; touch \"$SANDBOX/container\" ;;\n\
+                    inspect) [ -e \"$SANDBOX/container\" ] || exit 1 ;;\n\
+                    wait) echo 0 ;;\n\
+                    stop) echo \"$@\" >> \"$SANDBOX/stops\" ;;\n\
+                    esac\nexit 0"),
+                ("rtb-deadline", "[ -e \"$SANDBOX/deadline-fails\" ] && exit 1\necho \"$1\" >> \"$SANDBOX/deadlines\""),
+                ("shutdown", "echo \"$2\" >> \"$SANDBOX/shutdowns\""),
             ] {
                 let path = dir.path().join(name);
                 std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
@@ -231,6 +292,18 @@ mod tests {
                     .unwrap();
             }
             Sandbox { dir }
+        }
+
+        fn touch(&self, name: &str) {
+            std::fs::write(self.dir.path().join(name), b"").unwrap();
+        }
+
+        fn lines(&self, name: &str) -> Vec<String> {
+            std::fs::read_to_string(self.dir.path().join(name))
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_string)
+                .collect()
         }
 
         fn run(&self, script: &str) -> std::process::Output {
@@ -281,7 +354,7 @@ mod tests {
     #[test]
     fn container_script_shape() {
         let plan = plan_with("disp('hi')", "{'isetbio'}", "home/ubuntu");
-        let s = job_script(&plan, Some("eu-west-1"), SystemTime::now());
+        let s = job_script(&plan, Some("eu-west-1"));
         let sandbox = Sandbox::new();
         let out = sandbox.run(&s);
         assert!(
@@ -328,7 +401,7 @@ mod tests {
             SystemTime::now(),
         )
         .unwrap();
-        let s = job_script(&plan, None, SystemTime::now());
+        let s = job_script(&plan, None);
         let sandbox = Sandbox::new();
         let out = sandbox.run(&s);
         assert_eq!(out.status.code(), Some(7));
@@ -341,6 +414,121 @@ mod tests {
         let armed = sandbox.deadlines();
         assert_eq!(armed.len(), 1, "{armed:?}");
         assert!(armed[0] >= now + 590 && armed[0] <= now + 610, "{armed:?}");
+    }
+
+    fn plan_args(extra: &[&str]) -> Plan {
+        let mut v = vec![
+            "run-render",
+            "--ami",
+            "ami-0123456789abcdef0",
+            "--job-id",
+            "j1",
+        ];
+        v.extend_from_slice(extra);
+        Plan::from_args(Args::try_parse_from(v).unwrap(), SystemTime::now()).unwrap()
+    }
+
+    fn now_secs() -> u64 {
+        epoch(SystemTime::now())
+    }
+
+    /// A failed re-arm must not leave the instance without a deadline: the fallback
+    /// (`shutdown -h +MINUTES`) runs when rtb-deadline fails, not only when it is missing.
+    #[test]
+    fn failing_rtb_deadline_falls_back_to_shutdown() {
+        let plan = plan_args(&[
+            "--shell",
+            "true",
+            "--timeout",
+            "30m",
+            "--deadline-margin",
+            "0s",
+        ]);
+        let sandbox = Sandbox::new();
+        sandbox.touch("deadline-fails");
+        let out = sandbox.run(&job_script(&plan, None));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let shutdowns = sandbox.lines("shutdowns");
+        // Once for the deadline (+30 min), once for the after-job grace (+10 min).
+        assert_eq!(shutdowns, ["+30", "+10"], "{shutdowns:?}");
+        assert!(sandbox.deadlines().is_empty());
+    }
+
+    /// The after-job grace never moves the deadline later than the one the user set.
+    #[test]
+    fn after_job_grace_never_extends_the_deadline() {
+        let plan = plan_args(&[
+            "--shell",
+            "true",
+            "--timeout",
+            "2m",
+            "--deadline-margin",
+            "0s",
+        ]);
+        let deadline = epoch(plan.deadline.unwrap());
+        let sandbox = Sandbox::new();
+        let out = sandbox.run(&job_script(&plan, None));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(sandbox.deadlines(), [deadline, deadline]);
+
+        // A far deadline: the grace (now + 10 min) comes first.
+        let plan = plan_args(&["--shell", "true", "--timeout", "5h"]);
+        let sandbox = Sandbox::new();
+        sandbox.run(&job_script(&plan, None));
+        let armed = sandbox.deadlines();
+        let now = now_secs();
+        assert_eq!(armed[0], epoch(plan.deadline.unwrap()));
+        assert!((now + 590..=now + 610).contains(&armed[1]), "{armed:?}");
+    }
+
+    /// A second delivery of the job script (SendCommand retried after a lost answer) waits
+    /// on the running job: no second `docker run`, and nothing removed first.
+    #[test]
+    fn a_duplicate_job_script_waits_on_the_running_container() {
+        let plan = plan_with("disp(1)", "''", "data");
+        let sandbox = Sandbox::new();
+        sandbox.touch("container");
+        let out = sandbox.run(&job_script(&plan, None));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            sandbox.docker_args().is_empty(),
+            "started a second container"
+        );
+        assert!(String::from_utf8_lossy(&out.stderr).contains("already running"));
+        assert!(!job_script(&plan, None).contains("rm -f"));
+    }
+
+    #[test]
+    fn stop_grace_covers_the_time_to_the_deadline() {
+        let now = SystemTime::now();
+        let hour = std::time::Duration::from_secs(3600);
+        assert_eq!(stop_grace(Some(now + hour), now), hour - STOP_RESERVE);
+        assert_eq!(stop_grace(Some(now), now), STOP_GRACE_MIN);
+        assert_eq!(stop_grace(None, now), STOP_GRACE_MAX);
+        let sandbox = Sandbox::new();
+        let out = sandbox.run(&stop_script("j1", hour));
+        assert_eq!(
+            out.status.code(),
+            Some(CONTAINER_START_FAILED),
+            "no container yet"
+        );
+        sandbox.touch("container");
+        let out = sandbox.run(&stop_script("j1", hour));
+        assert!(out.status.success());
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert_eq!(sandbox.lines("stops"), ["stop -t 3600 rtb-job-j1"]);
     }
 
     proptest! {
@@ -356,7 +544,7 @@ mod tests {
             prop_assume!(!command.trim().is_empty() && !command.contains('\0'));
             prop_assume!(!dir.contains(':'));
             let plan = plan_with(&command, &toolboxes, &dir);
-            let s = job_script(&plan, None, SystemTime::now());
+            let s = job_script(&plan, None);
             let args = docker_args(&s);
             let cmd_arg = format!("COMMAND={command}");
             let tb_arg = format!("TOOLBOXES={toolboxes}");

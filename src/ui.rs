@@ -61,8 +61,10 @@ impl Ui {
         self.line_stderr(&format!("run-render: {}", msg.into()));
     }
 
-    /// One line of the job's own log.
+    /// One line of the job's own log. Control characters are shown escaped: a job's output
+    /// must not be able to move the cursor, retitle or recolour the user's terminal.
     pub fn log_line(&self, line: &str) {
+        let line = &*printable(line);
         let print = || {
             if self.logs_to_stderr {
                 stderr_line(line);
@@ -92,8 +94,55 @@ impl Ui {
     }
 }
 
+/// `line` with every control character (C0, DEL, C1) and every bidirectional-text override
+/// written as a visible escape (`\x1b`, `\u{202e}`); tabs are kept.
+pub fn printable(line: &str) -> std::borrow::Cow<'_, str> {
+    fn hidden(c: char) -> bool {
+        (c.is_control() && c != '\t')
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    }
+    if !line.chars().any(hidden) {
+        return std::borrow::Cow::Borrowed(line);
+    }
+    let mut out = String::with_capacity(line.len() + 8);
+    for c in line.chars() {
+        if !hidden(c) {
+            out.push(c);
+        } else if (c as u32) < 0x100 {
+            out.push_str(&format!("\\x{:02x}", c as u32));
+        } else {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// A line on stderr. A write error is ignored rather than a panic (as `eprintln!` would):
 /// after the terminal closes (SIGHUP) the client still has an instance to terminate.
 pub fn stderr_line(line: &str) {
     let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn control_sequences_are_shown_not_obeyed() {
+        let table = [
+            ("plain text, ü and 漢", "plain text, ü and 漢"),
+            ("tab\tkept", "tab\tkept"),
+            (
+                "\x1b[2J\x1b]0;pwned\x07red",
+                "\\x1b[2J\\x1b]0;pwned\\x07red",
+            ),
+            ("cr\rback", "cr\\x0dback"),
+            ("c1 \u{9b}31m", "c1 \\x9b31m"),
+            ("bidi \u{202e}txt.exe", "bidi \\u{202e}txt.exe"),
+            ("del\x7f", "del\\x7f"),
+        ];
+        for (raw, shown) in table {
+            assert_eq!(printable(raw), shown, "{raw:?}");
+        }
+    }
 }

@@ -486,7 +486,8 @@ async fn second_ctrl_c_exits_at_once_after_requesting_termination() {
     let done = run.finish(Duration::from_secs(20));
     assert_eq!(done.code, Some(130), "{}", done.all());
     assert!(
-        done.stderr().contains("requested; not waiting"),
+        done.stderr()
+            .contains("is terminating (not waiting for it)"),
         "{}",
         done.stderr()
     );
@@ -532,4 +533,73 @@ async fn instance_ends_itself_at_its_deadline_when_the_client_is_killed() {
         instances.iter().all(|i| i.1 == "terminated"),
         "the deadline did not end it: {instances:?}"
     );
+}
+
+/// Output to a closed pipe (`run-render --dry-run | head -c0`) is one line and exit 2, not
+/// a panic; so is a duration that would overflow.
+#[test]
+fn closed_stdout_and_huge_durations_are_one_line_errors_not_panics() {
+    let mut child = run_render(&[
+        "--ami",
+        "ami-0123456789abcdef0",
+        "--command",
+        "ver",
+        "--dry-run",
+    ])
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .expect("spawn");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+
+    let out = run_render(&[
+        "--ami",
+        "ami-0123456789abcdef0",
+        "--command",
+        "ver",
+        "--timeout",
+        "10000y",
+    ])
+    .output()
+    .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.starts_with("run-render: --timeout: "), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// An endpoint nobody answers at: one readable line naming what failed, no Debug dump.
+#[test]
+fn unreachable_aws_is_one_readable_line() {
+    let out = run_render(&[
+        "--endpoint-url",
+        "http://127.0.0.1:9",
+        "--ami",
+        "ami-0123456789abcdef0",
+        "--command",
+        "ver",
+    ])
+    .env("AWS_ACCESS_KEY_ID", "test")
+    .env("AWS_SECRET_ACCESS_KEY", "test")
+    .env("AWS_REGION", "us-east-1")
+    .output()
+    .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(65), "{stderr}");
+    let error = stderr
+        .lines()
+        .find(|l| l.contains("error:"))
+        .unwrap_or_else(|| panic!("no error line: {stderr}"));
+    assert!(
+        error.contains("EC2 DescribeImages failed: no answer from AWS"),
+        "{error}"
+    );
+    for debug in ["DispatchFailure", "ConnectorError", "source:", "{"] {
+        assert!(!error.contains(debug), "{error}");
+    }
 }

@@ -17,19 +17,77 @@ pub struct ImageInfo {
     pub root_device: Option<String>,
 }
 
-/// An instance's lifecycle state, as EC2 names it.
+/// An instance's lifecycle state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lifecycle {
+    Pending,
+    Running,
+    Stopping,
+    Stopped,
+    ShuttingDown,
+    Terminated,
+    /// A name this client does not know (a newer EC2 state).
+    Other(String),
+}
+
+impl Lifecycle {
+    pub fn parse(name: &str) -> Lifecycle {
+        match name {
+            "pending" => Lifecycle::Pending,
+            "running" => Lifecycle::Running,
+            "stopping" => Lifecycle::Stopping,
+            "stopped" => Lifecycle::Stopped,
+            "shutting-down" => Lifecycle::ShuttingDown,
+            "terminated" => Lifecycle::Terminated,
+            other => Lifecycle::Other(other.to_string()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Lifecycle::Pending => "pending",
+            Lifecycle::Running => "running",
+            Lifecycle::Stopping => "stopping",
+            Lifecycle::Stopped => "stopped",
+            Lifecycle::ShuttingDown => "shutting-down",
+            Lifecycle::Terminated => "terminated",
+            Lifecycle::Other(s) => s,
+        }
+    }
+}
+
+impl std::fmt::Display for Lifecycle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An instance's state, and why it changed when EC2 says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstanceState {
-    pub name: String,
+    pub name: Lifecycle,
     /// Why it changed state (e.g. "Client.InstanceInitiatedShutdown"), when EC2 says.
     pub reason: Option<String>,
 }
 
 impl InstanceState {
+    /// Ended or ending for good: EC2 has accepted its termination.
     pub fn is_gone(&self) -> bool {
-        matches!(self.name.as_str(), "terminated" | "shutting-down")
+        matches!(self.name, Lifecycle::Terminated | Lifecycle::ShuttingDown)
+    }
+
+    /// "terminated: Client.UserInitiatedShutdown" or just "terminated".
+    pub fn describe(&self) -> String {
+        match &self.reason {
+            Some(r) => format!("{}: {r}", self.name),
+            None => self.name.to_string(),
+        }
     }
 }
+
+/// The tag that carries a launch's idempotency token, so a launch whose answer was lost can
+/// be found by it (and only by it: never by the job id alone, which a re-run shares).
+pub const LAUNCH_TOKEN_TAG: &str = "rtb:launch-token";
 
 /// Why a launch failed, classified so the caller can explain and decide.
 #[derive(Debug, thiserror::Error)]
@@ -73,9 +131,12 @@ impl Cloud {
         user_data: Option<&str>,
         root_device: Option<&str>,
     ) -> Result<String, LaunchError> {
+        let token = launch.token(variant);
         let tags: Vec<Tag> = launch
             .tags
             .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .chain([(LAUNCH_TOKEN_TAG, token.as_str())])
             .map(|(k, v)| Tag::builder().key(k).value(v).build())
             .collect();
         let tag_spec = |rt: ResourceType| {
@@ -102,7 +163,7 @@ impl Cloud {
             ))
             .min_count(1)
             .max_count(1)
-            .client_token(launch.token(variant))
+            .client_token(&token)
             .iam_instance_profile(profile)
             .instance_initiated_shutdown_behavior(ShutdownBehavior::Terminate)
             .metadata_options(
@@ -142,7 +203,14 @@ impl Cloud {
         if let Some(ud) = user_data {
             req = req.user_data(base64(ud.as_bytes()));
         }
+        // No SDK retries here: after a lost answer the caller first looks for the instance by
+        // its token, then asks again with the same token (see launch.rs).
         let out = req
+            .customize()
+            .config_override(
+                aws_sdk_ec2::config::Builder::default()
+                    .retry_config(aws_config::retry::RetryConfig::disabled()),
+            )
             .send()
             .await
             .map_err(|e| classify_launch(cloud_error("EC2 RunInstances", e)))?;
@@ -151,11 +219,10 @@ impl Cloud {
             .and_then(|i| i.instance_id())
             .map(str::to_string)
             .ok_or_else(|| {
-                LaunchError::Other(CloudError {
-                    op: "EC2 RunInstances",
-                    code: None,
-                    message: "the answer named no instance".into(),
-                })
+                LaunchError::Other(CloudError::local(
+                    "EC2 RunInstances",
+                    "the answer named no instance",
+                ))
             })
     }
 
@@ -178,17 +245,7 @@ impl Cloud {
             .iter()
             .flat_map(|r| r.instances())
             .find(|i| i.instance_id() == Some(id))
-            .map(|i| InstanceState {
-                name: i
-                    .state()
-                    .and_then(|s| s.name())
-                    .map(|n| n.as_str().to_string())
-                    .unwrap_or_default(),
-                reason: i
-                    .state_reason()
-                    .and_then(|r| r.message().or(r.code()))
-                    .map(str::to_string),
-            }))
+            .map(state_of))
     }
 
     pub async fn terminate(&self, id: &str) -> Result<(), CloudError> {
@@ -201,16 +258,20 @@ impl Cloud {
             .map_err(|e| cloud_error("EC2 TerminateInstances", e))
     }
 
-    /// Ids of live instances carrying `rtb:job-id=<job_id>`, to find a launch whose answer was
-    /// lost.
-    pub async fn instances_of_job(&self, job_id: &str) -> Result<Vec<String>, CloudError> {
+    /// Instances launched with this token (from the tag every launch carries), with their
+    /// states. The tag is checked on each answer too: an endpoint that ignored the filter must
+    /// not make us adopt or end someone else's instance.
+    pub async fn instances_with_token(
+        &self,
+        token: &str,
+    ) -> Result<Vec<(String, InstanceState)>, CloudError> {
         let out = self
             .ec2
             .describe_instances()
             .filters(
                 Filter::builder()
-                    .name("tag:rtb:job-id")
-                    .values(job_id)
+                    .name(format!("tag:{LAUNCH_TOKEN_TAG}"))
+                    .values(token)
                     .build(),
             )
             .send()
@@ -221,13 +282,22 @@ impl Cloud {
             .iter()
             .flat_map(|r| r.instances())
             .filter(|i| {
-                !matches!(
-                    i.state().and_then(|s| s.name()).map(|n| n.as_str()),
-                    Some("terminated")
-                )
+                i.tags()
+                    .iter()
+                    .any(|t| t.key() == Some(LAUNCH_TOKEN_TAG) && t.value() == Some(token))
             })
-            .filter_map(|i| i.instance_id().map(str::to_string))
+            .filter_map(|i| Some((i.instance_id()?.to_string(), state_of(i))))
             .collect())
+    }
+}
+
+fn state_of(i: &aws_sdk_ec2::types::Instance) -> InstanceState {
+    InstanceState {
+        name: Lifecycle::parse(i.state().and_then(|s| s.name()).map_or("", |n| n.as_str())),
+        reason: i
+            .state_reason()
+            .and_then(|r| r.message().or(r.code()))
+            .map(str::to_string),
     }
 }
 
@@ -257,6 +327,7 @@ mod tests {
             op: "EC2 RunInstances",
             code: Some(code.into()),
             message: "m".into(),
+            failure: crate::cloud::Failure::Refused { status: 400 },
         }
     }
 

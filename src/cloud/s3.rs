@@ -13,15 +13,17 @@ impl Cloud {
             .map(|_| ())
             .map_err(|e| {
                 let mut e = cloud_error("S3 HeadBucket", e);
-                // HeadBucket answers without a body: give the codes their usual names.
-                if e.code.is_none() || e.is("NotFound") {
-                    if e.message.contains("404") || e.is("NotFound") {
+                // HeadBucket answers without a body: give the statuses their usual names.
+                match e.failure {
+                    super::Failure::Refused { status: 404 } => {
                         e.code = Some("NoSuchBucket".into());
                         e.message = format!("bucket '{bucket}' does not exist");
-                    } else if e.message.contains("403") {
+                    }
+                    super::Failure::Refused { status: 403 } => {
                         e.code = Some("AccessDenied".into());
                         e.message = format!("no access to bucket '{bucket}'");
                     }
+                    _ => {}
                 }
                 e
             })
@@ -64,9 +66,14 @@ impl Cloud {
             }
         };
         let bytes = out.body.collect().await.map_err(|e| CloudError {
-            op: "S3 GetObject",
-            code: None,
-            message: format!("reading s3://{bucket}/{key}: {e}"),
+            failure: super::Failure::NoAnswer,
+            ..CloudError::local(
+                "S3 GetObject",
+                format!(
+                    "reading s3://{bucket}/{key}: {}",
+                    rtb_model::errors::chain(&e)
+                ),
+            )
         })?;
         Ok(Some(bytes.into_bytes().to_vec()))
     }

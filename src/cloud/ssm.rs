@@ -46,10 +46,8 @@ impl Cloud {
                     .key("InstanceIds")
                     .values(id)
                     .build()
-                    .map_err(|e| CloudError {
-                        op: "SSM DescribeInstanceInformation",
-                        code: None,
-                        message: e.to_string(),
+                    .map_err(|e| {
+                        CloudError::local("SSM DescribeInstanceInformation", e.to_string())
                     })?,
             )
             .send()
@@ -85,11 +83,7 @@ impl Cloud {
         out.command()
             .and_then(|c| c.command_id())
             .map(str::to_string)
-            .ok_or_else(|| CloudError {
-                op: "SSM SendCommand",
-                code: None,
-                message: "the answer named no command id".into(),
-            })
+            .ok_or_else(|| CloudError::local("SSM SendCommand", "the answer named no command id"))
     }
 
     /// The invocation, or None while SSM does not know it yet (just after SendCommand).
