@@ -52,11 +52,23 @@ pub mod client {
         (BAD_INPUT, "bad input (nothing launched)"),
         (PREFLIGHT, "preflight failed (nothing launched)"),
         (LAUNCH, "launch failed (nothing running)"),
-        (AGENT, "the SSM agent never came online (instance terminated)"),
+        (
+            AGENT,
+            "the SSM agent never came online (instance terminated)",
+        ),
         (REMOTE, "the remote command failed to run"),
-        (UNCONFIRMED, "the instance's end is NOT confirmed: it may run until its deadline"),
-        (INSTANCE_LOST, "the instance ended under the job (spot reclaim, console, crash)"),
+        (
+            UNCONFIRMED,
+            "the instance's end is NOT confirmed: it may run until its deadline",
+        ),
+        (
+            INSTANCE_LOST,
+            "the instance ended under the job (spot reclaim, console, crash)",
+        ),
         (TIMED_OUT, "the job ran past its --timeout"),
-        (INTERRUPTED, "interrupted by Ctrl-C / SIGTERM / SIGHUP (instance terminated)"),
+        (
+            INTERRUPTED,
+            "interrupted by Ctrl-C / SIGTERM / SIGHUP (instance terminated)",
+        ),
     ];
 }
