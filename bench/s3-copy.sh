@@ -75,12 +75,16 @@ case "$SERVER" in
     fi
     SERVER_DIR="$(mktemp -d "${TMPDIR:-/tmp}/s3-bench-seaweedfs.XXXXXX")"
     S3_PORT=$(free_port)
+    # An S3 identity for the credentials the tools use, so SeaweedFS checks every request's
+    # signature as S3 does (without one it takes anything but signed aws-chunked bodies).
+    printf '{"identities":[{"name":"bench","credentials":[{"accessKey":"%s","secretKey":"%s"}],"actions":["Admin","Read","Write","List","Tagging"]}]}\n' \
+      "${AWS_ACCESS_KEY_ID:-test}" "${AWS_SECRET_ACCESS_KEY:-test}" >"$SERVER_DIR/s3.json"
     # Every listener on loopback only: -ip.bind covers master, volume, filer and S3 (their gRPC
     # ports are +10000); metrics are off unless a port is given. Room for a volume per bucket
     # (each bucket is a collection of its own): with the defaults a new bucket's PUTs fail.
     "$SW_VENV/bin/weed" server -ip=127.0.0.1 -ip.bind=127.0.0.1 -dir="$SERVER_DIR" \
       -master.port="$(free_port)" -volume.port="$(free_port)" -filer.port="$(free_port)" \
-      -s3 -s3.port="$S3_PORT" -volume.max=100 -master.volumeSizeLimitMB=1024 >"$SERVER_DIR/weed.log" 2>&1 &
+      -s3 -s3.port="$S3_PORT" -s3.config="$SERVER_DIR/s3.json" -volume.max=100 -master.volumeSizeLimitMB=1024 >"$SERVER_DIR/weed.log" 2>&1 &
     SERVER_PID=$!
     trap stop_server EXIT
     export AWS_ENDPOINT_URL="http://127.0.0.1:$S3_PORT"

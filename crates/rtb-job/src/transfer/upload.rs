@@ -376,14 +376,17 @@ async fn put(copy: &Session<'_>, p: Put) -> Result<u64, TransferError> {
 
 async fn put_whole(copy: &Session<'_>, p: &Put, size: u64) -> Result<(), TransferError> {
     let _permit = copy.permit().await;
-    let (body, len) = body(p, 0, size, true).await?;
+    let (body, len, crc) = body(p, 0, size, true).await?;
     copy.client
         .put_object()
         .bucket(p.url.bucket())
         .key(p.url.key())
         .content_length(len as i64)
         .checksum_algorithm(ChecksumAlgorithm::Crc32)
+        .set_checksum_crc32(crc)
         .body(body)
+        .customize()
+        .disable_payload_signing()
         .send()
         .await
         .map_err(|e| put_error(p, "PutObject", S3Cause::from_sdk(&e)))?;
@@ -482,7 +485,7 @@ async fn put_part_once(
 ) -> Result<CompletedPart, TransferError> {
     let _permit = copy.permit().await;
     let len = range.end - range.start;
-    let (body, _) = body(p, range.start, len, false).await?;
+    let (body, _, crc) = body(p, range.start, len, false).await?;
     let out = copy
         .client
         .upload_part()
@@ -492,7 +495,10 @@ async fn put_part_once(
         .part_number(number)
         .content_length(len as i64)
         .checksum_algorithm(ChecksumAlgorithm::Crc32)
+        .set_checksum_crc32(crc)
         .body(body)
+        .customize()
+        .disable_payload_signing()
         .send()
         .await
         .map_err(|e| put_error(p, "UploadPart", S3Cause::from_sdk(&e)))?;
@@ -504,30 +510,69 @@ async fn put_part_once(
         .build())
 }
 
-/// `len` bytes of the file from `offset`, and how many that is: a whole small file is read
-/// into memory (as it is now: a change shows in the stamp afterwards), the rest is streamed at
+/// Bytes read per step when hashing a part, and per step of a streamed body.
+const READ_STEP: usize = 1 << 20;
+
+/// `len` bytes of the file from `offset`, how many that is, and, for a streamed body, its
+/// CRC32 (base64, as S3's `x-amz-checksum-crc32` wants it). A whole small file is read into
+/// memory (as it is now: a change shows in the stamp afterwards); the rest is streamed at
 /// exactly `len` bytes (the SDK reopens the file if it retries).
+///
+/// Why the checksum is computed here for streamed bodies: left to the SDK, a streamed body
+/// with a checksum is sent aws-chunked, and over a plain-http endpoint every chunk is then
+/// signed, which hashes the whole body with SHA-256 (most of an upload's CPU). Given the
+/// checksum up front, the body goes as one piece with an unsigned payload, and S3 still
+/// checks every byte against the CRC32. The file is read twice, the second time from the
+/// page cache; a change in between fails the checksum and the part is sent again.
 async fn body(
     p: &Put,
     offset: u64,
     len: u64,
     whole: bool,
-) -> Result<(ByteStream, u64), TransferError> {
+) -> Result<(ByteStream, u64, Option<String>), TransferError> {
     if whole && len <= IN_MEMORY_MAX {
         let bytes = tokio::fs::read(&p.path)
             .await
             .map_err(|e| read_error(p, e))?;
         let n = bytes.len() as u64;
-        return Ok((ByteStream::from(bytes), n));
+        return Ok((ByteStream::from(bytes), n, None));
     }
+    let path = p.path.clone();
+    let crc = tokio::task::spawn_blocking(move || crc32_of(&path, offset, len))
+        .await
+        .unwrap_or_else(|join| Err(std::io::Error::other(join)))
+        .map_err(|e| read_error(p, e))?;
     let stream = ByteStream::read_from()
         .path(&p.path)
         .offset(offset)
         .length(Length::Exact(len))
+        .buffer_size(READ_STEP)
         .build()
         .await
         .map_err(|e| TransferError::local("read", &p.path)(std::io::Error::other(chain(&e))))?;
-    Ok((stream, len))
+    Ok((stream, len, Some(crc)))
+}
+
+/// The CRC32 of `len` bytes of `path` from `offset`, base64 of its big-endian bytes. A file
+/// that is shorter than that now has changed: an error, and the part is not sent.
+fn crc32_of(path: &std::path::Path, offset: u64, len: u64) -> std::io::Result<String> {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::File::open(path)?;
+    let mut hasher = aws_smithy_checksums::ChecksumAlgorithm::Crc32.into_impl();
+    let mut buf = vec![0u8; READ_STEP.min(len as usize).max(1)];
+    let mut done = 0u64;
+    while done < len {
+        let want = ((len - done) as usize).min(buf.len());
+        let n = file.read_at(&mut buf[..want], offset + done)?;
+        if n == 0 {
+            return Err(std::io::Error::other(
+                "it became shorter while it was being uploaded",
+            ));
+        }
+        hasher.update(&buf[..n]);
+        done += n as u64;
+    }
+    Ok(aws_smithy_types::base64::encode(&hasher.finalize()[..]))
 }
 
 fn read_error(p: &Put, e: std::io::Error) -> TransferError {
