@@ -1,28 +1,32 @@
-//! `run-render`: run a MATLAB rendering job on a short-lived EC2 instance through SSM.
+//! `run-render`: run MATLAB rendering jobs on short-lived EC2 instances through SSM.
 //!
-//! One module per job the program does:
-//! - [`cli`] the flags, raw; [`plan`] them checked into a plan (no AWS call)
-//! - [`preflight`] checks before spending money
-//! - [`launch`] launching with recovery from lost answers; [`instance`] wait, terminate-and-confirm
-//! - [`remote`] SSM agent and commands; [`script`] the shell text sent
-//! - [`logs`] following the runner's S3 log chunks
-//! - [`job`] the lifecycle that ties them together; [`outcome`] how a job ended (pure);
-//!   [`patience`] how long AWS may fail to answer; [`report`] the result
+//! The layout follows what the program does:
+//! - [`cli`] the flags, raw; [`plan`] a job's flags checked into a plan (no AWS call)
+//! - [`cmd`] one module per subcommand (`run`, `status`, `logs`, `stop`, `attach`, `list`,
+//!   `cleanup`)
+//! - [`lifecycle`] one job's life as a state machine (preflight, launch, boot, agent, start,
+//!   follow, end) over [`engine::ec2`] (launch, the instance guard, SSM, the shell text)
+//! - [`termination`] how every path leaves an instance; [`outcome`] how a job ended (pure)
+//! - [`preflight`] checks before spending money; [`patience`] how long AWS may not answer
+//! - [`registry`] the workstation's record of its jobs; [`inventory`] pure decisions over
+//!   fetched state for `status` / `list` / `cleanup`
+//! - [`logs`] following the runner's S3 log chunks; [`report`] a job's result
 //! - [`cloud`] the thin seam over the AWS SDK; [`ui`] progress; [`signals`] Ctrl-C
 
 pub mod cli;
 pub mod cloud;
-pub mod instance;
-pub mod job;
-pub mod launch;
+pub mod cmd;
+pub mod engine;
+pub mod inventory;
+pub mod lifecycle;
 pub mod logs;
 pub mod outcome;
 pub mod patience;
 pub mod plan;
 pub mod policies;
 pub mod preflight;
-pub mod remote;
+pub mod registry;
 pub mod report;
-pub mod script;
 pub mod signals;
+pub mod termination;
 pub mod ui;

@@ -60,10 +60,7 @@ impl Tail {
 
     /// The runner's result record, once it has written it.
     pub async fn result(&self, cloud: &Cloud) -> Result<Option<JobResult>, CloudError> {
-        let bytes = cloud
-            .get_bytes(self.records.bucket(), &self.records.result_key())
-            .await?;
-        Ok(bytes.and_then(|b| serde_json::from_slice(&b).ok()))
+        cloud.job_result(&self.records).await
     }
 }
 

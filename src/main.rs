@@ -1,172 +1,26 @@
-use std::io::Write;
-use std::time::SystemTime;
-
-use run_render::cli::Args;
-use run_render::cloud::{Cloud, Connect};
-use run_render::plan::{Plan, Work};
-use run_render::report::exit;
-use run_render::signals::Interrupts;
-use run_render::ui::Ui;
-use run_render::{job, script};
+use run_render::cli::{self, Cmd};
+use run_render::cmd;
 
 fn main() {
-    let args = Args::from_command_line();
-    if args.print_policy {
-        emit(&run_render::policies::text());
-        return;
-    }
-    let json = args.json;
-    let dry_run = args.dry_run;
-    let plan = match Plan::from_args(args, SystemTime::now()) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("run-render: {e}");
-            if json {
-                // Scripts get their one JSON document on every path.
-                let doc = serde_json::json!({
-                    "outcome": "bad_input",
-                    "exit_code": exit::BAD_INPUT,
-                    "instance": "not_launched",
-                    "error": e.to_string(),
-                });
-                emit(&format!("{doc}\n"));
-            }
-            std::process::exit(exit::BAD_INPUT);
+    let code = match cli::parse() {
+        Cmd::Run(args) => cmd::run::main(args),
+        Cmd::Status(args) => cmd::status::main(args),
+        Cmd::Logs(args) => cmd::logs::main(args),
+        Cmd::Stop(args) => cmd::stop::main(args),
+        Cmd::Attach(args) => cmd::attach::main(args),
+        Cmd::List(args) => cmd::list::main(args),
+        Cmd::Cleanup(args) => cmd::cleanup::main(args),
+        Cmd::Policy => {
+            cmd::emit(&run_render::policies::text());
+            0
         }
-    };
-    if dry_run {
-        // No AWS call at all, not even to resolve the region.
-        let region = plan
-            .region
-            .clone()
-            .or_else(|| std::env::var("AWS_REGION").ok())
-            .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok());
-        print_dry_run(&plan, region.as_deref(), json);
-        return;
-    }
-    let code = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt.block_on(run(plan, json)),
-        Err(e) => {
-            eprintln!("run-render: cannot start the async runtime: {e}");
-            exit::BAD_INPUT
+        Cmd::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut cli::Cli::command(), "run-render", &mut out);
+            cmd::emit(&String::from_utf8_lossy(&out));
+            0
         }
     };
     std::process::exit(code);
-}
-
-async fn run(plan: Plan, json: bool) -> i32 {
-    let cloud = Cloud::connect(&Connect {
-        region: plan.region.clone(),
-        profile: plan.profile.clone(),
-        endpoint_url: plan.endpoint_url.clone(),
-        // A call may take at most half the patience, so giving up is never late.
-        call_limit: Some(run_render::cloud::CALL_LIMIT.min(plan.api_patience / 2)),
-    })
-    .await;
-    let interrupts = Interrupts::listen();
-    let ui = Ui::new(json);
-    let report = job::run(&plan, &cloud, &ui, &interrupts).await;
-    ui.finish();
-    if json {
-        let _ = writeln!(std::io::stdout(), "{}", report.to_json());
-    } else {
-        let _ = write!(std::io::stderr(), "{report}");
-    }
-    report.exit_code
-}
-
-/// Write `text` to stdout, all of it; a closed pipe (`run-render --dry-run | head`) or a
-/// full disk is one line and exit 2, not a panic.
-fn emit(text: &str) {
-    let mut out = std::io::stdout().lock();
-    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        if e.kind() != std::io::ErrorKind::BrokenPipe {
-            run_render::ui::stderr_line(&format!("run-render: cannot write to stdout: {e}"));
-        } else {
-            run_render::ui::stderr_line(
-                "run-render: stdout was closed before the output was written",
-            );
-        }
-        std::process::exit(exit::BAD_INPUT);
-    }
-}
-
-/// Everything that would be launched and run, and nothing launched.
-fn print_dry_run(plan: &Plan, region: Option<&str>, json: bool) {
-    emit(&dry_run_text(plan, region, json));
-}
-
-fn dry_run_text(plan: &Plan, region: Option<&str>, json: bool) -> String {
-    use std::fmt::Write as _;
-    let script = script::job_script(plan, region);
-    let user_data = script::user_data(plan);
-    let l = &plan.launch;
-    let mut o = String::new();
-    if json {
-        let doc = serde_json::json!({
-            "dry_run": true,
-            "job_id": plan.job_id,
-            "region": region,
-            "launch": {
-                "ami": l.ami,
-                "instance_types": l.instance_types,
-                "disk_gb": l.disk_gb,
-                "subnet": l.subnet,
-                "security_groups": l.security_groups,
-                "iam_profile": l.iam_profile,
-                "tags": l.tags.iter().map(|(k, v)| serde_json::json!({"key": k, "value": v})).collect::<Vec<_>>(),
-                "client_token": l.client_token,
-                "metadata": "IMDSv2 required, hop limit 1",
-                "shutdown_behavior": "terminate",
-                "root_volume": "encrypted gp3, deleted on termination",
-            },
-            "user_data": user_data,
-            "script": script,
-            "deadline": plan.deadline.map(|d| humantime::format_rfc3339_seconds(d).to_string()),
-        });
-        let _ = writeln!(
-            o,
-            "{}",
-            serde_json::to_string_pretty(&doc).unwrap_or_default()
-        );
-        return o;
-    }
-    let _ = writeln!(o, "# run-render --dry-run: nothing is launched");
-    let _ = writeln!(
-        o,
-        "# job {} in {}",
-        plan.job_id,
-        region.unwrap_or("(default region)")
-    );
-    let _ = writeln!(o, "# RunInstances: {} from {}, 1 instance, profile {}, disk {}, IMDSv2 required, shutdown behaviour terminate",
-        l.instance_types.join(" or "), l.ami, l.iam_profile,
-        l.disk_gb.map(|g| format!("{g} GiB encrypted")).unwrap_or_else(|| "AMI size, encrypted".into()));
-    if let Some(s) = &l.subnet {
-        let _ = writeln!(o, "#   subnet {s}");
-    }
-    if !l.security_groups.is_empty() {
-        let _ = writeln!(o, "#   security groups {}", l.security_groups.join(", "));
-    }
-    for (k, v) in &l.tags {
-        let _ = writeln!(o, "#   tag {k}={v}");
-    }
-    let _ = match plan.deadline {
-        Some(d) => writeln!(o,
-            "# the instance powers itself off at {} (timeout + margin), client or not",
-            humantime::format_rfc3339_seconds(d)
-        ),
-        None => writeln!(o, "# no deadline from run-render (--timeout none); the AMI's own maximum lifetime still applies"),
-    };
-    if let Work::Container(c) = &plan.work {
-        if let Some(r) = &c.records {
-            let _ = writeln!(o, "# live log and result record: {r}", r = r.root());
-        }
-    }
-    let _ = writeln!(o, "# user data:");
-    for line in user_data.unwrap_or_default().lines() {
-        let _ = writeln!(o, "#   {line}");
-    }
-    let _ = writeln!(o, "# SSM AWS-RunShellScript script:");
-    o.push_str(&script);
-    o
 }

@@ -7,8 +7,8 @@ use rtb_model::exit::{client as exit, runner};
 use rtb_model::JobResult;
 
 use crate::cloud::InvocationStatus;
+use crate::engine::ec2::script::CONTAINER_START_FAILED;
 use crate::report::Outcome;
-use crate::script::CONTAINER_START_FAILED;
 
 /// Why the client itself ended the job early.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,10 +6,15 @@ use std::time::{Duration, SystemTime};
 
 use rtb_model::{contract, JobRecords, S3Url};
 
-use crate::cli::Args;
+use crate::cli::RunArgs as Args;
 
 /// The tag every instance of ours carries, and which the client's IAM policy requires.
 pub const TOOL_TAG: (&str, &str) = ("rtb:tool", "run-render");
+pub const JOB_TAG: &str = "rtb:job-id";
+pub const OWNER_TAG: &str = "rtb:owner";
+pub const DEADLINE_TAG: &str = "rtb:deadline";
+pub const RECORDS_TAG: &str = "rtb:records";
+pub const BATCH_TAG: &str = "rtb:batch";
 
 #[derive(Debug, thiserror::Error)]
 #[error("{flag}: {problem}")]
@@ -74,6 +79,8 @@ pub struct Plan {
     /// How long a run of failed AWS calls may last before the client gives up (exit 69).
     pub api_patience: Duration,
     pub keep: bool,
+    /// Leave once the job has started; the instance ends itself after it.
+    pub detach: bool,
     pub region: Option<String>,
     pub profile: Option<String>,
     pub endpoint_url: Option<String>,
@@ -90,10 +97,14 @@ impl Plan {
             }
         }
         let ami = args
+            .job
+            .launch
             .ami
             .ok_or_else(|| bad("--ami", "is required (the private AMI to launch, ami-...)"))?;
         check_ami(&ami)?;
         let instance_types: Vec<String> = args
+            .job
+            .launch
             .instance_type
             .split(',')
             .map(|t| t.trim().to_string())
@@ -101,25 +112,25 @@ impl Plan {
         for t in &instance_types {
             check_instance_type(t)?;
         }
-        if let Some(gb) = args.disk_gb {
+        if let Some(gb) = args.job.launch.disk_gb {
             if !(8..=16384).contains(&gb) {
                 return Err(bad("--disk-gb", format!("{gb} is outside 8..16384 GiB")));
             }
         }
-        let job_id = match args.job_id {
+        let job_id = match args.job.launch.job_id {
             Some(id) => check_job_id(&id)?,
             None => new_job_id(now),
         };
-        let timeout = parse_timeout(&args.timeout)?;
-        let agent_timeout = parse_duration("--agent-timeout", &args.agent_timeout, DAY)?;
-        let api_patience = parse_duration("--api-patience", &args.api_patience, DAY)?;
+        let timeout = parse_timeout(&args.job.limits.timeout)?;
+        let agent_timeout = parse_duration("--agent-timeout", &args.job.limits.agent_timeout, DAY)?;
+        let api_patience = parse_duration("--api-patience", &args.job.limits.api_patience, DAY)?;
         if api_patience < Duration::from_secs(1) {
             return Err(bad("--api-patience", "must be at least 1s"));
         }
-        let input = parse_s3("--input", &args.input)?;
-        let output = parse_s3("--output", &args.output)?;
+        let input = parse_s3("--input", &args.job.work.input)?;
+        let output = parse_s3("--output", &args.job.work.output)?;
 
-        if args.shell.is_some() {
+        if args.job.work.shell.is_some() {
             // A typed container flag with --shell is a mistake: refuse it rather than drop it.
             // (The same settings from the environment are simply not used.)
             if let Some((_, flag)) = crate::cli::CONTAINER_FLAGS
@@ -132,7 +143,7 @@ impl Plan {
                 ));
             }
         }
-        let work = match (args.command, args.shell) {
+        let work = match (args.job.work.command, args.job.work.shell) {
             (Some(_), Some(_)) => return Err(bad("--shell", "cannot be combined with --command")),
             (None, None) => {
                 return Err(bad(
@@ -150,35 +161,37 @@ impl Plan {
             (Some(command), None) => {
                 let given = RunnerSettings {
                     command,
-                    toolboxes: args.toolboxes,
-                    startup: args.startup,
-                    interpreter: args.interpreter,
+                    toolboxes: args.job.work.toolboxes,
+                    startup: args.job.work.startup,
+                    interpreter: args.job.work.interpreter,
                     input: input.clone(),
                     output: output.clone(),
-                    matlab_root: args.matlab_root.is_some(),
+                    matlab_root: args.job.work.matlab_root.is_some(),
                     timeout,
-                    extra: args.env,
+                    extra: args.job.work.env,
                 };
                 let env = given.env(&job_id)?;
                 let mut volumes = Vec::new();
-                if let Some(root) = &args.matlab_root {
+                if let Some(root) = &args.job.work.matlab_root {
                     volumes.push((
                         path_text("--matlab-root", root)?,
                         contract::MATLAB_MOUNT_POINT.to_string(),
                         true,
                     ));
                 }
-                for v in &args.volumes {
+                for v in &args.job.work.volumes {
                     volumes.push(parse_volume(v)?);
                 }
-                if args.image.trim().is_empty() || args.image.chars().any(char::is_whitespace) {
+                if args.job.work.image.trim().is_empty()
+                    || args.job.work.image.chars().any(char::is_whitespace)
+                {
                     return Err(bad(
                         "--image",
-                        format!("'{}' is not an image reference", args.image),
+                        format!("'{}' is not an image reference", args.job.work.image),
                     ));
                 }
                 Work::Container(Container {
-                    image: args.image,
+                    image: args.job.work.image,
                     env,
                     volumes,
                     records: output
@@ -188,7 +201,11 @@ impl Plan {
             }
         };
 
-        let margin = parse_duration("--deadline-margin", &args.deadline_margin, 7 * DAY)?;
+        let margin = parse_duration(
+            "--deadline-margin",
+            &args.job.limits.deadline_margin,
+            7 * DAY,
+        )?;
         // Container settings that came from the environment play no part in a shell run.
         let (input, output) = match work {
             Work::Shell(_) => (None, None),
@@ -196,8 +213,18 @@ impl Plan {
         };
         // Both are bounded above, so the sum is a real time.
         let deadline = timeout.and_then(|t| now.checked_add(t + margin));
-        let tags = tags(&job_id, args.name.as_deref(), &args.tags, deadline)?;
-        if args.iam_profile.trim().is_empty() {
+        let records = match &work {
+            Work::Container(c) => c.records.as_ref().map(|r| r.root().to_string()),
+            Work::Shell(_) => None,
+        };
+        let tags = tags(
+            &job_id,
+            args.job.launch.name.as_deref(),
+            &args.job.launch.tags,
+            deadline,
+            records.as_deref(),
+        )?;
+        if args.job.launch.iam_profile.trim().is_empty() {
             return Err(bad(
                 "--iam-profile",
                 "is empty; the instance needs a profile for SSM",
@@ -207,10 +234,10 @@ impl Plan {
             launch: Launch {
                 ami,
                 instance_types,
-                disk_gb: args.disk_gb,
-                subnet: args.subnet,
-                security_groups: args.security_groups,
-                iam_profile: args.iam_profile,
+                disk_gb: args.job.launch.disk_gb,
+                subnet: args.job.launch.subnet,
+                security_groups: args.job.launch.security_groups,
+                iam_profile: args.job.launch.iam_profile,
                 tags,
                 client_token: client_token(&job_id, now),
             },
@@ -222,10 +249,11 @@ impl Plan {
             deadline,
             agent_timeout,
             api_patience,
-            keep: args.keep,
-            region: args.region,
-            profile: args.profile,
-            endpoint_url: args.endpoint_url,
+            keep: args.job.limits.keep,
+            detach: args.detach,
+            region: args.aws.region,
+            profile: args.aws.profile,
+            endpoint_url: args.aws.endpoint_url,
         })
     }
 }
@@ -326,22 +354,28 @@ impl RunnerSettings {
 }
 
 fn text_values(args: &Args) -> Vec<(&'static str, &str)> {
-    let mut v: Vec<(&'static str, &str)> = vec![("--image", &args.image)];
+    let mut v: Vec<(&'static str, &str)> = vec![("--image", &args.job.work.image)];
     for (flag, value) in [
-        ("--command", &args.command),
-        ("--toolboxes", &args.toolboxes),
-        ("--startup", &args.startup),
-        ("--shell", &args.shell),
-        ("--interpreter", &args.interpreter),
-        ("--name", &args.name),
+        ("--command", &args.job.work.command),
+        ("--toolboxes", &args.job.work.toolboxes),
+        ("--startup", &args.job.work.startup),
+        ("--shell", &args.job.work.shell),
+        ("--interpreter", &args.job.work.interpreter),
+        ("--name", &args.job.launch.name),
     ] {
         if let Some(value) = value {
             v.push((flag, value));
         }
     }
-    v.extend(args.env.iter().map(|e| ("--env", e.as_str())));
-    v.extend(args.volumes.iter().map(|e| ("--volume", e.as_str())));
-    v.extend(args.tags.iter().map(|e| ("--tag", e.as_str())));
+    v.extend(args.job.work.env.iter().map(|e| ("--env", e.as_str())));
+    v.extend(
+        args.job
+            .work
+            .volumes
+            .iter()
+            .map(|e| ("--volume", e.as_str())),
+    );
+    v.extend(args.job.launch.tags.iter().map(|e| ("--tag", e.as_str())));
     v
 }
 
@@ -489,29 +523,43 @@ fn parse_volume(v: &str) -> Result<(String, String, bool), PlanError> {
     Ok((host, ctr, ro))
 }
 
+/// Who launches: `$USER` (or `$LOGNAME`), the `rtb:owner` tag `list` and `cleanup` filter on.
+pub fn owner() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
 fn tags(
     job_id: &str,
     name: Option<&str>,
     extra: &[String],
     deadline: Option<SystemTime>,
+    records: Option<&str>,
 ) -> Result<Vec<(String, String)>, PlanError> {
-    let owner = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".into());
+    let owner = owner();
     let mut tags = vec![
         (
             "Name".to_string(),
             name.map_or_else(|| format!("run-render-{job_id}"), str::to_string),
         ),
         (TOOL_TAG.0.to_string(), TOOL_TAG.1.to_string()),
-        ("rtb:job-id".to_string(), job_id.to_string()),
-        ("rtb:owner".to_string(), owner),
+        (JOB_TAG.to_string(), job_id.to_string()),
+        (OWNER_TAG.to_string(), owner),
     ];
     if let Some(d) = deadline {
         tags.push((
-            "rtb:deadline".to_string(),
+            DEADLINE_TAG.to_string(),
             humantime::format_rfc3339_seconds(d).to_string(),
         ));
+    }
+    // Where the job's log and result are, so `status`, `logs` and `cleanup` find them from
+    // the instance alone. A tag value holds 256 characters; a longer URL is left out (the
+    // job is then found with --output).
+    if let Some(r) = records.filter(|r| r.chars().count() <= 256) {
+        tags.push((RECORDS_TAG.to_string(), r.to_string()));
     }
     for t in extra {
         let (k, v) = t
@@ -539,12 +587,11 @@ fn tags(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
 
     fn plan(args: &[&str]) -> Result<Plan, PlanError> {
         let mut v = vec!["run-render", "--ami", "ami-0123456789abcdef0"];
         v.extend_from_slice(args);
-        Plan::from_args(Args::try_parse_from(v).unwrap(), SystemTime::now())
+        Plan::from_args(crate::cli::parse_run(v).unwrap(), SystemTime::now())
     }
 
     fn err(args: &[&str]) -> String {
@@ -577,7 +624,7 @@ mod tests {
         assert!(err(&["--command", "x", "--volume", "relative:/x"]).starts_with("--volume"));
         assert!(err(&["--command", "x", "--job-id", "a b"]).starts_with("--job-id"));
         assert!(err(&["--command", "a\0b"]).starts_with("--command: contains a NUL"));
-        let mut typed = Args::try_parse_from([
+        let mut typed = crate::cli::parse_run([
             "run-render",
             "--ami",
             "ami-0123456789abcdef0",
@@ -593,7 +640,7 @@ mod tests {
             .to_string();
         assert!(e.contains("--output is for container jobs"), "{e}");
         let e = Plan::from_args(
-            Args::try_parse_from(["run-render", "--ami", "ami-xyz", "--command", "x"]).unwrap(),
+            crate::cli::parse_run(["run-render", "--ami", "ami-xyz", "--command", "x"]).unwrap(),
             SystemTime::now(),
         )
         .unwrap_err()

@@ -27,6 +27,8 @@ pub enum Outcome {
     InstanceLost,
     /// AWS stopped answering: the client gave up following the job, which may still run.
     Unknown,
+    /// `--detach`: the job started, and runs on by itself.
+    Detached,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -37,6 +39,8 @@ pub enum InstanceFate {
     Kept,
     /// Termination was requested but not confirmed: it may still be running.
     Unconfirmed,
+    /// `--detach`: left to run the job and end itself afterwards.
+    Detached,
 }
 
 /// Seconds per phase; absent when the phase did not happen.
@@ -76,6 +80,9 @@ pub struct Report {
     pub result: Option<JobResult>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// `--keep` was given (for the summary's wording).
+    #[serde(skip)]
+    pub kept: bool,
 }
 
 impl Report {
@@ -97,6 +104,7 @@ impl fmt::Display for Report {
             Outcome::RemoteFailed => "FAILED to run",
             Outcome::InstanceLost => "LOST (its instance ended under it)",
             Outcome::Unknown => "UNKNOWN (AWS stopped answering)",
+            Outcome::Detached => "started, running on its own (--detach)",
         };
         writeln!(
             f,
@@ -148,6 +156,12 @@ impl fmt::Display for Report {
                 f,
                 "  instance: {id} KEPT RUNNING (billing until its deadline). Reach it with\n            \
                  aws ssm start-session --target {id}\n            and end it with aws ec2 terminate-instances --instance-ids {id}"
+            ),
+            (InstanceFate::Detached, Some(id)) => writeln!(
+                f,
+                "  instance: {id} runs the job, then powers itself off{}\n  follow:   run-render logs {job} --follow    (or: status {job}, attach {job}, stop {job})",
+                if self.kept { " (--keep: at its deadline)" } else { "" },
+                job = self.job_id
             ),
             (InstanceFate::Unconfirmed, Some(id)) => writeln!(
                 f,

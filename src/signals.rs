@@ -13,7 +13,13 @@ impl Interrupts {
     /// Start listening. Without signal support nothing is ever reported (and the process
     /// keeps the default behaviour).
     pub fn listen() -> Interrupts {
-        let (tx, rx) = watch::channel(0u32);
+        Interrupts::listen_from(0)
+    }
+
+    /// Listen, counting as if `n` signals had come already (`stop` is a follow with the
+    /// first Ctrl-C given: the next real one is the second).
+    pub fn listen_from(n: u32) -> Interrupts {
+        let (tx, rx) = watch::channel(n);
         // Registered here, before anything is launched, not later inside the task: a signal
         // that came first would otherwise still kill the process the default way.
         let streams = (

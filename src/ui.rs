@@ -30,6 +30,15 @@ impl Ui {
         }
     }
 
+    /// No spinner, the job's log on stdout: for commands that only print (`logs`).
+    pub fn plain() -> Ui {
+        Ui {
+            bar: None,
+            logs_to_stderr: false,
+            phase_started: std::sync::Mutex::new(Instant::now()),
+        }
+    }
+
     /// A new phase begins ("launching i-... (m6i.large)").
     pub fn phase(&self, msg: impl Into<String>) {
         let msg = msg.into();

@@ -354,3 +354,111 @@ mod tests {
         }
     }
 }
+
+/// One of the tool's instances, with what its tags say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaggedInstance {
+    pub id: String,
+    pub state: InstanceState,
+    pub instance_type: String,
+    pub launched: Option<std::time::SystemTime>,
+    pub job_id: Option<String>,
+    pub owner: Option<String>,
+    /// The job's records folder (tag rtb:records).
+    pub records: Option<String>,
+    pub batch: Option<String>,
+    pub launch_token: Option<String>,
+    /// Its deadline (tag rtb:deadline).
+    pub deadline: Option<std::time::SystemTime>,
+}
+
+/// Which of the tool's instances to list.
+#[derive(Debug, Clone, Default)]
+pub struct Select<'a> {
+    pub owner: Option<&'a str>,
+    pub job_id: Option<&'a str>,
+    pub batch: Option<&'a str>,
+    pub launch_token: Option<&'a str>,
+    pub ids: &'a [String],
+}
+
+impl Cloud {
+    /// The tool's instances (tag rtb:tool=run-render) that match, in any state EC2 still
+    /// lists. Every filter is checked on the answer too: an endpoint that ignores a filter
+    /// must not make us act on someone else's instance.
+    pub async fn tagged_instances(
+        &self,
+        s: &Select<'_>,
+    ) -> Result<Vec<TaggedInstance>, CloudError> {
+        use crate::plan::{BATCH_TAG, JOB_TAG, OWNER_TAG, TOOL_TAG};
+        let mut wanted = vec![(TOOL_TAG.0, TOOL_TAG.1)];
+        for (key, value) in [
+            (OWNER_TAG, s.owner),
+            (JOB_TAG, s.job_id),
+            (BATCH_TAG, s.batch),
+            (LAUNCH_TOKEN_TAG, s.launch_token),
+        ] {
+            if let Some(v) = value {
+                wanted.push((key, v));
+            }
+        }
+        let mut req = self.ec2.describe_instances();
+        for (k, v) in &wanted {
+            req = req.filters(
+                Filter::builder()
+                    .name(format!("tag:{k}"))
+                    .values(*v)
+                    .build(),
+            );
+        }
+        if !s.ids.is_empty() {
+            req = req.set_instance_ids(Some(s.ids.to_vec()));
+        }
+        let mut found = Vec::new();
+        let mut pages = req.into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = match page {
+                Ok(p) => p,
+                Err(e) => {
+                    let e = cloud_error("EC2 DescribeInstances", e);
+                    if e.is("InvalidInstanceID.NotFound") {
+                        return Ok(found);
+                    }
+                    return Err(e);
+                }
+            };
+            for i in page.reservations().iter().flat_map(|r| r.instances()) {
+                let tag = |key: &str| {
+                    i.tags()
+                        .iter()
+                        .find(|t| t.key() == Some(key))
+                        .and_then(|t| t.value())
+                        .map(str::to_string)
+                };
+                if !wanted.iter().all(|(k, v)| tag(k).as_deref() == Some(*v)) {
+                    continue;
+                }
+                let Some(id) = i.instance_id() else { continue };
+                found.push(TaggedInstance {
+                    id: id.to_string(),
+                    state: state_of(i),
+                    instance_type: i
+                        .instance_type()
+                        .map(|t| t.as_str().to_string())
+                        .unwrap_or_default(),
+                    launched: i
+                        .launch_time()
+                        .and_then(|t| std::time::SystemTime::try_from(*t).ok()),
+                    job_id: tag(JOB_TAG),
+                    owner: tag(OWNER_TAG),
+                    records: tag(crate::plan::RECORDS_TAG),
+                    batch: tag(BATCH_TAG),
+                    launch_token: tag(LAUNCH_TOKEN_TAG),
+                    deadline: tag(crate::plan::DEADLINE_TAG)
+                        .and_then(|d| humantime::parse_rfc3339(&d).ok()),
+                });
+            }
+        }
+        Ok(found)
+    }
+}

@@ -10,7 +10,9 @@ mod ssm;
 
 use std::time::Duration;
 
-pub use ec2::{ImageInfo, InstanceState, LaunchError, Lifecycle, LAUNCH_TOKEN_TAG};
+pub use ec2::{
+    ImageInfo, InstanceState, LaunchError, Lifecycle, Select, TaggedInstance, LAUNCH_TOKEN_TAG,
+};
 pub use ssm::{Invocation, InvocationStatus, MAX_EXECUTION_SECS};
 
 use aws_sdk_ec2::error::ProvideErrorMetadata;

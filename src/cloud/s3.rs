@@ -77,4 +77,23 @@ impl Cloud {
         })?;
         Ok(Some(bytes.into_bytes().to_vec()))
     }
+
+    /// The runner's result record of a job, once it has written it.
+    pub async fn job_result(
+        &self,
+        records: &rtb_model::JobRecords,
+    ) -> Result<Option<rtb_model::JobResult>, CloudError> {
+        let bytes = self
+            .get_bytes(records.bucket(), &records.result_key())
+            .await?;
+        Ok(bytes.and_then(|b| serde_json::from_slice(&b).ok()))
+    }
+
+    /// Whether the runner has written a first log chunk: the job has started.
+    pub async fn log_started(&self, records: &rtb_model::JobRecords) -> Result<bool, CloudError> {
+        let keys = self
+            .keys_after(records.bucket(), &records.log_prefix(), None)
+            .await?;
+        Ok(keys.iter().any(|k| records.chunk_seq(k).is_some()))
+    }
 }

@@ -1,44 +1,15 @@
-//! The command line, as raw values. `plan.rs` turns them into a checked plan.
+//! One job's flags, in groups: what runs (work), on what (launch), for how long (limits), and
+//! where AWS is (aws). A batch file's `[job]` table uses the same flags by their long names,
+//! so a batch row and a command line are parsed by the same definition.
 
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::Args;
 
-const AFTER_HELP: &str = "\
-Examples:
-  # A RenderToolbox test on a fresh instance; outputs and the log under s3://lab-renders/test-1
-  run-render --ami ami-0abc1234def567890 --iam-profile run-render-instance \\
-      --matlab-root /usr/local/MATLAB/R2019b --volume /home/ubuntu:/home/ubuntu \\
-      --startup /home/ubuntu/MATLAB/startup --toolboxes \"{'RenderToolbox4','isetbio'}\" \\
-      --command \"rtbTestInstallation()\" --output s3://lab-renders/test-1
-
-  # See what would be launched, and the script the instance would run, without launching
-  run-render --ami ami-0abc1234def567890 --command \"ver\" --dry-run
-
-  # A raw shell command on the instance (no container), result as JSON for scripts
-  run-render --ami ami-0abc1234def567890 --shell \"docker images; df -h\" --json
-
-Exit codes: the job's own exit code when it ran (0 = success, 1 = MATLAB error, 124 = its
---timeout expired, see rtb-job --help for the rest); the client's own failures:
-  2  bad input (nothing launched)         65 preflight failed (nothing launched)
-  66 launch failed (nothing running)      67 SSM agent never came online (instance terminated)
-  68 the remote command failed to run     69 termination NOT confirmed: instance may be running
-  130 interrupted by Ctrl-C / SIGTERM (instance terminated)
-Every flag can also be set with the environment variable shown ([env: RUN_RENDER_...]);
-AWS_PROFILE, AWS_REGION and AWS_ENDPOINT_URL work as for every AWS tool.";
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "run-render",
-    version,
-    about = "Run a MATLAB rendering job on a short-lived EC2 instance: launch, run the rtb-support container through SSM, stream the log, terminate",
-    after_help = AFTER_HELP
-)]
-pub struct Args {
-    /// The private AMI to launch (ami-...).
-    #[arg(long, env = "RUN_RENDER_AMI")]
-    pub ami: Option<String>,
-
+/// What runs on the instance.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "What runs")]
+pub struct WorkArgs {
     /// MATLAB code the job runs (the runner's COMMAND).
     #[arg(
         long,
@@ -71,9 +42,8 @@ pub struct Args {
     #[arg(long, env = "RUN_RENDER_OUTPUT", value_name = "S3_URL")]
     pub output: Option<String>,
     /// More runner settings, NAME=VALUE (e.g. OUTPUT_SCRATCH=/home/ubuntu/work); repeatable.
-    #[arg(long = "env", value_name = "NAME=VALUE")]
+    #[arg(long = "env", value_name = "NAME=VALUE", allow_hyphen_values = true)]
     pub env: Vec<String>,
-
     /// Run this shell command on the instance instead of the container.
     #[arg(
         long,
@@ -82,7 +52,6 @@ pub struct Args {
         allow_hyphen_values = true
     )]
     pub shell: Option<String>,
-
     /// The rtb-support image on the instance (the AMI recipe tags it rtb-support:ami).
     #[arg(long, env = "RUN_RENDER_IMAGE", default_value = "rtb-support:ami")]
     pub image: String,
@@ -95,7 +64,15 @@ pub struct Args {
     /// Mount a folder of the instance into the container, HOST:CONTAINER[:ro]; repeatable.
     #[arg(long = "volume", value_name = "HOST:CONTAINER")]
     pub volumes: Vec<String>,
+}
 
+/// What is launched.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "The instance")]
+pub struct LaunchArgs {
+    /// The private AMI to launch (ami-...).
+    #[arg(long, env = "RUN_RENDER_AMI")]
+    pub ami: Option<String>,
     /// EC2 instance type; a comma-separated list (m6i.2xlarge,m5.2xlarge) is tried in order
     /// when EC2 has no capacity for one.
     #[arg(long, env = "RUN_RENDER_INSTANCE_TYPE", default_value = "m6i.large")]
@@ -129,7 +106,12 @@ pub struct Args {
     /// The job's id [default: generated]. Names its log folder and the instance's tags.
     #[arg(long, env = "RUN_RENDER_JOB_ID")]
     pub job_id: Option<String>,
+}
 
+/// For how long, and what happens at the end.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Limits")]
+pub struct LimitsArgs {
     /// Longest the command may run (e.g. 6h). The instance also stops itself a margin after
     /// it, even if this client is gone. "none" turns the limit off.
     #[arg(long, env = "RUN_RENDER_TIMEOUT", default_value = "24h")]
@@ -158,16 +140,12 @@ pub struct Args {
     /// Leave the instance running when the job ends (its deadline still applies).
     #[arg(long, env = "RUN_RENDER_KEEP")]
     pub keep: bool,
-    /// Print what would be launched and the script it would run; launch nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Print the IAM policies the client and the instance need (ami/iam/), then exit.
-    #[arg(long)]
-    pub print_policy: bool,
-    /// Print one JSON result document on stdout (the job's log goes to stderr).
-    #[arg(long)]
-    pub json: bool,
+}
 
+/// Where AWS is. AWS_PROFILE, AWS_REGION and AWS_ENDPOINT_URL work as for every AWS tool.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "AWS")]
+pub struct AwsArgs {
     /// AWS region [default: from the profile or AWS_REGION]
     #[arg(long)]
     pub region: Option<String>,
@@ -177,11 +155,17 @@ pub struct Args {
     /// Send every AWS call to this endpoint (a local emulator, for testing).
     #[arg(long, value_name = "URL")]
     pub endpoint_url: Option<String>,
+}
 
-    /// Flags given on the command line itself (not from the environment or defaults), filled
-    /// by [`Args::from_command_line`].
-    #[arg(skip)]
-    pub explicit: Vec<String>,
+/// Every flag of one job.
+#[derive(Debug, Clone, Default, Args)]
+pub struct JobArgs {
+    #[command(flatten)]
+    pub work: WorkArgs,
+    #[command(flatten)]
+    pub launch: LaunchArgs,
+    #[command(flatten)]
+    pub limits: LimitsArgs,
 }
 
 /// The container's settings, (field, flag): meaningless to a raw `--shell` command.
@@ -197,21 +181,3 @@ pub const CONTAINER_FLAGS: &[(&str, &str)] = &[
     ("interpreter", "--interpreter"),
     ("volumes", "--volume"),
 ];
-
-impl Args {
-    /// Parse the process's arguments, noting which flags were typed (so a setting exported in
-    /// the environment for container jobs does not get in the way of a `--shell` run).
-    pub fn from_command_line() -> Args {
-        use clap::{CommandFactory, FromArgMatches};
-        let matches = Args::command().get_matches();
-        let mut args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-        args.explicit = matches
-            .ids()
-            .filter(|id| {
-                matches.value_source(id.as_str()) == Some(clap::parser::ValueSource::CommandLine)
-            })
-            .map(|id| id.as_str().to_string())
-            .collect();
-        args
-    }
-}

@@ -52,7 +52,7 @@ pub async fn wait_for_agent(
             });
         }
         tokio::time::sleep(delay.min(limit.saturating_sub(start.elapsed()))).await;
-        delay = (delay * 2).min(crate::instance::POLL_CAP);
+        delay = (delay * 2).min(super::instance::POLL_CAP);
     }
 }
 
@@ -94,5 +94,44 @@ pub fn no_answer(p: &Patience) -> RemoteError {
     RemoteError::NoAnswer {
         waited: p.limit(),
         last: p.last_error(),
+    }
+}
+
+/// How long a short script (start a detached job, stop one) may take to end.
+const SHORT_SCRIPT: Duration = Duration::from_secs(10 * 60);
+
+/// Wait for a short command to end and return how it ended.
+pub async fn wait_command(
+    cloud: &Cloud,
+    id: &str,
+    command: &str,
+    patience: &mut Patience,
+) -> Result<crate::cloud::Invocation, RemoteError> {
+    let start = Instant::now();
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match cloud.invocation(command, id).await {
+            Ok(Some(inv)) if inv.status.is_done() => {
+                patience.ok();
+                return Ok(inv);
+            }
+            Ok(_) => patience.ok(),
+            Err(e) => {
+                if patience.failed(e) {
+                    return Err(no_answer(patience));
+                }
+            }
+        }
+        if start.elapsed() > SHORT_SCRIPT {
+            return Err(RemoteError::Cloud(CloudError::local(
+                "SSM GetCommandInvocation",
+                format!(
+                    "the command did not end within {}",
+                    humantime::format_duration(SHORT_SCRIPT)
+                ),
+            )));
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(1));
     }
 }

@@ -67,38 +67,95 @@ pub fn user_data(plan: &Plan) -> Option<String> {
     })
 }
 
-/// The script sent with AWS-RunShellScript.
+/// The script sent with AWS-RunShellScript. Attached, it waits for the job and ends with its
+/// exit code; detached (`--detach`), it ends as soon as the job has started.
 pub fn job_script(plan: &Plan, region: Option<&str>) -> String {
     let mut s = format!("# run-render job {}\nset -u\n", plan.job_id);
     if let Some(d) = plan.deadline {
         s.push_str("# Arm the deadline again: the AMI may not run user data.\n");
         s.push_str(&arm_at(&epoch(d).to_string()));
     }
-    let after = if plan.keep {
-        String::new()
+    let grace = if plan.detach {
+        AFTER_DETACHED
     } else {
-        arm_after_job(plan.deadline)
+        AFTER_JOB
     };
+    let after = (!plan.keep).then(|| arm_after_job(plan.deadline, grace));
     match &plan.work {
+        Work::Shell(cmd) if plan.detach => {
+            // The command runs on by itself, outside SSM (no 48 h limit), once.
+            let body = format!(
+                "sh -c {cmd}\necho $? > \"$state/{job}.code\"\n{after}",
+                cmd = quote(cmd),
+                job = plan.job_id,
+                after = after.unwrap_or_default(),
+            );
+            s.push_str(&once(&plan.job_id, "shell", &body));
+            s.push_str("exit 0\n");
+        }
         Work::Shell(cmd) => {
             s.push_str(&format!(
-                "sh -c {}\ncode=$?\n{after}exit $code\n",
-                quote(cmd)
+                "sh -c {}\ncode=$?\n{}exit $code\n",
+                quote(cmd),
+                after.unwrap_or_default()
             ));
         }
-        Work::Container(c) => s.push_str(&container_part(&plan.job_id, c, region, &after)),
+        Work::Container(c) => {
+            s.push_str(&start_container(&plan.job_id, c, region));
+            // The instance ends itself after the job, whoever is watching: a watcher outside
+            // SSM (no 48 h limit) waits for the container, then re-arms the deadline.
+            if let Some(after) = after {
+                let name = quote(&container_name(&plan.job_id));
+                s.push_str(&once(
+                    &plan.job_id,
+                    "watch",
+                    &format!("docker wait {name} >/dev/null 2>&1\n{after}"),
+                ));
+            }
+            if plan.detach {
+                s.push_str("exit 0\n");
+            } else {
+                s.push_str(&wait_part(
+                    &quote(&container_name(&plan.job_id)),
+                    c.records.is_some(),
+                ));
+            }
+        }
     }
     s
+}
+
+/// Where the instance keeps what run-render's scripts leave for each other (cleared at boot);
+/// `RTB_STATE_DIR` moves it (tests).
+const STATE_DIR: &str = "state=${RTB_STATE_DIR:-/run/run-render}\n";
+
+/// Run `body` once per job on this instance, detached from the SSM command: a systemd unit
+/// where systemd runs, else a new session. A second delivery of the script starts nothing.
+/// (Job ids are letters, digits, `-`, `_` and `.`: safe inside double quotes.)
+fn once(job_id: &str, what: &str, body: &str) -> String {
+    let unit = quote(&format!("rtb-{what}-{job_id}"));
+    let mark = format!("\"$state/{what}-{job_id}\"");
+    let body = quote(&format!("{STATE_DIR}{body}"));
+    format!(
+        "{STATE_DIR}mkdir -p \"$state\"\n\
+         if mkdir {mark} 2>/dev/null; then\n\
+         \x20 if ! {{ command -v systemd-run >/dev/null 2>&1 && systemd-run --quiet --collect --unit={unit} /bin/sh -c {body} >/dev/null 2>&1; }}; then\n\
+         \x20   setsid /bin/sh -c {body} </dev/null >/dev/null 2>&1 &\n\
+         \x20 fi\n\
+         fi\n"
+    )
 }
 
 /// After the job: if nobody is left to terminate the instance (the client was killed, the
 /// laptop closed), it should not idle until the job's deadline. `--keep` opts out.
 pub const AFTER_JOB: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+/// A detached job's instance has nobody to wait for: it ends soon after the job.
+pub const AFTER_DETACHED: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Re-arm the deadline to a short grace after the job, never later than the deadline the
 /// user set: min(deadline, now + grace).
-fn arm_after_job(deadline: Option<SystemTime>) -> String {
-    let soon = format!("$(( $(date +%s) + {} ))", AFTER_JOB.as_secs());
+fn arm_after_job(deadline: Option<SystemTime>, grace: std::time::Duration) -> String {
+    let soon = format!("$(( $(date +%s) + {} ))", grace.as_secs());
     let when = match deadline {
         Some(d) => {
             let d = epoch(d);
@@ -112,7 +169,8 @@ fn arm_after_job(deadline: Option<SystemTime>) -> String {
     )
 }
 
-fn container_part(job_id: &str, c: &Container, region: Option<&str>, after: &str) -> String {
+/// Start the job's container, unless it is there already.
+fn start_container(job_id: &str, c: &Container, region: Option<&str>) -> String {
     let name = quote(&container_name(job_id));
     let mut run = vec![
         "docker run -d".to_string(),
@@ -161,22 +219,21 @@ fn container_part(job_id: &str, c: &Container, region: Option<&str>, after: &str
          \x20   echo {msg} >&2\n\
          \x20   exit {fail}\n\
          \x20 fi\n\
-         fi\n\
-         {wait}",
+         fi\n",
         run = run.join(" \\\n  "),
         msg = quote(&format!(
             "run-render: could not start the rtb-support container from image '{}' (is it on the AMI?)",
             c.image
         )),
         fail = CONTAINER_START_FAILED,
-        wait = wait_part(&name, c.records.is_some(), after),
     )
 }
 
 /// Wait for the job's container and end with its exit code. The log's tail goes to SSM's
 /// output (which keeps 24,000 characters) when there is no S3 log, or when the job failed.
-/// The container is removed in the background: the command's end is the job's end.
-fn wait_part(name: &str, s3_log: bool, after: &str) -> String {
+/// The container stays (a later `attach` or re-attach reads its exit code from it); the
+/// instance goes with it.
+fn wait_part(name: &str, s3_log: bool) -> String {
     let logs = format!("docker logs --tail 200 {name} 2>&1 | tail -c 20000");
     let logs = if s3_log {
         format!("[ \"$code\" = 0 ] || {logs}")
@@ -186,26 +243,20 @@ fn wait_part(name: &str, s3_log: bool, after: &str) -> String {
     format!(
         "code=$(docker wait {name}) || code={fail}\n\
          [ -n \"$code\" ] || code={fail}\n\
-         {after}\
          {logs}\n\
-         (docker rm {name} >/dev/null 2>&1 &)\n\
          exit \"$code\"\n",
         fail = CONTAINER_START_FAILED,
     )
 }
 
-/// Wait again for a job container that is already running (after SSM's execution limit, or
-/// an agent restart, ended an earlier wait). Exits 125 when there is no such container.
-pub fn reattach_script(job_id: &str, deadline: Option<SystemTime>, keep: bool) -> String {
+/// Wait again for a job container that already exists (after SSM's execution limit or an
+/// agent restart ended an earlier wait, or to attach to a detached job). Exits 125 when
+/// there is no such container.
+pub fn reattach_script(job_id: &str) -> String {
     let name = quote(&container_name(job_id));
-    let after = if keep {
-        String::new()
-    } else {
-        arm_after_job(deadline)
-    };
     format!(
         "docker inspect --type container {name} >/dev/null 2>&1 || exit {CONTAINER_START_FAILED}\n{}",
-        wait_part(&name, false, &after)
+        wait_part(&name, false)
     )
 }
 
@@ -236,13 +287,11 @@ pub fn stop_script(job_id: &str, grace: std::time::Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::Args;
-    use clap::Parser;
     use proptest::prelude::*;
 
     fn plan_with(command: &str, toolboxes: &str, volume_dir: &str) -> Plan {
         Plan::from_args(
-            Args::try_parse_from([
+            crate::cli::parse_run([
                 "run-render",
                 "--ami",
                 "ami-0123456789abcdef0",
@@ -285,6 +334,8 @@ mod tests {
                     esac\nexit 0"),
                 ("rtb-deadline", "[ -e \"$SANDBOX/deadline-fails\" ] && exit 1\necho \"$1\" >> \"$SANDBOX/deadlines\""),
                 ("shutdown", "echo \"$2\" >> \"$SANDBOX/shutdowns\""),
+                // No systemd here: the detached watcher takes its setsid path.
+                ("systemd-run", "exit 1"),
             ] {
                 let path = dir.path().join(name);
                 std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
@@ -316,6 +367,7 @@ mod tests {
                     format!("{}:/usr/bin:/bin", self.dir.path().display()),
                 )
                 .env("SANDBOX", self.dir.path())
+                .env("RTB_STATE_DIR", self.dir.path().join("state"))
                 .output()
                 .unwrap()
         }
@@ -328,6 +380,19 @@ mod tests {
                 .filter(|s| !s.is_empty())
                 .map(String::from)
                 .collect()
+        }
+
+        /// The deadlines armed, once there are `n` of them (the after-job one comes from a
+        /// watcher in the background), or what there is after 5 s.
+        fn wait_deadlines(&self, n: usize) -> Vec<u64> {
+            let start = std::time::Instant::now();
+            loop {
+                let armed = self.deadlines();
+                if armed.len() >= n || start.elapsed() > std::time::Duration::from_secs(5) {
+                    return armed;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
         }
 
         fn deadlines(&self) -> Vec<u64> {
@@ -370,11 +435,19 @@ mod tests {
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap()
             .as_secs();
-        let armed = sandbox.deadlines();
+        let armed = sandbox.wait_deadlines(2);
         assert_eq!(armed.len(), 2, "{armed:?}");
         assert_eq!(armed[0], deadline);
         assert!(armed[1] < deadline, "{armed:?}");
         assert_eq!(&args[..2], ["run", "-d"]);
+        // A second delivery starts no second watcher.
+        sandbox.run(&s);
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        assert_eq!(
+            sandbox.deadlines().len(),
+            3,
+            "only the deadline is armed again"
+        );
         assert!(args
             .windows(2)
             .any(|w| w == ["-v", "/home/ubuntu:/home/ubuntu"]));
@@ -388,7 +461,7 @@ mod tests {
     #[test]
     fn shell_mode_runs_the_command_as_one_word() {
         let plan = Plan::from_args(
-            Args::try_parse_from([
+            crate::cli::parse_run([
                 "run-render",
                 "--ami",
                 "ami-0123456789abcdef0",
@@ -425,7 +498,7 @@ mod tests {
             "j1",
         ];
         v.extend_from_slice(extra);
-        Plan::from_args(Args::try_parse_from(v).unwrap(), SystemTime::now()).unwrap()
+        Plan::from_args(crate::cli::parse_run(v).unwrap(), SystemTime::now()).unwrap()
     }
 
     fn now_secs() -> u64 {
@@ -508,6 +581,49 @@ mod tests {
         );
         assert!(String::from_utf8_lossy(&out.stderr).contains("already running"));
         assert!(!job_script(&plan, None).contains("rm -f"));
+    }
+
+    /// Detached, the script ends once the job has started; a watcher outside SSM waits for
+    /// the job and then ends the instance within half a minute, never past its deadline.
+    #[test]
+    fn a_detached_job_ends_its_instance_soon_after_itself() {
+        let mut plan = plan_with("disp(1)", "''", "data");
+        plan.detach = true;
+        let s = job_script(&plan, None);
+        assert!(
+            !s.contains("code=$(docker wait"),
+            "the SSM command must not wait"
+        );
+        let sandbox = Sandbox::new();
+        let out = sandbox.run(&s);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(&sandbox.docker_args()[..2], ["run", "-d"]);
+        let armed = sandbox.wait_deadlines(2);
+        let now = now_secs();
+        assert!((now + 25..=now + 35).contains(&armed[1]), "{armed:?}");
+
+        let mut shell = plan_args(&["--shell", "exit 9", "--timeout", "1h"]);
+        shell.detach = true;
+        let sandbox = Sandbox::new();
+        let out = sandbox.run(&job_script(&shell, None));
+        assert!(out.status.success());
+        let armed = sandbox.wait_deadlines(2);
+        assert_eq!(armed.len(), 2, "{armed:?}");
+        let code = std::fs::read_to_string(sandbox.dir.path().join("state/j1.code")).unwrap();
+        assert_eq!(code.trim(), "9");
+
+        // --keep: no watcher, only the deadline.
+        let mut kept = plan_with("disp(1)", "''", "data");
+        kept.detach = true;
+        kept.keep = true;
+        let sandbox = Sandbox::new();
+        sandbox.run(&job_script(&kept, None));
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        assert_eq!(sandbox.deadlines().len(), 1);
     }
 
     #[test]

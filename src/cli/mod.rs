@@ -1,0 +1,325 @@
+//! The command line, as raw values: the subcommands and their flags. `plan` turns a job's
+//! flags into a checked plan; `cmd/` runs each subcommand.
+
+mod job;
+
+use clap::{Args, Parser, Subcommand};
+
+pub use job::{AwsArgs, JobArgs, LaunchArgs, LimitsArgs, WorkArgs, CONTAINER_FLAGS};
+
+const RUN_EXAMPLES: &str = "\
+Examples:
+  # A RenderToolbox test on a fresh instance; outputs and the log under s3://lab-renders/test-1
+  run-render --ami ami-0abc1234def567890 --iam-profile run-render-instance \\
+      --matlab-root /usr/local/MATLAB/R2019b --volume /home/ubuntu:/home/ubuntu \\
+      --startup /home/ubuntu/MATLAB/startup --toolboxes \"{'RenderToolbox4','isetbio'}\" \\
+      --command \"rtbTestInstallation()\" --output s3://lab-renders/test-1
+
+  # Launch it and go home: the instance runs the job, saves it, and ends itself
+  run-render run --ami ami-0abc1234def567890 --command \"render()\" --output s3://lab/r1 --detach
+  run-render status; run-render logs rr-20261124-053012-1a2b --follow
+
+  # See what would be launched, and the script the instance would run, without launching
+  run-render --ami ami-0abc1234def567890 --command \"ver\" --dry-run
+
+  # A raw shell command on the instance (no container), result as JSON for scripts
+  run-render --ami ami-0abc1234def567890 --shell \"docker images; df -h\" --json";
+
+fn exit_codes() -> String {
+    let mut s = String::from(
+        "Exit codes: the job's own exit code when it ran (0 = success, 1 = MATLAB error, 6 = some \
+         outputs skipped, 124 = its --timeout expired; see rtb-job --help for the rest); the \
+         client's own failures:\n",
+    );
+    for (code, meaning) in rtb_model::exit::client::TABLE {
+        s.push_str(&format!("  {code:>3}  {meaning}\n"));
+    }
+    s.push_str(
+        "Every flag can also be set with the environment variable shown ([env: RUN_RENDER_...]);\n\
+         AWS_PROFILE, AWS_REGION and AWS_ENDPOINT_URL work as for every AWS tool.",
+    );
+    s
+}
+
+fn run_help() -> String {
+    format!("{RUN_EXAMPLES}\n\n{}", exit_codes())
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "run-render",
+    version,
+    about = "Run MATLAB rendering jobs on short-lived EC2 instances: launch, run the rtb-support container through SSM, stream the log, terminate",
+    long_about = "Run MATLAB rendering jobs on short-lived EC2 instances: launch, run the rtb-support \
+        container through SSM, stream the log, terminate.\n\nWithout a subcommand, the flags are \
+        those of `run`: `run-render --ami ... --command ...` runs one job.",
+    after_help = run_help(),
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub cmd: Option<Cmd>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+// Parsed once per process: the size of `Run` does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Run one job (the default: a bare list of flags means `run`).
+    #[command(after_help = run_help())]
+    Run(RunArgs),
+    /// One line per job: its state, instance, times, exit code and output.
+    #[command(
+        after_help = "Examples:\n  run-render status                       # the jobs this workstation started recently\n  run-render status rr-20261124-053012-1a2b --json\n  run-render status J1 --output s3://lab-renders/run-1   # from any machine: S3 and tags alone"
+    )]
+    Status(StatusArgs),
+    /// The job's whole log from S3, or follow it live with --follow (Ctrl-C leaves the job alone).
+    #[command(
+        after_help = "Examples:\n  run-render logs rr-20261124-053012-1a2b\n  run-render logs J1 --output s3://lab-renders/run-1 --follow"
+    )]
+    Logs(LogsArgs),
+    /// Stop a job as the first Ctrl-C does (its outputs saved), then terminate and confirm.
+    #[command(after_help = "Example:\n  run-render stop rr-20261124-053012-1a2b")]
+    Stop(StopArgs),
+    /// Follow a detached job as `run` would, terminating it at the end (unless --detach).
+    #[command(after_help = "Example:\n  run-render attach rr-20261124-053012-1a2b")]
+    Attach(AttachArgs),
+    /// The tool's own instances (tag rtb:tool): id, job, owner, state, age, time left, type.
+    #[command(after_help = "Examples:\n  run-render list\n  run-render list --all-owners --json")]
+    List(ListArgs),
+    /// Terminate the tool's instances that should not be running (job ended, deadline passed,
+    /// no job and old). Only instances carrying our tags; by default only your own.
+    #[command(
+        after_help = "Examples:\n  run-render cleanup --dry-run\n  run-render cleanup --yes --older-than 2h"
+    )]
+    Cleanup(CleanupArgs),
+    /// Print the IAM policies the client and the instance need (ami/iam/).
+    Policy,
+    /// Print a shell completion script: run-render completions bash > /etc/bash_completion.d/run-render
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// `run` (and the bare flag list).
+#[derive(Debug, Clone, Default, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub job: JobArgs,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+    /// Launch, wait until the job has started, print how to follow it, and exit: the instance
+    /// runs the job, saves its outputs and log, and powers itself off when the job ends.
+    #[arg(long, help_heading = "Output")]
+    pub detach: bool,
+    /// Print what would be launched and the script it would run; launch nothing.
+    #[arg(long, help_heading = "Output")]
+    pub dry_run: bool,
+    /// Print one JSON result document on stdout (the job's log goes to stderr).
+    #[arg(long, help_heading = "Output")]
+    pub json: bool,
+    /// Same as the `policy` subcommand.
+    #[arg(long, hide = true)]
+    pub print_policy: bool,
+    /// Flags given on the command line itself (not from the environment or defaults).
+    #[arg(skip)]
+    pub explicit: Vec<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// Job ids [default: the jobs this workstation started in the last 7 days]
+    pub jobs: Vec<String>,
+    /// Where the job's outputs went (its --output): find it from S3 and tags alone.
+    #[arg(long, value_name = "S3_URL")]
+    pub output: Option<String>,
+    /// Print one JSON document (a list of jobs) on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LogsArgs {
+    pub job: String,
+    /// Follow the log live until the job ends.
+    #[arg(long, short)]
+    pub follow: bool,
+    /// Where the job's outputs went (its --output).
+    #[arg(long, value_name = "S3_URL")]
+    pub output: Option<String>,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StopArgs {
+    pub job: String,
+    /// Where the job's outputs went (its --output).
+    #[arg(long, value_name = "S3_URL")]
+    pub output: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AttachArgs {
+    pub job: String,
+    /// Where the job's outputs went (its --output).
+    #[arg(long, value_name = "S3_URL")]
+    pub output: Option<String>,
+    /// Only follow: leave the instance to end itself when the job ends (Ctrl-C leaves the job
+    /// alone).
+    #[arg(long)]
+    pub detach: bool,
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ListArgs {
+    /// Every owner's instances, not only yours (tag rtb:owner).
+    #[arg(long)]
+    pub all_owners: bool,
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CleanupArgs {
+    /// Only list what would be terminated.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask (needed when stdin is not a terminal).
+    #[arg(long, short)]
+    pub yes: bool,
+    /// Every owner's instances, not only yours.
+    #[arg(long)]
+    pub all_owners: bool,
+    /// An instance with no job record is ended once it is this old.
+    #[arg(long, default_value = "2h", value_name = "DURATION")]
+    pub older_than: String,
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
+/// The subcommand to run, with the ids of the flags typed on the command line.
+pub fn parse() -> Cmd {
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    match cli.cmd {
+        Some(Cmd::Run(mut run)) => {
+            if let Some(sub) = matches.subcommand_matches("run") {
+                run.explicit = explicit(sub);
+            }
+            Cmd::Run(run)
+        }
+        Some(other) => other,
+        None => {
+            let mut run = cli.run;
+            run.explicit = explicit(&matches);
+            Cmd::Run(run)
+        }
+    }
+}
+
+/// `run` flags from an argument list (the first item is the program name), with the ids of
+/// the flags it gives; a batch file's rows are parsed this way too.
+pub fn parse_run<I, T>(argv: I) -> Result<RunArgs, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().try_get_matches_from(argv)?;
+    let cli = Cli::from_arg_matches(&matches)?;
+    Ok(match cli.cmd {
+        Some(Cmd::Run(mut run)) => {
+            if let Some(sub) = matches.subcommand_matches("run") {
+                run.explicit = explicit(sub);
+            }
+            run
+        }
+        _ => {
+            let mut run = cli.run;
+            run.explicit = explicit(&matches);
+            run
+        }
+    })
+}
+
+/// Ids of the arguments given on the command line itself.
+pub fn explicit(matches: &clap::ArgMatches) -> Vec<String> {
+    matches
+        .ids()
+        .filter(|id| {
+            matches.value_source(id.as_str()) == Some(clap::parser::ValueSource::CommandLine)
+        })
+        .map(|id| id.as_str().to_string())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_bare_flag_list_means_run() {
+        let cli = Cli::try_parse_from([
+            "run-render",
+            "--ami",
+            "ami-0123456789abcdef0",
+            "--command",
+            "ver",
+        ])
+        .unwrap();
+        assert!(cli.cmd.is_none());
+        assert_eq!(
+            cli.run.job.launch.ami.as_deref(),
+            Some("ami-0123456789abcdef0")
+        );
+        let cli = Cli::try_parse_from([
+            "run-render",
+            "run",
+            "--ami",
+            "ami-0123456789abcdef0",
+            "--detach",
+        ])
+        .unwrap();
+        assert!(matches!(cli.cmd, Some(Cmd::Run(ref r)) if r.detach));
+        let cli = Cli::try_parse_from(["run-render", "status", "j1", "j2", "--json"]).unwrap();
+        assert!(matches!(cli.cmd, Some(Cmd::Status(ref s)) if s.jobs == ["j1", "j2"] && s.json));
+        // Flags of `run` do not mix with another subcommand.
+        assert!(
+            Cli::try_parse_from(["run-render", "--ami", "ami-0123456789abcdef0", "status"])
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn help_lists_every_client_exit_code() {
+        let help = run_help();
+        for (code, _) in rtb_model::exit::client::TABLE {
+            assert!(help.contains(&format!("{code:>3}  ")), "{code}");
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! `list`: the tool's own instances (tag rtb:tool), by default only the caller's (rtb:owner).
+
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::cli::ListArgs;
+use crate::cloud::{Select, TaggedInstance};
+use crate::report::exit;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub instance_id: String,
+    pub job_id: Option<String>,
+    pub owner: Option<String>,
+    pub state: String,
+    pub age_s: Option<u64>,
+    /// Seconds until its deadline ends it; negative once it is past.
+    pub deadline_in_s: Option<i64>,
+    pub instance_type: String,
+    pub batch: Option<String>,
+}
+
+pub fn main(args: ListArgs) -> i32 {
+    super::block_on(async move {
+        let cloud = super::connect(&args.aws, None).await;
+        let owner = crate::plan::owner();
+        let found = cloud
+            .tagged_instances(&Select {
+                owner: (!args.all_owners).then_some(owner.as_str()),
+                ..Select::default()
+            })
+            .await;
+        let instances = match found {
+            Ok(i) => i,
+            Err(e) => return super::fail(&e.to_string(), exit::REMOTE),
+        };
+        let now = SystemTime::now();
+        let rows: Vec<Row> = instances
+            .iter()
+            .filter(|i| i.state.name != crate::cloud::Lifecycle::Terminated)
+            .map(|i| row(i, now))
+            .collect();
+        if args.json {
+            super::emit(&format!(
+                "{}\n",
+                serde_json::to_string_pretty(&rows).unwrap_or_default()
+            ));
+        } else if rows.is_empty() {
+            crate::ui::stderr_line(&format!(
+                "run-render: no instances of ours{}",
+                if args.all_owners {
+                    String::new()
+                } else {
+                    format!(" owned by {owner} (--all-owners for everyone's)")
+                }
+            ));
+        } else {
+            super::emit(&table(&rows));
+        }
+        0
+    })
+}
+
+pub fn row(i: &TaggedInstance, now: SystemTime) -> Row {
+    Row {
+        instance_id: i.id.clone(),
+        job_id: i.job_id.clone(),
+        owner: i.owner.clone(),
+        state: i.state.name.to_string(),
+        age_s: i
+            .launched
+            .and_then(|t| now.duration_since(t).ok())
+            .map(|d| d.as_secs()),
+        deadline_in_s: i.deadline.map(|d| match d.duration_since(now) {
+            Ok(left) => left.as_secs() as i64,
+            Err(past) => -(past.duration().as_secs() as i64),
+        }),
+        instance_type: i.instance_type.clone(),
+        batch: i.batch.clone(),
+    }
+}
+
+fn table(rows: &[Row]) -> String {
+    let mut out = format!(
+        "{:<21} {:<28} {:<12} {:<13} {:>8} {:>10}  {}\n",
+        "INSTANCE", "JOB", "OWNER", "STATE", "AGE", "DEADLINE", "TYPE"
+    );
+    for r in rows {
+        let left = match r.deadline_in_s {
+            Some(s) if s >= 0 => super::short_duration(Duration::from_secs(s as u64)),
+            Some(s) => format!(
+                "-{}",
+                super::short_duration(Duration::from_secs((-s) as u64))
+            ),
+            None => "none".into(),
+        };
+        out.push_str(&format!(
+            "{:<21} {:<28} {:<12} {:<13} {:>8} {:>10}  {}\n",
+            r.instance_id,
+            r.job_id.as_deref().unwrap_or("-"),
+            r.owner.as_deref().unwrap_or("-"),
+            r.state,
+            r.age_s
+                .map(|a| super::short_duration(Duration::from_secs(a)))
+                .unwrap_or_else(|| "-".into()),
+            left,
+            r.instance_type
+        ));
+    }
+    out
+}

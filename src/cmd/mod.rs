@@ -1,0 +1,224 @@
+//! One module per subcommand; each takes its parsed flags and returns the exit code.
+//! What they share: connecting, finding a job, printing.
+
+pub mod attach;
+pub mod cleanup;
+pub mod list;
+pub mod logs;
+pub mod run;
+pub mod status;
+pub mod stop;
+
+use std::io::Write;
+use std::time::SystemTime;
+
+use rtb_model::{JobRecords, S3Url};
+
+use crate::cli::AwsArgs;
+use crate::cloud::{Cloud, Connect, Select, TaggedInstance};
+use crate::plan::Plan;
+use crate::registry::{Entry, Registry};
+use crate::report::exit;
+
+/// Write `text` to stdout, all of it; a closed pipe (`run-render --dry-run | head`) or a
+/// full disk is one line and exit 2, not a panic.
+pub fn emit(text: &str) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            crate::ui::stderr_line("run-render: stdout was closed before the output was written");
+        } else {
+            crate::ui::stderr_line(&format!("run-render: cannot write to stdout: {e}"));
+        }
+        std::process::exit(exit::BAD_INPUT);
+    }
+}
+
+/// Refused input: one line, exit 2 (with `--json`, one JSON document too).
+pub fn bad_input(message: &str, json: bool) -> i32 {
+    crate::ui::stderr_line(&format!("run-render: {message}"));
+    if json {
+        // Scripts get their one JSON document on every path.
+        let doc = serde_json::json!({
+            "outcome": "bad_input",
+            "exit_code": exit::BAD_INPUT,
+            "instance": "not_launched",
+            "error": message,
+        });
+        emit(&format!("{doc}\n"));
+    }
+    exit::BAD_INPUT
+}
+
+/// A failure of the command itself (AWS refused, not found...): one line and `code`.
+pub fn fail(message: &str, code: i32) -> i32 {
+    crate::ui::stderr_line(&format!("run-render: {message}"));
+    code
+}
+
+pub fn block_on(f: impl std::future::Future<Output = i32>) -> i32 {
+    match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt.block_on(f),
+        Err(e) => fail(
+            &format!("cannot start the async runtime: {e}"),
+            exit::BAD_INPUT,
+        ),
+    }
+}
+
+/// The clients for a job's plan. A call may take at most half the patience, so giving up is
+/// never late.
+pub async fn connect_for(plan: &Plan) -> Cloud {
+    Cloud::connect(&Connect {
+        region: plan.region.clone(),
+        profile: plan.profile.clone(),
+        endpoint_url: plan.endpoint_url.clone(),
+        call_limit: Some(crate::cloud::CALL_LIMIT.min(plan.api_patience / 2)),
+    })
+    .await
+}
+
+/// The clients for a subcommand: its flags, else what the job's registry entry recorded,
+/// else the usual AWS settings.
+pub async fn connect(aws: &AwsArgs, entry: Option<&Entry>) -> Cloud {
+    Cloud::connect(&Connect {
+        region: aws
+            .region
+            .clone()
+            .or_else(|| entry.and_then(|e| e.region.clone())),
+        profile: aws
+            .profile
+            .clone()
+            .or_else(|| entry.and_then(|e| e.profile.clone())),
+        endpoint_url: aws
+            .endpoint_url
+            .clone()
+            .or_else(|| entry.and_then(|e| e.endpoint_url.clone())),
+        call_limit: None,
+    })
+    .await
+}
+
+/// Parse `--output`, or say what is wrong with it.
+pub fn output_url(output: &Option<String>) -> Result<Option<S3Url>, String> {
+    output
+        .as_deref()
+        .map(|o| o.parse::<S3Url>().map_err(|e| format!("--output: {e}")))
+        .transpose()
+}
+
+/// A job found from the registry, its instance's tags and S3.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub job_id: String,
+    pub entry: Option<Entry>,
+    pub instance: Option<TaggedInstance>,
+    pub records: Option<JobRecords>,
+}
+
+impl Found {
+    /// A container job (it has records), not a raw shell command.
+    pub fn container(&self) -> bool {
+        self.records.is_some() || self.entry.as_ref().is_some_and(|e| !e.shell)
+    }
+
+    pub fn deadline(&self) -> Option<SystemTime> {
+        self.instance.as_ref().and_then(|i| i.deadline).or_else(|| {
+            self.entry
+                .as_ref()
+                .and_then(|e| e.deadline.as_deref())
+                .and_then(|d| humantime::parse_rfc3339(d).ok())
+        })
+    }
+}
+
+/// Find a job: the registry's entry (this workstation started it), then its instance (by the
+/// id recorded, else by its launch tokens, else by its `rtb:job-id` tag), then its records
+/// (`--output`, the entry, or the instance's `rtb:records` tag).
+pub async fn find(
+    cloud: &Cloud,
+    registry: &Registry,
+    job_id: &str,
+    output: Option<&S3Url>,
+) -> Result<Found, crate::cloud::CloudError> {
+    let entry = registry.get(job_id);
+    let mut instance = None;
+    if let Some(id) = entry.as_ref().and_then(|e| e.instance_id.clone()) {
+        let ids = [id];
+        instance = cloud
+            .tagged_instances(&Select {
+                ids: &ids,
+                ..Select::default()
+            })
+            .await?
+            .into_iter()
+            .next();
+    }
+    if instance.is_none() {
+        for token in entry.iter().flat_map(|e| e.launch_tokens.iter()) {
+            let mut got = cloud
+                .tagged_instances(&Select {
+                    launch_token: Some(token),
+                    ..Select::default()
+                })
+                .await?;
+            if let Some(i) = got.pop() {
+                instance = Some(i);
+                break;
+            }
+        }
+    }
+    let records = output
+        .map(|o| JobRecords::under_output(o, job_id))
+        .or_else(|| {
+            entry
+                .as_ref()
+                .and_then(|e| e.records.as_deref())
+                .and_then(|r| r.parse::<S3Url>().ok())
+                .map(JobRecords::at)
+        });
+    if instance.is_none() && entry.as_ref().is_none_or(|e| e.launch_tokens.is_empty()) {
+        // From anywhere: the job's tag. A re-run under the same id (another output) is told
+        // apart by its records tag; the newest launch wins.
+        let mut got = cloud
+            .tagged_instances(&Select {
+                job_id: Some(job_id),
+                ..Select::default()
+            })
+            .await?;
+        if let Some(r) = &records {
+            let root = r.root().to_string();
+            got.retain(|i| i.records.as_deref().is_none_or(|t| t == root));
+        }
+        got.sort_by_key(|i| i.launched);
+        instance = got.pop();
+    }
+    let records = records.or_else(|| {
+        instance
+            .as_ref()
+            .and_then(|i| i.records.as_deref())
+            .and_then(|r| r.parse::<S3Url>().ok())
+            .map(JobRecords::at)
+    });
+    Ok(Found {
+        job_id: job_id.to_string(),
+        entry,
+        instance,
+        records,
+    })
+}
+
+/// `12m`, `3h04m`, `2d05h`: ages and times left, short.
+pub fn short_duration(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..=86_399 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{:02}h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}

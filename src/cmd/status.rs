@@ -1,0 +1,229 @@
+//! `status [JOB...]`: one line per job (or one JSON document), from the registry, the
+//! instance's tags and the job's records in S3.
+
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use super::{find, Found};
+use crate::cli::StatusArgs;
+use crate::cloud::Cloud;
+use crate::inventory::{self, JobState, Seen};
+use crate::registry::{self, Registry};
+
+/// One job's line.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub job_id: String,
+    pub state: JobState,
+    /// Why, for a lost or failed job.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    pub instance_id: Option<String>,
+    pub instance_state: Option<String>,
+    pub started_at: Option<String>,
+    pub elapsed_s: Option<u64>,
+    pub exit_code: Option<i32>,
+    pub output: Option<String>,
+    pub records: Option<String>,
+}
+
+pub fn main(args: StatusArgs) -> i32 {
+    super::block_on(run(args))
+}
+
+async fn run(args: StatusArgs) -> i32 {
+    let output = match super::output_url(&args.output) {
+        Ok(o) => o,
+        Err(e) => return super::bad_input(&e, args.json),
+    };
+    let registry = Registry::open();
+    let ids: Vec<String> = if args.jobs.is_empty() {
+        registry
+            .recent(SystemTime::now(), registry::RECENT)
+            .into_iter()
+            .map(|e| e.job_id)
+            .collect()
+    } else {
+        args.jobs.clone()
+    };
+    for id in &ids {
+        if let Err(e) = rtb_model::job_id::check(id) {
+            return super::bad_input(&e, args.json);
+        }
+    }
+    if ids.is_empty() {
+        if args.json {
+            super::emit("[]\n");
+        } else {
+            crate::ui::stderr_line(&format!(
+                "run-render: no jobs started from this workstation in the last {} (registry: {})",
+                humantime::format_duration(registry::RECENT),
+                registry.dir().display()
+            ));
+        }
+        return 0;
+    }
+    let first = registry.get(&ids[0]);
+    let cloud = super::connect(&args.aws, first.as_ref()).await;
+    let mut rows = Vec::new();
+    let mut missing = 0;
+    for id in &ids {
+        match row(&cloud, &registry, id, output.as_ref()).await {
+            Ok(Some(r)) => rows.push(r),
+            Ok(None) => {
+                missing += 1;
+                crate::ui::stderr_line(&format!(
+                    "run-render: job {id}: not found (no record on this workstation, no instance tagged rtb:job-id={id}, no result record; if it ran elsewhere, give its --output)"
+                ));
+            }
+            Err(e) => return super::fail(&format!("job {id}: {e}"), crate::report::exit::REMOTE),
+        }
+    }
+    if args.json {
+        super::emit(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&rows).unwrap_or_default()
+        ));
+    } else {
+        super::emit(&table(&rows));
+    }
+    i32::from(missing > 0)
+}
+
+/// Everything known of one job, as a row; None when nothing at all is known.
+pub async fn row(
+    cloud: &Cloud,
+    registry: &Registry,
+    job_id: &str,
+    output: Option<&rtb_model::S3Url>,
+) -> Result<Option<Row>, crate::cloud::CloudError> {
+    let found = find(cloud, registry, job_id, output).await?;
+    let (result, log_started) = match &found.records {
+        Some(r) => {
+            let result = cloud.job_result(r).await?;
+            let started = result.is_some() || cloud.log_started(r).await?;
+            (result, started)
+        }
+        None => (None, false),
+    };
+    if found.entry.is_none() && found.instance.is_none() && result.is_none() && !log_started {
+        return Ok(None);
+    }
+    Ok(Some(make_row(
+        &found,
+        result.as_ref(),
+        log_started,
+        SystemTime::now(),
+    )))
+}
+
+pub fn make_row(
+    found: &Found,
+    result: Option<&rtb_model::JobResult>,
+    log_started: bool,
+    now: SystemTime,
+) -> Row {
+    let (state, detail) = inventory::job_state(&Seen {
+        entry: found.entry.as_ref(),
+        instance: found.instance.as_ref(),
+        result,
+        log_started,
+        container: found.container(),
+    });
+    let started = found
+        .entry
+        .as_ref()
+        .and_then(|e| humantime::parse_rfc3339(&e.created_at).ok())
+        .or_else(|| found.instance.as_ref().and_then(|i| i.launched));
+    let finished = result
+        .and_then(|r| humantime::parse_rfc3339(&r.finished_at).ok())
+        .or_else(|| {
+            found
+                .entry
+                .as_ref()
+                .and_then(|e| e.ended.as_ref())
+                .and_then(|e| humantime::parse_rfc3339(&e.at).ok())
+        });
+    let elapsed = started.and_then(|s| finished.unwrap_or(now).duration_since(s).ok());
+    Row {
+        job_id: found.job_id.clone(),
+        state,
+        detail: if state == JobState::Succeeded {
+            None
+        } else {
+            detail
+        },
+        instance_id: found
+            .instance
+            .as_ref()
+            .map(|i| i.id.clone())
+            .or_else(|| found.entry.as_ref().and_then(|e| e.instance_id.clone())),
+        instance_state: found
+            .instance
+            .as_ref()
+            .map(|i| i.state.describe())
+            .or_else(|| {
+                found
+                    .entry
+                    .as_ref()
+                    .and_then(|e| e.instance_id.as_ref())
+                    .map(|_| "gone".into())
+            }),
+        started_at: started.map(super::rfc3339),
+        elapsed_s: elapsed.map(|d| d.as_secs()),
+        exit_code: result.map(|r| r.exit_code).or_else(|| {
+            found
+                .entry
+                .as_ref()
+                .and_then(|e| e.ended.as_ref())
+                .map(|e| e.exit_code)
+        }),
+        output: found
+            .entry
+            .as_ref()
+            .and_then(|e| e.output.clone())
+            .or_else(|| found.records.as_ref().map(output_of)),
+        records: found.records.as_ref().map(|r| r.root().to_string()),
+    }
+}
+
+/// The output location a records folder lives under (`<output>/_rtb-job/<id>/`).
+fn output_of(r: &rtb_model::JobRecords) -> String {
+    let root = r.root().to_string();
+    match root.find(&format!("/{}/", rtb_model::layout::RECORDS_DIR)) {
+        Some(i) => root[..i].to_string(),
+        None => root,
+    }
+}
+
+pub fn table(rows: &[Row]) -> String {
+    let mut out = format!(
+        "{:<28} {:<11} {:<21} {:<20} {:>9} {:>4}  {}\n",
+        "JOB", "STATE", "INSTANCE", "STARTED", "ELAPSED", "EXIT", "OUTPUT"
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "{:<28} {:<11} {:<21} {:<20} {:>9} {:>4}  {}\n",
+            r.job_id,
+            r.state.as_str(),
+            match (&r.instance_id, &r.instance_state) {
+                (Some(id), Some(s)) => format!("{id} {}", s.split(':').next().unwrap_or("")),
+                (Some(id), None) => id.clone(),
+                _ => "-".into(),
+            },
+            r.started_at.as_deref().unwrap_or("-"),
+            r.elapsed_s
+                .map(|s| super::short_duration(Duration::from_secs(s)))
+                .unwrap_or_else(|| "-".into()),
+            r.exit_code
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "-".into()),
+            r.output.as_deref().unwrap_or("-"),
+        ));
+        if let Some(d) = &r.detail {
+            out.push_str(&format!("    {}\n", crate::ui::printable(d)));
+        }
+    }
+    out
+}

@@ -1,0 +1,4 @@
+//! Where jobs run. `ec2`: instances this client launches and drives through SSM (the
+//! lifecycle in `lifecycle/` runs over it).
+
+pub mod ec2;

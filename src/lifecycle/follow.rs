@@ -1,0 +1,341 @@
+//! Following a job that runs on an instance: its log from S3, its command's status from SSM,
+//! the instance's state from EC2, until the job ends; a stop on a signal or at the deadline.
+//! Used by `run` and by `attach` (which follows a job another client started).
+
+use std::time::{Duration, SystemTime};
+
+use rtb_model::JobRecords;
+use tokio::time::{interval, sleep_until, MissedTickBehavior};
+
+use super::{push_error, set, Leave};
+use crate::cloud::{Cloud, InvocationStatus};
+use crate::engine::ec2::{remote, script};
+use crate::logs::Tail;
+use crate::outcome::{self, Facts, Stopping};
+use crate::patience::Patience;
+use crate::plan::{Plan, Work};
+use crate::report::{exit, Outcome, Report};
+use crate::signals::Interrupts;
+use crate::ui::Ui;
+
+/// How often the command's status is read: often at first, so a short job's end is seen at
+/// once (this wait is most of the client's own overhead), then once a second.
+const STATUS_FAST: Duration = Duration::from_millis(250);
+const STATUS_SLOW: Duration = Duration::from_millis(1000);
+const STATUS_FAST_FOR: Duration = Duration::from_secs(30);
+/// How often new log chunks are looked for (chunks are written ~1 s apart).
+const LOG_EVERY: Duration = Duration::from_millis(500);
+/// How often the instance itself is checked while the job runs: an instance that vanishes
+/// under the job (spot reclaim, the console, a crash) is seen within seconds.
+const STATE_EVERY: Duration = Duration::from_secs(2);
+/// How many times a wait that ended without the job's end (SSM's 48 h limit, an agent
+/// restart) is taken up again.
+const REATTACH_MAX: u32 = 5;
+/// SSM's own output cap for GetCommandInvocation.
+const SSM_OUTPUT_CAP: usize = 24_000;
+
+/// What following a job needs to know of it: from its plan (`run`), or from the registry,
+/// its tags and S3 (`attach`, `stop`).
+#[derive(Debug, Clone)]
+pub struct JobRef {
+    pub job_id: String,
+    /// A container job (the runner's records and codes), not a raw shell command.
+    pub container: bool,
+    pub records: Option<JobRecords>,
+    pub deadline: Option<SystemTime>,
+    /// A shell job's --timeout, which the client enforces.
+    pub timeout: Option<Duration>,
+    pub keep: bool,
+    pub api_patience: Duration,
+}
+
+impl JobRef {
+    pub fn of(plan: &Plan) -> JobRef {
+        let records = match &plan.work {
+            Work::Container(c) => c.records.clone(),
+            Work::Shell(_) => None,
+        };
+        JobRef {
+            job_id: plan.job_id.clone(),
+            container: matches!(plan.work, Work::Container(_)),
+            records,
+            deadline: plan.deadline,
+            timeout: plan.timeout,
+            keep: plan.keep,
+            api_patience: plan.api_patience,
+        }
+    }
+}
+
+/// SSM may run the script until the instance's own deadline; without one, its maximum.
+pub fn execution_limit(deadline: Option<SystemTime>) -> Duration {
+    deadline
+        .and_then(|d| d.duration_since(SystemTime::now()).ok())
+        .unwrap_or(Duration::from_secs(crate::cloud::MAX_EXECUTION_SECS))
+}
+
+/// Why the follow loop ended.
+enum Ended {
+    /// The command ended with this status and exit code.
+    Command(crate::cloud::Invocation),
+    /// The instance went away under the job.
+    Gone(String),
+    /// AWS stopped answering for longer than our patience.
+    NoAnswer(String),
+    /// A second signal during a stop.
+    Hurry,
+    /// Waiting could not go on (the stop took too long, a re-attach failed).
+    Other(String),
+}
+
+/// Stream the log and wait for the command to end, stopping it on a signal or timeout.
+#[allow(clippy::too_many_arguments)]
+pub async fn follow(
+    job: &JobRef,
+    cloud: &Cloud,
+    ui: &Ui,
+    interrupts: &Interrupts,
+    id: &str,
+    mut command: String,
+    mut patience: Patience,
+    r: &mut Report,
+) -> Leave {
+    let container = job.container;
+    let records = job.records.clone();
+    let mut tail = records.map(Tail::new);
+    let mut log_trouble = false;
+    let started = tokio::time::Instant::now();
+    // Shell commands: the client enforces --timeout. Container jobs: the runner does (its
+    // timeout starts after the input copy); the client steps in only at the instance's
+    // own deadline.
+    let limit = if container {
+        job.deadline
+            .map(|d| started + d.duration_since(SystemTime::now()).unwrap_or_default())
+    } else {
+        job.timeout.map(|t| started + t)
+    };
+    let mut stopping: Option<(Stopping, tokio::time::Instant)> = None;
+    let mut reattached = 0;
+    let (mut status_tick, mut log_tick, mut state_tick) = (
+        interval(STATUS_FAST),
+        interval(LOG_EVERY),
+        interval(STATE_EVERY),
+    );
+    for t in [&mut status_tick, &mut log_tick, &mut state_tick] {
+        t.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    }
+    let far = started + Duration::from_secs(10 * 365 * 24 * 3600);
+
+    let ended: Ended = loop {
+        tokio::select! {
+            _ = log_tick.tick(), if tail.is_some() => {
+                if let Some(t) = tail.as_mut() {
+                    if let Err(e) = t.poll(cloud, ui).await {
+                        if !log_trouble {
+                            ui.note(format!("cannot read the live log yet ({e}); will keep trying"));
+                            log_trouble = true;
+                        }
+                    }
+                }
+            }
+            _ = status_tick.tick() => {
+                if started.elapsed() > STATUS_FAST_FOR && status_tick.period() == STATUS_FAST {
+                    status_tick = interval(STATUS_SLOW);
+                    status_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+                }
+                let inv = match cloud.invocation(&command, id).await {
+                    Ok(inv) => { patience.ok(); inv }
+                    Err(e) => {
+                        if patience.first_failure() {
+                            ui.note(format!("cannot read the command's status ({e}); retrying"));
+                        }
+                        if patience.failed(e) {
+                            break Ended::NoAnswer(patience.last_error());
+                        }
+                        continue;
+                    }
+                };
+                let Some(inv) = inv.filter(|i| i.status.is_done()) else { continue };
+                // The wait ended without success: was it the job's end? The instance may have
+                // gone (the command then reads Failed), or the wait itself was cut short (SSM's
+                // 48 h limit, an agent restart: no exit code) while the container runs on.
+                if inv.status != InvocationStatus::Success {
+                    match cloud.instance_state(id).await {
+                        Ok(Some(s)) if s.is_gone() => break Ended::Gone(s.describe()),
+                        Ok(None) => break Ended::Gone("no longer known to EC2".into()),
+                        _ => {}
+                    }
+                }
+                let cut_short = inv.status == InvocationStatus::TimedOut
+                    || (inv.response_code < 0 && inv.status != InvocationStatus::Success);
+                if container && cut_short && stopping.is_none() && reattached < REATTACH_MAX {
+                    ui.note(format!(
+                        "the wait for the job ended without its exit code (SSM status {:?}); waiting for the job again",
+                        inv.status
+                    ));
+                    reattached += 1;
+                    let again = script::reattach_script(&job.job_id);
+                    match remote::send(cloud, id, &again, execution_limit(job.deadline),
+                        &format!("run-render re-attach {}", job.job_id), &mut patience).await {
+                        Ok(c) => command = c,
+                        Err(remote::RemoteError::NoAnswer { last, .. }) => break Ended::NoAnswer(last),
+                        Err(e) => break Ended::Other(format!("cannot wait for the job again: {e}")),
+                    }
+                    continue;
+                }
+                break Ended::Command(inv);
+            }
+            _ = state_tick.tick() => {
+                match cloud.instance_state(id).await {
+                    Ok(Some(s)) if s.is_gone() => break Ended::Gone(s.describe()),
+                    Ok(None) => break Ended::Gone("no longer known to EC2".into()),
+                    Ok(Some(_)) => patience.ok(),
+                    Err(e) => if patience.failed(e) {
+                        break Ended::NoAnswer(patience.last_error());
+                    }
+                }
+            }
+            _ = interrupts.reached(1), if stopping.is_none() => {
+                ui.note("stopping the job: saving its outputs, then terminating (press Ctrl-C again to terminate at once)");
+                stopping = Some((Stopping::Interrupted, begin_stop(job, cloud, ui, id, &command, &mut patience).await));
+            }
+            _ = sleep_until(limit.unwrap_or(far)), if limit.is_some() && stopping.is_none() => {
+                ui.note(if container {
+                    "the instance reached its deadline (--timeout + --deadline-margin) with the job still running; stopping it".to_string()
+                } else {
+                    format!("the command ran past its --timeout of {}; stopping it",
+                        humantime::format_duration(job.timeout.unwrap_or_default()))
+                });
+                stopping = Some((Stopping::TimedOut, begin_stop(job, cloud, ui, id, &command, &mut patience).await));
+            }
+            _ = interrupts.reached(2), if stopping.map(|s| s.0) == Some(Stopping::Interrupted) => {
+                break Ended::Hurry;
+            }
+            _ = sleep_until(stopping.map(|s| s.1).unwrap_or(far)), if stopping.is_some() => {
+                break Ended::Other("the job did not stop in time; terminating the instance".into());
+            }
+        }
+    };
+
+    // The rest of the log (the runner wrote its last chunk before its record), and the
+    // record itself: the proof of how the job ended and that its outputs were saved.
+    if !matches!(ended, Ended::Hurry | Ended::NoAnswer(_)) {
+        if let Some(t) = tail.as_mut() {
+            let _ = t.poll(cloud, ui).await;
+            r.result = t.result(cloud).await.ok().flatten();
+        }
+    }
+    if let Some(t) = &tail {
+        r.log_lines = t.lines;
+    }
+
+    let stopping = stopping.map(|s| s.0);
+    let mut facts = Facts {
+        container,
+        stopping,
+        result: r.result.as_ref(),
+        timeout: job.timeout,
+        ..Facts::default()
+    };
+    let script_error;
+    match ended {
+        Ended::Hurry => {
+            set(
+                r,
+                Outcome::Interrupted,
+                exit::INTERRUPTED,
+                "interrupted twice",
+            );
+            return Leave::Now;
+        }
+        Ended::NoAnswer(last) => {
+            set(
+                r,
+                Outcome::Unknown,
+                exit::UNCONFIRMED,
+                format!(
+                    "gave up following the job: AWS has not answered for {} ({last})",
+                    humantime::format_duration(patience.limit())
+                ),
+            );
+            return Leave::Unreachable;
+        }
+        Ended::Other(why) if stopping.is_none() => {
+            set(r, Outcome::RemoteFailed, exit::REMOTE, why);
+            return Leave::Normally;
+        }
+        Ended::Other(_) => {}
+        Ended::Gone(state) => facts.instance_gone = Some(state),
+        Ended::Command(inv) => {
+            if tail.as_ref().is_none_or(|t| t.lines == 0) {
+                show_ssm_output(ui, &inv);
+            }
+            script_error = inv.stderr.lines().last().map(str::to_string);
+            facts.script_error = script_error.as_deref();
+            facts.ended = Some((inv.status, inv.response_code));
+        }
+    }
+    let (outcome, code, why) = outcome::classify(&facts);
+    r.outcome = outcome;
+    r.exit_code = code;
+    if let Some(why) = why {
+        push_error(r, why);
+    }
+    Leave::Normally
+}
+
+/// Start stopping the job; returns when to give up waiting for it.
+pub async fn begin_stop(
+    job: &JobRef,
+    cloud: &Cloud,
+    ui: &Ui,
+    id: &str,
+    command: &str,
+    patience: &mut Patience,
+) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    match job.container {
+        true => {
+            // docker stop: the runner stops the interpreter and uploads what exists; the main
+            // command then ends with the runner's exit code. It gets as long as the upload
+            // needs, up to shortly before the instance's own deadline.
+            let grace = script::stop_grace(job.deadline, SystemTime::now());
+            let sent = remote::send(
+                cloud,
+                id,
+                &script::stop_script(&job.job_id, grace),
+                Duration::from_secs(120),
+                "run-render stop",
+                patience,
+            )
+            .await;
+            match sent {
+                Ok(_) => now + grace + Duration::from_secs(30),
+                Err(e) => {
+                    ui.note(format!(
+                        "could not send the stop command ({e}): the job's outputs are NOT being saved"
+                    ));
+                    now
+                }
+            }
+        }
+        false => {
+            // Some SSM implementations cannot cancel; terminating ends the command anyway.
+            let _ = cloud.cancel(command, id).await;
+            now + Duration::from_secs(5)
+        }
+    }
+}
+
+/// When there is no S3 log (no --output, or the container never started), show what SSM
+/// kept of the script's output.
+pub fn show_ssm_output(ui: &Ui, inv: &crate::cloud::Invocation) {
+    for line in inv.stdout.lines().chain(inv.stderr.lines()) {
+        ui.log_line(line);
+    }
+    if inv.stdout.len() >= SSM_OUTPUT_CAP {
+        ui.note(
+            "SSM keeps only the first 24,000 characters of output; use --output for the whole log",
+        );
+    }
+}

@@ -1,0 +1,141 @@
+//! The termination policy, in one place: how every path that launched an instance leaves
+//! it. Terminated and confirmed by default; kept only when asked (`--keep`); left to end
+//! itself when detached or when AWS stopped answering (its own deadline, armed on the
+//! instance, ends it); and a hurried request on a second Ctrl-C. Whenever the instance's
+//! end is not confirmed, the exit code says so (69).
+
+use std::time::Instant;
+
+use crate::cloud::Cloud;
+use crate::engine::ec2::instance::Instance;
+use crate::engine::ec2::script;
+use crate::lifecycle::follow::JobRef;
+use crate::lifecycle::push_error;
+use crate::report::{exit, InstanceFate, Outcome, Report};
+use crate::signals::Interrupts;
+use crate::ui::Ui;
+
+/// How the client leaves the instance once the job part is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leave {
+    /// Terminate and confirm (or keep, with --keep).
+    Normally,
+    /// A second signal: request termination and exit at once.
+    Now,
+    /// AWS stopped answering: nothing more can be done from here. The job goes on, and the
+    /// instance ends itself after it (or at its deadline).
+    Unreachable,
+    /// `--detach`: the job runs on, and the instance ends itself after it.
+    Detached,
+}
+
+/// The end of every path that launched something: the termination policy.
+pub async fn end(
+    job: &JobRef,
+    cloud: &Cloud,
+    ui: &Ui,
+    interrupts: &Interrupts,
+    instance: Instance,
+    leave: Leave,
+    r: &mut Report,
+) {
+    let id = instance.id.clone();
+    match leave {
+        Leave::Unreachable => {
+            instance.abandon();
+            r.instance = InstanceFate::Unconfirmed;
+            r.exit_code = exit::UNCONFIRMED;
+            push_error(r, left_running(job, &id));
+        }
+        Leave::Now => {
+            ui.note(format!("terminating {id} without waiting"));
+            hurried_termination(instance, r).await;
+        }
+        Leave::Detached => {
+            instance.abandon();
+            r.instance = InstanceFate::Detached;
+        }
+        Leave::Normally if job.keep && r.outcome != Outcome::Interrupted => {
+            instance.keep();
+            r.instance = InstanceFate::Kept;
+            ui.note(format!("keeping {id} running, as asked (--keep)"));
+        }
+        Leave::Normally => {
+            ui.phase(format!("terminating {id}"));
+            let t = Instant::now();
+            let seen = interrupts.count();
+            let confirmed = tokio::select! {
+                done = instance.terminate() => Some(done),
+                _ = interrupts.reached(seen + 1) => None,
+            };
+            match confirmed {
+                Some(Ok(_)) => {
+                    r.instance = InstanceFate::Terminated;
+                    r.phases.terminate_s = Some(t.elapsed().as_secs_f64());
+                    ui.done(format!("{id} terminated"));
+                }
+                Some(Err(e)) => {
+                    r.instance = InstanceFate::Unconfirmed;
+                    r.exit_code = exit::UNCONFIRMED;
+                    push_error(r, e.to_string());
+                }
+                None => {
+                    // Asked again while waiting: make sure the request is out, then go.
+                    hurried_termination(Instance::adopt(cloud, id), r).await;
+                }
+            }
+        }
+    }
+}
+
+/// Request termination, look once, and leave: exit 69 unless EC2 has accepted it.
+pub async fn hurried_termination(instance: Instance, r: &mut Report) {
+    let id = instance.id.clone();
+    let requested = instance.request_termination().await;
+    instance.abandon();
+    match requested {
+        Ok(true) => {
+            r.instance = InstanceFate::Terminated;
+            push_error(r, format!("{id} is terminating (not waiting for it)"));
+        }
+        Ok(false) => {
+            r.instance = InstanceFate::Unconfirmed;
+            r.exit_code = exit::UNCONFIRMED;
+            push_error(
+                r,
+                format!(
+                    "termination of {id} requested; not waiting for it, so it is not confirmed"
+                ),
+            );
+        }
+        Err(e) => {
+            r.instance = InstanceFate::Unconfirmed;
+            r.exit_code = exit::UNCONFIRMED;
+            push_error(r, format!("could not request termination of {id}: {e}"));
+        }
+    }
+}
+
+/// What happens to an instance the client can no longer reach.
+fn left_running(job: &JobRef, id: &str) -> String {
+    let deadline = match job.deadline {
+        Some(d) => format!(
+            "at the latest at its deadline, {}",
+            humantime::format_rfc3339_seconds(d)
+        ),
+        None => "at the latest at the AMI's maximum lifetime (no --timeout)".to_string(),
+    };
+    let after = if job.keep {
+        String::new()
+    } else {
+        format!(
+            "it powers itself off within {} of the job's end, ",
+            humantime::format_duration(script::AFTER_JOB)
+        )
+    };
+    format!(
+        "instance {id} may still be running the job: {after}{deadline}. Check it with \
+         `aws ec2 describe-instances --instance-ids {id}`, end it with \
+         `aws ec2 terminate-instances --instance-ids {id}`"
+    )
+}
