@@ -2,6 +2,7 @@
 //! environment contract (see `rtb_model::contract`) and adds streamed logs, a result record,
 //! real failure exit codes, timeouts and clean stops.
 //!
+//! - [`manifest`]: an AWS Batch array child's row of the batch manifest, as its environment
 //! - [`settings`]: flags and environment, checked once into ready-to-use settings
 //! - [`compose`]: which interpreter, and the script and command line it runs
 //! - [`process`]: running the interpreter, streaming its lines, stopping it
@@ -13,6 +14,7 @@
 pub mod compose;
 pub mod job;
 pub mod logsink;
+pub mod manifest;
 pub mod mount;
 pub mod process;
 pub mod settings;

@@ -1,7 +1,20 @@
-use rtb_job::{job, settings, transfer};
+use rtb_job::{job, manifest, settings, transfer};
 use rtb_model::exit::runner as exit;
 
 fn main() {
+    // Before anything else: an array child's row of the batch manifest becomes its environment,
+    // which the settings below are read from.
+    match manifest::apply_from_env() {
+        Ok(None) => {}
+        Ok(Some(row)) => println!(
+            "rtb-job: batch manifest row {} (job {})",
+            row.index, row.job_id
+        ),
+        Err(e) => {
+            eprintln!("rtb-job: {e}");
+            std::process::exit(exit::BAD_MANIFEST);
+        }
+    }
     let args = settings::parse_args();
     let code = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt.block_on(run(args)),

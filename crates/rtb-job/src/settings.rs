@@ -25,7 +25,11 @@ fn after_help() -> String {
 lines written for the original rtb-job.sh keep working. An empty variable means its default
 (except MATLAB_PRELOAD, where empty means preload nothing).
 
-Exit codes (outputs, the log and the result record are uploaded in every case but 2):
+RTB_MANIFEST=s3://bucket/key.json (AWS Batch array jobs): read that batch manifest first and take
+this child's row (by AWS_BATCH_JOB_ARRAY_INDEX, else the :N suffix of AWS_BATCH_JOB_ID) as the
+environment, over the container's own.
+
+Exit codes (outputs, the log and the result record are uploaded in every case but 2 and 7):
 ",
     );
     for (code, meaning) in exit::TABLE {

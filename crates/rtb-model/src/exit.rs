@@ -14,6 +14,9 @@ pub mod runner {
     /// The command succeeded, but some outputs could not be uploaded (listed in the log and in
     /// `result.json`); everything else was.
     pub const OUTPUT_INCOMPLETE: i32 = 6;
+    /// An array child could not read its row of the batch manifest (`RTB_MANIFEST`): nothing
+    /// was done. Retrying does not help; the manifest or the submission is wrong.
+    pub const BAD_MANIFEST: i32 = 7;
     pub const TIMED_OUT: i32 = 124;
     /// Stopped by signal N: 128 + N (143 for `docker stop`).
     pub const SIGNAL_BASE: i32 = 128;
@@ -27,6 +30,7 @@ pub mod runner {
         (OUTPUT_FAILED, "the output copy failed"),
         (NO_INTERPRETER, "the interpreter could not be started"),
         (OUTPUT_INCOMPLETE, "the command succeeded but some outputs were skipped (listed in the log and result.json)"),
+        (BAD_MANIFEST, "the job's row of the batch manifest (RTB_MANIFEST) could not be read: nothing was done"),
         (TIMED_OUT, "the command ran past its timeout and was stopped"),
         (SIGNAL_BASE, "128+N: stopped by signal N (143 for docker stop)"),
     ];

@@ -7,6 +7,7 @@ pub mod errors;
 pub mod exit;
 pub mod job_id;
 pub mod layout;
+pub mod manifest;
 pub mod result;
 mod s3url;
 
