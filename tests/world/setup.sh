@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Bring up the local test world: system packages, a Python venv with MiniStack (and one with
-# mitmproxy, for the fault proxy), the runner binary, the Docker images, MiniStack on
-# 127.0.0.1:$RTB_WORLD_PORT, and .world/env.
+# mitmproxy, for the fault proxy, and one with moto, for AWS Batch), the runner binary, the
+# Docker images, MiniStack on 127.0.0.1:$RTB_WORLD_PORT, moto on 127.0.0.1:$RTB_WORLD_MOTO_PORT,
+# and .world/env.
 # Idempotent: every step checks first and does nothing when its result is already there.
 # See tests/world/README.md.
 set -euo pipefail
@@ -12,8 +13,11 @@ WORLD=$REPO/.world
 VENV=$WORLD/venv
 FAULTS_VENV=$WORLD/faults-venv
 FAULTS_CONFDIR=$WORLD/mitmproxy
+MOTO_VENV=$WORLD/moto-venv
 PORT=${RTB_WORLD_PORT:-45660}
 ENDPOINT=http://127.0.0.1:$PORT
+MOTO_PORT=${RTB_WORLD_MOTO_PORT:-45670}
+MOTO_URL=http://127.0.0.1:$MOTO_PORT
 
 # RTB_WORLD_IMAGE_PREFIX gives a second, independent set of images (e.g. to try a cold setup
 # on an engine whose rtb-world/* images others are using).
@@ -44,11 +48,13 @@ as_root() {
 tmp_paths=()
 images_pid=
 faults_pid=
+moto_pid=
 cleanup() {
     local p
     # A failure here must not orphan the background jobs (the image build and its temp rootfs).
     if [[ -n $images_pid ]]; then wait "$images_pid" 2>/dev/null || true; fi
     if [[ -n $faults_pid ]]; then wait "$faults_pid" 2>/dev/null || true; fi
+    if [[ -n $moto_pid ]]; then wait "$moto_pid" 2>/dev/null || true; fi
     for p in "${tmp_paths[@]}"; do
         if [[ -e $p ]]; then as_root rm -rf "$p" || true; fi
     done
@@ -57,6 +63,7 @@ cleanup() {
 trap cleanup EXIT
 
 [[ $PORT =~ ^[0-9]+$ ]] || die "RTB_WORLD_PORT must be a port number, not '$PORT'"
+[[ $MOTO_PORT =~ ^[0-9]+$ ]] || die "RTB_WORLD_MOTO_PORT must be a port number, not '$MOTO_PORT'"
 mkdir -p "$WORLD"
 
 # Images are shared by every checkout on this Docker engine: one setup at a time.
@@ -227,6 +234,13 @@ certs.CertStore.from_store(sys.argv[1], "mitmproxy", 2048)' "$FAULTS_CONFDIR.tmp
 ) &
 faults_pid=$!
 
+# moto's venv (its boto3/botocore pins differ from MiniStack's awscli), in the background too.
+(
+    trap - EXIT
+    make_venv "$MOTO_VENV" "$here/moto-requirements.txt" moto_server
+) &
+moto_pid=$!
+
 # ── c. The job runner ───────────────────────────────────────────────────────────────────────
 (cd "$REPO" && cargo build --quiet -p rtb-job --bin rtb-job) || die "cargo build -p rtb-job failed"
 target_dir=$(cd "$REPO" && cargo metadata --format-version 1 --no-deps |
@@ -325,6 +339,47 @@ fi
 wait "$faults_pid" || die "the fault proxy's venv failed (see above)"
 faults_pid=
 
+# ── e2. moto: AWS Batch that runs each job as a real container (docker-py) from a local image,
+# on the host network so a job reaches MiniStack and moto at 127.0.0.1. Its S3 holds the Batch
+# tests' manifests and outputs. .world/moto.{pid,log} for the default port, moto-PORT.* else.
+wait "$moto_pid" || die "moto's venv failed (see above)"
+moto_pid=
+moto_healthy() {
+    if command -v curl >/dev/null 2>&1; then
+        curl -fsS --max-time 2 -o /dev/null "$MOTO_URL/moto-api/" 2>/dev/null
+    else
+        "$VENV/bin/python" -c 'import sys, urllib.request
+urllib.request.urlopen(sys.argv[1], timeout=2).read()' "$MOTO_URL/moto-api/" 2>/dev/null
+    fi
+}
+suffix=
+[[ $MOTO_PORT == 45670 ]] || suffix=-$MOTO_PORT
+moto_pidfile=$WORLD/moto$suffix.pid
+moto_logfile=$WORLD/moto$suffix.log
+if moto_healthy; then
+    say "moto already up on 127.0.0.1:$MOTO_PORT (pid $(cat "$moto_pidfile" 2>/dev/null || echo '?'))"
+else
+    say "starting moto on 127.0.0.1:$MOTO_PORT"
+    (
+        cd "$WORLD"
+        export MOTO_DOCKER_NETWORK_MODE=host MOTO_PORT
+        nohup setsid "$MOTO_VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" \
+            </dev/null >>"$moto_logfile" 2>&1 9>&- &
+        echo "$!" >"$moto_pidfile"
+    )
+    pid=$(cat "$moto_pidfile")
+    for _ in $(seq 1 60); do
+        moto_healthy && break
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.5
+    done
+    if ! moto_healthy; then
+        tail -n 30 "$moto_logfile" >&2
+        die "moto did not answer on 127.0.0.1:$MOTO_PORT (log: $moto_logfile)"
+    fi
+    say "moto up on 127.0.0.1:$MOTO_PORT (pid $pid, log $moto_logfile)"
+fi
+
 # ── f. The env file ─────────────────────────────────────────────────────────────────────────
 cat >"$WORLD/env.tmp" <<EOF
 # Written by tests/world/setup.sh: source it to talk to the test world.
@@ -340,6 +395,9 @@ export RTB_WORLD_VENV=$VENV
 # The fault-injection proxy (tests/world/faults.py; crates/rtb-testkit starts it).
 export RTB_WORLD_MITMDUMP=$FAULTS_VENV/bin/mitmdump
 export RTB_WORLD_FAULTS_CONFDIR=$FAULTS_CONFDIR
+# moto (AWS Batch with real containers; tests/aws_batch.rs). Not AWS_ENDPOINT_URL: point a
+# client at it explicitly.
+export RTB_WORLD_MOTO_URL=$MOTO_URL
 # The venv's bin goes last: aws and s5cmd resolve, the system python is not shadowed.
 case ":\$PATH:" in
     *":$VENV/bin:"*) ;;

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Stop the test world: MiniStack (when this checkout started it: .world/ministack.pid), the
+# Stop the test world: MiniStack (when this checkout started it: .world/ministack.pid), moto
+# (.world/moto.pid), the
 # instance containers MiniStack made for this port (ministack-ec2-*), the containers
 # tests start (name rtb-job-*, or label rtb-world=1), and any fault proxy left running
 # (mitmdump with this checkout's tests/world/faults.py). Idempotent.
@@ -44,6 +45,29 @@ if [[ $pid =~ ^[0-9]+$ ]] && grep -qa ministack "/proc/$pid/cmdline" 2>/dev/null
     fi
 else
     say "ministack not running from this checkout"
+fi
+rm -f "$pidfile"
+
+# moto (when this checkout started it: .world/moto.pid): TERM, then KILL after 10 s.
+MOTO_PORT=${RTB_WORLD_MOTO_PORT:-45670}
+suffix=
+[[ $MOTO_PORT == 45670 ]] || suffix=-$MOTO_PORT
+pidfile=$WORLD/moto$suffix.pid
+pid=$(cat "$pidfile" 2>/dev/null || true)
+if [[ $pid =~ ^[0-9]+$ ]] && grep -qa moto_server "/proc/$pid/cmdline" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 40); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.25
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -KILL "$pid" 2>/dev/null || true
+        say "moto killed (pid $pid did not stop within 10 s)"
+    else
+        say "moto stopped (pid $pid)"
+    fi
+else
+    say "moto not running from this checkout"
 fi
 rm -f "$pidfile"
 
