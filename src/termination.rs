@@ -139,3 +139,109 @@ fn left_running(job: &JobRef, id: &str) -> String {
          `aws ec2 terminate-instances --instance-ids {id}`"
     )
 }
+
+#[cfg(test)]
+mod tests {
+    //! The policy over the SDK's replay client: every AWS call it makes is recorded, so an
+    //! empty replay proves that a path makes none.
+    use super::*;
+    use aws_smithy_http_client::test_util::{ReplayEvent, StaticReplayClient};
+    use aws_smithy_types::body::SdkBody;
+
+    fn cloud(replay: &StaticReplayClient) -> Cloud {
+        let config = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(
+                aws_credential_types::Credentials::new("AKID", "SECRET", None, None, "test"),
+            ))
+            .http_client(replay.clone())
+            .build();
+        Cloud::from_config(config)
+    }
+
+    fn job(keep: bool) -> JobRef {
+        JobRef {
+            job_id: "j1".into(),
+            container: true,
+            records: None,
+            deadline: None,
+            timeout: None,
+            keep,
+            api_patience: std::time::Duration::from_secs(5),
+        }
+    }
+
+    fn report() -> Report {
+        Report {
+            job_id: "j1".into(),
+            outcome: Outcome::Succeeded,
+            exit_code: 0,
+            instance_id: Some("i-0123456789abcdef0".into()),
+            instance: InstanceFate::NotLaunched,
+            ami: String::new(),
+            instance_type: String::new(),
+            region: None,
+            output: None,
+            records: None,
+            phases: Default::default(),
+            log_lines: 0,
+            result: None,
+            error: None,
+            kept: false,
+        }
+    }
+
+    fn ec2(body: &str) -> ReplayEvent {
+        ReplayEvent::new(
+            http::Request::builder()
+                .uri("https://ec2.us-east-1.amazonaws.com/")
+                .body(SdkBody::empty())
+                .unwrap(),
+            http::Response::builder()
+                .status(200)
+                .body(SdkBody::from(body.to_string()))
+                .unwrap(),
+        )
+    }
+
+    async fn end_with(replay: &StaticReplayClient, keep: bool, leave: Leave) -> Report {
+        let cloud = cloud(replay);
+        let mut r = report();
+        let instance = Instance::adopt(&cloud, "i-0123456789abcdef0".into());
+        end(&job(keep), &cloud, &Ui::plain(), &Interrupts::listen(), instance, leave, &mut r).await;
+        r
+    }
+
+    #[tokio::test]
+    async fn keep_detach_and_unreachable_make_no_aws_call() {
+        for (keep, leave, fate) in [
+            (true, Leave::Normally, InstanceFate::Kept),
+            (false, Leave::Detached, InstanceFate::Detached),
+            (false, Leave::Unreachable, InstanceFate::Unconfirmed),
+        ] {
+            let replay = StaticReplayClient::new(vec![]);
+            let r = end_with(&replay, keep, leave).await;
+            assert_eq!(r.instance, fate, "{leave:?}");
+            assert_eq!(replay.actual_requests().count(), 0, "{leave:?} called AWS");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_default_terminates_and_confirms() {
+        let replay = StaticReplayClient::new(vec![
+            ec2("<TerminateInstancesResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\"><requestId>r</requestId><instancesSet><item><instanceId>i-0123456789abcdef0</instanceId><currentState><code>32</code><name>shutting-down</name></currentState></item></instancesSet></TerminateInstancesResponse>"),
+            ec2("<DescribeInstancesResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\"><requestId>r</requestId><reservationSet><item><reservationId>r-1</reservationId><instancesSet><item><instanceId>i-0123456789abcdef0</instanceId><instanceState><code>48</code><name>terminated</name></instanceState></item></instancesSet></item></reservationSet></DescribeInstancesResponse>"),
+        ]);
+        let r = end_with(&replay, false, Leave::Normally).await;
+        assert_eq!(r.instance, InstanceFate::Terminated, "{:?}", r.error);
+        assert_eq!(r.exit_code, 0);
+        let bodies: Vec<String> = replay
+            .actual_requests()
+            .map(|q| String::from_utf8_lossy(q.body().bytes().unwrap_or_default()).into_owned())
+            .collect();
+        assert_eq!(bodies.len(), 2);
+        assert!(bodies[0].contains("Action=TerminateInstances"), "{}", bodies[0]);
+        assert!(bodies[1].contains("Action=DescribeInstances"), "{}", bodies[1]);
+    }
+}
