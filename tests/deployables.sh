@@ -310,7 +310,7 @@ check_runner_image() {
 
     runner_run help "${image}" --help
     if [ "${run_rc}" -eq 0 ] && grep -q 'INPUT_BUCKET' <<<"${run_out}" \
-        && grep -q '^Exit codes: ' <<<"${run_out}"; then
+        && grep -q '^Exit codes' <<<"${run_out}"; then
         ok "runner image: --help exits 0, lists INPUT_BUCKET and the exit codes"
     else
         bad "runner image: --help exited ${run_rc}: $(tail -n 1 <<<"${run_out}")"

@@ -12,8 +12,8 @@ REPO=$(git -C "$here" rev-parse --show-toplevel 2>/dev/null || (cd "$here/../.."
 cd "$REPO"
 
 bash tests/world/setup.sh
-echo "demo: building run-render"
-cargo build --quiet -p run-render
+# setup.sh built the whole workspace; this is a no-op unless the sources changed since.
+cargo build --quiet --workspace --bins
 # shellcheck source=/dev/null
 . .world/env
 
