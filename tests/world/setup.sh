@@ -242,7 +242,23 @@ faults_pid=$!
 moto_pid=$!
 
 # ── c. The job runner ───────────────────────────────────────────────────────────────────────
-(cd "$REPO" && cargo build --quiet -p rtb-job --bin rtb-job) || die "cargo build -p rtb-job failed"
+# One build of the whole workspace: the demo, the tests and the runner image all use these
+# artifacts, and building a single package would unify the SDK's features differently and
+# compile it again. A cold build takes minutes, so its progress is shown every 20 s.
+cargo_log=$WORLD/cargo-build.log
+(cd "$REPO" && cargo build --workspace --bins --color never >"$cargo_log" 2>&1) &
+cargo_pid=$!
+total=$(grep -c '^name = ' "$REPO/Cargo.lock" || echo '?')
+while kill -0 "$cargo_pid" 2>/dev/null; do
+    for _ in $(seq 20); do kill -0 "$cargo_pid" 2>/dev/null && sleep 1; done
+    kill -0 "$cargo_pid" 2>/dev/null || break
+    done_n=$(grep -c '^ *Compiling ' "$cargo_log" || true)
+    now=$(grep '^ *Compiling ' "$cargo_log" | tail -n 1 | awk '{print $2}')
+    if [[ $done_n -gt 0 ]]; then
+        say "building the Rust workspace: ${done_n} of at most ${total} crates started, now ${now:-?} (cold: about 7 min on 2 cores)"
+    fi
+done
+wait "$cargo_pid" || { tail -n 20 "$cargo_log" >&2; die "cargo build --workspace failed (log: $cargo_log)"; }
 target_dir=$(cd "$REPO" && cargo metadata --format-version 1 --no-deps |
     "$VENV/bin/python" -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 RUNNER=$target_dir/debug/rtb-job
