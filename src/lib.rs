@@ -2,6 +2,7 @@
 //!
 //! The layout follows what the program does:
 //! - [`cli`] the flags, raw; [`plan`] a job's flags checked into a plan (no AWS call)
+//! - [`batch`] batch files (a CSV of jobs) and the pool of instances that runs them
 //! - [`cmd`] one module per subcommand (`run`, `status`, `logs`, `stop`, `attach`, `list`,
 //!   `cleanup`)
 //! - [`lifecycle`] one job's life as a state machine (preflight, launch, boot, agent, start,
@@ -13,6 +14,7 @@
 //! - [`logs`] following the runner's S3 log chunks; [`report`] a job's result
 //! - [`cloud`] the thin seam over the AWS SDK; [`ui`] progress; [`signals`] Ctrl-C
 
+pub mod batch;
 pub mod cli;
 pub mod cloud;
 pub mod cmd;

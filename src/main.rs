@@ -4,6 +4,7 @@ use run_render::cmd;
 fn main() {
     let code = match cli::parse() {
         Cmd::Run(args) => cmd::run::main(args),
+        Cmd::Batch(args) => cmd::batch::main(args),
         Cmd::Status(args) => cmd::status::main(args),
         Cmd::Logs(args) => cmd::logs::main(args),
         Cmd::Stop(args) => cmd::stop::main(args),

@@ -63,6 +63,8 @@ pub struct Launch {
     pub tags: Vec<(String, String)>,
     /// Idempotency token for RunInstances (see [`Launch::token`]).
     pub client_token: String,
+    /// Ask for a spot instance (batches: `spot = true`), terminated when reclaimed.
+    pub spot: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -84,9 +86,45 @@ pub struct Plan {
     pub region: Option<String>,
     pub profile: Option<String>,
     pub endpoint_url: Option<String>,
+    /// The batch this job belongs to (its instances carry the rtb:batch tag).
+    pub batch: Option<String>,
 }
 
 impl Plan {
+    /// The job's records (log chunks, result record) at `records` instead: the runner's
+    /// LOG_BUCKET and the instance's rtb:records tag follow.
+    pub fn with_records(mut self, records: JobRecords) -> Plan {
+        let root = records.root().to_string();
+        if let Work::Container(c) = &mut self.work {
+            c.env.retain(|(k, _)| k != contract::LOG_BUCKET.name);
+            c.env
+                .push((contract::LOG_BUCKET.name.to_string(), root.clone()));
+            c.records = Some(records);
+        }
+        self.launch.tags.retain(|(k, _)| k != RECORDS_TAG);
+        if root.chars().count() <= 256 {
+            self.launch.tags.push((RECORDS_TAG.to_string(), root));
+        }
+        self
+    }
+
+    pub fn work_records(&self) -> Option<&JobRecords> {
+        match &self.work {
+            Work::Container(c) => c.records.as_ref(),
+            Work::Shell(_) => None,
+        }
+    }
+
+    /// This job as one of batch `name`'s: the instance it launches carries the batch's tag.
+    pub fn in_batch(mut self, name: &str) -> Plan {
+        self.launch.tags.retain(|(k, _)| k != BATCH_TAG);
+        self.launch
+            .tags
+            .push((BATCH_TAG.to_string(), name.to_string()));
+        self.batch = Some(name.to_string());
+        self
+    }
+
     pub fn from_args(args: Args, now: SystemTime) -> Result<Plan, PlanError> {
         for (flag, value) in text_values(&args) {
             if value.contains('\0') {
@@ -240,6 +278,7 @@ impl Plan {
                 iam_profile: args.job.launch.iam_profile,
                 tags,
                 client_token: client_token(&job_id, now),
+                spot: false,
             },
             job_id,
             work,
@@ -254,6 +293,7 @@ impl Plan {
             region: args.aws.region,
             profile: args.aws.profile,
             endpoint_url: args.aws.endpoint_url,
+            batch: None,
         })
     }
 }

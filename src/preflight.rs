@@ -22,6 +22,7 @@ pub enum PreflightError {
 }
 
 /// What preflight learned that the launch needs.
+#[derive(Debug, Clone)]
 pub struct Checked {
     pub root_device: Option<String>,
 }

@@ -41,6 +41,8 @@ pub enum InstanceFate {
     Unconfirmed,
     /// `--detach`: left to run the job and end itself afterwards.
     Detached,
+    /// A batch's instance, handed on to the batch's next job.
+    Pooled,
 }
 
 /// Seconds per phase; absent when the phase did not happen.
@@ -163,6 +165,9 @@ impl fmt::Display for Report {
                 if self.kept { " (--keep: at its deadline)" } else { "" },
                 job = self.job_id
             ),
+            (InstanceFate::Pooled, Some(id)) => {
+                writeln!(f, "  instance: {id} (the batch's, on to its next job)")
+            }
             (InstanceFate::Unconfirmed, Some(id)) => writeln!(
                 f,
                 "  instance: {id} MAY STILL BE RUNNING: aws ec2 terminate-instances --instance-ids {id}"

@@ -152,9 +152,11 @@ mod tests {
         let config = aws_config::SdkConfig::builder()
             .behavior_version(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new("us-east-1"))
-            .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(
-                aws_credential_types::Credentials::new("AKID", "SECRET", None, None, "test"),
-            ))
+            .credentials_provider(
+                aws_credential_types::provider::SharedCredentialsProvider::new(
+                    aws_credential_types::Credentials::new("AKID", "SECRET", None, None, "test"),
+                ),
+            )
             .http_client(replay.clone())
             .build();
         Cloud::from_config(config)
@@ -209,7 +211,16 @@ mod tests {
         let cloud = cloud(replay);
         let mut r = report();
         let instance = Instance::adopt(&cloud, "i-0123456789abcdef0".into());
-        end(&job(keep), &cloud, &Ui::plain(), &Interrupts::listen(), instance, leave, &mut r).await;
+        end(
+            &job(keep),
+            &cloud,
+            &Ui::plain(),
+            &Interrupts::listen(),
+            instance,
+            leave,
+            &mut r,
+        )
+        .await;
         r
     }
 
@@ -241,7 +252,15 @@ mod tests {
             .map(|q| String::from_utf8_lossy(q.body().bytes().unwrap_or_default()).into_owned())
             .collect();
         assert_eq!(bodies.len(), 2);
-        assert!(bodies[0].contains("Action=TerminateInstances"), "{}", bodies[0]);
-        assert!(bodies[1].contains("Action=DescribeInstances"), "{}", bodies[1]);
+        assert!(
+            bodies[0].contains("Action=TerminateInstances"),
+            "{}",
+            bodies[0]
+        );
+        assert!(
+            bodies[1].contains("Action=DescribeInstances"),
+            "{}",
+            bodies[1]
+        );
     }
 }

@@ -10,6 +10,16 @@ pub struct Ui {
     bar: Option<ProgressBar>,
     logs_to_stderr: bool,
     phase_started: std::sync::Mutex<Instant>,
+    /// One job of a batch: its lines carry its id, its log goes to its file.
+    batch_job: Option<BatchJobSink>,
+}
+
+/// Where a batch job's lines go: its log to a file (the original kept one per job), its
+/// phase and last log line onto its line of the batch's view.
+struct BatchJobSink {
+    prefix: String,
+    log: std::sync::Mutex<Option<std::fs::File>>,
+    phase: std::sync::Mutex<String>,
 }
 
 impl Ui {
@@ -27,7 +37,43 @@ impl Ui {
             bar,
             logs_to_stderr: json,
             phase_started: std::sync::Mutex::new(Instant::now()),
+            batch_job: None,
         }
+    }
+
+    /// One job of a batch: a line of its own in `multi` (on a terminal), plain prefixed lines
+    /// otherwise; its log lines go to `log` (appended: a retry's log follows the first's).
+    pub fn batch_job(
+        multi: Option<&indicatif::MultiProgress>,
+        job_id: &str,
+        log: Option<std::fs::File>,
+    ) -> Ui {
+        let bar = multi.map(|m| {
+            let bar = m.add(ProgressBar::new_spinner());
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "  {spinner} {prefix:.bold} {wide_msg} {elapsed:.dim}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar.set_prefix(job_id.to_string());
+            bar.enable_steady_tick(Duration::from_millis(200));
+            bar
+        });
+        Ui {
+            bar,
+            logs_to_stderr: true,
+            phase_started: std::sync::Mutex::new(Instant::now()),
+            batch_job: Some(BatchJobSink {
+                prefix: format!("[{job_id}] "),
+                log: std::sync::Mutex::new(log),
+                phase: std::sync::Mutex::new(String::new()),
+            }),
+        }
+    }
+
+    fn prefix(&self) -> &str {
+        self.batch_job.as_ref().map_or("", |b| b.prefix.as_str())
     }
 
     /// No spinner, the job's log on stdout: for commands that only print (`logs`).
@@ -36,6 +82,7 @@ impl Ui {
             bar: None,
             logs_to_stderr: false,
             phase_started: std::sync::Mutex::new(Instant::now()),
+            batch_job: None,
         }
     }
 
@@ -45,12 +92,17 @@ impl Ui {
         if let Ok(mut t) = self.phase_started.lock() {
             *t = Instant::now();
         }
+        if let Some(b) = &self.batch_job {
+            if let Ok(mut p) = b.phase.lock() {
+                p.clone_from(&msg);
+            }
+        }
         match &self.bar {
             Some(bar) => {
                 bar.reset_elapsed();
                 bar.set_message(msg);
             }
-            None => stderr_line(&format!("run-render: {msg}")),
+            None => stderr_line(&format!("run-render: {}{msg}", self.prefix())),
         }
     }
 
@@ -61,18 +113,50 @@ impl Ui {
             .lock()
             .map(|t| t.elapsed())
             .unwrap_or_default();
-        let line = format!("run-render: {} ({:.1}s)", msg.into(), took.as_secs_f64());
+        let line = format!(
+            "run-render: {}{} ({:.1}s)",
+            self.prefix(),
+            msg.into(),
+            took.as_secs_f64()
+        );
+        if self.batch_job.is_some() && self.bar.is_some() {
+            // A batch's view keeps one line per job; its steps are in the job's log file.
+            self.to_log_file(&line);
+            return;
+        }
         self.line_stderr(&line);
     }
 
     /// A warning or note, always shown.
     pub fn note(&self, msg: impl Into<String>) {
-        self.line_stderr(&format!("run-render: {}", msg.into()));
+        let line = format!("run-render: {}{}", self.prefix(), msg.into());
+        self.to_log_file(&line);
+        self.line_stderr(&line);
+    }
+
+    fn to_log_file(&self, line: &str) {
+        if let Some(b) = &self.batch_job {
+            if let Ok(mut f) = b.log.lock() {
+                if let Some(f) = f.as_mut() {
+                    let _ = writeln!(f, "{line}");
+                }
+            }
+        }
     }
 
     /// One line of the job's own log. Control characters are shown escaped: a job's output
     /// must not be able to move the cursor, retitle or recolour the user's terminal.
     pub fn log_line(&self, line: &str) {
+        if let Some(b) = &self.batch_job {
+            // The whole line to the job's file; its view line shows the latest.
+            self.to_log_file(line);
+            if let Some(bar) = &self.bar {
+                let phase = b.phase.lock().map(|p| p.clone()).unwrap_or_default();
+                let shown: String = printable(line).chars().take(120).collect();
+                bar.set_message(format!("{phase} | {shown}"));
+            }
+            return;
+        }
         let line = &*printable(line);
         let print = || {
             if self.logs_to_stderr {

@@ -25,7 +25,8 @@ impl Desk {
 
     fn cmd(&self, args: &[&str]) -> Command {
         let mut c = run_render(args);
-        c.env("XDG_STATE_HOME", self.state.path()).env("USER", &self.user);
+        c.env("XDG_STATE_HOME", self.state.path())
+            .env("USER", &self.user);
         c
     }
 
@@ -118,14 +119,23 @@ async fn a_detached_job_runs_to_its_end_alone_and_its_instance_ends_itself() {
     let (code, _, err) = desk.out(&refs(&args));
     assert_eq!(code, Some(0), "{err}");
     assert!(started.elapsed() < Duration::from_secs(30));
-    assert!(err.contains(&format!("run-render logs {job_id} --follow")), "{err}");
+    assert!(
+        err.contains(&format!("run-render logs {job_id} --follow")),
+        "{err}"
+    );
     let instances = w.instances_of(&job_id).await;
     assert_eq!(instances.len(), 1);
     let id = instances[0].0.clone();
-    assert_eq!(instances[0].1, "running", "the client left it running the job");
+    assert_eq!(
+        instances[0].1, "running",
+        "the client left it running the job"
+    );
 
     let row = desk.status(&job_id);
-    assert!(row["state"] == "starting" || row["state"] == "running", "{row}");
+    assert!(
+        row["state"] == "starting" || row["state"] == "running",
+        "{row}"
+    );
     assert_eq!(row["instance_id"], id.as_str());
 
     let row = desk.wait_state(&job_id, "succeeded", Duration::from_secs(90));
@@ -134,14 +144,28 @@ async fn a_detached_job_runs_to_its_end_alone_and_its_instance_ends_itself() {
     let ended = Instant::now();
     let state = wait_gone(&w, &id, Duration::from_secs(60)).await;
     assert!(state == "terminated" || state == "gone", "{state}");
-    assert!(ended.elapsed() < Duration::from_secs(60), "took {:?}", ended.elapsed());
+    assert!(
+        ended.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        ended.elapsed()
+    );
 
-    assert_eq!(w.get(&out, "o/frame.txt").await.as_deref(), Some(&b"rendered"[..]));
-    assert!(w.get(&out, &format!("o/_rtb-job/{job_id}/result.json")).await.is_some());
+    assert_eq!(
+        w.get(&out, "o/frame.txt").await.as_deref(),
+        Some(&b"rendered"[..])
+    );
+    assert!(w
+        .get(&out, &format!("o/_rtb-job/{job_id}/result.json"))
+        .await
+        .is_some());
     let (code, log, err) = desk.out(&["logs", &job_id]);
     assert_eq!(code, Some(0), "{err}");
     for i in 1..=8 {
-        assert_eq!(log.matches(&format!("│ tick {i}\n")).count(), 1, "tick {i}:\n{log}");
+        assert_eq!(
+            log.matches(&format!("│ tick {i}\n")).count(),
+            1,
+            "tick {i}:\n{log}"
+        );
     }
     // From a machine that never saw the job: S3 and tags alone.
     let other = Desk::new();
@@ -173,7 +197,11 @@ async fn stop_saves_a_detached_jobs_partial_outputs_and_terminates() {
     let (code, _, err) = desk.out(&["stop", &job_id]);
     assert_eq!(code, Some(0), "{err}");
     assert!(err.contains("terminated"), "{err}");
-    assert_eq!(w.get(&out, "o/partial.txt").await.as_deref(), Some(&b"half"[..]), "{err}");
+    assert_eq!(
+        w.get(&out, "o/partial.txt").await.as_deref(),
+        Some(&b"half"[..]),
+        "{err}"
+    );
     let result = w
         .get(&out, &format!("o/_rtb-job/{job_id}/result.json"))
         .await
@@ -181,7 +209,10 @@ async fn stop_saves_a_detached_jobs_partial_outputs_and_terminates() {
     let result: serde_json::Value = serde_json::from_slice(&result).unwrap();
     assert_eq!(result["outcome"], "interrupted");
     let instances = w.instances_of(&job_id).await;
-    assert!(instances.iter().all(|i| i.1 == "terminated"), "{instances:?}");
+    assert!(
+        instances.iter().all(|i| i.1 == "terminated"),
+        "{instances:?}"
+    );
     assert_eq!(desk.status(&job_id)["state"], "interrupted");
 }
 
@@ -200,10 +231,16 @@ async fn attach_follows_a_detached_job_to_its_end_and_terminates_it() {
     let stdout = done.stdout();
     assert!(stdout.contains("tick 8"), "{}", done.all());
     assert!(done.stderr().contains("terminated"), "{}", done.stderr());
-    assert_eq!(w.get(&out, "o/frame.txt").await.as_deref(), Some(&b"rendered"[..]));
+    assert_eq!(
+        w.get(&out, "o/frame.txt").await.as_deref(),
+        Some(&b"rendered"[..])
+    );
     let instances = w.instances_of(&job_id).await;
     assert_eq!(instances.len(), 1);
-    assert_eq!(instances[0].1, "terminated", "attach ends even a --keep job's instance");
+    assert_eq!(
+        instances[0].1, "terminated",
+        "attach ends even a --keep job's instance"
+    );
 }
 
 /// An instance terminated from outside, with its job unfinished, is `lost`.
@@ -211,7 +248,8 @@ async fn attach_follows_a_detached_job_to_its_end_and_terminates_it() {
 async fn an_instance_terminated_from_outside_shows_as_lost() {
     let w = World::new().await;
     let desk = Desk::new();
-    let (mut args, job_id, _) = job(&w, "lost", "disp(['long render ' 'started']); pause(300);").await;
+    let (mut args, job_id, _) =
+        job(&w, "lost", "disp(['long render ' 'started']); pause(300);").await;
     args.push("--detach".into());
     let (code, _, err) = desk.out(&refs(&args));
     assert_eq!(code, Some(0), "{err}");
@@ -220,7 +258,13 @@ async fn an_instance_terminated_from_outside_shows_as_lost() {
     w.terminate(&id).await;
     let row = desk.wait_state(&job_id, "lost", Duration::from_secs(30));
     assert_eq!(row["state"], "lost", "{row}");
-    assert!(row["detail"].as_str().unwrap_or_default().contains("terminated"), "{row}");
+    assert!(
+        row["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("terminated"),
+        "{row}"
+    );
 }
 
 /// `cleanup` ends a `--keep` instance whose job finished, and leaves alone another owner's
@@ -259,8 +303,15 @@ async fn cleanup_ends_finished_kept_instances_and_only_its_owners() {
     let (code, _, err) = desk.out(&["cleanup", "--dry-run"]);
     assert_eq!(code, Some(0), "{err}");
     assert!(err.contains(&format!("terminate {mine_id}")), "{err}");
-    assert!(!err.contains(&theirs_id) && !err.contains(&stranger), "{err}");
-    assert_eq!(w.state_of(&mine_id).await, "running", "--dry-run only lists");
+    assert!(
+        !err.contains(&theirs_id) && !err.contains(&stranger),
+        "{err}"
+    );
+    assert_eq!(
+        w.state_of(&mine_id).await,
+        "running",
+        "--dry-run only lists"
+    );
     // Without a terminal and without --yes, nobody can be asked: refused.
     let (code, _, err) = desk.out(&["cleanup"]);
     assert_eq!(code, Some(2), "{err}");
@@ -268,8 +319,16 @@ async fn cleanup_ends_finished_kept_instances_and_only_its_owners() {
     let (code, _, err) = desk.out(&["cleanup", "--yes"]);
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(w.state_of(&mine_id).await, "terminated");
-    assert_eq!(w.state_of(&theirs_id).await, "running", "another owner's instance");
-    assert_eq!(w.state_of(&stranger).await, "running", "an untagged instance");
+    assert_eq!(
+        w.state_of(&theirs_id).await,
+        "running",
+        "another owner's instance"
+    );
+    assert_eq!(
+        w.state_of(&stranger).await,
+        "running",
+        "an untagged instance"
+    );
     w.terminate(&theirs_id).await;
     w.terminate(&stranger).await;
 }
@@ -291,10 +350,17 @@ async fn a_launch_whose_client_was_killed_is_found_by_status_and_ended_by_cleanu
     args.extend(["--endpoint-url".to_string(), endpoint]);
     let mut run = Watched::spawn(desk.cmd(&refs(&args)));
     assert!(
-        run.wait_for("looking for the instance by its launch token", Duration::from_secs(60))
-            .is_some(),
+        run.wait_for(
+            "looking for the instance by its launch token",
+            Duration::from_secs(60)
+        )
+        .is_some(),
         "{}",
-        run.seen.iter().map(|l| l.2.clone()).collect::<Vec<_>>().join("\n")
+        run.seen
+            .iter()
+            .map(|l| l.2.clone())
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     run.signal(libc::SIGKILL);
     let _ = run.finish(Duration::from_secs(10));
@@ -306,7 +372,11 @@ async fn a_launch_whose_client_was_killed_is_found_by_status_and_ended_by_cleanu
     assert_eq!(code, Some(0), "{err}");
     let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(rows[0]["job_id"], job_id.as_str(), "{rows}");
-    assert_eq!(rows[0]["instance_id"], id.as_str(), "found by its launch token: {rows}");
+    assert_eq!(
+        rows[0]["instance_id"],
+        id.as_str(),
+        "found by its launch token: {rows}"
+    );
     assert_eq!(rows[0]["state"], "starting", "{rows}");
     let (code, _, err) = desk.out(&[
         "cleanup",

@@ -54,7 +54,8 @@ fn run_help() -> String {
         container through SSM, stream the log, terminate.\n\nWithout a subcommand, the flags are \
         those of `run`: `run-render --ami ... --command ...` runs one job.",
     after_help = run_help(),
-    args_conflicts_with_subcommands = true
+    args_conflicts_with_subcommands = true,
+    args_override_self = true
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -68,8 +69,12 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Run one job (the default: a bare list of flags means `run`).
-    #[command(after_help = run_help())]
+    #[command(after_help = run_help(), args_override_self = true)]
     Run(RunArgs),
+    /// Run a batch file's jobs (one per CSV row) on a pool of instances, with retries and
+    /// resume; the flags of `run` given here override the file's [job] table.
+    #[command(after_help = BATCH_HELP, args_override_self = true)]
+    Batch(BatchArgs),
     /// One line per job: its state, instance, times, exit code and output.
     #[command(
         after_help = "Examples:\n  run-render status                       # the jobs this workstation started recently\n  run-render status rr-20261124-053012-1a2b --json\n  run-render status J1 --output s3://lab-renders/run-1   # from any machine: S3 and tags alone"
@@ -124,9 +129,66 @@ pub struct RunArgs {
     /// Same as the `policy` subcommand.
     #[arg(long, hide = true)]
     pub print_policy: bool,
+    /// Take the job's flags from a job file's [job] table (a batch file without csv); flags
+    /// given here override it.
+    #[arg(long, value_name = "FILE.toml", help_heading = "Output")]
+    pub file: Option<std::path::PathBuf>,
     /// Flags given on the command line itself (not from the environment or defaults).
     #[arg(skip)]
     pub explicit: Vec<String>,
+    /// The job flags given on the command line, as arguments (`--name=value`): what overrides
+    /// a job file.
+    #[arg(skip)]
+    pub given: Vec<std::ffi::OsString>,
+}
+
+const BATCH_HELP: &str = "\
+The batch file (TOML):
+  [batch]
+  csv = \"jobs.csv\"          # one job per data row, relative to this file
+  parallel = 4               # jobs running at once
+  per-instance = 1           # jobs at once on one instance
+  retries = 2                # extra attempts when the instance was the problem
+  [job]                      # every `run` flag by its long name; ${column} is the row's value
+  ami = \"ami-0abc1234def567890\"
+  command = \"render(${scene})\"
+  output = \"s3://lab-renders/${scene}\"
+  job-id = \"scene-${scene}\"
+
+Examples:
+  run-render batch vwcc2.toml --dry-run          # every expanded job; nothing launched
+  run-render batch vwcc2.toml                    # run it: progress, then a summary
+  run-render batch vwcc2.toml --resume           # only the jobs that have not succeeded
+  run-render batch vwcc2.toml --instance-type c5.4xlarge   # a flag overrides the file
+  run-render status --batch vwcc2";
+
+/// `batch FILE`.
+#[derive(Debug, Clone, Args)]
+pub struct BatchArgs {
+    /// The batch file (TOML: [batch] and [job]).
+    #[arg(value_name = "FILE.toml")]
+    pub path: std::path::PathBuf,
+    /// Run only the jobs without a succeeded result (after a failure or a crash).
+    #[arg(long, conflicts_with = "rerun", help_heading = "Batch")]
+    pub resume: bool,
+    /// Run every job again, even those that succeeded.
+    #[arg(long, help_heading = "Batch")]
+    pub rerun: bool,
+    /// Where each job's whole log is written [default: run-render-logs/<batch name>/]
+    #[arg(long, value_name = "DIR", help_heading = "Batch")]
+    pub log_dir: Option<std::path::PathBuf>,
+    /// Jobs running at once (overrides [batch] parallel).
+    #[arg(long, help_heading = "Batch")]
+    pub parallel: Option<u32>,
+    /// Which engine runs the jobs: ec2 (this client drives a pool of instances) or aws-batch
+    /// (overrides [batch] engine).
+    #[arg(long, help_heading = "Batch")]
+    pub engine: Option<String>,
+    /// The AWS Batch job queue (overrides [batch] queue).
+    #[arg(long, help_heading = "Batch")]
+    pub queue: Option<String>,
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -139,6 +201,9 @@ pub struct StatusArgs {
     /// Print one JSON document (a list of jobs) on stdout.
     #[arg(long)]
     pub json: bool,
+    /// The jobs of this batch (its name: the batch file's [batch] name or file name).
+    #[arg(long, value_name = "NAME")]
+    pub batch: Option<String>,
     #[command(flatten)]
     pub aws: AwsArgs,
 }
@@ -218,22 +283,96 @@ pub struct CleanupArgs {
 /// The subcommand to run, with the ids of the flags typed on the command line.
 pub fn parse() -> Cmd {
     use clap::{CommandFactory, FromArgMatches};
-    let matches = Cli::command().get_matches();
+    let command = Cli::command();
+    let matches = command.clone().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let sub = |name: &str| {
+        let c = command.find_subcommand(name).cloned();
+        matches.subcommand_matches(name).zip(c)
+    };
     match cli.cmd {
         Some(Cmd::Run(mut run)) => {
-            if let Some(sub) = matches.subcommand_matches("run") {
-                run.explicit = explicit(sub);
+            if let Some((m, c)) = sub("run") {
+                run.explicit = explicit(m);
+                run.given = given(&c, m);
             }
             Cmd::Run(run)
+        }
+        Some(Cmd::Batch(mut batch)) => {
+            if let Some((m, c)) = sub("batch") {
+                batch.run.explicit = explicit(m);
+                batch.run.given = given(&c, m);
+            }
+            Cmd::Batch(batch)
         }
         Some(other) => other,
         None => {
             let mut run = cli.run;
             run.explicit = explicit(&matches);
+            run.given = given(&command, &matches);
             Cmd::Run(run)
         }
     }
+}
+
+/// Flags that belong to the command (how it runs, where it prints), never to a job: a job
+/// file cannot set them, and they are not passed on to its jobs.
+pub const COMMAND_FLAGS: &[&str] = &[
+    "detach",
+    "dry_run",
+    "json",
+    "print_policy",
+    "file",
+    "resume",
+    "rerun",
+    "log_dir",
+    "parallel",
+    "engine",
+    "queue",
+];
+
+/// The job flags given on the command line, as `--long=value` arguments (one per value), in
+/// a form `parse_run` reads back: what overrides a job file's values.
+pub fn given(command: &clap::Command, matches: &clap::ArgMatches) -> Vec<std::ffi::OsString> {
+    let mut out = Vec::new();
+    for id in explicit(matches) {
+        if COMMAND_FLAGS.contains(&id.as_str()) {
+            continue;
+        }
+        let Some(arg) = command.get_arguments().find(|a| a.get_id() == id.as_str()) else {
+            continue;
+        };
+        let Some(long) = arg.get_long() else { continue };
+        let takes_value = arg.get_action().takes_values();
+        if !takes_value {
+            out.push(format!("--{long}").into());
+            continue;
+        }
+        for v in matches.get_raw(id.as_str()).into_iter().flatten() {
+            let mut a = std::ffi::OsString::from(format!("--{long}="));
+            a.push(v);
+            out.push(a);
+        }
+    }
+    out
+}
+
+/// The long names of `run`'s job flags: the keys a job file's [job] table may use, with
+/// whether each takes a value and may repeat.
+pub fn job_keys() -> Vec<(String, bool, bool)> {
+    use clap::CommandFactory;
+    let command = Cli::command();
+    let Some(run) = command.find_subcommand("run") else {
+        return Vec::new();
+    };
+    run.get_arguments()
+        .filter(|a| !COMMAND_FLAGS.contains(&a.get_id().as_str()))
+        .filter_map(|a| {
+            let takes = a.get_action().takes_values();
+            let repeats = matches!(a.get_action(), clap::ArgAction::Append);
+            a.get_long().map(|l| (l.to_string(), takes, repeats))
+        })
+        .collect()
 }
 
 /// `run` flags from an argument list (the first item is the program name), with the ids of

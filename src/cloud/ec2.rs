@@ -203,6 +203,22 @@ impl Cloud {
         if let Some(ud) = user_data {
             req = req.user_data(base64(ud.as_bytes()));
         }
+        if launch.spot {
+            // One-time: a reclaimed spot instance terminates (never stops or hibernates).
+            req = req.instance_market_options(
+                aws_sdk_ec2::types::InstanceMarketOptionsRequest::builder()
+                    .market_type(aws_sdk_ec2::types::MarketType::Spot)
+                    .spot_options(
+                        aws_sdk_ec2::types::SpotMarketOptions::builder()
+                            .spot_instance_type(aws_sdk_ec2::types::SpotInstanceType::OneTime)
+                            .instance_interruption_behavior(
+                                aws_sdk_ec2::types::InstanceInterruptionBehavior::Terminate,
+                            )
+                            .build(),
+                    )
+                    .build(),
+            );
+        }
         // No SDK retries here: after a lost answer the caller first looks for the instance by
         // its token, then asks again with the same token (see launch.rs).
         let out = req
@@ -224,6 +240,22 @@ impl Cloud {
                     "the answer named no instance",
                 ))
             })
+    }
+
+    /// Set tags on an instance (a batch's instance names the job it runs now).
+    pub async fn tag(&self, id: &str, tags: &[(&str, &str)]) -> Result<(), CloudError> {
+        self.ec2
+            .create_tags()
+            .resources(id)
+            .set_tags(Some(
+                tags.iter()
+                    .map(|(k, v)| Tag::builder().key(*k).value(*v).build())
+                    .collect(),
+            ))
+            .send()
+            .await
+            .map_err(|e| cloud_error("EC2 CreateTags", e))?;
+        Ok(())
     }
 
     /// The instance's state; None when EC2 does not (yet) know the id, which happens for
@@ -303,9 +335,13 @@ fn state_of(i: &aws_sdk_ec2::types::Instance) -> InstanceState {
 
 fn classify_launch(e: CloudError) -> LaunchError {
     match e.code.as_deref() {
-        Some("InsufficientInstanceCapacity" | "InsufficientCapacity" | "Unsupported") => {
-            LaunchError::Capacity(e)
-        }
+        Some(
+            "InsufficientInstanceCapacity"
+            | "InsufficientCapacity"
+            | "Unsupported"
+            | "SpotMaxPriceTooLow"
+            | "InsufficientSpotCapacity",
+        ) => LaunchError::Capacity(e),
         Some("InstanceLimitExceeded" | "VcpuLimitExceeded" | "MaxSpotInstanceCountExceeded") => {
             LaunchError::Quota(e)
         }

@@ -19,6 +19,23 @@ pub fn main(args: RunArgs) -> i32 {
     }
     let json = args.json;
     let dry_run = args.dry_run;
+    let args = match &args.file {
+        None => args,
+        // A job file: its [job] table, with the flags given here on top.
+        Some(path) => {
+            let loaded = crate::batch::BatchFile::load(path)
+                .and_then(|f| crate::batch::jobs::single(&f, &args.given));
+            match loaded {
+                Ok(mut from_file) => {
+                    from_file.detach = args.detach;
+                    from_file.dry_run = args.dry_run;
+                    from_file.json = args.json;
+                    from_file
+                }
+                Err(e) => return super::bad_input(&e.to_string(), json),
+            }
+        }
+    };
     let plan = match Plan::from_args(args, SystemTime::now()) {
         Ok(p) => p,
         Err(e) => return super::bad_input(&e.to_string(), json),

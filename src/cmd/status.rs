@@ -38,7 +38,18 @@ async fn run(args: StatusArgs) -> i32 {
         Err(e) => return super::bad_input(&e, args.json),
     };
     let registry = Registry::open();
-    let ids: Vec<String> = if args.jobs.is_empty() {
+    let ids: Vec<String> = if let Some(batch) = &args.batch {
+        match batch_jobs(&registry, &args.aws, batch).await {
+            Ok(ids) if ids.is_empty() => {
+                return super::fail(
+                    &format!("batch {batch}: no job of it on this workstation's registry ({}), and no instance tagged rtb:batch={batch}", registry.dir().display()),
+                    1,
+                )
+            }
+            Ok(ids) => ids,
+            Err(e) => return super::fail(&format!("batch {batch}: {e}"), crate::report::exit::REMOTE),
+        }
+    } else if args.jobs.is_empty() {
         registry
             .recent(SystemTime::now(), registry::RECENT)
             .into_iter()
@@ -89,6 +100,36 @@ async fn run(args: StatusArgs) -> i32 {
         super::emit(&table(&rows));
     }
     i32::from(missing > 0)
+}
+
+/// A batch's jobs: from this workstation's registry, else from its instances' tags.
+async fn batch_jobs(
+    registry: &Registry,
+    aws: &crate::cli::AwsArgs,
+    batch: &str,
+) -> Result<Vec<String>, crate::cloud::CloudError> {
+    let mut entries = registry.of_batch(batch);
+    if !entries.is_empty() {
+        entries.sort_by(|a, b| a.created_at.cmp(&b.created_at));
+        let mut ids: Vec<String> = Vec::new();
+        for e in entries {
+            if !ids.contains(&e.job_id) {
+                ids.push(e.job_id);
+            }
+        }
+        return Ok(ids);
+    }
+    let cloud = super::connect(aws, None).await;
+    let found = cloud
+        .tagged_instances(&crate::cloud::Select {
+            batch: Some(batch),
+            ..Default::default()
+        })
+        .await?;
+    let mut ids: Vec<String> = found.into_iter().filter_map(|i| i.job_id).collect();
+    ids.sort();
+    ids.dedup();
+    Ok(ids)
 }
 
 /// Everything known of one job, as a row; None when nothing at all is known.
@@ -199,12 +240,12 @@ fn output_of(r: &rtb_model::JobRecords) -> String {
 
 pub fn table(rows: &[Row]) -> String {
     let mut out = format!(
-        "{:<28} {:<11} {:<21} {:<20} {:>9} {:>4}  {}\n",
+        "{:<28} {:<11} {:<32} {:<20} {:>9} {:>4}  {}\n",
         "JOB", "STATE", "INSTANCE", "STARTED", "ELAPSED", "EXIT", "OUTPUT"
     );
     for r in rows {
         out.push_str(&format!(
-            "{:<28} {:<11} {:<21} {:<20} {:>9} {:>4}  {}\n",
+            "{:<28} {:<11} {:<32} {:<20} {:>9} {:>4}  {}\n",
             r.job_id,
             r.state.as_str(),
             match (&r.instance_id, &r.instance_state) {

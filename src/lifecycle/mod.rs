@@ -9,6 +9,10 @@
 //! Each phase is one method that returns the next step; a signal in any phase leads to the
 //! same end. Once an instance exists, every way out goes through [`End`](Step::End), whose
 //! policy is `termination.rs`.
+//!
+//! A batch uses the same machine in two halves: [`acquire`] (Launch → Agent, then the
+//! instance is handed over ready) and [`run_on`] (Start → Follow on a ready instance, which
+//! is handed back for the next job when the job's end left it healthy).
 
 pub mod follow;
 
@@ -45,7 +49,20 @@ enum Step {
     /// Detached: wait until the job has started, then leave.
     Started(String),
     End(Leave),
+    /// The instance is ready for jobs (acquire only).
+    Ready,
     Done,
+}
+
+/// Which part of the machine runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// One job, launch to termination.
+    Single,
+    /// A batch's instance: launch, boot, agent, then hand it over.
+    Acquire,
+    /// A batch's job on a ready instance, handed back when the job ended cleanly.
+    Pooled,
 }
 
 /// One job being run.
@@ -58,6 +75,7 @@ struct Job<'a> {
     registry: &'a Registry,
     patience: Patience,
     instance: Option<Instance>,
+    mode: Mode,
     r: Report,
 }
 
@@ -69,6 +87,99 @@ pub async fn run(
     interrupts: &Interrupts,
     registry: &Registry,
 ) -> Report {
+    let (r, _) = drive(
+        plan,
+        cloud,
+        ui,
+        interrupts,
+        registry,
+        None,
+        Mode::Single,
+        Step::Preflight,
+    )
+    .await;
+    r
+}
+
+/// A batch's instance, launched for `plan` (the first job it will run) after the batch's
+/// preflight, and ready for jobs; or the report of why not (nothing is left running).
+pub async fn acquire(
+    plan: &Plan,
+    checked: Checked,
+    cloud: &Cloud,
+    ui: &Ui,
+    interrupts: &Interrupts,
+    registry: &Registry,
+) -> Result<Instance, Report> {
+    match drive(
+        plan,
+        cloud,
+        ui,
+        interrupts,
+        registry,
+        None,
+        Mode::Acquire,
+        Step::Launch(checked),
+    )
+    .await
+    {
+        (_, Some(instance)) => Ok(instance),
+        (r, None) => Err(r),
+    }
+}
+
+/// One batch job on a ready instance. The instance comes back when the job's end left it
+/// healthy (the job ran to its own end); otherwise it is ended here, as `run` would.
+pub async fn run_on(
+    plan: &Plan,
+    instance: Instance,
+    cloud: &Cloud,
+    ui: &Ui,
+    interrupts: &Interrupts,
+    registry: &Registry,
+) -> (Report, Option<Instance>) {
+    let id = instance.id.clone();
+    let mut records = vec![(crate::plan::JOB_TAG, plan.job_id.as_str())];
+    let root = match &plan.work {
+        Work::Container(c) => c.records.as_ref().map(|r| r.root().to_string()),
+        Work::Shell(_) => None,
+    };
+    if let Some(root) = &root {
+        records.push((crate::plan::RECORDS_TAG, root.as_str()));
+    }
+    // The tags name the job the instance runs now: `status`, `list` and `cleanup` read them.
+    if let Err(e) = cloud.tag(&id, &records).await {
+        ui.note(format!("could not tag {id} with job {}: {e}", plan.job_id));
+    }
+    let mut entry = registry_entry(plan, cloud);
+    entry.instance_id = Some(id);
+    if let Err(e) = registry.save(&entry) {
+        ui.note(e.to_string());
+    }
+    drive(
+        plan,
+        cloud,
+        ui,
+        interrupts,
+        registry,
+        Some(instance),
+        Mode::Pooled,
+        Step::Start,
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn drive(
+    plan: &Plan,
+    cloud: &Cloud,
+    ui: &Ui,
+    interrupts: &Interrupts,
+    registry: &Registry,
+    instance: Option<Instance>,
+    mode: Mode,
+    first: Step,
+) -> (Report, Option<Instance>) {
     let t0 = Instant::now();
     let mut job = Job {
         plan,
@@ -78,10 +189,15 @@ pub async fn run(
         interrupts,
         registry,
         patience: Patience::new(plan.api_patience),
-        instance: None,
         r: new_report(plan, cloud),
+        mode,
+        instance,
     };
-    let mut step = Step::Preflight;
+    if let Some(i) = &job.instance {
+        job.r.instance_id = Some(i.id.clone());
+        job.r.instance = InstanceFate::Pooled;
+    }
+    let mut step = first;
     loop {
         step = match step {
             Step::Preflight => job.preflight().await,
@@ -92,13 +208,15 @@ pub async fn run(
             Step::Follow(command) => job.follow(command).await,
             Step::Started(command) => job.started(command).await,
             Step::End(leave) => job.end(leave).await,
-            Step::Done => break,
+            Step::Ready | Step::Done => break,
         };
     }
-    job.record_end();
+    if job.mode != Mode::Acquire {
+        job.record_end();
+    }
     let mut r = job.r;
     r.phases.total_s = t0.elapsed().as_secs_f64();
-    r
+    (r, job.instance)
 }
 
 impl Job<'_> {
@@ -264,7 +382,11 @@ impl Job<'_> {
         match online {
             Ok(_) => {
                 self.ui.done("SSM agent online");
-                Step::Start
+                if self.mode == Mode::Acquire {
+                    Step::Ready
+                } else {
+                    Step::Start
+                }
             }
             Err(e) => {
                 let (outcome, code) = match e {
@@ -377,6 +499,11 @@ impl Job<'_> {
     }
 
     async fn end(&mut self, leave: Leave) -> Step {
+        if self.mode == Mode::Pooled && leave == Leave::Normally && reusable(self.r.outcome) {
+            // The job ran to its own end: the instance is handed back for the next one.
+            self.r.instance = InstanceFate::Pooled;
+            return Step::Done;
+        }
         if let Some(instance) = self.instance.take() {
             termination::end(
                 &self.job,
@@ -419,6 +546,14 @@ impl Job<'_> {
     }
 }
 
+/// Outcomes after which a batch's instance is as good as new: the job itself ended.
+fn reusable(o: Outcome) -> bool {
+    matches!(
+        o,
+        Outcome::Succeeded | Outcome::JobFailed | Outcome::TimedOut
+    )
+}
+
 /// The registry's entry for a job about to be launched.
 fn registry_entry(plan: &Plan, cloud: &Cloud) -> Entry {
     let records = match &plan.work {
@@ -443,7 +578,7 @@ fn registry_entry(plan: &Plan, cloud: &Cloud) -> Entry {
             .map(|d| humantime::format_rfc3339_seconds(d).to_string()),
         keep: plan.keep,
         detached: plan.detach,
-        batch: None,
+        batch: plan.batch.clone(),
         client_pid: Some(std::process::id()),
         client_host: crate::registry::host_name(),
         ended: None,

@@ -48,6 +48,8 @@ pub mod client {
     pub const UNCONFIRMED: i32 = 69;
     /// The instance ended under the job (spot reclaim, the console, a crash): worth a retry.
     pub const INSTANCE_LOST: i32 = 70;
+    /// A batch ended with jobs that did not succeed (its summary names them and why).
+    pub const BATCH_INCOMPLETE: i32 = 71;
     pub const TIMED_OUT: i32 = 124;
     pub const INTERRUPTED: i32 = 130;
 
@@ -68,6 +70,10 @@ pub mod client {
         (
             INSTANCE_LOST,
             "the instance ended under the job (spot reclaim, console, crash)",
+        ),
+        (
+            BATCH_INCOMPLETE,
+            "batch: some jobs did not succeed (the summary says which and why)",
         ),
         (TIMED_OUT, "the job ran past its --timeout"),
         (

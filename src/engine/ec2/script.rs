@@ -101,11 +101,30 @@ pub fn job_script(plan: &Plan, region: Option<&str>) -> String {
             ));
         }
         Work::Container(c) => {
-            s.push_str(&start_container(&plan.job_id, c, region));
+            s.push_str(&start_container(
+                &plan.job_id,
+                &plan.launch.client_token,
+                c,
+                region,
+            ));
+            if let (Some(d), Some(_)) = (plan.deadline, &plan.batch) {
+                // A batch's instance runs one job after another: an earlier job's watcher may
+                // have armed its short after-job grace a moment ago. This job's own deadline,
+                // armed again now that its container runs, replaces it.
+                s.push_str(&arm_at(&epoch(d).to_string()));
+            }
             // The instance ends itself after the job, whoever is watching: a watcher outside
-            // SSM (no 48 h limit) waits for the container, then re-arms the deadline.
+            // SSM (no 48 h limit) waits for the container, then re-arms the deadline (on a
+            // batch's instance only when no other job of ours runs there by then).
             if let Some(after) = after {
                 let name = quote(&container_name(&plan.job_id));
+                let after = if plan.batch.is_some() {
+                    format!(
+                        "if [ -z \"$(docker ps -q --filter name=^rtb-job- 2>/dev/null)\" ]; then\n{after}fi\n"
+                    )
+                } else {
+                    after
+                };
                 s.push_str(&once(
                     &plan.job_id,
                     "watch",
@@ -170,12 +189,15 @@ fn arm_after_job(deadline: Option<SystemTime>, grace: std::time::Duration) -> St
 }
 
 /// Start the job's container, unless it is there already.
-fn start_container(job_id: &str, c: &Container, region: Option<&str>) -> String {
+fn start_container(job_id: &str, attempt: &str, c: &Container, region: Option<&str>) -> String {
     let name = quote(&container_name(job_id));
     let mut run = vec![
         "docker run -d".to_string(),
         format!("--name {name}"),
         format!("--label rtb-job={}", quote(job_id)),
+        // Which attempt started it: a retried delivery of this attempt's script waits on it,
+        // another attempt's leftover (an earlier try of a batch job) is replaced.
+        format!("--label rtb-attempt={}", quote(attempt)),
         // An init reaps what MATLAB's system() calls leave behind.
         "--init".to_string(),
         // When the instance powers off under a running job, Docker gives the runner this
@@ -212,7 +234,12 @@ fn start_container(job_id: &str, c: &Container, region: Option<&str>) -> String 
     // A second delivery of this script (SendCommand retried after a lost answer) finds the
     // job's container already there and waits on it: it never starts or removes a second one.
     format!(
-        "if docker inspect --type container {name} >/dev/null 2>&1; then\n\
+        "seen=$(docker inspect --type container --format '{{{{index .Config.Labels \"rtb-attempt\"}}}}' {name} 2>/dev/null) || seen=\n\
+         if [ -n \"$seen\" ] && [ \"$seen\" != {attempt} ]; then\n\
+         \x20 echo 'run-render: replacing the container an earlier attempt of this job left' >&2\n\
+         \x20 docker rm -f {name} >/dev/null 2>&1 || true\n\
+         fi\n\
+         if docker inspect --type container {name} >/dev/null 2>&1; then\n\
          \x20 echo 'run-render: the job is already running here; waiting for it' >&2\n\
          elif ! {run} >/dev/null; then\n\
          \x20 if ! docker inspect --type container {name} >/dev/null 2>&1; then\n\
@@ -221,6 +248,7 @@ fn start_container(job_id: &str, c: &Container, region: Option<&str>) -> String 
          \x20 fi\n\
          fi\n",
         run = run.join(" \\\n  "),
+        attempt = quote(attempt),
         msg = quote(&format!(
             "run-render: could not start the rtb-support container from image '{}' (is it on the AMI?)",
             c.image

@@ -1,0 +1,489 @@
+//! From a batch file to its jobs: each row's `[job]` table, expanded, becomes the argument
+//! list of a `run` and is parsed by the same definition as the command line (flags given to
+//! `batch` come last and win), then checked as `run` checks it. Nothing here calls AWS.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::time::SystemTime;
+
+use super::expand;
+use super::file::{err, BatchFile, FileError, Row};
+use crate::cli::{self, RunArgs};
+use crate::plan::{Plan, Work};
+use rtb_model::JobRecords;
+
+/// How a batch runs, from `[batch]` and the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    pub parallel: usize,
+    pub per_instance: usize,
+    pub retries: u32,
+    pub retry_on_job_error: bool,
+    pub spot: bool,
+    pub spot_fallback: bool,
+    pub engine: Engine,
+    pub queue: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// This client drives a pool of instances.
+    Ec2,
+    /// AWS Batch queues, places and retries the jobs.
+    AwsBatch,
+}
+
+/// One job of a batch.
+#[derive(Debug, Clone)]
+pub struct BatchJob {
+    pub row: Row,
+    pub job_id: String,
+    /// The instance's Name tag.
+    pub name: String,
+    /// The job's flags, as `run` would have them.
+    pub args: RunArgs,
+    /// The plan as checked when the file was read (each attempt plans again: its deadline and
+    /// launch token are its own).
+    pub plan: Plan,
+}
+
+impl BatchJob {
+    /// A fresh plan for attempt `attempt` (1, 2, ...), as a job of batch `batch`.
+    ///
+    /// Each attempt keeps its records in a folder of its own under the job's
+    /// (`_rtb-job/<job id>/<run>-a<attempt>/`): a retry or a resumed run never mixes its log
+    /// with an earlier attempt's, and every attempt's log and result stay.
+    pub fn plan_attempt(&self, batch: &str, run: &str, attempt: u32, spot: bool) -> Plan {
+        let mut plan = Plan::from_args(self.args.clone(), SystemTime::now())
+            .unwrap_or_else(|_| self.plan.clone())
+            .in_batch(batch);
+        if let Some(base) = self.records_base() {
+            plan = plan.with_records(JobRecords::at(
+                base.root().join(&format!("{run}-a{attempt}/")),
+            ));
+        }
+        // A token of its own per attempt: EC2 would answer a retried launch with the instance
+        // the earlier attempt lost.
+        let base: String = plan.launch.client_token.chars().take(56).collect();
+        plan.launch.client_token = format!("{base}-a{attempt}");
+        plan.launch.spot = spot;
+        plan
+    }
+
+    /// The folder under which every attempt of this job keeps its records.
+    pub fn records_base(&self) -> Option<JobRecords> {
+        self.plan
+            .output
+            .as_ref()
+            .map(|o| JobRecords::under_output(o, &self.job_id))
+    }
+
+    pub fn settings(&self) -> BTreeMap<String, String> {
+        match &self.plan.work {
+            Work::Container(c) => c.env.iter().cloned().collect(),
+            Work::Shell(_) => BTreeMap::new(),
+        }
+    }
+
+    pub fn setting(&self, name: &str) -> Option<String> {
+        self.settings().get(name).cloned()
+    }
+}
+
+/// The policy: `[batch]` values, then the command line's.
+pub fn policy(
+    file: &BatchFile,
+    parallel: Option<u32>,
+    engine: Option<&str>,
+    queue: Option<&str>,
+) -> Result<Policy, FileError> {
+    let s = &file.settings;
+    let at = file.path.display().to_string();
+    let engine = match engine.or(s.engine.as_deref()).unwrap_or("ec2") {
+        "ec2" => Engine::Ec2,
+        "aws-batch" => Engine::AwsBatch,
+        other => {
+            return Err(err(
+                "--engine",
+                format!("'{other}' is not an engine (ec2 or aws-batch)"),
+            ))
+        }
+    };
+    let parallel = parallel.or(s.parallel).unwrap_or(4);
+    if parallel == 0 {
+        return Err(err("--parallel", "must be at least 1"));
+    }
+    let queue = queue.map(str::to_string).or_else(|| s.queue.clone());
+    if engine == Engine::AwsBatch && queue.is_none() {
+        return Err(err(
+            format!("{at}: [batch] queue"),
+            "the aws-batch engine needs a job queue (queue = \"...\" or --queue; `run-render aws-batch setup` makes one)",
+        ));
+    }
+    Ok(Policy {
+        parallel: parallel as usize,
+        per_instance: s.per_instance.unwrap_or(1) as usize,
+        retries: s.retries.unwrap_or(2),
+        retry_on_job_error: s.retry_on_job_error.unwrap_or(false),
+        spot: s.spot.unwrap_or(false),
+        spot_fallback: s.spot_fallback.unwrap_or(true),
+        engine,
+        queue,
+    })
+}
+
+/// Every row's job, checked: the template's keys and columns once, then each row's values
+/// as `run` checks its flags; job ids unique; the launch the same for every row (a pool's
+/// instances are shared).
+pub fn jobs(file: &BatchFile, given: &[OsString]) -> Result<Vec<BatchJob>, FileError> {
+    expand_rows(file, given, true)
+}
+
+/// The one job of a job file (`run --file`): a batch file without csv, run as `run` runs it.
+pub fn single(file: &BatchFile, given: &[OsString]) -> Result<RunArgs, FileError> {
+    if file.csv.is_some() {
+        return Err(err(
+            file.path.display().to_string(),
+            "has a csv (one job per row): run it with `run-render batch`",
+        ));
+    }
+    let mut jobs = expand_rows(file, given, false)?;
+    Ok(jobs.remove(0).args)
+}
+
+fn expand_rows(
+    file: &BatchFile,
+    given: &[OsString],
+    batch: bool,
+) -> Result<Vec<BatchJob>, FileError> {
+    let at = file.path.display().to_string();
+    let keys = cli::job_keys();
+    let columns: Vec<String> = file.csv.as_ref().map(|c| c.1.clone()).unwrap_or_default();
+    let csv_name = file
+        .csv
+        .as_ref()
+        .map(|c| c.0.display().to_string())
+        .unwrap_or_default();
+    // The template, once: known keys, known columns.
+    for (key, value) in &file.template {
+        let here = format!("{at}: [job] {key}");
+        if cli::COMMAND_FLAGS.contains(&key.replace('-', "_").as_str()) {
+            return Err(err(
+                here,
+                "is a flag of the batch command, not of a job (give it on the command line)",
+            ));
+        }
+        if !keys.iter().any(|(k, _, _)| k == key) {
+            let hint = closest(key, keys.iter().map(|(k, _, _)| k.as_str()))
+                .map(|k| format!(" (did you mean {k}?)"))
+                .unwrap_or_default();
+            return Err(err(
+                here,
+                format!("is not a flag of `run-render run`{hint}"),
+            ));
+        }
+        for s in strings(value) {
+            let named = expand::columns(s).map_err(|e| err(&here, e.to_string()))?;
+            for c in named {
+                if !columns.iter().any(|h| h == c) {
+                    let problem = if file.csv.is_none() {
+                        format!("${{{c}}} names a column, but [batch] has no csv")
+                    } else {
+                        format!(
+                            "${{{c}}} is not a column of {csv_name} (its columns: {})",
+                            columns.join(", ")
+                        )
+                    };
+                    return Err(err(here, problem));
+                }
+            }
+        }
+    }
+    let explicit_id = file.template.contains_key("job-id")
+        || given
+            .iter()
+            .any(|a| a.to_string_lossy().starts_with("--job-id"));
+    let mut out: Vec<BatchJob> = Vec::with_capacity(file.rows.len());
+    let mut ids: BTreeMap<String, usize> = BTreeMap::new();
+    for row in &file.rows {
+        let here = if file.csv.is_some() {
+            format!("{csv_name}: row {} (line {})", row.number, row.line)
+        } else {
+            at.clone()
+        };
+        let mut argv: Vec<OsString> = vec!["run-render".into(), "run".into()];
+        for (key, value) in &file.template {
+            let (_, takes, repeats) = keys
+                .iter()
+                .find(|(k, _, _)| k == key)
+                .cloned()
+                .unwrap_or_default();
+            let column_of = |s: &str| {
+                expand::columns(s)
+                    .ok()
+                    .and_then(|c| c.first().map(|c| c.to_string()))
+            };
+            let expanded = |s: &str| {
+                expand::expand(s, |c| row.values.get(c).map(String::as_str))
+                    .map_err(|e| err(format!("{here}, [job] {key}"), e.to_string()))
+            };
+            match value {
+                toml::Value::Boolean(b) if !takes => {
+                    if *b {
+                        argv.push(format!("--{key}").into());
+                    }
+                }
+                toml::Value::Array(items) if takes && (repeats || key == "security-group") => {
+                    for item in items {
+                        let v = scalar(item).ok_or_else(|| {
+                            err(
+                                format!("{at}: [job] {key}"),
+                                "holds a value that is not text or a number",
+                            )
+                        })?;
+                        argv.push(format!("--{key}={}", expanded(&v)?).into());
+                    }
+                }
+                v if takes => {
+                    let s = scalar(v).ok_or_else(|| {
+                        err(
+                            format!("{at}: [job] {key}"),
+                            if matches!(v, toml::Value::Array(_)) {
+                                "takes one value, not a list".to_string()
+                            } else {
+                                "needs text or a number".to_string()
+                            },
+                        )
+                    })?;
+                    let value = expanded(&s)?;
+                    if value.is_empty() && column_of(&s).is_some() {
+                        return Err(err(
+                            format!("{here}, column '{}'", column_of(&s).unwrap_or_default()),
+                            format!("is empty, and [job] {key} needs a value"),
+                        ));
+                    }
+                    argv.push(format!("--{key}={value}").into());
+                }
+                _ => {
+                    return Err(err(
+                        format!("{at}: [job] {key}"),
+                        "is an on/off flag: true or false",
+                    ))
+                }
+            }
+        }
+        if !explicit_id && batch {
+            argv.push(format!("--job-id={}-{}", file.name, row.number).into());
+        }
+        argv.extend(given.iter().cloned());
+        let args = cli::parse_run(&argv).map_err(|e| {
+            let text = e.to_string();
+            let first = text
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim_start_matches("error: ")
+                .to_string();
+            err(&here, first)
+        })?;
+        let plan = Plan::from_args(args.clone(), SystemTime::now())
+            .map_err(|e| err(&here, e.to_string()))?;
+        if !batch {
+            out.push(BatchJob {
+                row: row.clone(),
+                job_id: plan.job_id.clone(),
+                name: String::new(),
+                args,
+                plan,
+            });
+            continue;
+        }
+        let Work::Container(_) = &plan.work else {
+            return Err(err(
+                &here,
+                "batch jobs run the container (--command); a raw --shell command keeps no records to follow or resume",
+            ));
+        };
+        if plan.output.is_none() {
+            return Err(err(
+                &here,
+                "--output is required for a batch job: its outputs, log and result record go there",
+            ));
+        }
+        if let Some(first) = ids.insert(plan.job_id.clone(), row.number) {
+            return Err(err(
+                &here,
+                format!(
+                    "job id '{}' is also row {first}'s; give each row its own (job-id = \"...${{column}}\")",
+                    plan.job_id
+                ),
+            ));
+        }
+        if let Some(first) = out.first() {
+            if let Some(what) = launch_difference(&first.plan, &plan) {
+                return Err(err(
+                    &here,
+                    format!("{what} differs from row {}'s; a batch's instances are shared, so the launch (ami, instance-type, disk-gb, subnet, security-group, iam-profile, region, endpoint) must be the same in every row", first.row.number),
+                ));
+            }
+        }
+        let name = plan
+            .launch
+            .tags
+            .iter()
+            .find(|(k, _)| k == "Name")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        out.push(BatchJob {
+            row: row.clone(),
+            job_id: plan.job_id.clone(),
+            name,
+            args,
+            plan,
+        });
+    }
+    Ok(out)
+}
+
+/// The launch settings two jobs of one pool must share; the first that differs.
+fn launch_difference(a: &Plan, b: &Plan) -> Option<&'static str> {
+    let (x, y) = (&a.launch, &b.launch);
+    if x.ami != y.ami {
+        Some("ami")
+    } else if x.instance_types != y.instance_types {
+        Some("instance-type")
+    } else if x.disk_gb != y.disk_gb {
+        Some("disk-gb")
+    } else if x.subnet != y.subnet {
+        Some("subnet")
+    } else if x.security_groups != y.security_groups {
+        Some("security-group")
+    } else if x.iam_profile != y.iam_profile {
+        Some("iam-profile")
+    } else if a.region != b.region || a.profile != b.profile || a.endpoint_url != b.endpoint_url {
+        Some("region/profile/endpoint")
+    } else {
+        None
+    }
+}
+
+fn scalar(v: &toml::Value) -> Option<String> {
+    match v {
+        toml::Value::String(s) => Some(s.clone()),
+        toml::Value::Integer(i) => Some(i.to_string()),
+        toml::Value::Float(f) => Some(f.to_string()),
+        toml::Value::Boolean(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// Every string in a value (lists included).
+fn strings(v: &toml::Value) -> Vec<&str> {
+    match v {
+        toml::Value::String(s) => vec![s.as_str()],
+        toml::Value::Array(items) => items.iter().flat_map(strings).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The known key nearest to a mistyped one (at most two edits away).
+fn closest<'a>(key: &str, known: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    fn distance(a: &str, b: &str) -> usize {
+        let b: Vec<char> = b.chars().collect();
+        let mut prev: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut cur = vec![i + 1];
+            for (j, cb) in b.iter().enumerate() {
+                let sub = prev[j] + usize::from(ca != *cb);
+                cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+            }
+            prev = cur;
+        }
+        prev[b.len()]
+    }
+    known
+        .map(|k| (distance(key, k), k))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, k)| k)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn batch(dir: &Path, csv: &str, job: &str) -> Result<Vec<BatchJob>, FileError> {
+        std::fs::write(dir.join("jobs.csv"), csv).unwrap();
+        let f = dir.join("b.toml");
+        std::fs::write(&f, format!("[batch]\ncsv = \"jobs.csv\"\n[job]\n{job}")).unwrap();
+        jobs(&BatchFile::load(&f)?, &[])
+    }
+
+    const JOB: &str = "ami = \"ami-0123456789abcdef0\"\ncommand = \"render(${n})\"\noutput = \"s3://lab-bucket/${n}\"\n";
+
+    #[test]
+    fn rows_become_jobs_and_flags_override_the_file() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("jobs.csv"), "n\n1\n2\n").unwrap();
+        let f = d.path().join("b.toml");
+        std::fs::write(&f, format!("[batch]\ncsv = \"jobs.csv\"\n[job]\n{JOB}instance-type = \"m5.large\"\nvolume = [\"/a:/a\", \"/${{n}}:/n\"]\nkeep = false\n")).unwrap();
+        let file = BatchFile::load(&f).unwrap();
+        let given: Vec<OsString> =
+            vec!["--instance-type=c5.4xlarge".into(), "--volume=/c:/c".into()];
+        let js = jobs(&file, &given).unwrap();
+        assert_eq!(js.len(), 2);
+        assert_eq!(js[0].job_id, "b-1");
+        assert_eq!(js[1].job_id, "b-2");
+        assert_eq!(js[1].setting("COMMAND").as_deref(), Some("render(2)"));
+        assert_eq!(js[1].plan.launch.instance_types, ["c5.4xlarge"]);
+        assert_eq!(js[1].args.job.work.volumes, ["/a:/a", "/2:/n", "/c:/c"]);
+        assert!(!js[0].plan.keep);
+        let p = js[0].plan_attempt("b", "r1", 2, true);
+        assert_eq!(
+            p.work_records().map(|r| r.root().to_string()).as_deref(),
+            Some("s3://lab-bucket/1/_rtb-job/b-1/r1-a2/")
+        );
+        assert!(
+            p.launch.client_token.ends_with("-a2"),
+            "{}",
+            p.launch.client_token
+        );
+        assert!(p.launch.spot);
+        assert!(p.launch.tags.contains(&("rtb:batch".into(), "b".into())));
+    }
+
+    #[test]
+    fn bad_rows_and_keys_are_named() {
+        let d = tempfile::tempdir().unwrap();
+        let cases: &[(&str, &str, &str)] = &[
+            ("n\n1\n", "instanse-type = \"x\"\n", "[job] instanse-type: is not a flag of `run-render run` (did you mean instance-type?)"),
+            ("n\n1\n", "json = true\n", "[job] json: is a flag of the batch command"),
+            ("n\n1\n", "startup = \"${m}\"\n", "[job] startup: ${m} is not a column of"),
+            ("n\n1\n2\n", "job-id = \"same\"\n", "row 2 (line 3): job id 'same' is also row 1's"),
+            ("n\n1\nnot a url\n", "", ""),
+            ("n,o\n1,s3://lab-bucket/x\n2,http://lab-bucket\n", "", ""),
+            ("n\n1\n2\n", "instance-type = \"m5.${n}xlarge\"\n", "row 2 (line 3): instance-type differs from row 1's"),
+            ("n\n1\n", "keep = \"yes\"\n", "[job] keep: is an on/off flag"),
+            ("n\n1\n", "timeout = [\"1h\"]\n", "[job] timeout: takes one value, not a list"),
+        ];
+        for (csv, extra, want) in cases {
+            if want.is_empty() {
+                continue;
+            }
+            let e = batch(d.path(), csv, &format!("{JOB}{extra}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{extra:?}: {e}");
+        }
+        // A row whose expanded output is not an S3 URL: refused with its row.
+        let e = batch(
+            d.path(),
+            "n,o\n1,s3://lab-bucket/x\n2,http://lab-bucket\n",
+            "ami = \"ami-0123456789abcdef0\"\ncommand = \"r\"\noutput = \"${o}\"\njob-id = \"j${n}\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("row 2 (line 3): --output"), "{e}");
+    }
+}

@@ -1,0 +1,20 @@
+//! Batches: a lab's CSV of render jobs as one command.
+//!
+//! - [`file`] the batch file (`[batch]`, `[job]`) and its CSV, parsed and checked
+//! - [`expand`] `${column}` in the template's strings
+//! - [`jobs`] each row's job, parsed by `run`'s own flag definition and checked as `run`
+//!   checks it; the batch's policy
+//! - [`pool`] the EC2 engine: a pool of instances that take queued jobs in turn
+//! - [`retry`] which failed attempts are tried again, and how (pure)
+//! - [`view`] the progress view; [`summary`] the end
+
+pub mod expand;
+pub mod file;
+pub mod jobs;
+pub mod pool;
+pub mod retry;
+pub mod summary;
+pub mod view;
+
+pub use file::{BatchFile, FileError};
+pub use jobs::{BatchJob, Engine, Policy};

@@ -1,0 +1,409 @@
+//! The EC2 engine for batches: a pool of at most ceil(parallel / per-instance) instances,
+//! each launched as `run` launches one (tags, deadline, IMDSv2) plus the batch's tag. An
+//! instance that finishes a job takes the next queued one, so a job costs no boot; an
+//! instance with nothing left to do is terminated at once. A failed attempt goes back to the
+//! front of the queue when `retry.rs` says so, on a fresh instance when the instance was the
+//! problem.
+//!
+//! Signals: the first stops every running job as `run` does (outputs saved) and starts
+//! nothing new; the second terminates at once. Every instance ends before this returns.
+
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::jobs::{BatchJob, Policy};
+use super::retry::{self, Attempted, Next, Rules};
+use super::view::{Counts, View};
+use crate::cloud::Cloud;
+use crate::engine::ec2::instance::Instance;
+use crate::lifecycle;
+use crate::preflight::Checked;
+use crate::registry::Registry;
+use crate::report::{InstanceFate, Outcome, Report};
+use crate::signals::Interrupts;
+use crate::ui::Ui;
+
+/// One attempt at a job, as the summary shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Attempt {
+    pub outcome: Outcome,
+    pub exit_code: i32,
+    pub instance_id: Option<String>,
+    pub spot: bool,
+    pub seconds: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Why it was tried again, when it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retried_because: Option<String>,
+}
+
+/// What became of one job.
+#[derive(Debug, Clone, Default)]
+pub struct JobEnd {
+    pub attempts: Vec<Attempt>,
+    /// The last attempt's report.
+    pub report: Option<Report>,
+    /// When the job was not run by this batch (it succeeded earlier, or the batch stopped
+    /// first), why.
+    pub not_run: Option<String>,
+}
+
+/// The pool's own account, for the summary and the benchmark.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct PoolStats {
+    pub instances_launched: usize,
+    pub peak_instances: usize,
+    /// Launch to termination, summed over the pool's instances.
+    pub instance_hours: f64,
+    /// Instances whose termination could not be confirmed.
+    pub unconfirmed: Vec<String>,
+}
+
+struct State {
+    queue: VecDeque<usize>,
+    ends: Vec<JobEnd>,
+    next_spot: Vec<bool>,
+    running: usize,
+    live: usize,
+    stats: PoolStats,
+}
+
+pub struct Pool<'a> {
+    pub name: &'a str,
+    /// This run of the batch (names each attempt's records folder).
+    pub run: &'a str,
+    pub jobs: &'a [BatchJob],
+    pub policy: &'a Policy,
+    pub cloud: &'a Cloud,
+    pub interrupts: &'a Interrupts,
+    pub registry: &'a Registry,
+    pub checked: Checked,
+    pub view: &'a View,
+    pub log_dir: Option<PathBuf>,
+    state: Mutex<State>,
+}
+
+impl<'a> Pool<'a> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        name: &'a str,
+        run_id: &'a str,
+        jobs: &'a [BatchJob],
+        run: &[usize],
+        policy: &'a Policy,
+        cloud: &'a Cloud,
+        interrupts: &'a Interrupts,
+        registry: &'a Registry,
+        checked: Checked,
+        view: &'a View,
+        log_dir: Option<PathBuf>,
+    ) -> Pool<'a> {
+        Pool {
+            name,
+            run: run_id,
+            jobs,
+            policy,
+            cloud,
+            interrupts,
+            registry,
+            checked,
+            view,
+            log_dir,
+            state: Mutex::new(State {
+                queue: run.iter().copied().collect(),
+                ends: vec![JobEnd::default(); jobs.len()],
+                next_spot: vec![policy.spot; jobs.len()],
+                running: 0,
+                live: 0,
+                stats: PoolStats::default(),
+            }),
+        }
+    }
+
+    /// How many instances the pool may have at once.
+    pub fn size(policy: &Policy, jobs: usize) -> usize {
+        let per = policy.per_instance.max(1);
+        policy.parallel.div_ceil(per).min(jobs.div_ceil(per)).max(1)
+    }
+
+    /// Run every queued job; every instance is ended when this returns.
+    pub async fn run(self) -> (Vec<JobEnd>, PoolStats) {
+        let queued = self.lock().queue.len();
+        let slots = Pool::size(self.policy, queued);
+        self.update_view();
+        futures::future::join_all((0..slots).map(|_| self.instance_task())).await;
+        let mut st = self.lock();
+        // Jobs still queued when the batch stopped.
+        let stopped: Vec<usize> = st.queue.drain(..).collect();
+        for j in stopped {
+            st.ends[j].not_run = Some("not started: the batch was stopped".into());
+        }
+        (std::mem::take(&mut st.ends), std::mem::take(&mut st.stats))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The next job to run, unless the batch is stopping.
+    fn take(&self) -> Option<usize> {
+        if self.interrupts.count() > 0 {
+            return None;
+        }
+        let mut st = self.lock();
+        let j = st.queue.pop_front()?;
+        st.running += 1;
+        drop(st);
+        self.update_view();
+        Some(j)
+    }
+
+    /// The plan and the view line of job `j`'s next attempt.
+    fn begin(&self, j: usize) -> (crate::plan::Plan, Ui) {
+        let (attempt, spot) = {
+            let st = self.lock();
+            (st.ends[j].attempts.len() as u32 + 1, st.next_spot[j])
+        };
+        let job = &self.jobs[j];
+        let plan = job.plan_attempt(self.name, self.run, attempt, spot);
+        let log = self.log_dir.as_ref().and_then(|d| {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(d.join(format!("{}.log", job.job_id)))
+                .ok()?;
+            Some(f)
+        });
+        let ui = Ui::batch_job(self.view.multi(), &job.job_id, log);
+        if attempt > 1 {
+            ui.note(format!(
+                "attempt {attempt}{}",
+                if spot { " (spot)" } else { "" }
+            ));
+        }
+        (plan, ui)
+    }
+
+    /// Record an attempt's end, and queue the job again when it is worth another attempt.
+    fn finish(&self, j: usize, report: Report, ui: &Ui, spot: bool) {
+        let capacity = report.outcome == Outcome::LaunchFailed
+            && report
+                .error
+                .as_deref()
+                .is_some_and(|e| e.to_ascii_lowercase().contains("capacity"));
+        let mut st = self.lock();
+        st.running = st.running.saturating_sub(1);
+        let attempts = st.ends[j].attempts.len() as u32 + 1;
+        let next = retry::decide(
+            &Attempted {
+                outcome: report.outcome,
+                capacity,
+                spot,
+                attempts,
+                stopping: self.interrupts.count() > 0,
+            },
+            &Rules {
+                retries: self.policy.retries,
+                retry_on_job_error: self.policy.retry_on_job_error,
+                spot_fallback: self.policy.spot_fallback,
+            },
+        );
+        let mut attempt = Attempt {
+            outcome: report.outcome,
+            exit_code: report.exit_code,
+            instance_id: report.instance_id.clone(),
+            spot,
+            seconds: report.phases.total_s,
+            error: report.error.clone(),
+            retried_because: None,
+        };
+        match next {
+            Next::Retry { why, spot } => {
+                ui.note(format!(
+                    "attempt {attempts} ended {}: {why}; trying again{}",
+                    outcome_word(report.outcome),
+                    if spot {
+                        ""
+                    } else if attempt.spot {
+                        " on demand"
+                    } else {
+                        ""
+                    }
+                ));
+                attempt.retried_because = Some(why.to_string());
+                st.next_spot[j] = spot;
+                st.queue.push_front(j);
+            }
+            Next::Final => {
+                ui.note(format!(
+                    "{} (exit {}){}",
+                    outcome_word(report.outcome),
+                    report.exit_code,
+                    report
+                        .error
+                        .as_deref()
+                        .map(|e| format!(": {e}"))
+                        .unwrap_or_default()
+                ));
+            }
+        }
+        if report.instance == InstanceFate::Unconfirmed {
+            if let Some(id) = &report.instance_id {
+                st.stats.unconfirmed.push(id.clone());
+            }
+        }
+        st.ends[j].attempts.push(attempt);
+        st.ends[j].report = Some(report);
+        drop(st);
+        ui.finish();
+        self.update_view();
+    }
+
+    fn update_view(&self) {
+        let st = self.lock();
+        let mut c = Counts {
+            total: self.jobs.len(),
+            queued: st.queue.len(),
+            running: st.running,
+            instances: st.live,
+            ..Counts::default()
+        };
+        for (j, e) in st.ends.iter().enumerate() {
+            if st.queue.contains(&j) {
+                continue;
+            }
+            match e.report.as_ref().map(|r| r.outcome) {
+                Some(Outcome::Succeeded) => c.succeeded += 1,
+                Some(_) => c.failed += 1,
+                None => {}
+            }
+        }
+        drop(st);
+        self.view.update(&c);
+    }
+
+    /// One instance slot: launch an instance for the next job, run jobs on it while any are
+    /// queued (per-instance of them at once), end it; again while jobs remain.
+    async fn instance_task(&self) {
+        loop {
+            let Some(first) = self.take() else { return };
+            let (plan, ui) = self.begin(first);
+            let spot = plan.launch.spot;
+            let up = Instant::now();
+            let instance = match lifecycle::acquire(
+                &plan,
+                self.checked.clone(),
+                self.cloud,
+                &ui,
+                self.interrupts,
+                self.registry,
+            )
+            .await
+            {
+                Ok(i) => i,
+                Err(report) => {
+                    let launched = report.instance_id.is_some();
+                    self.finish(first, report, &ui, spot);
+                    if launched {
+                        self.account(up, false);
+                        self.account(up, true);
+                    }
+                    // Not straight back at EC2 after a refusal.
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                        _ = self.interrupts.reached(1) => {}
+                    }
+                    continue;
+                }
+            };
+            {
+                let mut st = self.lock();
+                st.live += 1;
+                st.stats.peak_instances = st.stats.peak_instances.max(st.live);
+            }
+            self.account(up, false);
+            let id = instance.id.clone();
+            let alive = Cell::new(true);
+            let first_job = Cell::new(Some((first, plan, ui)));
+            let lanes = (0..self.policy.per_instance.max(1)).map(|_| async {
+                loop {
+                    let (j, plan, ui) = match first_job.take() {
+                        Some(f) => f,
+                        None => {
+                            if !alive.get() {
+                                break;
+                            }
+                            let Some(j) = self.take() else { break };
+                            let (p, u) = self.begin(j);
+                            (j, p, u)
+                        }
+                    };
+                    let spot = plan.launch.spot;
+                    // Each lane holds its own handle on the shared instance; the slot keeps
+                    // the one that must end it.
+                    let handle = Instance::adopt(self.cloud, id.clone());
+                    let (report, back) = lifecycle::run_on(
+                        &plan,
+                        handle,
+                        self.cloud,
+                        &ui,
+                        self.interrupts,
+                        self.registry,
+                    )
+                    .await;
+                    match back {
+                        Some(h) => h.abandon(),
+                        None => alive.set(false),
+                    }
+                    self.finish(j, report, &ui, spot);
+                }
+            });
+            futures::future::join_all(lanes).await;
+            if alive.get() {
+                // Nothing left for it: end it now, not at its after-job grace.
+                self.view.note(&format!(
+                    "run-render: {id}: no queued job left, terminating"
+                ));
+                if let Err(e) = instance.terminate().await {
+                    self.view.note(&format!("run-render: {e}"));
+                    self.lock().stats.unconfirmed.push(id.clone());
+                }
+            } else {
+                // A lane's job ended it (terminated and confirmed there, or reported).
+                instance.abandon();
+            }
+            self.lock().live -= 1;
+            self.account(up, true);
+        }
+    }
+
+    /// Count an instance: launched (once), and its hours when it ended.
+    fn account(&self, up: Instant, ended: bool) {
+        let mut st = self.lock();
+        if ended {
+            st.stats.instance_hours += up.elapsed().as_secs_f64() / 3600.0;
+        } else {
+            st.stats.instances_launched += 1;
+        }
+    }
+}
+
+pub fn outcome_word(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Succeeded => "succeeded",
+        Outcome::JobFailed => "failed",
+        Outcome::TimedOut => "timed out",
+        Outcome::Interrupted => "interrupted",
+        Outcome::PreflightFailed => "preflight failed",
+        Outcome::LaunchFailed => "launch failed",
+        Outcome::AgentNeverOnline => "agent never online",
+        Outcome::RemoteFailed => "could not start",
+        Outcome::InstanceLost => "instance lost",
+        Outcome::Unknown => "unknown (AWS stopped answering)",
+        Outcome::Detached => "detached",
+    }
+}

@@ -1,0 +1,188 @@
+//! The end of a batch: one table (job, outcome, exit code, attempts, duration, instance-hours,
+//! output, and for each job that did not succeed its error), or one JSON document; and the
+//! batch's exit code.
+
+use std::fmt::Write as _;
+
+use super::jobs::BatchJob;
+use super::pool::{outcome_word, JobEnd, PoolStats};
+use crate::report::{exit, InstanceFate, Outcome};
+
+pub struct Summary<'a> {
+    pub name: &'a str,
+    pub jobs: &'a [BatchJob],
+    pub ends: &'a [JobEnd],
+    pub stats: &'a PoolStats,
+    pub wall_s: f64,
+    pub interrupted: bool,
+}
+
+impl Summary<'_> {
+    /// 0 only when every job succeeded (or had succeeded before, with --resume); 69 when an
+    /// instance's end is unconfirmed; 130 when stopped by a signal; else 71.
+    pub fn exit_code(&self) -> i32 {
+        if !self.stats.unconfirmed.is_empty()
+            || self.ends.iter().any(|e| {
+                e.report
+                    .as_ref()
+                    .is_some_and(|r| r.instance == InstanceFate::Unconfirmed)
+            })
+        {
+            return exit::UNCONFIRMED;
+        }
+        if self.interrupted {
+            return exit::INTERRUPTED;
+        }
+        if self.ends.iter().all(succeeded) {
+            0
+        } else {
+            exit::BATCH_INCOMPLETE
+        }
+    }
+
+    pub fn table(&self) -> String {
+        let mut o = String::new();
+        let ok = self.ends.iter().filter(|e| succeeded(e)).count();
+        let _ = writeln!(
+            o,
+            "\nbatch {}: {ok} of {} jobs succeeded in {}; {} instance{} launched (at most {} at once), {:.2} instance-hours",
+            self.name,
+            self.jobs.len(),
+            crate::cmd::short_duration(std::time::Duration::from_secs_f64(self.wall_s)),
+            self.stats.instances_launched,
+            if self.stats.instances_launched == 1 { "" } else { "s" },
+            self.stats.peak_instances,
+            self.stats.instance_hours,
+        );
+        let w = self
+            .jobs
+            .iter()
+            .map(|j| j.job_id.len())
+            .max()
+            .unwrap_or(3)
+            .max(3);
+        let _ = writeln!(
+            o,
+            "{:<w$}  {:<18} {:>4}  {:>8} {:>9} {:>8}  OUTPUT",
+            "JOB", "OUTCOME", "EXIT", "ATTEMPTS", "DURATION", "INST-H"
+        );
+        for (job, end) in self.jobs.iter().zip(self.ends) {
+            let (word, code) = match (&end.report, &end.not_run) {
+                (_, Some(why)) if why.starts_with("succeeded") => {
+                    ("succeeded before".to_string(), "-".to_string())
+                }
+                (_, Some(_)) => ("not run".to_string(), "-".to_string()),
+                (Some(r), None) => (outcome_word(r.outcome).to_string(), r.exit_code.to_string()),
+                (None, None) => ("not run".to_string(), "-".to_string()),
+            };
+            let secs: f64 = end.attempts.iter().map(|a| a.seconds).sum();
+            let _ = writeln!(
+                o,
+                "{:<w$}  {:<18} {:>4}  {:>8} {:>9} {:>8.3}  {}",
+                job.job_id,
+                word,
+                code,
+                end.attempts.len(),
+                if end.attempts.is_empty() {
+                    "-".into()
+                } else {
+                    crate::cmd::short_duration(std::time::Duration::from_secs_f64(secs))
+                },
+                secs / 3600.0,
+                job.plan
+                    .output
+                    .as_ref()
+                    .map(|o| o.to_string())
+                    .unwrap_or_default(),
+            );
+            if !succeeded(end) {
+                for (n, a) in end.attempts.iter().enumerate() {
+                    let why = a.error.as_deref().unwrap_or("");
+                    let _ = writeln!(
+                        o,
+                        "{:<w$}    attempt {}: {} (exit {}){}{}",
+                        "",
+                        n + 1,
+                        outcome_word(a.outcome),
+                        a.exit_code,
+                        if why.is_empty() {
+                            String::new()
+                        } else {
+                            format!(": {why}")
+                        },
+                        a.retried_because
+                            .as_deref()
+                            .map(|r| format!(" -> retried: {r}"))
+                            .unwrap_or_default(),
+                    );
+                }
+                if let Some(why) = &end.not_run {
+                    let _ = writeln!(o, "{:<w$}    {why}", "");
+                }
+            } else if end.attempts.len() > 1 {
+                for (n, a) in end
+                    .attempts
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, a)| a.retried_because.is_some())
+                {
+                    let _ = writeln!(
+                        o,
+                        "{:<w$}    attempt {}: {} -> retried: {}",
+                        "",
+                        n + 1,
+                        outcome_word(a.outcome),
+                        a.retried_because.as_deref().unwrap_or_default()
+                    );
+                }
+            }
+        }
+        for id in &self.stats.unconfirmed {
+            let _ = writeln!(o, "instance {id} MAY STILL BE RUNNING: aws ec2 terminate-instances --instance-ids {id}");
+        }
+        o
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        let jobs: Vec<serde_json::Value> = self
+            .jobs
+            .iter()
+            .zip(self.ends)
+            .map(|(job, end)| {
+                let r = end.report.as_ref();
+                serde_json::json!({
+                    "job_id": job.job_id,
+                    "row": job.row.number,
+                    "outcome": match (r, &end.not_run) {
+                        (_, Some(w)) if w.starts_with("succeeded") => serde_json::json!("succeeded_before"),
+                        (_, Some(_)) | (None, None) => serde_json::json!("not_run"),
+                        (Some(r), None) => serde_json::to_value(r.outcome).unwrap_or_default(),
+                    },
+                    "exit_code": r.map(|r| r.exit_code),
+                    "attempts": end.attempts,
+                    "duration_s": end.attempts.iter().map(|a| a.seconds).sum::<f64>(),
+                    "output": job.plan.output.as_ref().map(|o| o.to_string()),
+                    "error": r.filter(|_| !succeeded(end)).and_then(|r| r.error.clone()),
+                    "not_run": end.not_run,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "batch": self.name,
+            "exit_code": self.exit_code(),
+            "jobs_total": self.jobs.len(),
+            "jobs_succeeded": self.ends.iter().filter(|e| succeeded(e)).count(),
+            "wall_s": self.wall_s,
+            "pool": self.stats,
+            "jobs": jobs,
+        })
+    }
+}
+
+fn succeeded(e: &JobEnd) -> bool {
+    match (&e.report, &e.not_run) {
+        (_, Some(why)) => why.starts_with("succeeded"),
+        (Some(r), None) => r.outcome == Outcome::Succeeded,
+        (None, None) => false,
+    }
+}

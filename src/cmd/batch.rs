@@ -1,0 +1,443 @@
+//! `batch FILE`: every row of a batch file as a job, on a pool of instances (the EC2
+//! engine), with retries, resume, one progress view and a summary. `--dry-run` expands and
+//! checks every job and launches nothing; `--detach` starts them all on self-terminating
+//! instances when they fit at once.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use futures::StreamExt;
+
+use crate::batch::jobs::{self, BatchJob, Engine, Policy};
+use crate::batch::pool::{JobEnd, Pool};
+use crate::batch::summary::Summary;
+use crate::batch::view::View;
+use crate::batch::BatchFile;
+use crate::cli::BatchArgs;
+use crate::cloud::{Cloud, Select};
+use crate::engine::ec2::instance::Instance;
+use crate::lifecycle;
+use crate::registry::Registry;
+use crate::report::{exit, Outcome};
+use crate::signals::Interrupts;
+use crate::ui::Ui;
+
+pub fn main(args: BatchArgs) -> i32 {
+    let json = args.run.json;
+    let file = match BatchFile::load(&args.path) {
+        Ok(f) => f,
+        Err(e) => return super::bad_input(&e.to_string(), json),
+    };
+    let policy = match jobs::policy(
+        &file,
+        args.parallel,
+        args.engine.as_deref(),
+        args.queue.as_deref(),
+    ) {
+        Ok(p) => p,
+        Err(e) => return super::bad_input(&e.to_string(), json),
+    };
+    let jobs = match jobs::jobs(&file, &args.run.given) {
+        Ok(j) => j,
+        Err(e) => return super::bad_input(&e.to_string(), json),
+    };
+    if args.run.dry_run {
+        super::emit(&dry_run(&file, &policy, &jobs, json));
+        return 0;
+    }
+    if policy.engine == Engine::AwsBatch {
+        return super::bad_input(
+            "the aws-batch engine is not in this build yet; use engine = \"ec2\"",
+            json,
+        );
+    }
+    if args.run.detach && policy.parallel < jobs.len() {
+        return super::bad_input(
+            &format!(
+                "--detach starts every job at once, and {} jobs do not fit in parallel = {}: raise parallel, or leave the queue to AWS Batch (--engine aws-batch), which needs no client",
+                jobs.len(),
+                policy.parallel
+            ),
+            json,
+        );
+    }
+    let log_dir = args
+        .log_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("run-render-logs").join(&file.name));
+    super::block_on(run(file, policy, jobs, args, log_dir))
+}
+
+async fn run(
+    file: BatchFile,
+    policy: Policy,
+    jobs: Vec<BatchJob>,
+    args: BatchArgs,
+    log_dir: PathBuf,
+) -> i32 {
+    let json = args.run.json;
+    let name = file.name.clone();
+    let cloud = super::connect_for(&jobs[0].plan).await;
+    let interrupts = Interrupts::listen();
+    let registry = Registry::open();
+
+    // What an earlier run of this batch left: results, and instances still running.
+    let earlier = match earlier_run(&cloud, &name, &jobs).await {
+        Ok(e) => e,
+        Err(e) => return super::fail(&format!("batch {name}: {e}"), exit::PREFLIGHT),
+    };
+    if (!earlier.results.is_empty() || !earlier.instances.is_empty()) && !args.resume && !args.rerun
+    {
+        let mut named: Vec<&str> = earlier
+            .results
+            .iter()
+            .map(|(j, _)| jobs[*j].job_id.as_str())
+            .collect();
+        let more = named.len().saturating_sub(5);
+        named.truncate(5);
+        let what = if earlier.results.is_empty() {
+            format!(
+                "{} instance(s) of an earlier run are still running",
+                earlier.instances.len()
+            )
+        } else {
+            format!(
+                "{} of {} jobs already have results ({}{})",
+                earlier.results.len(),
+                jobs.len(),
+                named.join(", "),
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
+            )
+        };
+        return super::bad_input(
+            &format!("batch {name}: {what}; --resume runs only the jobs that have not succeeded, --rerun runs every job again"),
+            json,
+        );
+    }
+    if !earlier.instances.is_empty() {
+        // Their client is gone; their jobs are run again here, so they must not write on.
+        for id in &earlier.instances {
+            crate::ui::stderr_line(&format!(
+                "run-render: batch {name}: {id} of an earlier run is still running: terminating it (its job is run again)"
+            ));
+        }
+        let ends = futures::future::join_all(
+            earlier
+                .instances
+                .iter()
+                .map(|id| Instance::adopt(&cloud, id.clone()).terminate()),
+        )
+        .await;
+        for e in ends.into_iter().filter_map(Result::err) {
+            return super::fail(&e.to_string(), exit::UNCONFIRMED);
+        }
+    }
+    let mut ends_before: Vec<Option<String>> = vec![None; jobs.len()];
+    let run_list: Vec<usize> = (0..jobs.len())
+        .filter(|j| {
+            let done = args.resume && earlier.results.iter().any(|(k, ok)| k == j && *ok);
+            if done {
+                ends_before[*j] = Some("succeeded in an earlier run (--resume)".into());
+            }
+            !done
+        })
+        .collect();
+    if run_list.is_empty() {
+        crate::ui::stderr_line(&format!(
+            "run-render: batch {name}: every job has succeeded already; nothing to run"
+        ));
+        return 0;
+    }
+
+    // This run's name for its attempts' records folders: r<UTC time>.
+    let run_id = format!(
+        "r{}",
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+            .to_string()
+            .replace(['-', ':'], "")
+            .trim_end_matches('Z')
+    );
+    let first = jobs[run_list[0]].plan_attempt(&name, &run_id, 1, false);
+    let checked = match crate::preflight::check(&first, &cloud).await {
+        Ok(c) => c,
+        Err(e) => return super::fail(&format!("batch {name}: {e}"), exit::PREFLIGHT),
+    };
+    if let Err(e) = std::fs::create_dir_all(&log_dir) {
+        return super::fail(
+            &format!("--log-dir {}: cannot create it: {e}", log_dir.display()),
+            exit::BAD_INPUT,
+        );
+    }
+    crate::ui::stderr_line(&format!(
+        "run-render: batch {name}: {} job(s) on at most {} instance(s) ({} at once per instance); logs in {}",
+        run_list.len(),
+        Pool::size(&policy, run_list.len()),
+        policy.per_instance,
+        log_dir.display()
+    ));
+    let t0 = Instant::now();
+    let view = View::new(&name, run_list.len());
+    let (mut ends, stats) = if args.run.detach {
+        detached(
+            &name,
+            &run_id,
+            &jobs,
+            &run_list,
+            &cloud,
+            &interrupts,
+            &registry,
+            &view,
+            &log_dir,
+        )
+        .await
+    } else {
+        Pool::new(
+            &name,
+            &run_id,
+            &jobs,
+            &run_list,
+            &policy,
+            &cloud,
+            &interrupts,
+            &registry,
+            checked,
+            &view,
+            Some(log_dir),
+        )
+        .run()
+        .await
+    };
+    view.finish();
+    for (e, before) in ends.iter_mut().zip(ends_before) {
+        if before.is_some() {
+            e.not_run = before;
+        }
+    }
+    let summary = Summary {
+        name: &name,
+        jobs: &jobs,
+        ends: &ends,
+        stats: &stats,
+        wall_s: t0.elapsed().as_secs_f64(),
+        interrupted: interrupts.count() > 0,
+    };
+    if json {
+        super::emit(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&summary.json()).unwrap_or_default()
+        ));
+    } else {
+        crate::ui::stderr_line(&summary.table());
+    }
+    if args.run.detach {
+        let started = ends.iter().all(|e| {
+            e.not_run.is_some()
+                || e.report
+                    .as_ref()
+                    .is_some_and(|r| r.outcome == Outcome::Detached)
+        });
+        if started {
+            crate::ui::stderr_line(&format!(
+                "run-render: batch {name}: every job started and its instance ends itself after it; follow with: run-render status --batch {name}"
+            ));
+            return 0;
+        }
+    }
+    summary.exit_code()
+}
+
+/// `--detach`: every job as a detached `run`, all at once.
+#[allow(clippy::too_many_arguments)]
+async fn detached(
+    name: &str,
+    run_id: &str,
+    jobs: &[BatchJob],
+    run_list: &[usize],
+    cloud: &Cloud,
+    interrupts: &Interrupts,
+    registry: &Registry,
+    view: &View,
+    log_dir: &std::path::Path,
+) -> (Vec<JobEnd>, crate::batch::pool::PoolStats) {
+    let mut ends = vec![JobEnd::default(); jobs.len()];
+    let reports = futures::future::join_all(run_list.iter().map(|&j| async move {
+        let mut plan = jobs[j].plan_attempt(name, run_id, 1, false);
+        plan.detach = true;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log_dir.join(format!("{}.log", jobs[j].job_id)))
+            .ok();
+        let ui = Ui::batch_job(view.multi(), &jobs[j].job_id, log);
+        let r = lifecycle::run(&plan, cloud, &ui, interrupts, registry).await;
+        ui.finish();
+        (j, r)
+    }))
+    .await;
+    let mut stats = crate::batch::pool::PoolStats::default();
+    for (j, r) in reports {
+        if r.instance_id.is_some() {
+            stats.instances_launched += 1;
+        }
+        ends[j].attempts.push(crate::batch::pool::Attempt {
+            outcome: r.outcome,
+            exit_code: r.exit_code,
+            instance_id: r.instance_id.clone(),
+            spot: false,
+            seconds: r.phases.total_s,
+            error: r.error.clone(),
+            retried_because: None,
+        });
+        ends[j].report = Some(r);
+    }
+    stats.peak_instances = stats.instances_launched;
+    (ends, stats)
+}
+
+struct Earlier {
+    /// (job index, succeeded) for every job with a result record.
+    results: Vec<(usize, bool)>,
+    /// The batch's instances, of this owner, still running.
+    instances: Vec<String>,
+}
+
+async fn earlier_run(
+    cloud: &Cloud,
+    name: &str,
+    jobs: &[BatchJob],
+) -> Result<Earlier, crate::cloud::CloudError> {
+    let owner = crate::plan::owner();
+    let instances = cloud
+        .tagged_instances(&Select {
+            batch: Some(name),
+            owner: Some(&owner),
+            ..Default::default()
+        })
+        .await?
+        .into_iter()
+        .filter(|i| !i.state.is_gone())
+        .map(|i| i.id)
+        .collect();
+    // Bounded concurrency: a 10,000-row batch is not 10,000 requests at once.
+    let mut found = futures::stream::iter(
+        jobs.iter()
+            .enumerate()
+            .map(|(j, job)| async move { latest_result(cloud, job).await.map(|r| (j, r)) }),
+    )
+    .buffer_unordered(16);
+    let mut results = Vec::new();
+    while let Some(r) = found.next().await {
+        let (j, res) = r?;
+        if let Some(res) = res {
+            results.push((j, res.outcome == rtb_model::Outcome::Succeeded));
+        }
+    }
+    results.sort();
+    Ok(Earlier { results, instances })
+}
+
+/// The newest result record of any attempt of `job` (each attempt has its own folder under
+/// the job's records; a plain `run` of the same id writes at the job's folder itself).
+async fn latest_result(
+    cloud: &Cloud,
+    job: &BatchJob,
+) -> Result<Option<rtb_model::JobResult>, crate::cloud::CloudError> {
+    let Some(base) = job.records_base() else {
+        return Ok(None);
+    };
+    let prefix = base.root().dir_prefix();
+    let mut keys = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = cloud
+            .keys_after(base.bucket(), &prefix, after.as_deref())
+            .await?;
+        let full = page.len() >= 1000;
+        after = page.last().cloned();
+        keys.extend(page.into_iter().filter(|k| k.ends_with("/result.json")));
+        if !full {
+            break;
+        }
+    }
+    let mut newest: Option<rtb_model::JobResult> = None;
+    for k in keys {
+        let Some(bytes) = cloud.get_bytes(base.bucket(), &k).await? else {
+            continue;
+        };
+        let Ok(r) = serde_json::from_slice::<rtb_model::JobResult>(&bytes) else {
+            continue;
+        };
+        if newest
+            .as_ref()
+            .is_none_or(|n| r.finished_at > n.finished_at)
+        {
+            newest = Some(r);
+        }
+    }
+    Ok(newest)
+}
+
+fn dry_run(file: &BatchFile, policy: &Policy, jobs: &[BatchJob], json: bool) -> String {
+    let instances = Pool::size(policy, jobs.len());
+    if json {
+        let doc = serde_json::json!({
+            "dry_run": true,
+            "batch": {
+                "name": file.name,
+                "engine": match policy.engine { Engine::Ec2 => "ec2", Engine::AwsBatch => "aws-batch" },
+                "parallel": policy.parallel,
+                "per_instance": policy.per_instance,
+                "retries": policy.retries,
+                "retry_on_job_error": policy.retry_on_job_error,
+                "spot": policy.spot,
+                "instances": instances,
+            },
+            "jobs": jobs.iter().map(|j| serde_json::json!({
+                "job_id": j.job_id,
+                "name": j.name,
+                "row": j.row.number,
+                "output": j.plan.output.as_ref().map(|o| o.to_string()),
+                "command": j.setting("COMMAND"),
+                "startup": j.setting("STARTUP"),
+                "toolboxes": j.setting("TOOLBOXES"),
+                "settings": j.settings(),
+            })).collect::<Vec<_>>(),
+        });
+        return format!(
+            "{}\n",
+            serde_json::to_string_pretty(&doc).unwrap_or_default()
+        );
+    }
+    let mut o = format!(
+        "# run-render batch --dry-run: nothing is launched\n# batch {}: {} jobs, parallel {}, {} per instance, at most {} instance(s) of {} from {}, retries {}\n",
+        file.name,
+        jobs.len(),
+        policy.parallel,
+        policy.per_instance,
+        instances,
+        jobs[0].plan.launch.instance_types.join(" or "),
+        jobs[0].plan.launch.ami,
+        policy.retries,
+    );
+    for j in jobs {
+        o.push_str(&format!(
+            "\n{}  (row {}, instance name {})\n  output:    {}\n",
+            j.job_id,
+            j.row.number,
+            j.name,
+            j.plan
+                .output
+                .as_ref()
+                .map(|o| o.to_string())
+                .unwrap_or_default()
+        ));
+        for (k, v) in j.settings() {
+            o.push_str(&format!("  {k}={v}\n"));
+        }
+    }
+    o
+}
