@@ -431,6 +431,14 @@ async fn a_batch_runs_on_a_pool_retries_a_lost_instance_and_resumes() {
     assert_eq!(doc["pool"]["instances_launched"], 1);
     assert_eq!(doc["jobs_succeeded"], 7);
 
+    // From a machine that never saw the batch: the job's output alone finds its newest
+    // attempt's records (the retry's, which succeeded).
+    let elsewhere = Desk::new();
+    let (code, out, err) = elsewhere.out(&["status", &lost_job, "--output", &format!("s3://{bucket}/3"), "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows[0]["state"], "succeeded", "{out}");
+
     // `status --batch` knows every job.
     let (code, out, err) = desk.out(&["status", "--batch", &name, "--json"]);
     assert_eq!(code, Some(0), "{err}");

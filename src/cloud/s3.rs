@@ -52,6 +52,28 @@ impl Cloud {
             .collect())
     }
 
+    /// The folder names directly under `prefix` (ListObjectsV2 with a `/` delimiter).
+    pub async fn subfolders(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, CloudError> {
+        let mut out = Vec::new();
+        let mut pages = self
+            .s3
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .delimiter("/")
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| cloud_error("S3 ListObjectsV2", e))?;
+            out.extend(page.common_prefixes().iter().filter_map(|p| {
+                p.prefix()
+                    .and_then(|p| p.strip_prefix(prefix))
+                    .map(|p| p.trim_end_matches('/').to_string())
+            }));
+        }
+        Ok(out)
+    }
+
     /// An object's bytes, or None when it does not exist.
     pub async fn get_bytes(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, CloudError> {
         let out = self.s3.get_object().bucket(bucket).key(key).send().await;

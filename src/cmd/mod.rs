@@ -169,9 +169,11 @@ pub async fn find(
             }
         }
     }
-    let records = output
-        .map(|o| JobRecords::under_output(o, job_id))
-        .or_else(|| {
+    let records = match output {
+        Some(o) => Some(newest_attempt(cloud, JobRecords::under_output(o, job_id)).await?),
+        None => None,
+    };
+    let records = records.or_else(|| {
             entry
                 .as_ref()
                 .and_then(|e| e.records.as_deref())
@@ -187,9 +189,15 @@ pub async fn find(
                 ..Select::default()
             })
             .await?;
-        if let Some(r) = &records {
+        if let (Some(r), Some(o)) = (&records, output) {
+            // Its records are the job's folder, or one of its attempts' under it (batches).
+            let base = JobRecords::under_output(o, job_id).root().to_string();
             let root = r.root().to_string();
-            got.retain(|i| i.records.as_deref().is_none_or(|t| t == root));
+            got.retain(|i| {
+                i.records
+                    .as_deref()
+                    .is_none_or(|t| t == root || t.starts_with(&base))
+            });
         }
         got.sort_by_key(|i| i.launched);
         instance = got.pop();
@@ -206,6 +214,30 @@ pub async fn find(
         entry,
         instance,
         records,
+    })
+}
+
+/// A batch job keeps each attempt's records in a folder of its own under the job's
+/// (`<run>-a<attempt>/`): the newest attempt's, when there are any, else the job's folder.
+async fn newest_attempt(
+    cloud: &Cloud,
+    base: JobRecords,
+) -> Result<JobRecords, crate::cloud::CloudError> {
+    let folders = cloud
+        .subfolders(base.bucket(), &base.root().dir_prefix())
+        .await?;
+    let newest = folders
+        .iter()
+        .filter_map(|f| {
+            let (run, attempt) = f.rsplit_once("-a")?;
+            let n: u32 = attempt.parse().ok()?;
+            run.starts_with('r').then_some(((run.to_string(), n), f))
+        })
+        .max_by(|a, b| a.0.cmp(&b.0))
+        .map(|(_, f)| f.clone());
+    Ok(match newest {
+        Some(f) => JobRecords::at(base.root().join(&format!("{f}/"))),
+        None => base,
     })
 }
 
