@@ -51,31 +51,40 @@ check_json() {
     fi
 }
 
-check_client_policy_actions() {
-    local out
-    if out=$(python3 - <<'PY' 2>&1
-import json, re
+# check_policy_actions CONST POLICY: the policy allows every action of CONST in
+# src/cloud/actions.rs, and nothing more.
+check_policy_actions() {
+    local const=$1 policy=$2 out
+    if out=$(python3 - "$const" "$policy" <<'PY' 2>&1
+import json, re, sys
+const, policy = sys.argv[1], sys.argv[2]
 src = open("src/cloud/actions.rs").read()
-body = src[src.index("ACTIONS"):]
+body = src[src.index(f"pub const {const}:"):]
 body = body[body.index("[") + 1: body.index("];")]
 actions = re.findall(r'"([a-z0-9-]+:[A-Za-z0-9]+)"', body)
 allowed = set()
-for st in json.load(open("ami/iam/client-policy.json"))["Statement"]:
+for st in json.load(open(f"ami/iam/{policy}"))["Statement"]:
     if st.get("Effect") == "Allow":
         a = st["Action"]
         allowed.update([a] if isinstance(a, str) else a)
 missing = [a for a in actions if a not in allowed]
 extra = sorted(allowed - set(actions))
 if missing or extra or not actions:
-    print(f"missing {missing}, not in ACTIONS {extra}")
+    print(f"missing {missing}, not in {const} {extra}")
     raise SystemExit(1)
-print(f"all {len(actions)} actions of src/cloud/actions.rs allowed, none more")
+print(f"all {len(actions)} actions of {const} (src/cloud/actions.rs) allowed, none more")
 PY
     ); then
-        ok "iam: client-policy.json: ${out}"
+        ok "iam: ${policy}: ${out}"
     else
-        bad "iam: client-policy.json: ${out}"
+        bad "iam: ${policy}: ${out}"
     fi
+}
+
+check_client_policy_actions() {
+    check_policy_actions ACTIONS client-policy.json
+    check_policy_actions BATCH_ACTIONS client-batch-policy.json
+    check_policy_actions BATCH_SETUP_ACTIONS batch-setup-policy.json
 }
 
 # --- the AMI build -------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 //! The shipped IAM policies parse, and the client's policy allows every action the client
 //! calls (the list lives in one place: `run_render::cloud::actions::ACTIONS`).
 
-use run_render::cloud::actions::ACTIONS;
+use run_render::cloud::actions::{ACTIONS, BATCH_ACTIONS, BATCH_SETUP_ACTIONS};
 use serde_json::Value;
 
 fn policy(name: &str) -> Value {
@@ -51,6 +51,11 @@ fn every_policy_parses_with_statements() {
         "client-policy.json",
         "instance-role-policy.json",
         "instance-role-trust.json",
+        "client-batch-policy.json",
+        "batch-setup-policy.json",
+        "batch-service-role-trust.json",
+        "batch-service-role-policy.json",
+        "batch-instance-role-policy.json",
     ] {
         let doc = policy(name);
         assert_eq!(doc["Version"], "2012-10-17", "{name}");
@@ -104,6 +109,87 @@ fn instance_role_reads_inputs_writes_outputs_and_trusts_ec2() {
     );
     let trust = policy("instance-role-trust.json").to_string();
     assert!(trust.contains("ec2.amazonaws.com"), "{trust}");
+}
+
+/// A policy allows every action of `actions`, and no action beyond them, with no wildcard.
+fn allows_exactly(policy_name: &str, actions: &[&str]) {
+    let allowed = allowed_actions(&policy(policy_name));
+    let missing: Vec<&&str> = actions
+        .iter()
+        .filter(|a| !allowed.iter().any(|p| matches(p, a)))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{policy_name} does not allow {missing:?}"
+    );
+    for p in &allowed {
+        assert!(!p.contains('*'), "wildcard action {p} in {policy_name}");
+        assert!(
+            actions.contains(&p.as_str()),
+            "{p} is allowed by {policy_name} but never called"
+        );
+    }
+}
+
+#[test]
+fn batch_policies_cover_exactly_what_the_engine_and_setup_call() {
+    allows_exactly("client-batch-policy.json", BATCH_ACTIONS);
+    allows_exactly("batch-setup-policy.json", BATCH_SETUP_ACTIONS);
+    // The daily user cannot create roles or compute environments; only setup can.
+    let client = allowed_actions(&policy("client-batch-policy.json"));
+    assert!(
+        !client
+            .iter()
+            .any(|a| a.starts_with("iam:") || a.contains("Create")),
+        "{client:?}"
+    );
+    // Setup's IAM rights are limited to the queue's own roles.
+    let setup = policy("batch-setup-policy.json").to_string();
+    assert!(
+        setup.contains("role/QUEUE_NAME-*") && !setup.contains("role/*"),
+        "{setup}"
+    );
+}
+
+#[test]
+fn batch_roles_trust_their_service_and_the_instance_role_only_runs_the_agent() {
+    let trust = policy("batch-service-role-trust.json").to_string();
+    assert!(trust.contains("batch.amazonaws.com"), "{trust}");
+    let agent = allowed_actions(&policy("batch-instance-role-policy.json"));
+    for a in [
+        "ecs:RegisterContainerInstance",
+        "ecs:Poll",
+        "ecs:SubmitTaskStateChange",
+        "logs:PutLogEvents",
+    ] {
+        assert!(
+            agent.iter().any(|p| matches(p, a)),
+            "instance role lacks {a}"
+        );
+    }
+    assert!(
+        !agent.iter().any(|p| p == "*"
+            || p.starts_with("s3:")
+            || p.starts_with("iam:")
+            || p.starts_with("ec2:")),
+        "{agent:?}"
+    );
+    // The service role may pass only the instance role, only to EC2.
+    let service = policy("batch-service-role-policy.json");
+    let pass: Vec<&serde_json::Value> = service["Statement"]
+        .as_array()
+        .expect("statements")
+        .iter()
+        .filter(|s| as_list(&s["Action"]).iter().any(|a| a == "iam:PassRole"))
+        .collect();
+    assert_eq!(pass.len(), 1);
+    assert_eq!(
+        pass[0]["Resource"],
+        "arn:aws:iam::ACCOUNT_ID:role/INSTANCE_ROLE_NAME"
+    );
+    assert!(pass[0]["Condition"]
+        .to_string()
+        .contains("ec2.amazonaws.com"));
 }
 
 #[test]

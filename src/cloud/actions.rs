@@ -21,3 +21,50 @@ pub const ACTIONS: &[&str] = &[
     // logs and result
     "s3:GetObject",
 ];
+
+/// The AWS Batch engine's calls while submitting, following and stopping a batch
+/// (`engine::aws_batch`). `ami/iam/client-batch-policy.json` allows exactly these.
+pub const BATCH_ACTIONS: &[&str] = &[
+    // preflight
+    "batch:DescribeJobQueues",
+    "batch:DescribeComputeEnvironments",
+    // the job definition, found or registered (tagged as it is registered)
+    "batch:DescribeJobDefinitions",
+    "batch:RegisterJobDefinition",
+    "batch:TagResource",
+    // submit, with the manifest written first
+    "s3:PutObject",
+    "batch:SubmitJob",
+    // follow and stop
+    "batch:ListJobs",
+    "batch:DescribeJobs",
+    "batch:CancelJob",
+    "batch:TerminateJob",
+];
+
+/// `run-render aws-batch setup` / `teardown`: an administrator's calls, once per queue.
+/// `ami/iam/batch-setup-policy.json` allows exactly these.
+pub const BATCH_SETUP_ACTIONS: &[&str] = &[
+    "batch:DescribeComputeEnvironments",
+    "batch:DescribeJobQueues",
+    "batch:CreateComputeEnvironment",
+    "batch:UpdateComputeEnvironment",
+    "batch:DeleteComputeEnvironment",
+    "batch:CreateJobQueue",
+    "batch:UpdateJobQueue",
+    "batch:DeleteJobQueue",
+    "batch:TagResource",
+    "iam:GetRole",
+    "iam:GetInstanceProfile",
+    "iam:CreateRole",
+    "iam:TagRole",
+    "iam:DeleteRole",
+    "iam:PutRolePolicy",
+    "iam:ListRolePolicies",
+    "iam:DeleteRolePolicy",
+    "iam:PassRole",
+    "iam:CreateInstanceProfile",
+    "iam:DeleteInstanceProfile",
+    "iam:AddRoleToInstanceProfile",
+    "iam:RemoveRoleFromInstanceProfile",
+];
