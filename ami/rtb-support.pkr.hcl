@@ -130,6 +130,12 @@ variable "max_lifetime_hours" {
   }
 }
 
+variable "ecs_ready" {
+  type        = bool
+  description = "The AWS Batch variant: also install the Amazon ECS agent (and rely on Batch, not the lifetime cap, to end instances). Names the AMI <prefix>-ecs-... See docs/engines.md."
+  default     = false
+}
+
 variable "ami_name_prefix" {
   type        = string
   description = "AMI names are <prefix>-<matlab_release>-<UTC timestamp>."
@@ -150,12 +156,13 @@ variable "tags" {
 
 locals {
   timestamp = formatdate("YYYYMMDD-hhmmss", timestamp())
-  ami_name  = "${var.ami_name_prefix}-${var.matlab_release}-${local.timestamp}"
+  ami_name  = "${var.ami_name_prefix}${var.ecs_ready ? "-ecs" : ""}-${var.matlab_release}-${local.timestamp}"
   ami_tags = merge({
     Name                     = local.ami_name
     "rtb:ami"                = "rtb-support"
     "rtb:matlab-release"     = var.matlab_release
     "rtb:max-lifetime-hours" = "${var.max_lifetime_hours}"
+    "rtb:ecs-ready"          = "${var.ecs_ready}"
     "rtb:source-ami"         = "{{ .SourceAMI }}"
   }, var.tags)
 }
@@ -247,6 +254,7 @@ build {
       "MATLAB_PRODUCTS=${var.matlab_products}",
       "MATLAB_SMOKE_TEST=${var.matlab_smoke_test}",
       "RTB_MAX_LIFETIME_HOURS=${var.max_lifetime_hours}",
+      "RTB_ECS_READY=${var.ecs_ready}",
     ]
     scripts = [
       "${path.root}/scripts/10-base.sh",
@@ -255,6 +263,7 @@ build {
       "${path.root}/scripts/40-rtb-image.sh",
       "${path.root}/scripts/50-matlab.sh",
       "${path.root}/scripts/60-deadline.sh",
+      "${path.root}/scripts/70-ecs-agent.sh",
       "${path.root}/scripts/90-cleanup.sh",
     ]
   }
@@ -266,6 +275,7 @@ build {
       matlab_release     = var.matlab_release
       rtb_support_image  = var.rtb_support_image
       max_lifetime_hours = "${var.max_lifetime_hours}"
+      ecs_ready          = "${var.ecs_ready}"
     }
   }
 }
