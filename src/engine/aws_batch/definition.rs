@@ -254,7 +254,8 @@ mod tests {
         assert_eq!(base.name(), spec().name());
         assert!(base.name().starts_with(NAME_PREFIX));
         assert_eq!(base.name().len(), NAME_PREFIX.len() + HASH_HEX);
-        let variants: Vec<Box<dyn Fn(&mut DefinitionSpec)>> = vec![
+        type Change = Box<dyn Fn(&mut DefinitionSpec)>;
+        let variants: Vec<Change> = vec![
             Box::new(|s| s.image.push('x')),
             Box::new(|s| s.matlab_root = None),
             Box::new(|s| s.volumes[0].2 = false),

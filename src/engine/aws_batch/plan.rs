@@ -80,6 +80,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::single_range_in_vec_init)] // a list of one chunk is what is meant
     fn one_job_is_a_job_more_are_arrays_of_at_most_10000() {
         assert_eq!(submit_plan(0), SubmitPlan::PerRow);
         assert_eq!(submit_plan(1), SubmitPlan::PerRow);
