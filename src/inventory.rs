@@ -63,6 +63,14 @@ pub fn job_state(s: &Seen) -> (JobState, Option<String>) {
     if let Some(r) = s.result {
         return (recorded(r.outcome), r.error.clone());
     }
+    // AWS Batch runs it on its own instances: its records alone say where it is.
+    if let Some(q) = s.entry.and_then(|e| e.aws_batch_queue.as_deref()) {
+        return if s.log_started {
+            (JobState::Running, None)
+        } else {
+            (JobState::Starting, Some(format!("queued on AWS Batch queue {q}")))
+        };
+    }
     match s.instance {
         Some(i) if !i.state.is_gone() => {
             let state = if s.log_started || (!s.container && i.state.name == Lifecycle::Running) {

@@ -5,6 +5,7 @@ fn main() {
     let code = match cli::parse() {
         Cmd::Run(args) => cmd::run::main(args),
         Cmd::Batch(args) => cmd::batch::main(args),
+        Cmd::AwsBatch(c) => cmd::aws_batch::main(c),
         Cmd::Status(args) => cmd::status::main(args),
         Cmd::Logs(args) => cmd::logs::main(args),
         Cmd::Stop(args) => cmd::stop::main(args),

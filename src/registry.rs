@@ -41,6 +41,9 @@ pub struct Entry {
     pub client_host: Option<String>,
     /// How the client saw it end, once it did (its outcome word and exit code).
     pub ended: Option<Ended>,
+    /// The queue, for a job submitted to AWS Batch (no instance of ours runs it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_batch_queue: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

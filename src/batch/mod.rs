@@ -8,6 +8,7 @@
 //! - [`retry`] which failed attempts are tried again, and how (pure)
 //! - [`view`] the progress view; [`summary`] the end
 
+pub mod aws;
 pub mod expand;
 pub mod file;
 pub mod jobs;

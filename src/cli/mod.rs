@@ -102,6 +102,10 @@ pub enum Cmd {
     Cleanup(CleanupArgs),
     /// Print the IAM policies the client and the instance need (ami/iam/).
     Policy,
+    /// AWS Batch, the engine for queued batches with no client: set up or tear down its
+    /// compute environment, job queue and IAM roles.
+    #[command(subcommand, name = "aws-batch")]
+    AwsBatch(AwsBatchCmd),
     /// Print a shell completion script: run-render completions bash > /etc/bash_completion.d/run-render
     Completions {
         #[arg(value_enum)]
@@ -221,9 +225,66 @@ pub struct LogsArgs {
     pub aws: AwsArgs,
 }
 
+/// `aws-batch setup|teardown`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum AwsBatchCmd {
+    /// Create or update, idempotently, the compute environment, the job queue and the IAM
+    /// roles a queue needs (--dry-run: print what would be done).
+    #[command(after_help = "Example:\n  run-render aws-batch setup --queue rtb-renders --ami ami-0abc1234def567890 \\\n      --instance-type m6i.2xlarge,m6i.4xlarge --max-vcpus 256 --spot \\\n      --subnet subnet-0abc --security-group sg-0abc --output-bucket lab-renders --dry-run")]
+    Setup(AwsBatchSetupArgs),
+    /// Remove what setup made for the queue (--dry-run: print what would be removed).
+    Teardown(AwsBatchSetupArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AwsBatchSetupArgs {
+    /// The job queue; every other name derives from it (<queue>-ce, <queue>-instance...).
+    #[arg(long)]
+    pub queue: String,
+    /// The ECS-ready AMI (ami/README.md) [default: AWS's ECS-optimized AMI]
+    #[arg(long)]
+    pub ami: Option<String>,
+    /// Instance types the compute environment may launch (comma-separated, or "optimal").
+    #[arg(long, default_value = "optimal", value_delimiter = ',')]
+    pub instance_type: Vec<String>,
+    /// The most vCPUs running at once (the queue's ceiling on cost); it scales to zero.
+    #[arg(long, default_value_t = 256)]
+    pub max_vcpus: u32,
+    /// Spot instances (SPOT_CAPACITY_OPTIMIZED unless --allocation-strategy).
+    #[arg(long)]
+    pub spot: bool,
+    #[arg(long)]
+    pub allocation_strategy: Option<String>,
+    #[arg(long = "subnet", value_delimiter = ',')]
+    pub subnets: Vec<String>,
+    #[arg(long = "security-group", value_delimiter = ',')]
+    pub security_groups: Vec<String>,
+    /// Buckets the jobs read (the instance role's S3 read access); repeatable.
+    #[arg(long = "input-bucket")]
+    pub input_buckets: Vec<String>,
+    /// Buckets the jobs write; repeatable.
+    #[arg(long = "output-bucket")]
+    pub output_buckets: Vec<String>,
+    #[arg(long)]
+    pub dry_run: bool,
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct StopArgs {
-    pub job: String,
+    /// The job [or --batch NAME]
+    #[arg(required_unless_present = "batch")]
+    pub job: Option<String>,
+    /// Stop every job of this batch: the EC2 engine's as `stop JOB` does each, AWS Batch's by
+    /// CancelJob / TerminateJob.
+    #[arg(long, value_name = "NAME", conflicts_with = "job")]
+    pub batch: Option<String>,
+    /// The AWS Batch queue, when this workstation did not submit the batch.
+    #[arg(long, requires = "batch")]
+    pub queue: Option<String>,
     /// Where the job's outputs went (its --output).
     #[arg(long, value_name = "S3_URL")]
     pub output: Option<String>,

@@ -80,6 +80,11 @@ impl Cloud {
         }
     }
 
+    /// The configuration the clients were built from (another engine builds its own from it).
+    pub fn config(&self) -> &aws_config::SdkConfig {
+        &self.config
+    }
+
     pub fn region(&self) -> Option<&str> {
         self.region.as_deref()
     }

@@ -45,13 +45,7 @@ pub fn main(args: BatchArgs) -> i32 {
         super::emit(&dry_run(&file, &policy, &jobs, json));
         return 0;
     }
-    if policy.engine == Engine::AwsBatch {
-        return super::bad_input(
-            "the aws-batch engine is not in this build yet; use engine = \"ec2\"",
-            json,
-        );
-    }
-    if args.run.detach && policy.parallel < jobs.len() {
+    if args.run.detach && policy.engine == Engine::Ec2 && policy.parallel < jobs.len() {
         return super::bad_input(
             &format!(
                 "--detach starts every job at once, and {} jobs do not fit in parallel = {}: raise parallel, or leave the queue to AWS Batch (--engine aws-batch), which needs no client",
@@ -161,6 +155,49 @@ async fn run(
             .replace(['-', ':'], "")
             .trim_end_matches('Z')
     );
+    if policy.engine == Engine::AwsBatch {
+        let t0 = Instant::now();
+        let view = View::new(&name, run_list.len());
+        let ran = crate::batch::aws::run(
+            &name, &run_id, &jobs, &run_list, &policy, &file.settings, &cloud, &interrupts,
+            &registry, &view, args.run.detach,
+        )
+        .await;
+        view.finish();
+        let (mut ends, stats, left) = match ran {
+            Ok(x) => x,
+            Err(e) => return super::fail(&format!("batch {name}: {e}"), exit::PREFLIGHT),
+        };
+        if left {
+            crate::ui::stderr_line(&format!(
+                "run-render: batch {name}: submitted to AWS Batch queue {}; it needs no client. Follow with `run-render status --batch {name}`, cancel with `run-render stop --batch {name}`",
+                policy.queue.as_deref().unwrap_or_default()
+            ));
+            if json {
+                super::emit(&format!("{}\n", serde_json::json!({"batch": name, "engine": "aws-batch", "queue": policy.queue, "detached": true, "jobs": run_list.iter().map(|&j| &jobs[j].job_id).collect::<Vec<_>>()})));
+            }
+            return 0;
+        }
+        for (e, before) in ends.iter_mut().zip(ends_before) {
+            if before.is_some() {
+                e.not_run = before;
+            }
+        }
+        let summary = Summary {
+            name: &name,
+            jobs: &jobs,
+            ends: &ends,
+            stats: &stats,
+            wall_s: t0.elapsed().as_secs_f64(),
+            interrupted: false,
+        };
+        if json {
+            super::emit(&format!("{}\n", serde_json::to_string_pretty(&summary.json()).unwrap_or_default()));
+        } else {
+            crate::ui::stderr_line(&summary.table());
+        }
+        return summary.exit_code();
+    }
     let first = jobs[run_list[0]].plan_attempt(&name, &run_id, 1, false);
     let checked = match crate::preflight::check(&first, &cloud).await {
         Ok(c) => c,

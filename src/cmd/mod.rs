@@ -2,6 +2,7 @@
 //! What they share: connecting, finding a job, printing.
 
 pub mod attach;
+pub mod aws_batch;
 pub mod batch;
 pub mod cleanup;
 pub mod list;

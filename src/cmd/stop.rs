@@ -11,10 +11,84 @@ use crate::signals::Interrupts;
 use crate::ui::Ui;
 
 pub fn main(args: StopArgs) -> i32 {
-    super::block_on(async move {
+    match (&args.job, &args.batch) {
+        (Some(job), _) => super::block_on(stop_one(job.clone(), args)),
+        (None, Some(batch)) => super::block_on(stop_batch(batch.clone(), args)),
+        (None, None) => super::bad_input("stop: give a job id, or --batch NAME", args.json),
+    }
+}
+
+/// `stop --batch NAME`: every job of a batch. On AWS Batch, cancel what has not started and
+/// terminate what runs; on the EC2 engine, stop each running job as `stop JOB` does.
+async fn stop_batch(batch: String, args: StopArgs) -> i32 {
+    let registry = crate::registry::Registry::open();
+    let record = crate::batch::aws::BatchRecord::load(&registry, &batch);
+    let queue = args.queue.clone().or_else(|| record.as_ref().map(|r| r.queue.clone()));
+    if let Some(queue) = queue {
+        let mut aws = args.aws.clone();
+        if let Some(r) = &record {
+            aws.region = aws.region.or(r.region.clone());
+            aws.endpoint_url = aws.endpoint_url.or(r.endpoint_url.clone());
+        }
+        let cloud = super::connect(&aws, None).await;
+        let engine = crate::engine::aws_batch::AwsBatch::new(cloud.config(), &crate::plan::owner());
+        return match engine
+            .stop(&queue, &batch, &format!("run-render stop --batch {batch}"))
+            .await
+        {
+            Ok(s) => {
+                crate::ui::stderr_line(&format!(
+                    "run-render: batch {batch} on {queue}: {} cancelled (not started), {} terminated",
+                    s.cancelled.len(),
+                    s.terminated.len()
+                ));
+                if args.json {
+                    super::emit(&format!("{}\n", serde_json::to_string(&s).unwrap_or_default()));
+                }
+                0
+            }
+            Err(e) => super::fail(&format!("batch {batch}: {e}"), exit::REMOTE),
+        };
+    }
+    // The EC2 engine: the batch's instances still running, and their jobs.
+    let cloud = super::connect(&args.aws, None).await;
+    let owner = crate::plan::owner();
+    let live = match cloud
+        .tagged_instances(&crate::cloud::Select {
+            batch: Some(&batch),
+            owner: Some(&owner),
+            ..Default::default()
+        })
+        .await
+    {
+        Ok(l) => l,
+        Err(e) => return super::fail(&format!("batch {batch}: {e}"), exit::REMOTE),
+    };
+    let jobs: Vec<String> = live
+        .into_iter()
+        .filter(|i| !i.state.is_gone())
+        .filter_map(|i| i.job_id)
+        .collect();
+    if jobs.is_empty() {
+        crate::ui::stderr_line(&format!(
+            "run-render: batch {batch}: no instance of yours tagged rtb:batch={batch} is running (an AWS Batch batch needs --queue)"
+        ));
+        return 0;
+    }
+    let codes = futures::future::join_all(jobs.into_iter().map(|job| {
+        let mut one = args.clone();
+        one.batch = None;
+        stop_one(job, one)
+    }))
+    .await;
+    codes.into_iter().find(|c| *c != 0).unwrap_or(0)
+}
+
+async fn stop_one(job: String, args: StopArgs) -> i32 {
+    {
         let ui = Ui::new(args.json);
         let (cloud, registry, found) =
-            match super::attach::located(&args.job, &args.output, &args.aws).await {
+            match super::attach::located(&job, &args.output, &args.aws).await {
                 Ok(x) => x,
                 Err(code) => return code,
             };
@@ -86,5 +160,5 @@ pub fn main(args: StopArgs) -> i32 {
             _ if code == exit::INTERRUPTED => 0,
             _ => code,
         }
-    })
+    }
 }

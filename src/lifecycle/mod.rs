@@ -555,7 +555,7 @@ fn reusable(o: Outcome) -> bool {
 }
 
 /// The registry's entry for a job about to be launched.
-fn registry_entry(plan: &Plan, cloud: &Cloud) -> Entry {
+pub(crate) fn registry_entry(plan: &Plan, cloud: &Cloud) -> Entry {
     let records = match &plan.work {
         Work::Container(c) => c.records.as_ref().map(|r| r.root().to_string()),
         Work::Shell(_) => None,
@@ -582,6 +582,7 @@ fn registry_entry(plan: &Plan, cloud: &Cloud) -> Entry {
         client_pid: Some(std::process::id()),
         client_host: crate::registry::host_name(),
         ended: None,
+        aws_batch_queue: None,
     }
 }
 

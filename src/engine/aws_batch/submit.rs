@@ -26,7 +26,7 @@ pub struct SubmitJob {
 }
 
 /// One row once submitted: which AWS Batch job runs it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct SubmittedJob {
     pub job_id: String,
     /// AWS Batch's id: the job's, or an array child's `<parent>:<index>`.
@@ -36,7 +36,7 @@ pub struct SubmittedJob {
 }
 
 /// What was submitted: enough to follow and stop the batch later, from any client.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Submitted {
     pub batch: String,
     pub queue: String,
