@@ -203,7 +203,9 @@ async fn a_detached_aws_batch_is_seen_by_status_and_ended_by_stop() {
     let bucket = unique("rtbab");
     s3.create_bucket().bucket(&bucket).send().await.expect("bucket");
     let name = unique("abd");
-    let rows: Vec<(u32, String)> = (1..=2).map(|n| (n, format!("{} pause(120);", frame(n)))).collect();
+    let rows: Vec<(u32, String)> = (1..=2)
+        .map(|n| (n, format!("{} disp('row {n} is rendering'); fflush(stdout); pause(120);", frame(n))))
+        .collect();
     let file = batch_file(&desk, &name, &bucket, &rows);
     let t = Instant::now();
     let (code, _, err) = desk.out(&["batch", &file, "--engine", "aws-batch", "--queue", &q, "--detach"]);
@@ -221,6 +223,16 @@ async fn a_detached_aws_batch_is_seen_by_status_and_ended_by_stop() {
             break;
         }
         assert!(start.elapsed() < Duration::from_secs(120), "{states:?}");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    // The live log, from the job's S3 chunks while it runs.
+    let start = Instant::now();
+    loop {
+        let (_, out, _) = desk.out(&["logs", &format!("{name}-2")]);
+        if out.contains("row 2 is rendering") {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "no live log line: {out}");
         std::thread::sleep(Duration::from_secs(1));
     }
     let (code, _, err) = desk.out(&["stop", "--batch", &name]);
