@@ -90,7 +90,7 @@ async fn queue(desk: &Desk, ec2: &aws_sdk_ec2::Client) -> String {
     let q = unique("rtbq");
     let args = [
         "aws-batch", "setup", "--queue", &q, "--ami", "ami-12345678", "--instance-type", "m5.large",
-        "--max-vcpus", "16", "--subnet", &subnet, "--security-group", &sg, "--input-bucket", "scenes", "--output-bucket", "renders",
+        "--max-vcpus", "16", "--subnet", &subnet, "--security-group", &sg, "--output-bucket", "renders",
     ];
     // A dry run first: it lists the steps and makes nothing.
     let mut dry = args.to_vec();

@@ -249,8 +249,12 @@ pub async fn run(
         S3Url::new(first.bucket(), &format!("_rtb-batch/{run_id}/")).map_err(|e| e.to_string())?
     };
     let t = Instant::now();
+    let how = match settings.submit.as_deref() {
+        Some("per-row") => crate::engine::aws_batch::SubmitPlan::PerRow,
+        _ => crate::engine::aws_batch::plan::submit_plan(submit.len()),
+    };
     let submitted = engine
-        .submit(name, &submit, &queue, &definition, &manifest_at)
+        .submit_as(how, name, &submit, &queue, &definition, &manifest_at)
         .await
         .map_err(|e| e.to_string())?;
     view.note(&format!(

@@ -42,6 +42,8 @@ pub struct Settings {
     /// AWS Batch: what each job asks for [default: what the instance type has].
     pub vcpus: Option<u32>,
     pub memory_mib: Option<u32>,
+    /// AWS Batch: "array" (one array job, rows in an S3 manifest; the default) or "per-row".
+    pub submit: Option<String>,
 }
 
 /// One data row: its number (1 = the first after the header), its line in the CSV, and its
@@ -124,6 +126,14 @@ impl BatchFile {
                 return Err(err(
                     format!("{at}: [batch] engine"),
                     format!("'{e}' is not an engine (ec2 or aws-batch)"),
+                ));
+            }
+        }
+        if let Some(s) = &settings.submit {
+            if !matches!(s.as_str(), "array" | "per-row") {
+                return Err(err(
+                    format!("{at}: [batch] submit"),
+                    format!("'{s}' is not a way to submit (array or per-row)"),
                 ));
             }
         }

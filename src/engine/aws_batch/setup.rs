@@ -793,14 +793,17 @@ fn buckets_policy(template: &str, inputs: &[String], outputs: &[String]) -> Stri
         return template.to_string();
     };
     if let Some(statements) = doc["Statement"].as_array_mut() {
-        for s in statements {
+        for s in statements.iter_mut() {
             if let Some(resources) = s["Resource"].as_array() {
                 let mut out = Vec::new();
                 for r in resources.iter().filter_map(|r| r.as_str()) {
                     let (placeholder, buckets) = if r.contains("INPUT_BUCKET") {
                         ("INPUT_BUCKET", inputs)
-                    } else {
+                    } else if r.contains("OUTPUT_BUCKET") {
                         ("OUTPUT_BUCKET", outputs)
+                    } else {
+                        out.push(serde_json::Value::String(r.to_string()));
+                        continue;
                     };
                     for b in buckets {
                         out.push(serde_json::Value::String(r.replace(placeholder, b)));
@@ -809,6 +812,9 @@ fn buckets_policy(template: &str, inputs: &[String], outputs: &[String]) -> Stri
                 s["Resource"] = serde_json::Value::Array(out);
             }
         }
+        // A statement left with no resource (no input bucket given, say) is refused by IAM:
+        // it grants nothing, so it goes.
+        statements.retain(|s| s["Resource"].as_array().is_none_or(|r| !r.is_empty()));
     }
     doc.to_string()
 }

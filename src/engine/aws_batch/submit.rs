@@ -63,6 +63,21 @@ impl AwsBatch {
         definition: &Registered,
         records: &S3Url,
     ) -> Result<Submitted, BatchError> {
+        self.submit_as(submit_plan(jobs.len()), batch, jobs, queue, definition, records)
+            .await
+    }
+
+    /// As [`submit`](Self::submit), in the way given (the benchmark compares the two; a batch
+    /// of one can only go per row).
+    pub async fn submit_as(
+        &self,
+        how: SubmitPlan,
+        batch: &str,
+        jobs: &[SubmitJob],
+        queue: &str,
+        definition: &Registered,
+        records: &S3Url,
+    ) -> Result<Submitted, BatchError> {
         if jobs.is_empty() {
             return Err(BatchError::NoJobs);
         }
@@ -77,7 +92,8 @@ impl AwsBatch {
         };
         let tags: std::collections::HashMap<String, String> =
             tags(&self.owner, batch).into_iter().collect();
-        match submit_plan(jobs.len()) {
+        let how = if jobs.len() < super::ARRAY_MIN { SubmitPlan::PerRow } else { how };
+        match how {
             SubmitPlan::PerRow => {
                 for job in jobs {
                     let overrides = ContainerOverrides::builder()
