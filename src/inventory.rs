@@ -68,7 +68,10 @@ pub fn job_state(s: &Seen) -> (JobState, Option<String>) {
         return if s.log_started {
             (JobState::Running, None)
         } else {
-            (JobState::Starting, Some(format!("queued on AWS Batch queue {q}")))
+            (
+                JobState::Starting,
+                Some(format!("queued on AWS Batch queue {q}")),
+            )
         };
     }
     match s.instance {

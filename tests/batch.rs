@@ -434,7 +434,13 @@ async fn a_batch_runs_on_a_pool_retries_a_lost_instance_and_resumes() {
     // From a machine that never saw the batch: the job's output alone finds its newest
     // attempt's records (the retry's, which succeeded).
     let elsewhere = Desk::new();
-    let (code, out, err) = elsewhere.out(&["status", &lost_job, "--output", &format!("s3://{bucket}/3"), "--json"]);
+    let (code, out, err) = elsewhere.out(&[
+        "status",
+        &lost_job,
+        "--output",
+        &format!("s3://{bucket}/3"),
+        "--json",
+    ]);
     assert_eq!(code, Some(0), "{err}");
     let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(rows[0]["state"], "succeeded", "{out}");
@@ -458,7 +464,7 @@ async fn ctrl_c_mid_batch_saves_partial_outputs_and_terminates_everything() {
         .map(|n| (n, format!("{} pause(60);", frame(&format!("partial {n}")))))
         .collect();
     let file = batch_file(&w, &desk, &name, &bucket, 2, &rows).await;
-    let mut client = Watched::spawn(desk.cmd(&["batch", &file, "--json"]));
+    let client = Watched::spawn(desk.cmd(&["batch", &file, "--json"]));
     // Both running jobs have started (their logs exist).
     let start = Instant::now();
     loop {

@@ -63,11 +63,17 @@ async fn clients(moto: &str) -> (aws_sdk_s3::Client, aws_sdk_ec2::Client) {
     let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(moto)
         .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_credential_types::Credentials::new("test", "test", None, None, "t"))
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "test", "test", None, None, "t",
+        ))
         .load()
         .await;
     (
-        aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&config).force_path_style(true).build()),
+        aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&config)
+                .force_path_style(true)
+                .build(),
+        ),
         aws_sdk_ec2::Client::new(&config),
     )
 }
@@ -79,18 +85,42 @@ async fn get(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Option<Vec<u8>
 
 /// `aws-batch setup` for a fresh queue over moto's default VPC; the queue's name.
 async fn queue(desk: &Desk, ec2: &aws_sdk_ec2::Client) -> String {
-    let subnet = ec2.describe_subnets().send().await.expect("subnets").subnets()[0]
+    let subnet = ec2
+        .describe_subnets()
+        .send()
+        .await
+        .expect("subnets")
+        .subnets()[0]
         .subnet_id()
         .unwrap_or_default()
         .to_string();
-    let sg = ec2.describe_security_groups().send().await.expect("groups").security_groups()[0]
+    let sg = ec2
+        .describe_security_groups()
+        .send()
+        .await
+        .expect("groups")
+        .security_groups()[0]
         .group_id()
         .unwrap_or_default()
         .to_string();
     let q = unique("rtbq");
     let args = [
-        "aws-batch", "setup", "--queue", &q, "--ami", "ami-12345678", "--instance-type", "m5.large",
-        "--max-vcpus", "16", "--subnet", &subnet, "--security-group", &sg, "--output-bucket", "renders",
+        "aws-batch",
+        "setup",
+        "--queue",
+        &q,
+        "--ami",
+        "ami-12345678",
+        "--instance-type",
+        "m5.large",
+        "--max-vcpus",
+        "16",
+        "--subnet",
+        &subnet,
+        "--security-group",
+        &sg,
+        "--output-bucket",
+        "renders",
     ];
     // A dry run first: it lists the steps and makes nothing.
     let mut dry = args.to_vec();
@@ -153,15 +183,39 @@ async fn a_batch_file_runs_on_aws_batch_with_one_matlab_error() {
     let (s3, ec2) = clients(&moto).await;
     let q = queue(&desk, &ec2).await;
     let bucket = unique("rtbab");
-    s3.create_bucket().bucket(&bucket).send().await.expect("bucket");
+    s3.create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("bucket");
     let name = unique("ab");
     let rows: Vec<(u32, String)> = (1..=6)
-        .map(|n| (n, if n == 4 { "error('the lamp is missing in row 4');".into() } else { frame(n) }))
+        .map(|n| {
+            (
+                n,
+                if n == 4 {
+                    "error('the lamp is missing in row 4');".into()
+                } else {
+                    frame(n)
+                },
+            )
+        })
         .collect();
     let file = batch_file(&desk, &name, &bucket, &rows);
-    let (code, out, err) = desk.out(&["batch", &file, "--engine", "aws-batch", "--queue", &q, "--json"]);
+    let (code, out, err) = desk.out(&[
+        "batch",
+        &file,
+        "--engine",
+        "aws-batch",
+        "--queue",
+        &q,
+        "--json",
+    ]);
     assert_eq!(code, Some(71), "{err}\n{out}");
-    assert!(err.contains("submitted to") && err.contains("1 call(s)"), "one array job: {err}");
+    assert!(
+        err.contains("submitted to") && err.contains("1 call(s)"),
+        "one array job: {err}"
+    );
     let doc: serde_json::Value = serde_json::from_str(&out).expect("one JSON document");
     for j in doc["jobs"].as_array().unwrap() {
         let id = j["job_id"].as_str().unwrap();
@@ -169,19 +223,47 @@ async fn a_batch_file_runs_on_aws_batch_with_one_matlab_error() {
         if n == 4 {
             assert_eq!(j["outcome"], "job_failed", "{j}");
             assert_eq!(j["exit_code"], 1, "{j}");
-            assert!(j["error"].as_str().unwrap_or("").contains("the lamp is missing in row 4"), "{j}");
+            assert!(
+                j["error"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("the lamp is missing in row 4"),
+                "{j}"
+            );
         } else {
             assert_eq!(j["outcome"], "succeeded", "{j}");
-            assert_eq!(get(&s3, &bucket, &format!("{n}/frame.txt")).await.as_deref(), Some(format!("row {n}").as_bytes()));
+            assert_eq!(
+                get(&s3, &bucket, &format!("{n}/frame.txt"))
+                    .await
+                    .as_deref(),
+                Some(format!("row {n}").as_bytes())
+            );
         }
     }
     let (_, _, err1) = (code, out, err);
-    let def1 = err1.lines().find(|l| l.contains("job definition")).unwrap_or_default().to_string();
+    let def1 = err1
+        .lines()
+        .find(|l| l.contains("job definition"))
+        .unwrap_or_default()
+        .to_string();
 
     // Again with --rerun: the same definition, not a new revision.
-    let (code, _, err) = desk.out(&["batch", &file, "--engine", "aws-batch", "--queue", &q, "--rerun", "--json"]);
+    let (code, _, err) = desk.out(&[
+        "batch",
+        &file,
+        "--engine",
+        "aws-batch",
+        "--queue",
+        &q,
+        "--rerun",
+        "--json",
+    ]);
     assert_eq!(code, Some(71), "{err}");
-    let def2 = err.lines().find(|l| l.contains("job definition")).unwrap_or_default().to_string();
+    let def2 = err
+        .lines()
+        .find(|l| l.contains("job definition"))
+        .unwrap_or_default()
+        .to_string();
     assert!(!def1.is_empty() && def1 == def2, "reused: {def1} / {def2}");
 
     let (code, _, err) = desk.out(&["aws-batch", "teardown", "--queue", &q]);
@@ -201,16 +283,39 @@ async fn a_detached_aws_batch_is_seen_by_status_and_ended_by_stop() {
     let (s3, ec2) = clients(&moto).await;
     let q = queue(&desk, &ec2).await;
     let bucket = unique("rtbab");
-    s3.create_bucket().bucket(&bucket).send().await.expect("bucket");
+    s3.create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("bucket");
     let name = unique("abd");
     let rows: Vec<(u32, String)> = (1..=2)
-        .map(|n| (n, format!("{} disp('row {n} is rendering'); fflush(stdout); pause(120);", frame(n))))
+        .map(|n| {
+            (
+                n,
+                format!(
+                    "{} disp('row {n} is rendering'); fflush(stdout); pause(120);",
+                    frame(n)
+                ),
+            )
+        })
         .collect();
     let file = batch_file(&desk, &name, &bucket, &rows);
     let t = Instant::now();
-    let (code, _, err) = desk.out(&["batch", &file, "--engine", "aws-batch", "--queue", &q, "--detach"]);
+    let (code, _, err) = desk.out(&[
+        "batch",
+        &file,
+        "--engine",
+        "aws-batch",
+        "--queue",
+        &q,
+        "--detach",
+    ]);
     assert_eq!(code, Some(0), "{err}");
-    assert!(err.contains(&format!("run-render stop --batch {name}")), "{err}");
+    assert!(
+        err.contains(&format!("run-render stop --batch {name}")),
+        "{err}"
+    );
     assert!(t.elapsed() < Duration::from_secs(60));
     // Both jobs start writing their logs, with no client.
     let start = Instant::now();
@@ -218,7 +323,12 @@ async fn a_detached_aws_batch_is_seen_by_status_and_ended_by_stop() {
         let (code, out, err) = desk.out(&["status", "--batch", &name, "--json"]);
         assert_eq!(code, Some(0), "{err}");
         let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
-        let states: Vec<&str> = rows.as_array().unwrap().iter().map(|r| r["state"].as_str().unwrap_or("")).collect();
+        let states: Vec<&str> = rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["state"].as_str().unwrap_or(""))
+            .collect();
         if states.len() == 2 && states.iter().all(|s| *s == "running") {
             break;
         }
@@ -232,22 +342,36 @@ async fn a_detached_aws_batch_is_seen_by_status_and_ended_by_stop() {
         if out.contains("row 2 is rendering") {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(60), "no live log line: {out}");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no live log line: {out}"
+        );
         std::thread::sleep(Duration::from_secs(1));
     }
     let (code, _, err) = desk.out(&["stop", "--batch", &name]);
     assert_eq!(code, Some(0), "{err}");
-    assert!(err.contains("2 terminated") || err.contains("terminated"), "{err}");
+    assert!(
+        err.contains("2 terminated") || err.contains("terminated"),
+        "{err}"
+    );
     // Their containers were stopped: the runner wrote its record of the interruption.
     let start = Instant::now();
     loop {
         let (_, out, _) = desk.out(&["status", "--batch", &name, "--json"]);
         let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
-        let states: Vec<&str> = rows.as_array().unwrap().iter().map(|r| r["state"].as_str().unwrap_or("")).collect();
+        let states: Vec<&str> = rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["state"].as_str().unwrap_or(""))
+            .collect();
         if states.iter().all(|s| *s != "running" && *s != "starting") {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(90), "still {states:?} after stop");
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "still {states:?} after stop"
+        );
         std::thread::sleep(Duration::from_secs(1));
     }
     let _ = desk.out(&["aws-batch", "teardown", "--queue", &q]);

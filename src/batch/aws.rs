@@ -113,7 +113,10 @@ pub fn definition_spec(
         image: c.image.clone(),
         matlab_root: first.args.job.work.matlab_root.clone(),
         volumes,
-        env: emulator_env(first.plan.endpoint_url.as_deref(), first.plan.region.as_deref()),
+        env: emulator_env(
+            first.plan.endpoint_url.as_deref(),
+            first.plan.region.as_deref(),
+        ),
         retries: policy.retries,
         retry_on_job_error: policy.retry_on_job_error,
         timeout: first.plan.timeout,
@@ -129,7 +132,10 @@ pub fn definition_spec(
 /// container.
 fn emulator_env(endpoint: Option<&str>, region: Option<&str>) -> BTreeMap<String, String> {
     let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let Some(endpoint) = endpoint.map(str::to_string).or_else(|| var("AWS_ENDPOINT_URL")) else {
+    let Some(endpoint) = endpoint
+        .map(str::to_string)
+        .or_else(|| var("AWS_ENDPOINT_URL"))
+    else {
         return BTreeMap::new();
     };
     let mut env = BTreeMap::from([
@@ -139,7 +145,11 @@ fn emulator_env(endpoint: Option<&str>, region: Option<&str>) -> BTreeMap<String
     if let Some(r) = region.map(str::to_string).or_else(|| var("AWS_REGION")) {
         env.insert("AWS_REGION".into(), r);
     }
-    for k in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"] {
+    for k in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+    ] {
         if let Some(v) = var(k) {
             env.insert(k.into(), v);
         }
@@ -161,18 +171,33 @@ pub async fn job_state(
     let reason = st.reason.clone().or(st.container_reason.clone());
     Some(match st.state {
         JobState::Succeeded => (S::Succeeded, None),
-        JobState::Failed => (S::Failed, reason.or(st.exit_code.map(|c| format!("exit code {c}")))),
+        JobState::Failed => (
+            S::Failed,
+            reason.or(st.exit_code.map(|c| format!("exit code {c}"))),
+        ),
         JobState::Starting | JobState::Running => (S::Running, None),
         JobState::Runnable => {
             let waited = st
                 .created_at
                 .and_then(|t| SystemTime::now().duration_since(t).ok())
                 .unwrap_or_default();
-            let mut why = format!("RUNNABLE on {} for {}", record.queue, crate::cmd::short_duration(waited));
+            let mut why = format!(
+                "RUNNABLE on {} for {}",
+                record.queue,
+                crate::cmd::short_duration(waited)
+            );
             if waited > diagnose::RUNNABLE_PATIENCE {
                 if let Ok((q, _, envs)) = engine.queue_facts(&record.queue).await {
-                    let size = sizes::Size { vcpus: record.vcpus, memory_mib: record.memory_mib };
-                    let facts = diagnose::RunnableFacts { runnable_for: waited, size, queue: q, environments: envs };
+                    let size = sizes::Size {
+                        vcpus: record.vcpus,
+                        memory_mib: record.memory_mib,
+                    };
+                    let facts = diagnose::RunnableFacts {
+                        runnable_for: waited,
+                        size,
+                        queue: q,
+                        environments: envs,
+                    };
                     if let Some(c) = diagnose::runnable(&facts) {
                         why = format!("{why}: {}", c.advice());
                     }
@@ -180,7 +205,10 @@ pub async fn job_state(
             }
             (S::Starting, Some(why))
         }
-        other => (S::Starting, Some(format!("{} on {}", other.as_aws(), record.queue))),
+        other => (
+            S::Starting,
+            Some(format!("{} on {}", other.as_aws(), record.queue)),
+        ),
     })
 }
 
@@ -199,14 +227,20 @@ pub async fn run(
     view: &View,
     detach: bool,
 ) -> Result<(Vec<JobEnd>, PoolStats, bool), String> {
-    let queue = policy.queue.clone().ok_or("the aws-batch engine needs --queue")?;
+    let queue = policy
+        .queue
+        .clone()
+        .ok_or("the aws-batch engine needs --queue")?;
     let spec = definition_spec(jobs, run, policy, settings)?;
     let engine = AwsBatch::new(cloud.config(), &crate::plan::owner());
     let size = sizes::Size {
         vcpus: spec.vcpus,
         memory_mib: spec.memory_mib,
     };
-    let checked = engine.preflight(&queue, size).await.map_err(|e| e.to_string())?;
+    let checked = engine
+        .preflight(&queue, size)
+        .await
+        .map_err(|e| e.to_string())?;
     if !checked.problems.is_empty() {
         return Err(checked.problems.join("; "));
     }
@@ -222,7 +256,10 @@ pub async fn run(
             .await
             .map_err(|e| format!("output bucket {b}: {}", e.message))?;
     }
-    let definition = engine.definition(&spec, name).await.map_err(|e| e.to_string())?;
+    let definition = engine
+        .definition(&spec, name)
+        .await
+        .map_err(|e| e.to_string())?;
     view.note(&format!(
         "run-render: batch {name}: job definition {} ({}), queue {queue}",
         definition.name, definition.arn
@@ -262,7 +299,11 @@ pub async fn run(
         submitted.jobs.len(),
         submitted.calls,
         t.elapsed().as_secs_f64(),
-        if submitted.arrays.is_empty() { String::new() } else { " (array job, rows in an S3 manifest)".into() }
+        if submitted.arrays.is_empty() {
+            String::new()
+        } else {
+            " (array job, rows in an S3 manifest)".into()
+        }
     ));
     let record = BatchRecord {
         batch: name.to_string(),
@@ -277,7 +318,9 @@ pub async fn run(
         memory_mib: spec.memory_mib,
     };
     if let Err(e) = record.save(registry) {
-        view.note(&format!("run-render: could not record batch {name} locally: {e}"));
+        view.note(&format!(
+            "run-render: could not record batch {name} locally: {e}"
+        ));
     }
     for (_, plan) in &rows {
         let mut entry = crate::lifecycle::registry_entry(plan, cloud);
@@ -296,7 +339,10 @@ pub async fn run(
     }
     let records: BTreeMap<String, JobRecords> = rows
         .iter()
-        .filter_map(|(j, p)| p.work_records().map(|r| (jobs[*j].job_id.clone(), r.clone())))
+        .filter_map(|(j, p)| {
+            p.work_records()
+                .map(|r| (jobs[*j].job_id.clone(), r.clone()))
+        })
         .collect();
     let mut told_runnable = false;
     loop {
@@ -349,7 +395,11 @@ pub async fn run(
                         environments: envs,
                     };
                     if let Some(cause) = diagnose::runnable(&facts) {
-                        view.note(&format!("run-render: batch {name}: jobs RUNNABLE for {}: {}", crate::cmd::short_duration(waited), cause.advice()));
+                        view.note(&format!(
+                            "run-render: batch {name}: jobs RUNNABLE for {}: {}",
+                            crate::cmd::short_duration(waited),
+                            cause.advice()
+                        ));
                         told_runnable = true;
                     }
                 }
@@ -376,7 +426,9 @@ pub async fn run(
         .map(|(i, j)| (j.job_id.as_str(), i))
         .collect();
     for s in states {
-        let Some(&j) = index.get(s.job_id.as_str()) else { continue };
+        let Some(&j) = index.get(s.job_id.as_str()) else {
+            continue;
+        };
         let result = match records.get(&s.job_id) {
             Some(r) => cloud.job_result(r).await.ok().flatten(),
             None => None,
@@ -390,14 +442,27 @@ pub async fn run(
             (_, None) if reason.as_deref().is_some_and(|r| r.starts_with("Host EC2")) => {
                 (Outcome::InstanceLost, crate::report::exit::INSTANCE_LOST)
             }
-            (_, None) => (Outcome::RemoteFailed, aws_code.unwrap_or(crate::report::exit::REMOTE)),
+            (_, None) => (
+                Outcome::RemoteFailed,
+                aws_code.unwrap_or(crate::report::exit::REMOTE),
+            ),
         };
         let error = match outcome {
             Outcome::Succeeded => None,
-            _ => result.as_ref().and_then(|r| r.error.clone()).or(reason.clone()),
+            _ => result
+                .as_ref()
+                .and_then(|r| r.error.clone())
+                .or(reason.clone()),
         };
         let seconds = status
-            .and_then(|st| Some(st.stopped_at?.duration_since(st.started_at?).ok()?.as_secs_f64()))
+            .and_then(|st| {
+                Some(
+                    st.stopped_at?
+                        .duration_since(st.started_at?)
+                        .ok()?
+                        .as_secs_f64(),
+                )
+            })
             .unwrap_or_default();
         ends[j].attempts.push(Attempt {
             outcome,

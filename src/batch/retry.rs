@@ -84,25 +84,23 @@ mod tests {
             stopping: false,
         };
         use Outcome::*;
-        let retry = |spot| move |n: Next| matches!(n, Next::Retry { spot: s, .. } if s == spot);
-        let table: Vec<(Attempted, Rules, Box<dyn Fn(Next) -> bool>)> = vec![
-            (
-                at(Succeeded, false, false, 1),
-                rules,
-                Box::new(|n| n == Next::Final),
-            ),
-            (
-                at(JobFailed, false, false, 1),
-                rules,
-                Box::new(|n| n == Next::Final),
-            ),
+        /// What the decision should be: final, or a retry asking spot or not.
+        #[derive(Debug, PartialEq)]
+        enum Want {
+            Final,
+            Retry { spot: bool },
+        }
+        use Want::Retry;
+        let table: Vec<(Attempted, Rules, Want)> = vec![
+            (at(Succeeded, false, false, 1), rules, Want::Final),
+            (at(JobFailed, false, false, 1), rules, Want::Final),
             (
                 at(JobFailed, false, false, 1),
                 Rules {
                     retry_on_job_error: true,
                     ..rules
                 },
-                Box::new(retry(false)),
+                Retry { spot: false },
             ),
             (
                 at(TimedOut, false, false, 1),
@@ -110,27 +108,23 @@ mod tests {
                     retry_on_job_error: true,
                     ..rules
                 },
-                Box::new(|n| n == Next::Final),
+                Want::Final,
             ),
             (
                 at(InstanceLost, false, false, 1),
                 rules,
-                Box::new(retry(false)),
+                Retry { spot: false },
             ),
             (
                 at(InstanceLost, false, false, 2),
                 rules,
-                Box::new(retry(false)),
+                Retry { spot: false },
             ),
-            (
-                at(InstanceLost, false, false, 3),
-                rules,
-                Box::new(|n| n == Next::Final),
-            ),
+            (at(InstanceLost, false, false, 3), rules, Want::Final),
             (
                 at(InstanceLost, false, true, 1),
                 rules,
-                Box::new(retry(false)),
+                Retry { spot: false },
             ),
             (
                 at(InstanceLost, false, true, 1),
@@ -138,50 +132,34 @@ mod tests {
                     spot_fallback: false,
                     ..rules
                 },
-                Box::new(retry(true)),
+                Retry { spot: true },
             ),
             (
                 at(AgentNeverOnline, false, true, 1),
                 rules,
-                Box::new(retry(true)),
+                Retry { spot: true },
             ),
             (
                 at(LaunchFailed, true, true, 1),
                 rules,
-                Box::new(retry(false)),
+                Retry { spot: false },
             ),
-            (
-                at(LaunchFailed, false, false, 1),
-                rules,
-                Box::new(|n| n == Next::Final),
-            ),
+            (at(LaunchFailed, false, false, 1), rules, Want::Final),
             (
                 at(RemoteFailed, false, false, 1),
                 rules,
-                Box::new(retry(false)),
+                Retry { spot: false },
             ),
-            (
-                at(Interrupted, false, false, 1),
-                rules,
-                Box::new(|n| n == Next::Final),
-            ),
-            (
-                at(PreflightFailed, false, false, 1),
-                rules,
-                Box::new(|n| n == Next::Final),
-            ),
-            (
-                at(Unknown, false, false, 1),
-                rules,
-                Box::new(|n| n == Next::Final),
-            ),
+            (at(Interrupted, false, false, 1), rules, Want::Final),
+            (at(PreflightFailed, false, false, 1), rules, Want::Final),
+            (at(Unknown, false, false, 1), rules, Want::Final),
             (
                 Attempted {
                     stopping: true,
                     ..at(InstanceLost, false, false, 1)
                 },
                 rules,
-                Box::new(|n| n == Next::Final),
+                Want::Final,
             ),
             (
                 at(InstanceLost, false, false, 1),
@@ -189,12 +167,15 @@ mod tests {
                     retries: 0,
                     ..rules
                 },
-                Box::new(|n| n == Next::Final),
+                Want::Final,
             ),
         ];
-        for (a, r, ok) in table {
-            let n = decide(&a, &r);
-            assert!(ok(n.clone()), "{a:?} {r:?} -> {n:?}");
+        for (a, r, want) in table {
+            let got = match decide(&a, &r) {
+                Next::Final => Want::Final,
+                Next::Retry { spot, .. } => Retry { spot },
+            };
+            assert_eq!(got, want, "{a:?} {r:?}");
         }
     }
 }

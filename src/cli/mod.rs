@@ -230,7 +230,9 @@ pub struct LogsArgs {
 pub enum AwsBatchCmd {
     /// Create or update, idempotently, the compute environment, the job queue and the IAM
     /// roles a queue needs (--dry-run: print what would be done).
-    #[command(after_help = "Example:\n  run-render aws-batch setup --queue rtb-renders --ami ami-0abc1234def567890 \\\n      --instance-type m6i.2xlarge,m6i.4xlarge --max-vcpus 256 --spot \\\n      --subnet subnet-0abc --security-group sg-0abc --output-bucket lab-renders --dry-run")]
+    #[command(
+        after_help = "Example:\n  run-render aws-batch setup --queue rtb-renders --ami ami-0abc1234def567890 \\\n      --instance-type m6i.2xlarge,m6i.4xlarge --max-vcpus 256 --spot \\\n      --subnet subnet-0abc --security-group sg-0abc --output-bucket lab-renders --dry-run"
+    )]
     Setup(AwsBatchSetupArgs),
     /// Remove what setup made for the queue (--dry-run: print what would be removed).
     Teardown(AwsBatchSetupArgs),

@@ -13,7 +13,10 @@ pub fn main(cmd: AwsBatchCmd) -> i32 {
     };
     if let Some(ami) = &args.ami {
         if !ami.starts_with("ami-") {
-            return super::bad_input(&format!("--ami: '{ami}' is not an AMI id (ami-...)"), args.json);
+            return super::bad_input(
+                &format!("--ami: '{ami}' is not an AMI id (ami-...)"),
+                args.json,
+            );
         }
     }
     if args.max_vcpus == 0 {
@@ -48,7 +51,15 @@ async fn run(teardown: bool, args: AwsBatchSetupArgs) -> i32 {
     };
     let steps = match done {
         Ok(s) => s,
-        Err(e) => return super::fail(&format!("aws-batch {}: {e}", if teardown { "teardown" } else { "setup" }), exit::REMOTE),
+        Err(e) => {
+            return super::fail(
+                &format!(
+                    "aws-batch {}: {e}",
+                    if teardown { "teardown" } else { "setup" }
+                ),
+                exit::REMOTE,
+            )
+        }
     };
     let verb = if args.dry_run { "would" } else { "did" };
     if args.json {
@@ -64,7 +75,11 @@ async fn run(teardown: bool, args: AwsBatchSetupArgs) -> i32 {
         crate::ui::stderr_line(&format!(
             "run-render: queue {}: nothing to do ({})",
             spec.queue,
-            if teardown { "nothing of it exists" } else { "everything exists as asked" }
+            if teardown {
+                "nothing of it exists"
+            } else {
+                "everything exists as asked"
+            }
         ));
     } else {
         for s in &steps {

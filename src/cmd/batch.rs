@@ -126,7 +126,7 @@ async fn run(
                 .map(|id| Instance::adopt(&cloud, id.clone()).terminate()),
         )
         .await;
-        for e in ends.into_iter().filter_map(Result::err) {
+        if let Some(e) = ends.into_iter().find_map(Result::err) {
             return super::fail(&e.to_string(), exit::UNCONFIRMED);
         }
     }
@@ -159,8 +159,17 @@ async fn run(
         let t0 = Instant::now();
         let view = View::new(&name, run_list.len());
         let ran = crate::batch::aws::run(
-            &name, &run_id, &jobs, &run_list, &policy, &file.settings, &cloud, &interrupts,
-            &registry, &view, args.run.detach,
+            &name,
+            &run_id,
+            &jobs,
+            &run_list,
+            &policy,
+            &file.settings,
+            &cloud,
+            &interrupts,
+            &registry,
+            &view,
+            args.run.detach,
         )
         .await;
         view.finish();
@@ -174,7 +183,10 @@ async fn run(
                 policy.queue.as_deref().unwrap_or_default()
             ));
             if json {
-                super::emit(&format!("{}\n", serde_json::json!({"batch": name, "engine": "aws-batch", "queue": policy.queue, "detached": true, "jobs": run_list.iter().map(|&j| &jobs[j].job_id).collect::<Vec<_>>()})));
+                super::emit(&format!(
+                    "{}\n",
+                    serde_json::json!({"batch": name, "engine": "aws-batch", "queue": policy.queue, "detached": true, "jobs": run_list.iter().map(|&j| &jobs[j].job_id).collect::<Vec<_>>()})
+                ));
             }
             return 0;
         }
@@ -192,7 +204,10 @@ async fn run(
             interrupted: false,
         };
         if json {
-            super::emit(&format!("{}\n", serde_json::to_string_pretty(&summary.json()).unwrap_or_default()));
+            super::emit(&format!(
+                "{}\n",
+                serde_json::to_string_pretty(&summary.json()).unwrap_or_default()
+            ));
         } else {
             crate::ui::stderr_line(&summary.table());
         }

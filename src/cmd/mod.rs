@@ -175,12 +175,12 @@ pub async fn find(
         None => None,
     };
     let records = records.or_else(|| {
-            entry
-                .as_ref()
-                .and_then(|e| e.records.as_deref())
-                .and_then(|r| r.parse::<S3Url>().ok())
-                .map(JobRecords::at)
-        });
+        entry
+            .as_ref()
+            .and_then(|e| e.records.as_deref())
+            .and_then(|r| r.parse::<S3Url>().ok())
+            .map(JobRecords::at)
+    });
     if instance.is_none() && entry.as_ref().is_none_or(|e| e.launch_tokens.is_empty()) {
         // From anywhere: the job's tag. A re-run under the same id (another output) is told
         // apart by its records tag; the newest launch wins.

@@ -161,7 +161,9 @@ pub async fn row(
             .and_then(|e| e.batch.as_deref())
             .and_then(|b| crate::batch::aws::BatchRecord::load(registry, b));
         if let Some(record) = record {
-            if let Some((state, detail)) = crate::batch::aws::job_state(cloud, &record, job_id).await {
+            if let Some((state, detail)) =
+                crate::batch::aws::job_state(cloud, &record, job_id).await
+            {
                 row.state = state;
                 row.detail = detail;
             }

@@ -23,7 +23,10 @@ pub fn main(args: StopArgs) -> i32 {
 async fn stop_batch(batch: String, args: StopArgs) -> i32 {
     let registry = crate::registry::Registry::open();
     let record = crate::batch::aws::BatchRecord::load(&registry, &batch);
-    let queue = args.queue.clone().or_else(|| record.as_ref().map(|r| r.queue.clone()));
+    let queue = args
+        .queue
+        .clone()
+        .or_else(|| record.as_ref().map(|r| r.queue.clone()));
     if let Some(queue) = queue {
         let mut aws = args.aws.clone();
         if let Some(r) = &record {
@@ -43,7 +46,10 @@ async fn stop_batch(batch: String, args: StopArgs) -> i32 {
                     s.terminated.len()
                 ));
                 if args.json {
-                    super::emit(&format!("{}\n", serde_json::to_string(&s).unwrap_or_default()));
+                    super::emit(&format!(
+                        "{}\n",
+                        serde_json::to_string(&s).unwrap_or_default()
+                    ));
                 }
                 0
             }

@@ -63,8 +63,15 @@ impl AwsBatch {
         definition: &Registered,
         records: &S3Url,
     ) -> Result<Submitted, BatchError> {
-        self.submit_as(submit_plan(jobs.len()), batch, jobs, queue, definition, records)
-            .await
+        self.submit_as(
+            submit_plan(jobs.len()),
+            batch,
+            jobs,
+            queue,
+            definition,
+            records,
+        )
+        .await
     }
 
     /// As [`submit`](Self::submit), in the way given (the benchmark compares the two; a batch
@@ -92,7 +99,11 @@ impl AwsBatch {
         };
         let tags: std::collections::HashMap<String, String> =
             tags(&self.owner, batch).into_iter().collect();
-        let how = if jobs.len() < super::ARRAY_MIN { SubmitPlan::PerRow } else { how };
+        let how = if jobs.len() < super::ARRAY_MIN {
+            SubmitPlan::PerRow
+        } else {
+            how
+        };
         match how {
             SubmitPlan::PerRow => {
                 for job in jobs {
