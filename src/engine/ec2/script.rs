@@ -608,7 +608,13 @@ mod tests {
             "started a second container"
         );
         assert!(String::from_utf8_lossy(&out.stderr).contains("already running"));
-        assert!(!job_script(&plan, None).contains("rm -f"));
+        // The only removal is of another attempt's container (a batch job's earlier try).
+        let script = job_script(&plan, None);
+        let guard = script
+            .find("[ -n \"$seen\" ] && [ \"$seen\" != ")
+            .expect("the attempt check");
+        let rm = script.find("docker rm -f").expect("the replacement");
+        assert!(guard < rm && script.matches("rm -f").count() == 1, "{script}");
     }
 
     /// Detached, the script ends once the job has started; a watcher outside SSM waits for
