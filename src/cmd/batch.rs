@@ -76,7 +76,7 @@ async fn run(
     let registry = Registry::open();
 
     // What an earlier run of this batch left: results, and instances still running.
-    let earlier = match earlier_run(&cloud, &name, &jobs).await {
+    let earlier = match earlier_run(&cloud, &name, &jobs, policy.engine == Engine::Ec2).await {
         Ok(e) => e,
         Err(e) => return super::fail(&format!("batch {name}: {e}"), exit::PREFLIGHT),
     };
@@ -361,19 +361,26 @@ async fn earlier_run(
     cloud: &Cloud,
     name: &str,
     jobs: &[BatchJob],
+    ec2: bool,
 ) -> Result<Earlier, crate::cloud::CloudError> {
     let owner = crate::plan::owner();
-    let instances = cloud
-        .tagged_instances(&Select {
-            batch: Some(name),
-            owner: Some(&owner),
-            ..Default::default()
-        })
-        .await?
-        .into_iter()
-        .filter(|i| !i.state.is_gone())
-        .map(|i| i.id)
-        .collect();
+    // The EC2 engine's own instances; AWS Batch's are its own business (and a Batch-only
+    // user may not be allowed to describe instances).
+    let instances = if ec2 {
+        cloud
+            .tagged_instances(&Select {
+                batch: Some(name),
+                owner: Some(&owner),
+                ..Default::default()
+            })
+            .await?
+            .into_iter()
+            .filter(|i| !i.state.is_gone())
+            .map(|i| i.id)
+            .collect()
+    } else {
+        Vec::new()
+    };
     // Bounded concurrency: a 10,000-row batch is not 10,000 requests at once.
     let mut found = futures::stream::iter(
         jobs.iter()
