@@ -171,6 +171,7 @@ mod tests {
             timeout: None,
             keep,
             api_patience: std::time::Duration::from_secs(5),
+            in_batch: false,
         }
     }
 

@@ -38,7 +38,7 @@ pub struct Invocation {
 impl Cloud {
     /// Whether the instance's SSM agent reports Online.
     pub async fn agent_online(&self, id: &str) -> Result<bool, CloudError> {
-        let out = self
+        let mut pages = self
             .ssm
             .describe_instance_information()
             .filters(
@@ -50,12 +50,19 @@ impl Cloud {
                         CloudError::local("SSM DescribeInstanceInformation", e.to_string())
                     })?,
             )
-            .send()
-            .await
-            .map_err(|e| cloud_error("SSM DescribeInstanceInformation", e))?;
-        Ok(out.instance_information_list().iter().any(|i| {
-            i.instance_id() == Some(id) && i.ping_status().map(|p| p.as_str()) == Some("Online")
-        }))
+            .into_paginator()
+            .send();
+        // Every page: an endpoint that ignores the filter (or a future one that pages
+        // anyway) must not hide the instance behind the first page.
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| cloud_error("SSM DescribeInstanceInformation", e))?;
+            if page.instance_information_list().iter().any(|i| {
+                i.instance_id() == Some(id) && i.ping_status().map(|p| p.as_str()) == Some("Online")
+            }) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Send a shell script; returns the command id. `execution_secs` bounds how long the

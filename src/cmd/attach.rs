@@ -92,6 +92,7 @@ pub async fn take_over(
         timeout: None,
         keep: false,
         api_patience: patience::DEFAULT,
+        in_batch: false,
     };
     let mut r = report_of(found, Outcome::RemoteFailed, exit::REMOTE);
     r.instance_id = Some(tagged.id.clone());

@@ -117,6 +117,7 @@ async fn stop_one(job: String, args: StopArgs) -> i32 {
                 timeout: None,
                 keep: false,
                 api_patience: patience::DEFAULT,
+                in_batch: false,
             };
             let mut r = Report {
                 job_id: found.job_id.clone(),

@@ -28,6 +28,12 @@ const LOG_EVERY: Duration = Duration::from_millis(500);
 /// How often the instance itself is checked while the job runs: an instance that vanishes
 /// under the job (spot reclaim, the console, a crash) is seen within seconds.
 const STATE_EVERY: Duration = Duration::from_secs(2);
+/// A batch follows many jobs at once: each reads its status, log and instance less often (the
+/// client's CPU and the API's request rate grow with the jobs followed), and its end is seen
+/// within half a second.
+const BATCH_STATUS: Duration = Duration::from_millis(500);
+const BATCH_LOG_EVERY: Duration = Duration::from_millis(1000);
+const BATCH_STATE_EVERY: Duration = Duration::from_secs(4);
 /// How many times a wait that ended without the job's end (SSM's 48 h limit, an agent
 /// restart) is taken up again.
 const REATTACH_MAX: u32 = 5;
@@ -47,6 +53,8 @@ pub struct JobRef {
     pub timeout: Option<Duration>,
     pub keep: bool,
     pub api_patience: Duration,
+    /// One of a batch's jobs (followed at the batch's pace).
+    pub in_batch: bool,
 }
 
 impl JobRef {
@@ -63,6 +71,7 @@ impl JobRef {
             timeout: plan.timeout,
             keep: plan.keep,
             api_patience: plan.api_patience,
+            in_batch: plan.batch.is_some(),
         }
     }
 }
@@ -116,11 +125,19 @@ pub async fn follow(
     };
     let mut stopping: Option<(Stopping, tokio::time::Instant)> = None;
     let mut reattached = 0;
-    let (mut status_tick, mut log_tick, mut state_tick) = (
-        interval(STATUS_FAST),
-        interval(LOG_EVERY),
-        interval(STATE_EVERY),
-    );
+    let (mut status_tick, mut log_tick, mut state_tick) = if job.in_batch {
+        (
+            interval(BATCH_STATUS),
+            interval(BATCH_LOG_EVERY),
+            interval(BATCH_STATE_EVERY),
+        )
+    } else {
+        (
+            interval(STATUS_FAST),
+            interval(LOG_EVERY),
+            interval(STATE_EVERY),
+        )
+    };
     for t in [&mut status_tick, &mut log_tick, &mut state_tick] {
         t.set_missed_tick_behavior(MissedTickBehavior::Delay);
     }
