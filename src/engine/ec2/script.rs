@@ -614,7 +614,10 @@ mod tests {
             .find("[ -n \"$seen\" ] && [ \"$seen\" != ")
             .expect("the attempt check");
         let rm = script.find("docker rm -f").expect("the replacement");
-        assert!(guard < rm && script.matches("rm -f").count() == 1, "{script}");
+        assert!(
+            guard < rm && script.matches("rm -f").count() == 1,
+            "{script}"
+        );
     }
 
     /// Detached, the script ends once the job has started; a watcher outside SSM waits for
