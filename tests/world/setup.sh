@@ -255,7 +255,7 @@ while kill -0 "$cargo_pid" 2>/dev/null; do
     done_n=$(grep -c '^ *Compiling ' "$cargo_log" || true)
     now=$(grep '^ *Compiling ' "$cargo_log" | tail -n 1 | awk '{print $2}')
     if [[ $done_n -gt 0 ]]; then
-        say "building the Rust workspace: ${done_n} of at most ${total} crates started, now ${now:-?} (cold: about 7 min on 2 cores)"
+        say "building the Rust workspace: ${done_n} of at most ${total} crates started, now ${now:-?} (cold: about 9 min on 2 cores)"
     fi
 done
 wait "$cargo_pid" || { tail -n 20 "$cargo_log" >&2; die "cargo build --workspace failed (log: $cargo_log)"; }
