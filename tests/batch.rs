@@ -146,9 +146,10 @@ async fn all_ended(w: &World, batch: &str, limit: Duration) -> Vec<(String, Stri
 #[test]
 fn the_vwcc2_csv_expands_exactly_in_a_dry_run() {
     let desk = Desk::new();
-    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/original/client/vwcc2-production/vwcc2-short-test-jobs.csv");
-    let csv_text = std::fs::read_to_string(&src).expect("the vwcc2 CSV in ../shared/original");
+    // The production CSV of the original scripts (client/vwcc2-production/), unchanged.
+    let src =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vwcc2-short-test-jobs.csv");
+    let csv_text = std::fs::read_to_string(&src).expect("tests/fixtures/vwcc2-short-test-jobs.csv");
     desk.write("vwcc2-jobs.csv", &csv_text);
     let file = desk.write(
         "vwcc2.toml",
@@ -546,4 +547,45 @@ fn a_job_file_serves_a_single_run() {
         err.contains("comand: is not a flag") && err.contains("did you mean command?"),
         "{err}"
     );
+}
+
+/// `per-instance = 2`: two jobs at once on one instance, so 4 jobs at parallel 4 take 2
+/// instances; every job's output lands and nothing is left running.
+#[tokio::test]
+async fn two_jobs_share_an_instance_with_per_instance_2() {
+    let w = World::new().await;
+    let desk = Desk::new();
+    let bucket = w.bucket("per").await;
+    let name = unique("per");
+    let rows: Vec<(u32, String)> = (1..=4)
+        .map(|n| (n, format!("pause(2); {}", frame(&format!("shared {n}")))))
+        .collect();
+    let file = batch_file(&w, &desk, &name, &bucket, 4, &rows).await;
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("parallel = 4\n", "parallel = 4\nper-instance = 2\n");
+    std::fs::write(&file, text).unwrap();
+    let (code, out, err) = desk.out(&["batch", &file, "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(doc["pool"]["instances_launched"], 2, "{doc}");
+    let per_instance: BTreeSet<String> = doc["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| {
+            j["attempts"][0]["instance_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(per_instance.len(), 2, "4 jobs on 2 instances: {doc}");
+    for n in 1..=4 {
+        let got = w.get(&bucket, &format!("{n}/frame.txt")).await;
+        assert_eq!(got.as_deref(), Some(format!("shared {n}").as_bytes()));
+    }
+    assert!(all_ended(&w, &name, Duration::from_secs(30))
+        .await
+        .is_empty());
 }
