@@ -376,3 +376,56 @@ async fn a_detached_aws_batch_is_seen_by_status_and_ended_by_stop() {
     }
     let _ = desk.out(&["aws-batch", "teardown", "--queue", &q]);
 }
+
+/// Ctrl-C while following an AWS Batch batch only detaches: the jobs belong to AWS Batch and
+/// go on; the client says how to stop them, and `stop --batch` does.
+#[tokio::test]
+async fn ctrl_c_while_following_detaches_and_the_jobs_go_on() {
+    let Some(moto) = moto() else { return };
+    let desk = Desk::new(&moto);
+    let (s3, ec2) = clients(&moto).await;
+    let q = queue(&desk, &ec2).await;
+    let bucket = unique("rtbab");
+    s3.create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("bucket");
+    let name = unique("abc");
+    let rows: Vec<(u32, String)> = (1..=2)
+        .map(|n| (n, format!("{} pause(120);", frame(n))))
+        .collect();
+    let file = batch_file(&desk, &name, &bucket, &rows);
+    let mut client =
+        common::Watched::spawn(desk.cmd(&["batch", &file, "--engine", "aws-batch", "--queue", &q]));
+    assert!(
+        client
+            .wait_for("submitted to", Duration::from_secs(60))
+            .is_some(),
+        "not submitted"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    client.signal(libc::SIGINT);
+    let done = client.finish(Duration::from_secs(30));
+    assert_eq!(done.code, Some(0), "{}", done.all());
+    assert!(
+        done.stderr()
+            .contains(&format!("run-render stop --batch {name}")),
+        "{}",
+        done.all()
+    );
+    // Still there after the client left: AWS Batch runs them.
+    let (code, out, err) = desk.out(&["status", "--batch", &name, "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["state"] == "running" || r["state"] == "starting"),
+        "{out}"
+    );
+    let (code, _, err) = desk.out(&["stop", "--batch", &name]);
+    assert_eq!(code, Some(0), "{err}");
+    let _ = desk.out(&["aws-batch", "teardown", "--queue", &q]);
+}
