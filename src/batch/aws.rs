@@ -261,8 +261,14 @@ pub async fn run(
         .await
         .map_err(|e| e.to_string())?;
     view.note(&format!(
-        "run-render: batch {name}: job definition {} ({}), queue {queue}",
-        definition.name, definition.arn
+        "run-render: batch {name}: job definition {} ({}, {}), queue {queue}",
+        definition.name,
+        definition.arn,
+        if definition.reused {
+            "reused: nothing changed"
+        } else {
+            "registered"
+        }
     ));
     // Each row's settings: its own records folder for this run (AWS Batch's retries of one
     // job share it; each run of the batch has its own).

@@ -70,6 +70,12 @@ async fn run(args: LogsArgs) -> i32 {
         }
         return 0;
     }
+    let batch_record = found
+        .entry
+        .as_ref()
+        .filter(|e| e.aws_batch_queue.is_some())
+        .and_then(|e| e.batch.as_deref())
+        .and_then(|b| crate::batch::aws::BatchRecord::load(&registry, b));
     let mut end_check = tokio::time::interval(END_EVERY);
     loop {
         tokio::select! {
@@ -91,6 +97,24 @@ async fn run(args: LogsArgs) -> i32 {
                         r.exit_code
                     ));
                     return 0;
+                }
+                // On AWS Batch: a job that AWS Batch says is over, with no result record
+                // (killed before the runner could write it), ends the follow too.
+                if let Some(record) = &batch_record {
+                    if let Some((state, why)) = crate::batch::aws::job_state(&cloud, record, &args.job).await {
+                        use crate::inventory::JobState;
+                        if matches!(state, JobState::Succeeded | JobState::Failed) {
+                            let _ = tail.poll(&cloud, &ui).await;
+                            if cloud.job_result(&records).await.ok().flatten().is_none() {
+                                ui.note(format!(
+                                    "job {}: AWS Batch ended it without a result record{}",
+                                    args.job,
+                                    why.map(|w| format!(" ({w})")).unwrap_or_default()
+                                ));
+                                return exit::REMOTE;
+                            }
+                        }
+                    }
                 }
                 if let Some(i) = &found.instance {
                     if let Ok(Some(s)) = cloud.instance_state(&i.id).await {
