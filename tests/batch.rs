@@ -101,31 +101,7 @@ timeout = "10m"
 
 /// (id, state) of every instance tagged with this batch.
 async fn batch_instances(w: &World, batch: &str) -> Vec<(String, String)> {
-    let out = w
-        .ec2
-        .describe_instances()
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("tag:rtb:batch")
-                .values(batch)
-                .build(),
-        )
-        .send()
-        .await
-        .expect("describe");
-    out.reservations()
-        .iter()
-        .flat_map(|r| r.instances())
-        .map(|i| {
-            (
-                i.instance_id().unwrap_or_default().to_string(),
-                i.state()
-                    .and_then(|s| s.name())
-                    .map(|n| n.as_str().to_string())
-                    .unwrap_or_default(),
-            )
-        })
-        .collect()
+    w.instances_tagged("rtb:batch", batch).await
 }
 
 async fn all_ended(w: &World, batch: &str, limit: Duration) -> Vec<(String, String)> {

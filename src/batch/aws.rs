@@ -57,6 +57,15 @@ impl BatchRecord {
             .join(format!("{batch}.json"))
     }
 
+    /// The record of the AWS Batch submission a registry entry's job belongs to, if any.
+    pub fn of_entry(
+        registry: &Registry,
+        entry: Option<&crate::registry::Entry>,
+    ) -> Option<BatchRecord> {
+        let e = entry.filter(|e| e.aws_batch_queue.is_some())?;
+        BatchRecord::load(registry, e.batch.as_deref()?)
+    }
+
     pub fn load(registry: &Registry, batch: &str) -> Option<BatchRecord> {
         let text = std::fs::read_to_string(BatchRecord::path(registry, batch)).ok()?;
         serde_json::from_str(&text).ok()
@@ -157,6 +166,27 @@ fn emulator_env(endpoint: Option<&str>, region: Option<&str>) -> BTreeMap<String
     env
 }
 
+/// Why jobs of `size` have been RUNNABLE on `queue` for `waited`, once that is longer than
+/// normal (a compute environment scaling from zero takes minutes): the diagnosis's advice.
+async fn runnable_cause(
+    engine: &AwsBatch,
+    queue: &str,
+    size: sizes::Size,
+    waited: Duration,
+) -> Option<String> {
+    if waited <= diagnose::RUNNABLE_PATIENCE {
+        return None;
+    }
+    let (q, _, envs) = engine.queue_facts(queue).await.ok()?;
+    let facts = diagnose::RunnableFacts {
+        runnable_for: waited,
+        size,
+        queue: q,
+        environments: envs,
+    };
+    diagnose::runnable(&facts).map(|c| c.advice())
+}
+
 /// What AWS Batch says of a submitted job that has no result record yet: (state, why), for
 /// `status`. A job RUNNABLE for long gets the likely cause (AWS Batch's best-known trap).
 pub async fn job_state(
@@ -186,22 +216,12 @@ pub async fn job_state(
                 record.queue,
                 crate::cmd::short_duration(waited)
             );
-            if waited > diagnose::RUNNABLE_PATIENCE {
-                if let Ok((q, _, envs)) = engine.queue_facts(&record.queue).await {
-                    let size = sizes::Size {
-                        vcpus: record.vcpus,
-                        memory_mib: record.memory_mib,
-                    };
-                    let facts = diagnose::RunnableFacts {
-                        runnable_for: waited,
-                        size,
-                        queue: q,
-                        environments: envs,
-                    };
-                    if let Some(c) = diagnose::runnable(&facts) {
-                        why = format!("{why}: {}", c.advice());
-                    }
-                }
+            let size = sizes::Size {
+                vcpus: record.vcpus,
+                memory_mib: record.memory_mib,
+            };
+            if let Some(advice) = runnable_cause(&engine, &record.queue, size, waited).await {
+                why = format!("{why}: {advice}");
             }
             (S::Starting, Some(why))
         }
@@ -392,22 +412,13 @@ pub async fn run(
         // AWS Batch's best-known trap: jobs that stay RUNNABLE. Say why, once.
         if let Some(since) = runnable_since {
             let waited = SystemTime::now().duration_since(since).unwrap_or_default();
-            if !told_runnable && waited > diagnose::RUNNABLE_PATIENCE {
-                if let Ok((q, _, envs)) = engine.queue_facts(&queue).await {
-                    let facts = diagnose::RunnableFacts {
-                        runnable_for: waited,
-                        size,
-                        queue: q,
-                        environments: envs,
-                    };
-                    if let Some(cause) = diagnose::runnable(&facts) {
-                        view.note(&format!(
-                            "run-render: batch {name}: jobs RUNNABLE for {}: {}",
-                            crate::cmd::short_duration(waited),
-                            cause.advice()
-                        ));
-                        told_runnable = true;
-                    }
+            if !told_runnable {
+                if let Some(advice) = runnable_cause(&engine, &queue, size, waited).await {
+                    view.note(&format!(
+                        "run-render: batch {name}: jobs RUNNABLE for {}: {advice}",
+                        crate::cmd::short_duration(waited),
+                    ));
+                    told_runnable = true;
                 }
             }
         }

@@ -190,28 +190,16 @@ async fn run(
             }
             return 0;
         }
-        for (e, before) in ends.iter_mut().zip(ends_before) {
-            if before.is_some() {
-                e.not_run = before;
-            }
-        }
-        let summary = Summary {
-            name: &name,
-            jobs: &jobs,
-            ends: &ends,
-            stats: &stats,
-            wall_s: t0.elapsed().as_secs_f64(),
-            interrupted: false,
-        };
-        if json {
-            super::emit(&format!(
-                "{}\n",
-                serde_json::to_string_pretty(&summary.json()).unwrap_or_default()
-            ));
-        } else {
-            crate::ui::stderr_line(&summary.table());
-        }
-        return summary.exit_code();
+        return summarize(
+            &name,
+            &jobs,
+            &mut ends,
+            ends_before,
+            &stats,
+            t0,
+            false,
+            json,
+        );
     }
     let first = jobs[run_list[0]].plan_attempt(&name, &run_id, 1, false);
     let checked = match crate::preflight::check(&first, &cloud).await {
@@ -264,27 +252,16 @@ async fn run(
         .await
     };
     view.finish();
-    for (e, before) in ends.iter_mut().zip(ends_before) {
-        if before.is_some() {
-            e.not_run = before;
-        }
-    }
-    let summary = Summary {
-        name: &name,
-        jobs: &jobs,
-        ends: &ends,
-        stats: &stats,
-        wall_s: t0.elapsed().as_secs_f64(),
-        interrupted: interrupts.count() > 0,
-    };
-    if json {
-        super::emit(&format!(
-            "{}\n",
-            serde_json::to_string_pretty(&summary.json()).unwrap_or_default()
-        ));
-    } else {
-        crate::ui::stderr_line(&summary.table());
-    }
+    let code = summarize(
+        &name,
+        &jobs,
+        &mut ends,
+        ends_before,
+        &stats,
+        t0,
+        interrupts.count() > 0,
+        json,
+    );
     if args.run.detach {
         let started = ends.iter().all(|e| {
             e.not_run.is_some()
@@ -298,6 +275,43 @@ async fn run(
             ));
             return 0;
         }
+    }
+    code
+}
+
+/// The end of a batch on either engine: jobs that were not run by this batch keep why
+/// (`ends_before`), then the summary (table or JSON) and the batch's exit code.
+#[allow(clippy::too_many_arguments)]
+fn summarize(
+    name: &str,
+    jobs: &[BatchJob],
+    ends: &mut [JobEnd],
+    ends_before: Vec<Option<String>>,
+    stats: &crate::batch::pool::PoolStats,
+    t0: Instant,
+    interrupted: bool,
+    json: bool,
+) -> i32 {
+    for (e, before) in ends.iter_mut().zip(ends_before) {
+        if before.is_some() {
+            e.not_run = before;
+        }
+    }
+    let summary = Summary {
+        name,
+        jobs,
+        ends,
+        stats,
+        wall_s: t0.elapsed().as_secs_f64(),
+        interrupted,
+    };
+    if json {
+        super::emit(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&summary.json()).unwrap_or_default()
+        ));
+    } else {
+        crate::ui::stderr_line(&summary.table());
     }
     summary.exit_code()
 }
@@ -399,8 +413,8 @@ async fn earlier_run(
     Ok(Earlier { results, instances })
 }
 
-/// The newest result record of any attempt of `job` (each attempt has its own folder under
-/// the job's records; a plain `run` of the same id writes at the job's folder itself).
+/// The result record of `job`'s newest attempt (each attempt has its own folder under the
+/// job's records; a plain `run` of the same id writes at the job's folder itself).
 async fn latest_result(
     cloud: &Cloud,
     job: &BatchJob,
@@ -408,36 +422,8 @@ async fn latest_result(
     let Some(base) = job.records_base() else {
         return Ok(None);
     };
-    let prefix = base.root().dir_prefix();
-    let mut keys = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let page = cloud
-            .keys_after(base.bucket(), &prefix, after.as_deref())
-            .await?;
-        let full = page.len() >= 1000;
-        after = page.last().cloned();
-        keys.extend(page.into_iter().filter(|k| k.ends_with("/result.json")));
-        if !full {
-            break;
-        }
-    }
-    let mut newest: Option<rtb_model::JobResult> = None;
-    for k in keys {
-        let Some(bytes) = cloud.get_bytes(base.bucket(), &k).await? else {
-            continue;
-        };
-        let Ok(r) = serde_json::from_slice::<rtb_model::JobResult>(&bytes) else {
-            continue;
-        };
-        if newest
-            .as_ref()
-            .is_none_or(|n| r.finished_at > n.finished_at)
-        {
-            newest = Some(r);
-        }
-    }
-    Ok(newest)
+    let records = super::newest_attempt(cloud, base).await?;
+    cloud.job_result(&records).await
 }
 
 fn dry_run(file: &BatchFile, policy: &Policy, jobs: &[BatchJob], json: bool) -> String {

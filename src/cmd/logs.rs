@@ -70,12 +70,7 @@ async fn run(args: LogsArgs) -> i32 {
         }
         return 0;
     }
-    let batch_record = found
-        .entry
-        .as_ref()
-        .filter(|e| e.aws_batch_queue.is_some())
-        .and_then(|e| e.batch.as_deref())
-        .and_then(|b| crate::batch::aws::BatchRecord::load(&registry, b));
+    let batch_record = crate::batch::aws::BatchRecord::of_entry(&registry, found.entry.as_ref());
     let mut end_check = tokio::time::interval(END_EVERY);
     loop {
         tokio::select! {

@@ -220,7 +220,7 @@ pub async fn find(
 
 /// A batch job keeps each attempt's records in a folder of its own under the job's
 /// (`<run>-a<attempt>/`): the newest attempt's, when there are any, else the job's folder.
-async fn newest_attempt(
+pub(crate) async fn newest_attempt(
     cloud: &Cloud,
     base: JobRecords,
 ) -> Result<JobRecords, crate::cloud::CloudError> {

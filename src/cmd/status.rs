@@ -154,12 +154,7 @@ pub async fn row(
     let mut row = make_row(&found, result.as_ref(), log_started, SystemTime::now());
     // A job on AWS Batch without a result record yet: AWS Batch knows where it is.
     if result.is_none() {
-        let record = found
-            .entry
-            .as_ref()
-            .filter(|e| e.aws_batch_queue.is_some())
-            .and_then(|e| e.batch.as_deref())
-            .and_then(|b| crate::batch::aws::BatchRecord::load(registry, b));
+        let record = crate::batch::aws::BatchRecord::of_entry(registry, found.entry.as_ref());
         if let Some(record) = record {
             if let Some((state, detail)) =
                 crate::batch::aws::job_state(cloud, &record, job_id).await

@@ -162,13 +162,18 @@ impl World {
 
     /// (instance id, state) of every instance tagged with this job id.
     pub async fn instances_of(&self, job_id: &str) -> Vec<(String, String)> {
+        self.instances_tagged("rtb:job-id", job_id).await
+    }
+
+    /// (instance id, state) of every instance with tag `key` = `value`.
+    pub async fn instances_tagged(&self, key: &str, value: &str) -> Vec<(String, String)> {
         let out = self
             .ec2
             .describe_instances()
             .filters(
                 aws_sdk_ec2::types::Filter::builder()
-                    .name("tag:rtb:job-id")
-                    .values(job_id)
+                    .name(format!("tag:{key}"))
+                    .values(value)
                     .build(),
             )
             .send()
