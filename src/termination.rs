@@ -11,6 +11,7 @@ use crate::engine::ec2::instance::Instance;
 use crate::engine::ec2::script;
 use crate::lifecycle::follow::JobRef;
 use crate::lifecycle::push_error;
+use crate::patience::Patience;
 use crate::report::{exit, InstanceFate, Outcome, Report};
 use crate::signals::Interrupts;
 use crate::ui::Ui;
@@ -29,7 +30,9 @@ pub enum Leave {
     Detached,
 }
 
-/// The end of every path that launched something: the termination policy.
+/// The end of every path that launched something: the termination policy. `patience` is the
+/// job's own budget: a termination that gets no answer does not start a wait of its own.
+#[allow(clippy::too_many_arguments)]
 pub async fn end(
     job: &JobRef,
     cloud: &Cloud,
@@ -37,6 +40,7 @@ pub async fn end(
     interrupts: &Interrupts,
     instance: Instance,
     leave: Leave,
+    patience: &Patience,
     r: &mut Report,
 ) {
     let id = instance.id.clone();
@@ -49,7 +53,7 @@ pub async fn end(
         }
         Leave::Now => {
             ui.note(format!("terminating {id} without waiting"));
-            hurried_termination(instance, r).await;
+            hurried_termination(instance, patience, r).await;
         }
         Leave::Detached => {
             instance.abandon();
@@ -65,7 +69,7 @@ pub async fn end(
             let t = Instant::now();
             let seen = interrupts.count();
             let confirmed = tokio::select! {
-                done = instance.terminate() => Some(done),
+                done = instance.terminate_within(patience) => Some(done),
                 _ = interrupts.reached(seen + 1) => None,
             };
             match confirmed {
@@ -77,11 +81,24 @@ pub async fn end(
                 Some(Err(e)) => {
                     r.instance = InstanceFate::Unconfirmed;
                     r.exit_code = exit::UNCONFIRMED;
-                    push_error(r, e.to_string());
+                    if patience.exhausted() {
+                        // AWS stopped answering: say when the instance ends by itself.
+                        push_error(
+                            r,
+                            format!(
+                                "AWS has not answered for {} ({}); {}",
+                                humantime::format_duration(patience.limit()),
+                                patience.last_error(),
+                                left_running(job, &id)
+                            ),
+                        );
+                    } else {
+                        push_error(r, e.to_string());
+                    }
                 }
                 None => {
                     // Asked again while waiting: make sure the request is out, then go.
-                    hurried_termination(Instance::adopt(cloud, id), r).await;
+                    hurried_termination(Instance::adopt(cloud, id), patience, r).await;
                 }
             }
         }
@@ -89,9 +106,9 @@ pub async fn end(
 }
 
 /// Request termination, look once, and leave: exit 69 unless EC2 has accepted it.
-pub async fn hurried_termination(instance: Instance, r: &mut Report) {
+pub async fn hurried_termination(instance: Instance, patience: &Patience, r: &mut Report) {
     let id = instance.id.clone();
-    let requested = instance.request_termination().await;
+    let requested = instance.request_termination(patience).await;
     instance.abandon();
     match requested {
         Ok(true) => {
@@ -219,6 +236,7 @@ mod tests {
             &Interrupts::listen(),
             instance,
             leave,
+            &Patience::new(std::time::Duration::from_secs(5)),
             &mut r,
         )
         .await;

@@ -397,3 +397,97 @@ async fn ctrl_c_without_a_stop_command_does_not_claim_saved_outputs() {
     assert!(error.contains("did not confirm"), "{error}");
     assert_eq!(report["instance"], "terminated");
 }
+
+/// The endpoint stops answering mid-job (as when the emulator is frozen), and Ctrl-C comes
+/// while it does: the stop command and the termination cannot reach AWS either. Patience is one
+/// budget over consecutive failures, whatever the client is doing, so the client ends within
+/// about one patience of the outage's start, exit 69, naming the instance and its deadline.
+#[tokio::test]
+async fn an_outage_with_ctrl_c_ends_the_client_within_one_patience() {
+    let w = World::new().await;
+    let ami = w.test_ami().await;
+    let out = w.bucket("fault-outage").await;
+    let proxy = FaultProxy::start();
+    let job_id = unique("outage");
+    let endpoint = proxy.endpoint();
+    let image = support_image();
+    let output = format!("s3://{out}/o");
+    let mut args = owned(args_via(&endpoint, &ami, &job_id, &image));
+    args.extend(owned(vec![
+        "--output",
+        &output,
+        "--command",
+        "disp(['long render ' 'started']); pause(300);",
+        "--timeout",
+        "5m",
+        "--api-patience",
+        "10s",
+    ]));
+    let mut run = spawn(&args);
+    assert!(
+        run.wait_for("long render started", Duration::from_secs(90))
+            .is_some(),
+        "{}",
+        run.seen
+            .iter()
+            .map(|l| l.2.clone())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let (id, _) = only_instance(&w, &job_id).await;
+    proxy.add(Rule::on("*").stall());
+    let stalled = Instant::now();
+    std::thread::sleep(Duration::from_secs(2));
+    run.signal(libc::SIGINT);
+    let done = run.finish(Duration::from_secs(150));
+    let took = stalled.elapsed();
+    w.terminate(&id).await;
+    assert_eq!(done.code, Some(69), "{}", done.all());
+    // One patience (10 s) and the calls in flight when it ran out; not one per phase.
+    assert!(
+        took < Duration::from_secs(25),
+        "gave up {took:?} after the outage began:\n{}",
+        done.all()
+    );
+    let stderr = done.stderr();
+    assert!(
+        stderr.contains(&id) && stderr.contains("deadline"),
+        "{stderr}"
+    );
+}
+
+/// The job ends, then TerminateInstances stops answering: the client does not wait out a
+/// termination timeout of its own on top of its patience; it gives up at its patience, exit 69,
+/// with the instance id and how to end it.
+#[tokio::test]
+async fn an_unanswered_termination_gives_up_at_the_patience() {
+    let w = World::new().await;
+    let ami = w.test_ami().await;
+    let proxy = FaultProxy::start();
+    proxy.add(Rule::on("TerminateInstances").stall());
+    let job_id = unique("termstall");
+    let endpoint = proxy.endpoint();
+    let image = String::new();
+    let mut args = owned(args_via(&endpoint, &ami, &job_id, &image));
+    args.extend(owned(vec!["--shell", "true", "--api-patience", "8s"]));
+    let mut run = spawn(&args);
+    let asked = run.wait_for("terminating i-", Duration::from_secs(60));
+    assert!(asked.is_some(), "{}", run.seen.len());
+    let t = Instant::now();
+    let done = run.finish(Duration::from_secs(150));
+    let took = t.elapsed();
+    let (id, _) = only_instance(&w, &job_id).await;
+    w.terminate(&id).await;
+    assert_eq!(done.code, Some(69), "{}", done.all());
+    assert!(
+        took < Duration::from_secs(25),
+        "gave up {took:?} after asking:\n{}",
+        done.all()
+    );
+    assert!(
+        done.stderr()
+            .contains(&format!("terminate-instances --instance-ids {id}")),
+        "{}",
+        done.stderr()
+    );
+}

@@ -201,6 +201,16 @@ impl CloudError {
         }
     }
 
+    /// A call that got no answer (or was not made because AWS had stopped answering).
+    pub(crate) fn no_answer(op: &'static str, message: impl Into<String>) -> CloudError {
+        CloudError {
+            op,
+            code: None,
+            message: message.into(),
+            failure: Failure::NoAnswer,
+        }
+    }
+
     pub(crate) fn local(op: &'static str, message: impl Into<String>) -> CloudError {
         CloudError {
             op,

@@ -98,7 +98,7 @@ pub async fn take_over(
     r.instance_id = Some(tagged.id.clone());
     r.instance_type = tagged.instance_type.clone();
     let instance = Instance::adopt(cloud, tagged.id.clone());
-    let mut patience = Patience::new(patience::DEFAULT);
+    let patience = Patience::new(patience::DEFAULT);
     let leave = if tagged.state.is_gone() {
         crate::lifecycle::set(
             &mut r,
@@ -136,14 +136,14 @@ pub async fn take_over(
             &script::reattach_script(&job.job_id),
             follow::execution_limit(job.deadline),
             &format!("run-render attach {}", job.job_id),
-            &mut patience,
+            &patience,
         )
         .await;
         match sent {
             Ok(command) => {
                 let t = Instant::now();
                 let leave = follow::follow(
-                    &job, cloud, ui, interrupts, &tagged.id, command, patience, &mut r,
+                    &job, cloud, ui, interrupts, &tagged.id, command, &patience, &mut r,
                 )
                 .await;
                 r.phases.run_s = Some(t.elapsed().as_secs_f64());
@@ -155,7 +155,10 @@ pub async fn take_over(
             }
         }
     };
-    crate::termination::end(&job, cloud, ui, interrupts, instance, leave, &mut r).await;
+    crate::termination::end(
+        &job, cloud, ui, interrupts, instance, leave, &patience, &mut r,
+    )
+    .await;
     let outcome = serde_json::to_value(r.outcome)
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))

@@ -149,6 +149,7 @@ async fn stop_one(job: String, args: StopArgs) -> i32 {
                 &interrupts,
                 instance,
                 Leave::Normally,
+                &patience::Patience::new(patience::DEFAULT),
                 &mut r,
             )
             .await;

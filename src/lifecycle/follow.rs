@@ -106,7 +106,7 @@ pub async fn follow(
     interrupts: &Interrupts,
     id: &str,
     mut command: String,
-    mut patience: Patience,
+    patience: &Patience,
     r: &mut Report,
 ) -> Leave {
     let container = job.container;
@@ -147,7 +147,9 @@ pub async fn follow(
         tokio::select! {
             _ = log_tick.tick(), if tail.is_some() => {
                 if let Some(t) = tail.as_mut() {
-                    if let Err(e) = t.poll(cloud, ui).await {
+                    // A log read does not count toward the patience, but while AWS fails it may
+                    // not hold up the calls that do.
+                    if let Some(Err(e)) = patience.bounded(t.poll(cloud, ui)).await {
                         if !log_trouble {
                             ui.note(format!("cannot read the live log yet ({e}); will keep trying"));
                             log_trouble = true;
@@ -160,13 +162,13 @@ pub async fn follow(
                     status_tick = interval(STATUS_SLOW);
                     status_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
                 }
-                let inv = match cloud.invocation(&command, id).await {
-                    Ok(inv) => { patience.ok(); inv }
+                let inv = match patience.call("SSM GetCommandInvocation", cloud.invocation(&command, id)).await {
+                    Ok(inv) => inv,
                     Err(e) => {
-                        if patience.first_failure() {
+                        if patience.failures() == 1 {
                             ui.note(format!("cannot read the command's status ({e}); retrying"));
                         }
-                        if patience.failed(e) {
+                        if patience.exhausted() {
                             break Ended::NoAnswer(patience.last_error());
                         }
                         continue;
@@ -177,7 +179,7 @@ pub async fn follow(
                 // gone (the command then reads Failed), or the wait itself was cut short (SSM's
                 // 48 h limit, an agent restart: no exit code) while the container runs on.
                 if inv.status != InvocationStatus::Success {
-                    match cloud.instance_state(id).await {
+                    match patience.call("EC2 DescribeInstances", cloud.instance_state(id)).await {
                         Ok(Some(s)) if s.is_gone() => break Ended::Gone(s.describe()),
                         Ok(None) => break Ended::Gone("no longer known to EC2".into()),
                         _ => {}
@@ -193,7 +195,7 @@ pub async fn follow(
                     reattached += 1;
                     let again = script::reattach_script(&job.job_id);
                     match remote::send(cloud, id, &again, execution_limit(job.deadline),
-                        &format!("run-render re-attach {}", job.job_id), &mut patience).await {
+                        &format!("run-render re-attach {}", job.job_id), patience).await {
                         Ok(c) => command = c,
                         Err(remote::RemoteError::NoAnswer { last, .. }) => break Ended::NoAnswer(last),
                         Err(e) => break Ended::Other(format!("cannot wait for the job again: {e}")),
@@ -203,18 +205,22 @@ pub async fn follow(
                 break Ended::Command(inv);
             }
             _ = state_tick.tick() => {
-                match cloud.instance_state(id).await {
+                match patience.call("EC2 DescribeInstances", cloud.instance_state(id)).await {
                     Ok(Some(s)) if s.is_gone() => break Ended::Gone(s.describe()),
                     Ok(None) => break Ended::Gone("no longer known to EC2".into()),
-                    Ok(Some(_)) => patience.ok(),
-                    Err(e) => if patience.failed(e) {
+                    Ok(Some(_)) => {}
+                    Err(_) => if patience.exhausted() {
                         break Ended::NoAnswer(patience.last_error());
                     }
                 }
             }
             _ = interrupts.reached(1), if stopping.is_none() => {
                 ui.note("stopping the job: saving its outputs, then terminating (press Ctrl-C again to terminate at once)");
-                stopping = Some((Stopping::Interrupted, begin_stop(job, cloud, ui, id, &command, &mut patience).await));
+                let until = begin_stop(job, cloud, ui, id, &command, patience).await;
+                if patience.exhausted() {
+                    break Ended::NoAnswer(patience.last_error());
+                }
+                stopping = Some((Stopping::Interrupted, until));
             }
             _ = sleep_until(limit.unwrap_or(far)), if limit.is_some() && stopping.is_none() => {
                 ui.note(if container {
@@ -223,7 +229,11 @@ pub async fn follow(
                     format!("the command ran past its --timeout of {}; stopping it",
                         humantime::format_duration(job.timeout.unwrap_or_default()))
                 });
-                stopping = Some((Stopping::TimedOut, begin_stop(job, cloud, ui, id, &command, &mut patience).await));
+                let until = begin_stop(job, cloud, ui, id, &command, patience).await;
+                if patience.exhausted() {
+                    break Ended::NoAnswer(patience.last_error());
+                }
+                stopping = Some((Stopping::TimedOut, until));
             }
             _ = interrupts.reached(2), if stopping.map(|s| s.0) == Some(Stopping::Interrupted) => {
                 break Ended::Hurry;
@@ -308,7 +318,7 @@ pub async fn begin_stop(
     ui: &Ui,
     id: &str,
     command: &str,
-    patience: &mut Patience,
+    patience: &Patience,
 ) -> tokio::time::Instant {
     let now = tokio::time::Instant::now();
     match job.container {
@@ -338,7 +348,9 @@ pub async fn begin_stop(
         }
         false => {
             // Some SSM implementations cannot cancel; terminating ends the command anyway.
-            let _ = cloud.cancel(command, id).await;
+            let _ = patience
+                .call("SSM CancelCommand", cloud.cancel(command, id))
+                .await;
             now + Duration::from_secs(5)
         }
     }

@@ -349,7 +349,7 @@ impl Job<'_> {
         self.ui.phase(format!("waiting for {id} to be running"));
         let t = Instant::now();
         let booted = tokio::select! {
-            b = instance.wait_running(BOOT_LIMIT, &mut self.patience) => b,
+            b = instance.wait_running(BOOT_LIMIT, &self.patience) => b,
             _ = self.interrupts.reached(1) => return self.interrupted("interrupted while the instance booted"),
         };
         self.r.phases.boot_s = Some(t.elapsed().as_secs_f64());
@@ -375,7 +375,7 @@ impl Job<'_> {
         self.ui.phase(format!("waiting for the SSM agent on {id}"));
         let t = Instant::now();
         let online = tokio::select! {
-            o = remote::wait_for_agent(self.cloud, &id, self.plan.agent_timeout, &mut self.patience) => o,
+            o = remote::wait_for_agent(self.cloud, &id, self.plan.agent_timeout, &self.patience) => o,
             _ = self.interrupts.reached(1) => return self.interrupted("interrupted while waiting for the SSM agent"),
         };
         self.r.phases.agent_s = Some(t.elapsed().as_secs_f64());
@@ -408,7 +408,7 @@ impl Job<'_> {
         let comment = format!("run-render job {}", plan.job_id);
         let limit = follow::execution_limit(plan.deadline);
         let sent = tokio::select! {
-            c = remote::send(self.cloud, &id, &script, limit, &comment, &mut self.patience) => c,
+            c = remote::send(self.cloud, &id, &script, limit, &comment, &self.patience) => c,
             _ = self.interrupts.reached(1) => return self.interrupted("interrupted before the job started"),
         };
         match sent {
@@ -438,7 +438,6 @@ impl Job<'_> {
     async fn follow(&mut self, command: String) -> Step {
         let id = self.id();
         let t = Instant::now();
-        let patience = std::mem::replace(&mut self.patience, Patience::new(self.plan.api_patience));
         let leave = follow::follow(
             &self.job,
             self.cloud,
@@ -446,7 +445,7 @@ impl Job<'_> {
             self.interrupts,
             &id,
             command,
-            patience,
+            &self.patience,
             &mut self.r,
         )
         .await;
@@ -459,7 +458,7 @@ impl Job<'_> {
     async fn started(&mut self, command: String) -> Step {
         let id = self.id();
         let ended = tokio::select! {
-            e = remote::wait_command(self.cloud, &id, &command, &mut self.patience) => e,
+            e = remote::wait_command(self.cloud, &id, &command, &self.patience) => e,
             _ = self.interrupts.reached(1) => return self.interrupted("interrupted while the job started"),
         };
         match ended {
@@ -512,6 +511,7 @@ impl Job<'_> {
                 self.interrupts,
                 instance,
                 leave,
+                &self.patience,
                 &mut self.r,
             )
             .await;

@@ -75,18 +75,18 @@ impl Instance {
     pub async fn wait_running(
         &self,
         limit: Duration,
-        patience: &mut Patience,
+        patience: &Patience,
     ) -> Result<(), InstanceError> {
         let start = Instant::now();
         let mut delay = Duration::from_millis(200);
         loop {
-            let state = match self.cloud.instance_state(&self.id).await {
-                Ok(s) => {
-                    patience.ok();
-                    s
-                }
+            let state = match patience
+                .call("EC2 DescribeInstances", self.cloud.instance_state(&self.id))
+                .await
+            {
+                Ok(s) => s,
                 Err(e) if e.is_transient() => {
-                    if patience.failed(e.clone()) {
+                    if patience.exhausted() {
                         return Err(InstanceError::Cloud {
                             id: self.id.clone(),
                             source: e,
@@ -151,13 +151,16 @@ impl Instance {
     /// tries of the request, then one look. Ok(true) when EC2 has accepted the termination
     /// (shutting-down or terminated); Ok(false) when the request went out but the end is not
     /// seen yet; Err when the request could not be made.
-    pub async fn request_termination(&self) -> Result<bool, CloudError> {
+    pub async fn request_termination(&self, patience: &Patience) -> Result<bool, CloudError> {
         let mut last = None;
         for attempt in 0..3u32 {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
             }
-            match self.cloud.terminate(&self.id).await {
+            match patience
+                .call("EC2 TerminateInstances", self.cloud.terminate(&self.id))
+                .await
+            {
                 Ok(()) => {
                     last = None;
                     break;
@@ -170,20 +173,37 @@ impl Instance {
             return Err(e);
         }
         Ok(matches!(
-            self.cloud.instance_state(&self.id).await,
+            patience
+                .call("EC2 DescribeInstances", self.cloud.instance_state(&self.id))
+                .await,
             Ok(Some(s)) if s.is_gone()
         ))
     }
 
-    /// Terminate and wait until EC2 reports `terminated`, retrying the request until it takes.
-    pub async fn terminate(mut self) -> Result<Duration, InstanceError> {
+    /// Terminate and wait until EC2 reports `terminated`, retrying the request until it takes,
+    /// for at most [`TERMINATE_CONFIRM`]; a run of failed calls ends sooner, at the patience of
+    /// a client on its own (`cleanup`, a batch's idle instance).
+    pub async fn terminate(self) -> Result<Duration, InstanceError> {
+        self.terminate_within(&Patience::new(TERMINATE_CONFIRM))
+            .await
+    }
+
+    /// [`Instance::terminate`] within the job's patience: a run of calls that get no answer
+    /// ends the wait when the budget the job's earlier calls may have spent runs out.
+    pub async fn terminate_within(
+        mut self,
+        patience: &Patience,
+    ) -> Result<Duration, InstanceError> {
         let start = Instant::now();
         let mut delay = Duration::from_millis(250);
         let mut last_problem = String::from("no answer yet");
         let mut requested = false;
-        while start.elapsed() < TERMINATE_CONFIRM {
+        while start.elapsed() < TERMINATE_CONFIRM && !patience.exhausted() {
             if !requested {
-                match self.cloud.terminate(&self.id).await {
+                match patience
+                    .call("EC2 TerminateInstances", self.cloud.terminate(&self.id))
+                    .await
+                {
                     Ok(()) => requested = true,
                     Err(e)
                         if e.is("InvalidInstanceID.NotFound")
@@ -195,7 +215,10 @@ impl Instance {
                 }
             }
             if requested {
-                match self.cloud.instance_state(&self.id).await {
+                match patience
+                    .call("EC2 DescribeInstances", self.cloud.instance_state(&self.id))
+                    .await
+                {
                     Ok(Some(s)) if s.name == Lifecycle::Terminated => {
                         self.fate = Fate::Terminated;
                         return Ok(start.elapsed());
@@ -216,8 +239,16 @@ impl Instance {
                     Err(e) => last_problem = e.to_string(),
                 }
             }
-            tokio::time::sleep(delay).await;
+            // While AWS is failing, no pause outlasts what is left of the budget.
+            let _ = patience.bounded(tokio::time::sleep(delay)).await;
             delay = (delay * 2).min(Duration::from_secs(5));
+        }
+        if patience.exhausted() {
+            last_problem = format!(
+                "AWS has not answered for {}: {}",
+                humantime::format_duration(patience.limit()),
+                patience.last_error()
+            );
         }
         self.fate = Fate::Reported;
         Err(InstanceError::TerminateUnconfirmed {

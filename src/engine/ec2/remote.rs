@@ -27,19 +27,19 @@ pub async fn wait_for_agent(
     cloud: &Cloud,
     id: &str,
     limit: Duration,
-    patience: &mut Patience,
+    patience: &Patience,
 ) -> Result<Duration, RemoteError> {
     let start = Instant::now();
     let mut delay = Duration::from_millis(250);
     loop {
-        match cloud.agent_online(id).await {
-            Ok(true) => {
-                patience.ok();
-                return Ok(start.elapsed());
-            }
-            Ok(false) => patience.ok(),
+        match patience
+            .call("SSM DescribeInstanceInformation", cloud.agent_online(id))
+            .await
+        {
+            Ok(true) => return Ok(start.elapsed()),
+            Ok(false) => {}
             Err(e) if e.is_transient() => {
-                if patience.failed(e) {
+                if patience.exhausted() {
                     return Err(no_answer(patience));
                 }
             }
@@ -64,22 +64,22 @@ pub async fn send(
     script: &str,
     execution: Duration,
     comment: &str,
-    patience: &mut Patience,
+    patience: &Patience,
 ) -> Result<String, RemoteError> {
     let start = Instant::now();
     let mut delay = Duration::from_millis(500);
     loop {
-        match cloud
-            .send_script(id, script, execution.as_secs(), comment)
+        match patience
+            .call(
+                "SSM SendCommand",
+                cloud.send_script(id, script, execution.as_secs(), comment),
+            )
             .await
         {
-            Ok(cmd) => {
-                patience.ok();
-                return Ok(cmd);
-            }
+            Ok(cmd) => return Ok(cmd),
             Err(e) if e.is("InvalidInstanceId") && start.elapsed() < SEND_RETRY_FOR => {}
             Err(e) if e.is_transient() => {
-                if patience.failed(e) {
+                if patience.exhausted() {
                     return Err(no_answer(patience));
                 }
             }
@@ -105,22 +105,23 @@ pub async fn wait_command(
     cloud: &Cloud,
     id: &str,
     command: &str,
-    patience: &mut Patience,
+    patience: &Patience,
 ) -> Result<crate::cloud::Invocation, RemoteError> {
     let start = Instant::now();
     let mut delay = Duration::from_millis(200);
     loop {
-        match cloud.invocation(command, id).await {
-            Ok(Some(inv)) if inv.status.is_done() => {
-                patience.ok();
-                return Ok(inv);
-            }
-            Ok(_) => patience.ok(),
-            Err(e) => {
-                if patience.failed(e) {
+        match patience
+            .call("SSM GetCommandInvocation", cloud.invocation(command, id))
+            .await
+        {
+            Ok(Some(inv)) if inv.status.is_done() => return Ok(inv),
+            Ok(_) => {}
+            Err(e) if e.is_transient() => {
+                if patience.exhausted() {
                     return Err(no_answer(patience));
                 }
             }
+            Err(e) => return Err(e.into()),
         }
         if start.elapsed() > SHORT_SCRIPT {
             return Err(RemoteError::Cloud(CloudError::local(
