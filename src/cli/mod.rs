@@ -77,12 +77,12 @@ pub enum Cmd {
     Batch(BatchArgs),
     /// One line per job: its state, instance, times, exit code and output.
     #[command(
-        after_help = "Examples:\n  run-render status                       # the jobs this workstation started recently\n  run-render status rr-20261124-053012-1a2b --json\n  run-render status J1 --output s3://lab-renders/run-1   # from any machine: S3 and tags alone"
+        after_help = "Examples:\n  run-render status                       # the jobs this workstation started recently\n  run-render status rr-20261124-053012-1a2b --json\n  run-render status J1 --output s3://lab-renders/run-1   # from any machine: S3 and tags alone\n  run-render status --output s3://lab-renders/run-1      # every job whose records are under it"
     )]
     Status(StatusArgs),
     /// The job's whole log from S3, or follow it live with --follow (Ctrl-C leaves the job alone).
     #[command(
-        after_help = "Examples:\n  run-render logs rr-20261124-053012-1a2b\n  run-render logs J1 --output s3://lab-renders/run-1 --follow"
+        after_help = "Examples:\n  run-render logs rr-20261124-053012-1a2b\n  run-render logs J1 --output s3://lab-renders/run-1 --follow\n  run-render logs --output s3://lab-renders/run-1   # from any machine: every job under it"
     )]
     Logs(LogsArgs),
     /// Stop a job as the first Ctrl-C does (its outputs saved), then terminate and confirm.
@@ -214,7 +214,9 @@ pub struct StatusArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct LogsArgs {
-    pub job: String,
+    /// The job [default: the jobs whose records are under --output]
+    #[arg(required_unless_present = "output")]
+    pub job: Option<String>,
     /// Follow the log live until the job ends.
     #[arg(long, short)]
     pub follow: bool,

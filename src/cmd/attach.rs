@@ -22,7 +22,7 @@ use crate::ui::Ui;
 pub fn main(args: AttachArgs) -> i32 {
     if args.detach {
         return super::logs::main(crate::cli::LogsArgs {
-            job: args.job,
+            job: Some(args.job),
             follow: true,
             output: args.output,
             aws: args.aws,

@@ -218,6 +218,66 @@ pub async fn find(
     })
 }
 
+/// How deep below an output `jobs_under` looks for job records: a batch's rows usually write
+/// to one or two folders below a common prefix (`s3://lab/run-1/${scene}/`).
+const LOOKUP_DEPTH: usize = 2;
+/// At most this many folders are listed in the search: it never walks a whole render tree.
+const LOOKUP_LISTS: usize = 500;
+
+/// The jobs whose records are under `output`: (job id, the job's own output), sorted by job
+/// id. Records live at `<output>/_rtb-job/<job id>/`; the search also looks in the folders one
+/// and two levels below `output`, and stops after [`LOOKUP_LISTS`] listings (the bool says it
+/// stopped early).
+pub async fn jobs_under(
+    cloud: &Cloud,
+    output: &S3Url,
+) -> Result<(Vec<(String, S3Url)>, bool), crate::cloud::CloudError> {
+    let records_dir = rtb_model::layout::RECORDS_DIR;
+    let mut found = Vec::new();
+    let mut level = vec![output.clone()];
+    let mut lists = 0;
+    for depth in 0..=LOOKUP_DEPTH {
+        let mut next = Vec::new();
+        for dir in level {
+            if lists >= LOOKUP_LISTS {
+                found.sort_by(|a: &(String, S3Url), b| a.0.cmp(&b.0));
+                return Ok((found, true));
+            }
+            lists += 1;
+            let subs = cloud.subfolders(dir.bucket(), &dir.dir_prefix()).await?;
+            for sub in subs {
+                if sub == records_dir {
+                    let jobs = dir.join(&format!("{records_dir}/"));
+                    lists += 1;
+                    for job in cloud.subfolders(jobs.bucket(), &jobs.dir_prefix()).await? {
+                        if rtb_model::job_id::check(&job).is_ok() {
+                            found.push((job, dir.clone()));
+                        }
+                    }
+                } else if depth < LOOKUP_DEPTH {
+                    next.push(dir.join(&format!("{sub}/")));
+                }
+            }
+        }
+        level = next;
+    }
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok((found, false))
+}
+
+/// One line for `status`/`logs --output` when the search finds nothing.
+pub fn nothing_under(output: &S3Url, stopped_early: bool) -> String {
+    format!(
+        "no job records under {output} (looked for {}/ there and up to {LOOKUP_DEPTH} folders below{}): is it the jobs' --output?",
+        rtb_model::layout::RECORDS_DIR,
+        if stopped_early {
+            format!("; stopped after {LOOKUP_LISTS} listings: give a narrower prefix")
+        } else {
+            String::new()
+        }
+    )
+}
+
 /// A batch job keeps each attempt's records in a folder of its own under the job's
 /// (`<run>-a<attempt>/`): the newest attempt's, when there are any, else the job's folder.
 pub(crate) async fn newest_attempt(

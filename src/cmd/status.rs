@@ -38,6 +38,32 @@ async fn run(args: StatusArgs) -> i32 {
         Err(e) => return super::bad_input(&e, args.json),
     };
     let registry = Registry::open();
+    if args.jobs.is_empty() && args.batch.is_none() {
+        if let Some(output) = &output {
+            // From anywhere: the jobs whose records are under that output.
+            let cloud = super::connect(&args.aws, None).await;
+            let (jobs, stopped_early) = match super::jobs_under(&cloud, output).await {
+                Ok(j) => j,
+                Err(e) => {
+                    return super::fail(
+                        &format!("--output {output}: {e}"),
+                        crate::report::exit::REMOTE,
+                    )
+                }
+            };
+            if jobs.is_empty() {
+                return super::fail(&super::nothing_under(output, stopped_early), 1);
+            }
+            if stopped_early {
+                crate::ui::stderr_line(&format!(
+                    "run-render: the search under {output} stopped early; some jobs may be missing (give a narrower prefix)"
+                ));
+            }
+            let jobs: Vec<(String, Option<rtb_model::S3Url>)> =
+                jobs.into_iter().map(|(id, o)| (id, Some(o))).collect();
+            return show(&cloud, &registry, &jobs, args.json).await;
+        }
+    }
     let ids: Vec<String> = if let Some(batch) = &args.batch {
         match batch_jobs(&registry, &args.aws, batch).await {
             Ok(ids) if ids.is_empty() => {
@@ -68,7 +94,7 @@ async fn run(args: StatusArgs) -> i32 {
             super::emit("[]\n");
         } else {
             crate::ui::stderr_line(&format!(
-                "run-render: no jobs started from this workstation in the last {} (registry: {})",
+                "run-render: no jobs started from this workstation in the last {} (registry: {}); a job started elsewhere is found with --output",
                 humantime::format_duration(registry::RECENT),
                 registry.dir().display()
             ));
@@ -77,10 +103,23 @@ async fn run(args: StatusArgs) -> i32 {
     }
     let first = registry.get(&ids[0]);
     let cloud = super::connect(&args.aws, first.as_ref()).await;
+    let jobs: Vec<(String, Option<rtb_model::S3Url>)> =
+        ids.into_iter().map(|id| (id, output.clone())).collect();
+    show(&cloud, &registry, &jobs, args.json).await
+}
+
+/// One row per job (each with the output it was found under, if any), as a table or JSON;
+/// exit 1 when a job was not found.
+async fn show(
+    cloud: &Cloud,
+    registry: &Registry,
+    jobs: &[(String, Option<rtb_model::S3Url>)],
+    json: bool,
+) -> i32 {
     let mut rows = Vec::new();
     let mut missing = 0;
-    for id in &ids {
-        match row(&cloud, &registry, id, output.as_ref()).await {
+    for (id, output) in jobs {
+        match row(cloud, registry, id, output.as_ref()).await {
             Ok(Some(r)) => rows.push(r),
             Ok(None) => {
                 missing += 1;
@@ -91,7 +130,7 @@ async fn run(args: StatusArgs) -> i32 {
             Err(e) => return super::fail(&format!("job {id}: {e}"), crate::report::exit::REMOTE),
         }
     }
-    if args.json {
+    if json {
         super::emit(&format!(
             "{}\n",
             serde_json::to_string_pretty(&rows).unwrap_or_default()
