@@ -12,6 +12,11 @@ logged, and matched against rules that tests send to the control API on the same
     DELETE /_faults/calls   forget the calls seen so far
     GET    /_faults/ping    200 once the addon is loaded
 
+Beside iam.py (loaded first, `-s iam.py -s faults.py`): a call iam.py refused is logged with
+`"denied": {...}` (principal, action, resource, reason) and gets no fault; iam.py's own
+control calls (/_iam/) are not logged. RTB_FAULTS_KEEP_CALLS=N keeps only the last N calls
+(the world's long-lived proxy).
+
 A rule: {"action": "RunInstances" | "*", "service": "ec2", "path_contains": "out/b.png",
 "skip": 0, "times": 1 | null, "fault": {"kind": ...}}. The first rule that matches a call and
 has budget left takes it: its first `skip` calls pass untouched, the next `times` (null: all)
@@ -462,6 +467,8 @@ class Faults:
         self.rules = []
         self.calls = []
         self.watchdog = None
+        keep = os.environ.get("RTB_FAULTS_KEEP_CALLS", "")
+        self.keep_calls = int(keep) if keep.isdigit() and int(keep) > 0 else None
 
     # ── lifecycle ──────────────────────────────────────────────────────────────────────────
     def running(self):
@@ -528,7 +535,10 @@ class Faults:
 
     async def decide(self, flow, service, action, protocol, before_body):
         req = flow.request
-        fault = self.match(service, action, req.path)
+        # Answered already by another addon (an IAM denial): logged, never faulted, and its
+        # request is read whole (an answer cannot go with a streamed request).
+        answered = flow.response is not None
+        fault = None if answered else self.match(service, action, req.path)
         call = {
             "service": service,
             "action": action,
@@ -537,10 +547,15 @@ class Faults:
             "status": None,
             "fault": fault["kind"] if fault else None,
         }
+        denied = flow.metadata.get("iam.denial")
+        if denied is not None:
+            call["denied"] = denied
         flow.metadata["faults.call"] = call
         self.calls.append((flow.id, call))
+        if self.keep_calls is not None and len(self.calls) > self.keep_calls:
+            del self.calls[: len(self.calls) - self.keep_calls]
         kind = fault["kind"] if fault else None
-        if before_body:
+        if before_body and not answered:
             # An answer made here cannot go with a streamed request: read the body instead.
             req.stream = kind not in NOT_FORWARDED and is_large(req)
         if fault is None:
@@ -569,6 +584,8 @@ class Faults:
     # ── hooks ──────────────────────────────────────────────────────────────────────────────
     async def requestheaders(self, flow):
         req = flow.request
+        if flow.metadata.get("iam.control"):
+            return  # iam.py's control API
         if req.path.startswith(CONTROL_PREFIX):
             flow.metadata["faults.control"] = True
             req.stream = False
@@ -582,6 +599,8 @@ class Faults:
         await self.decide(flow, service, action, protocol, before_body=True)
 
     async def request(self, flow):
+        if flow.metadata.get("iam.control"):
+            return
         if flow.metadata.get("faults.control"):
             self.control(flow)
             return
@@ -591,8 +610,8 @@ class Faults:
 
     def responseheaders(self, flow):
         call = flow.metadata.get("faults.call")
-        if call is None or call["fault"] in NOT_FORWARDED:
-            return  # a control call, or an answer made here
+        if call is None or call["fault"] in NOT_FORWARDED or call.get("denied"):
+            return  # a control call, or an answer made here (a fault, an IAM denial)
         resp = flow.response
         resp.stream = is_large(flow.request, resp)
         fault = flow.metadata.get("faults.response")
