@@ -1,6 +1,8 @@
 //! The emulator world for the client's end-to-end tests: MiniStack (started by
 //! tests/world/setup.sh), the test AMI registered from a local image, an instance profile,
 //! fresh buckets, and a way to run the real `run-render` binary and watch its output.
+//! [`World::enforced`] (enforced.rs) runs that binary, and the instances it launches, under the
+//! shipped IAM policies.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
@@ -10,6 +12,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::primitives::ByteStream;
+
+mod enforced;
 
 pub const PROFILE: &str = "run-render-instance";
 
@@ -30,6 +34,8 @@ pub struct World {
     pub ec2: aws_sdk_ec2::Client,
     pub s3: aws_sdk_s3::Client,
     pub iam: aws_sdk_iam::Client,
+    /// Set by [`World::enforced`]: the test's principals at the IAM-enforcing proxy.
+    pub enforcement: Option<rtb_testkit::IamScope>,
 }
 
 impl World {
@@ -47,6 +53,7 @@ impl World {
             ec2: aws_sdk_ec2::Client::new(&config),
             s3,
             iam: aws_sdk_iam::Client::new(&config),
+            enforcement: None,
         };
         // The profile the client's preflight looks for; creating it twice is fine.
         let _ = w

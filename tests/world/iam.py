@@ -117,11 +117,14 @@ class Scope:
 
 
 def load_policy(name, values):
+    if ".." in name.split("/"):
+        raise iam_policy.PolicyError(f"no policy file {name} (a name, not a path)")
     if name.startswith("managed/"):
         path = os.path.join(MANAGED_DIR, name[len("managed/"):])
     else:
         path = os.path.join(policy_dir(), name)
-    if "/.." in path or not os.path.isfile(path):
+    path = os.path.normpath(path)
+    if not os.path.isfile(path):
         raise iam_policy.PolicyError(f"no policy file {name} ({path})")
     with open(path) as f:
         doc = json.load(f)

@@ -2,8 +2,8 @@
 # After the tests: fail (and list them) if anything of the test world is still running:
 # a container named ministack-ec2-* (an instance of this port's MiniStack) or rtb-job-*, an
 # instance MiniStack reports pending/running/stopping (account 000000000000, the default,
-# us-east-1), or a fault proxy (mitmdump running this checkout's tests/world/faults.py). No
-# test may leave an instance or a proxy running.
+# us-east-1), or a fault proxy (mitmdump running this checkout's tests/world/faults.py, other
+# than the world's IAM proxies). No test may leave an instance or a proxy running.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -24,9 +24,15 @@ while IFS='|' read -r name owner status; do
     found=1
 done < <(docker ps --format '{{.Names}}|{{.Label "ministack.instance"}}|{{.Status}}')
 
-# Fault proxies: each test's FaultProxy stops its mitmdump when dropped.
+# Fault proxies: each test's FaultProxy stops its mitmdump when dropped. The world's own
+# IAM proxies (setup.sh, .world/iam-proxy-PORT.pid) run until teardown.sh: not leftovers.
 addon=$REPO/tests/world/faults.py
+world_proxies=" "
+for f in "$REPO"/.world/iam-proxy-*.pid; do
+    [[ -f $f ]] && world_proxies+="$(cat "$f" 2>/dev/null) "
+done
 for proc in /proc/[0-9]*; do
+    [[ $world_proxies == *" ${proc#/proc/} "* ]] && continue
     cmd=$(tr '\0' ' ' 2>/dev/null <"$proc/cmdline") || continue
     case $cmd in
         *mitmdump*"$addon"*)

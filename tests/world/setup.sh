@@ -18,6 +18,12 @@ PORT=${RTB_WORLD_PORT:-45660}
 ENDPOINT=http://127.0.0.1:$PORT
 MOTO_PORT=${RTB_WORLD_MOTO_PORT:-45670}
 MOTO_URL=http://127.0.0.1:$MOTO_PORT
+# The IAM-enforcing proxies (tests/world/iam.py + faults.py in one mitmdump), long-lived, one
+# in front of MiniStack and one in front of moto. Instances reach AWS through the first.
+IAM_PORT=$((PORT + 2))
+IAM_URL=http://127.0.0.1:$IAM_PORT
+MOTO_IAM_PORT=$((PORT + 3))
+MOTO_IAM_URL=http://127.0.0.1:$MOTO_IAM_PORT
 
 # RTB_WORLD_IMAGE_PREFIX gives a second, independent set of images (e.g. to try a cold setup
 # on an engine whose rtb-world/* images others are using).
@@ -29,10 +35,14 @@ AMI_IMAGE=$PREFIX/ami:test
 
 # What instance containers get (docker-run style flags, parsed by MiniStack): the host's
 # Docker socket, so instances can start peer containers, and the endpoints/region, so the
-# SDK and the CLI inside an instance talk to MiniStack (IMDS included) as they would to AWS.
+# SDK and the CLI inside an instance talk to MiniStack (IMDS included) as they would to AWS,
+# through the IAM-enforcing proxy. RTB_WORLD_IMDS_BY_INSTANCE: the AMI's docker wrapper gives
+# each peer container the metadata endpoint $IAM_URL/_imds/<instance id>/, so the proxy knows
+# which instance the credentials it hands out belong to (tests/world/iam.py).
 EC2_FLAGS="-v /var/run/docker.sock:/var/run/docker.sock"
-EC2_FLAGS+=" -e AWS_EC2_METADATA_SERVICE_ENDPOINT=$ENDPOINT/"
-EC2_FLAGS+=" -e AWS_ENDPOINT_URL=$ENDPOINT"
+EC2_FLAGS+=" -e AWS_EC2_METADATA_SERVICE_ENDPOINT=$IAM_URL/"
+EC2_FLAGS+=" -e AWS_ENDPOINT_URL=$IAM_URL"
+EC2_FLAGS+=" -e RTB_WORLD_IMDS_BY_INSTANCE=$IAM_URL/_imds/"
 EC2_FLAGS+=" -e AWS_REGION=us-east-1 -e AWS_DEFAULT_REGION=us-east-1"
 
 # One line per step, with the seconds since setup started.
@@ -64,6 +74,9 @@ trap cleanup EXIT
 
 [[ $PORT =~ ^[0-9]+$ ]] || die "RTB_WORLD_PORT must be a port number, not '$PORT'"
 [[ $MOTO_PORT =~ ^[0-9]+$ ]] || die "RTB_WORLD_MOTO_PORT must be a port number, not '$MOTO_PORT'"
+for p in "$IAM_PORT" "$MOTO_IAM_PORT"; do
+    [[ $p != "$MOTO_PORT" ]] || die "RTB_WORLD_MOTO_PORT ($MOTO_PORT) collides with the IAM proxies' ports (RTB_WORLD_PORT+2, +3)"
+done
 mkdir -p "$WORLD"
 
 # Images are shared by every checkout on this Docker engine: one setup at a time.
@@ -396,6 +409,68 @@ else
     say "moto up on 127.0.0.1:$MOTO_PORT (pid $pid, log $moto_logfile)"
 fi
 
+# ── e3. The IAM-enforcing proxies: mitmdump with iam.py then faults.py, long-lived (until
+# teardown.sh), in front of MiniStack and of moto. Restarted when their addons changed (the
+# running one would keep the old evaluator). Tests register their principals with them
+# (crates/rtb-testkit's IamScope); calls with other keys pass unevaluated.
+iam_stamp=$(cat "$here/iam.py" "$here/iam_policy.py" "$here/iam_context.py" "$here/faults.py" |
+    sha256sum | cut -c1-16)
+iam_ping() {
+    if command -v curl >/dev/null 2>&1; then
+        curl -fsS --max-time 2 -o /dev/null "http://127.0.0.1:$1/_iam/ping" 2>/dev/null
+    else
+        "$VENV/bin/python" -c 'import sys, urllib.request
+urllib.request.urlopen(sys.argv[1], timeout=2).read()' "http://127.0.0.1:$1/_iam/ping" 2>/dev/null
+    fi
+}
+# start_iam_proxy LISTEN_PORT UPSTREAM WHAT
+start_iam_proxy() {
+    local port=$1 upstream=$2 what=$3 pidfile logfile stampfile pid
+    pidfile=$WORLD/iam-proxy-$port.pid
+    logfile=$WORLD/iam-proxy-$port.log
+    stampfile=$WORLD/iam-proxy-$port.stamp
+    pid=$(cat "$pidfile" 2>/dev/null || true)
+    if iam_ping "$port"; then
+        if [[ $(cat "$stampfile" 2>/dev/null) == "$iam_stamp" ]]; then
+            say "IAM proxy in front of $what up on 127.0.0.1:$port (pid ${pid:-?})"
+            return
+        fi
+        if [[ $pid =~ ^[0-9]+$ ]] && grep -qa "$here/iam.py" "/proc/$pid/cmdline" 2>/dev/null; then
+            say "restarting the IAM proxy on 127.0.0.1:$port (its addons changed)"
+            kill -TERM "$pid" 2>/dev/null || true
+            for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+        else
+            say "WARNING: 127.0.0.1:$port answers as an IAM proxy not started by this checkout"
+            return
+        fi
+    fi
+    say "starting the IAM proxy in front of $what on 127.0.0.1:$port"
+    (
+        cd "$WORLD"
+        export RTB_FAULTS_KEEP_CALLS=20000
+        nohup setsid "$FAULTS_VENV/bin/mitmdump" -q --mode "reverse:$upstream" \
+            --listen-host 127.0.0.1 --listen-port "$port" \
+            --set connection_strategy=lazy --set keep_host_header=true \
+            --set "confdir=$FAULTS_CONFDIR" -s "$here/iam.py" -s "$here/faults.py" \
+            </dev/null >>"$logfile" 2>&1 9>&- &
+        echo "$!" >"$pidfile"
+    )
+    pid=$(cat "$pidfile")
+    for _ in $(seq 1 120); do
+        iam_ping "$port" && break
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.5
+    done
+    if ! iam_ping "$port"; then
+        tail -n 30 "$logfile" >&2
+        die "the IAM proxy did not answer on 127.0.0.1:$port (log: $logfile)"
+    fi
+    printf '%s\n' "$iam_stamp" >"$stampfile"
+    say "IAM proxy up on 127.0.0.1:$port (pid $pid, log $logfile)"
+}
+start_iam_proxy "$IAM_PORT" "$ENDPOINT" MiniStack
+start_iam_proxy "$MOTO_IAM_PORT" "$MOTO_URL" moto
+
 # ── f. The env file ─────────────────────────────────────────────────────────────────────────
 cat >"$WORLD/env.tmp" <<EOF
 # Written by tests/world/setup.sh: source it to talk to the test world.
@@ -414,6 +489,10 @@ export RTB_WORLD_FAULTS_CONFDIR=$FAULTS_CONFDIR
 # moto (AWS Batch with real containers; tests/aws_batch.rs). Not AWS_ENDPOINT_URL: point a
 # client at it explicitly.
 export RTB_WORLD_MOTO_URL=$MOTO_URL
+# The IAM-enforcing proxies (tests/world/iam.py; crates/rtb-testkit's IamScope registers
+# principals with them): in front of MiniStack (instances use it too) and in front of moto.
+export RTB_WORLD_IAM_URL=$IAM_URL
+export RTB_WORLD_MOTO_IAM_URL=$MOTO_IAM_URL
 # The venv's bin goes last: aws and s5cmd resolve, the system python is not shadowed.
 case ":\$PATH:" in
     *":$VENV/bin:"*) ;;

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Stop the test world: MiniStack (when this checkout started it: .world/ministack.pid), moto
-# (.world/moto.pid), the
+# (.world/moto.pid), the IAM proxies (.world/iam-proxy-PORT.pid), the
 # instance containers MiniStack made for this port (ministack-ec2-*), the containers
 # tests start (name rtb-job-*, or label rtb-world=1), and any fault proxy left running
 # (mitmdump with this checkout's tests/world/faults.py). Idempotent.
@@ -70,6 +70,17 @@ else
     say "moto not running from this checkout"
 fi
 rm -f "$pidfile"
+
+# The world's IAM proxies (setup.sh started them: .world/iam-proxy-PORT.pid).
+for port in $((PORT + 2)) $((PORT + 3)); do
+    pidfile=$WORLD/iam-proxy-$port.pid
+    pid=$(cat "$pidfile" 2>/dev/null || true)
+    if [[ $pid =~ ^[0-9]+$ ]] && grep -qa "$REPO/tests/world/iam.py" "/proc/$pid/cmdline" 2>/dev/null; then
+        kill -TERM "$pid" 2>/dev/null || true
+        say "IAM proxy stopped (pid $pid, port $port)"
+    fi
+    rm -f "$pidfile" "$WORLD/iam-proxy-$port.stamp"
+done
 
 # Fault proxies a test left behind (each FaultProxy normally stops its own), by pid.
 addon=$REPO/tests/world/faults.py

@@ -19,10 +19,29 @@
 //!
 //! Each test starts its own proxy: start-up is mitmdump's (about 1 s on an idle 2-core
 //! machine, more under load). tests/world/README.md ("Fault injection") has the rule format.
+//!
+//! [`IamScope`] registers a test's principals (a client key, the instances it launches, a key
+//! for AWS Batch jobs) with the world's long-lived IAM-enforcing proxies (tests/world/iam.py,
+//! started by setup.sh): every call they sign is evaluated against the shipped `ami/iam/`
+//! policies, a refused one gets AWS's error, and [`IamScope::denials`] lists them.
+//!
+//! ```no_run
+//! use rtb_testkit::IamScope;
+//!
+//! let iam = IamScope::new();
+//! iam.allow_output_bucket("my-renders");
+//! // ... run the client with iam.client_env() (keys and AWS_ENDPOINT_URL) ...
+//! iam.assert_no_denials();
+//! ```
+//!
+//! To combine both, start a [`FaultProxy`] in front of [`IamScope::endpoint`]
+//! (`FaultProxy::start_for(&iam.endpoint())`) and point the client at the fault proxy.
 
 mod control;
+mod iam;
 mod proxy;
 mod rule;
 
+pub use iam::{Credentials, Denial, IamScope, ScopeSetup};
 pub use proxy::{Call, FaultProxy};
 pub use rule::Rule;

@@ -34,6 +34,9 @@ pub struct Call {
     pub status: Option<u16>,
     /// The fault kind applied (`"throttle"`, `"drop_response"`...), `None` when untouched.
     pub fault: Option<String>,
+    /// Why the IAM proxy refused it (`principal action on resource: reason`), when it did
+    /// (only proxies that also run tests/world/iam.py refuse calls).
+    pub denied: Option<String>,
 }
 
 /// A fault-injection proxy in front of MiniStack, on a free port of 127.0.0.1. Dropping it
@@ -347,6 +350,16 @@ fn parse_call(v: &Value) -> Call {
             .and_then(Value::as_u64)
             .and_then(|s| u16::try_from(s).ok()),
         fault: v.get("fault").and_then(Value::as_str).map(str::to_string),
+        denied: v.get("denied").filter(|d| d.is_object()).map(|d| {
+            let t = |k: &str| d.get(k).and_then(Value::as_str).unwrap_or("");
+            format!(
+                "{} {} on {}: {}",
+                t("principal"),
+                t("action"),
+                t("resource"),
+                t("reason")
+            )
+        }),
     }
 }
 

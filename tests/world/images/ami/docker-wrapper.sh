@@ -9,6 +9,7 @@
 # and when the instance's PID 1 ends (TerminateInstances, or rtb-deadline) the kernel kills
 # the peer too (exit 137). `--init` is dropped: the peer is not PID 1 of its namespace, so an
 # init of its own would reap nothing. Every other command is passed through unchanged.
+# In the test world, the peer's instance metadata endpoint names the instance (see below).
 set -euo pipefail
 
 real=/usr/bin/docker.real
@@ -57,6 +58,17 @@ fi
 
 id=$(instance_container)
 out=("${args[@]:0:i}" --pid "container:$id")
+
+# The test world's IAM proxy (tests/world/iam.py) tells instances apart by the metadata
+# endpoint their containers use: with RTB_WORLD_IMDS_BY_INSTANCE=<proxy>/_imds/ set (setup.sh
+# does), a peer started with a bare `-e AWS_EC2_METADATA_SERVICE_ENDPOINT` gets
+# <proxy>/_imds/<this instance's id>/, and the credentials it fetches there are the instance's.
+if [[ -n ${RTB_WORLD_IMDS_BY_INSTANCE:-} ]]; then
+    iid=$("$real" inspect -f '{{index .Config.Labels "instance_id"}}' "$id" 2>/dev/null || true)
+    if [[ $iid =~ ^i-[0-9a-zA-Z]+$ ]]; then
+        export AWS_EC2_METADATA_SERVICE_ENDPOINT="${RTB_WORLD_IMDS_BY_INSTANCE}${iid}/"
+    fi
+fi
 
 # `run` options up to the image name: drop --init, keep everything else (and every word
 # from the image on, so a command's own `--init` is left alone).
