@@ -1,6 +1,8 @@
 //! `run-render` end to end on the emulator: real instances (containers) booted from a
 //! registered image, SSM Run Command, the rtb-support image with the runner and Octave
 //! started as a peer through the host's Docker, S3 for inputs, outputs and the live log.
+//! Every test runs the client and its instances under the shipped IAM policies
+//! (`World::enforced`: client-policy.json, the instance role) and fails on a refused call.
 
 mod common;
 
@@ -36,9 +38,9 @@ struct ContainerJob {
 
 impl ContainerJob {
     async fn new(name: &str, command: &str, extra: &[&str]) -> ContainerJob {
-        let w = World::new().await;
+        let w = World::enforced().await;
         let ami = w.test_ami().await;
-        let out = w.bucket(&format!("e2e-{name}")).await;
+        let out = w.output_bucket(&format!("e2e-{name}")).await;
         let job_id = unique(name);
         let image = support_image();
         let output = format!("s3://{out}/out");
@@ -58,7 +60,7 @@ impl ContainerJob {
 
     fn spawn(&self) -> Watched {
         let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
-        Watched::spawn(run_render(&args))
+        Watched::spawn(self.w.run_render(&args))
     }
 
     /// An output file's bytes, below the job's output prefix.
@@ -79,10 +81,10 @@ async fn assert_terminated(w: &World, job_id: &str) {
 
 #[tokio::test]
 async fn job_streams_its_log_writes_outputs_and_terminates() {
-    let w = World::new().await;
+    let w = World::enforced().await;
     let ami = w.test_ami().await;
-    let inb = w.bucket("e2e-in").await;
-    let outb = w.bucket("e2e-out").await;
+    let inb = w.input_bucket("e2e-in").await;
+    let outb = w.output_bucket("e2e-out").await;
     w.put(&inb, "scene/size.txt", "640 480").await;
     let job_id = unique("ok");
     let image = support_image();
@@ -96,7 +98,7 @@ async fn job_streams_its_log_writes_outputs_and_terminates() {
         fid = fopen(fullfile(getenv('OUTPUT_SCRATCH'), 'render.txt'), 'w'); fprintf(fid, '%d', prod(s)); fclose(fid);";
     args.extend(["--input", &input, "--output", &output, "--command", command]);
 
-    let mut run = Watched::spawn(run_render(&args));
+    let mut run = Watched::spawn(w.run_render(&args));
     let first = run.wait_for("tick 1 of 640x480", Duration::from_secs(90));
     let first = first.unwrap_or_else(|| {
         panic!(
@@ -138,6 +140,7 @@ async fn job_streams_its_log_writes_outputs_and_terminates() {
     assert_eq!(result["outcome"], "succeeded");
     assert!(done.stderr().contains("terminated"), "{}", done.stderr());
     assert_terminated(&w, &job_id).await;
+    w.assert_no_denials();
 }
 
 #[tokio::test]
@@ -166,6 +169,7 @@ async fn failing_job_exits_non_zero_keeps_its_log_and_terminates() {
         "{log}"
     );
     assert_terminated(&job.w, &job.job_id).await;
+    job.w.assert_no_denials();
 }
 
 #[tokio::test]
@@ -191,11 +195,12 @@ async fn ctrl_c_stops_the_job_saves_outputs_and_terminates() {
         done.all()
     );
     assert_terminated(&job.w, &job.job_id).await;
+    job.w.assert_no_denials();
 }
 
 #[tokio::test]
 async fn agent_never_online_is_a_clear_error_and_the_instance_is_terminated() {
-    let w = World::new().await;
+    let w = World::enforced().await;
     let ami = w.no_agent_ami().await;
     let job_id = unique("noagent");
     let image = support_image();
@@ -203,7 +208,7 @@ async fn agent_never_online_is_a_clear_error_and_the_instance_is_terminated() {
     let at = args.iter().position(|a| *a == "--agent-timeout").unwrap();
     args[at + 1] = "3s";
     args.extend(["--command", "ver"]);
-    let done = Watched::spawn(run_render(&args)).finish(Duration::from_secs(60));
+    let done = Watched::spawn(w.run_render(&args)).finish(Duration::from_secs(60));
     assert_eq!(done.code, Some(67), "{}", done.all());
     assert!(
         done.stderr().contains("did not come online within"),
@@ -215,6 +220,7 @@ async fn agent_never_online_is_a_clear_error_and_the_instance_is_terminated() {
         "the checklist is printed"
     );
     assert_terminated(&w, &job_id).await;
+    w.assert_no_denials();
 }
 
 #[tokio::test]
@@ -233,14 +239,15 @@ async fn command_past_its_timeout_is_stopped_and_terminated() {
         "log kept after a timeout"
     );
     assert_terminated(&job.w, &job.job_id).await;
+    job.w.assert_no_denials();
 }
 
 #[tokio::test]
 async fn shell_mode_passes_the_exit_code_and_shows_ssm_output() {
-    let w = World::new().await;
+    let w = World::enforced().await;
     let ami = w.test_ami().await;
     let job_id = unique("shell");
-    let done = Watched::spawn(run_render(&[
+    let done = Watched::spawn(w.run_render(&[
         "--ami",
         &ami,
         "--job-id",
@@ -252,14 +259,15 @@ async fn shell_mode_passes_the_exit_code_and_shows_ssm_output() {
     assert_eq!(done.code, Some(3), "{}", done.all());
     assert!(done.stdout().contains("hello from "), "{}", done.all());
     assert_terminated(&w, &job_id).await;
+    w.assert_no_denials();
 }
 
 #[tokio::test]
 async fn keep_leaves_the_instance_running_and_says_how_to_reach_it() {
-    let w = World::new().await;
+    let w = World::enforced().await;
     let ami = w.test_ami().await;
     let job_id = unique("keep");
-    let done = Watched::spawn(run_render(&[
+    let done = Watched::spawn(w.run_render(&[
         "--ami", &ami, "--job-id", &job_id, "--shell", "true", "--keep",
     ]))
     .finish(Duration::from_secs(60));
@@ -276,14 +284,15 @@ async fn keep_leaves_the_instance_running_and_says_how_to_reach_it() {
         "{}",
         done.stderr()
     );
+    w.assert_no_denials();
 }
 
 /// Bad input is refused before anything is launched.
 #[tokio::test]
 async fn bad_input_launches_nothing() {
-    let w = World::new().await;
+    let w = World::enforced().await;
     let ami = w.test_ami().await;
-    let outb = w.bucket("e2e-bad").await;
+    let outb = w.output_bucket("e2e-bad").await;
     let good_out = format!("s3://{outb}/x");
     let cases: Vec<(Vec<String>, i32, &str)> = vec![
         (
@@ -335,27 +344,13 @@ async fn bad_input_launches_nothing() {
             65,
             "--output: s3://no-such-bucket-e2e/x: bucket 'no-such-bucket-e2e' does not exist",
         ),
-        (
-            vec![
-                "--ami".into(),
-                ami.clone(),
-                "--command".into(),
-                "ver".into(),
-                "--output".into(),
-                good_out.clone(),
-                "--iam-profile".into(),
-                "no-such-profile".into(),
-            ],
-            65,
-            "instance profile 'no-such-profile' does not exist",
-        ),
     ];
     for (args, code, message) in cases {
         let job_id = unique("bad");
         let mut all = args.clone();
         all.extend(["--job-id".to_string(), job_id.clone()]);
         let refs: Vec<&str> = all.iter().map(String::as_str).collect();
-        let out = run_render(&refs).output().expect("run");
+        let out = w.run_render(&refs).output().expect("run");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
         assert!(stderr.contains(message), "{args:?}: {stderr}");
@@ -364,23 +359,76 @@ async fn bad_input_launches_nothing() {
             "{args:?} launched something"
         );
     }
-    // A job id whose records folder is already used is refused: its log would mix with the
-    // earlier run's.
-    let reused = unique("reused");
-    w.put(&outb, &format!("x/_rtb-job/{reused}/result.json"), "{}")
-        .await;
-    let out = run_render(&[
+    // An instance profile the client policy does not name: IAM refuses even to look it up,
+    // as on AWS (the policy's INSTANCE_ROLE_NAME is run-render-instance).
+    let no_profile = [
         "--ami",
         &ami,
         "--command",
         "ver",
         "--output",
         &good_out,
-        "--job-id",
-        &reused,
-    ])
-    .output()
-    .expect("run");
+        "--iam-profile",
+        "no-such-profile",
+    ];
+    let job_id = unique("bad");
+    let out = w
+        .run_render(&[&no_profile[..], &["--job-id", &job_id]].concat())
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(65), "{stderr}");
+    assert!(
+        stderr.contains(
+            "not authorized to perform: iam:GetInstanceProfile on resource: \
+             arn:aws:iam::000000000000:instance-profile/no-such-profile"
+        ),
+        "{stderr}"
+    );
+    assert!(w.instances_of(&job_id).await.is_empty());
+    let refused: Vec<String> = w
+        .scope()
+        .take_denials()
+        .iter()
+        .map(|d| d.action.clone())
+        .collect();
+    assert_eq!(refused, ["iam:GetInstanceProfile"]);
+    // A lab whose policy names that profile, which does not exist: the client says so.
+    w.scope()
+        .update(|s| s.instance_role = "no-such-profile".into());
+    let job_id = unique("bad");
+    let out = w
+        .run_render(&[&no_profile[..], &["--job-id", &job_id]].concat())
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(65), "{stderr}");
+    assert!(
+        stderr.contains("instance profile 'no-such-profile' does not exist"),
+        "{stderr}"
+    );
+    assert!(w.instances_of(&job_id).await.is_empty());
+    w.scope()
+        .update(|s| s.instance_role = common::PROFILE.into());
+
+    // A job id whose records folder is already used is refused: its log would mix with the
+    // earlier run's.
+    let reused = unique("reused");
+    w.put(&outb, &format!("x/_rtb-job/{reused}/result.json"), "{}")
+        .await;
+    let out = w
+        .run_render(&[
+            "--ami",
+            &ami,
+            "--command",
+            "ver",
+            "--output",
+            &good_out,
+            "--job-id",
+            &reused,
+        ])
+        .output()
+        .expect("run");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(65), "{stderr}");
     assert!(
@@ -390,7 +438,8 @@ async fn bad_input_launches_nothing() {
     assert!(w.instances_of(&reused).await.is_empty());
 
     // Container settings with --shell are refused, not silently dropped.
-    let out = run_render(&["--ami", &ami, "--shell", "true", "--output", &good_out])
+    let out = w
+        .run_render(&["--ami", &ami, "--shell", "true", "--output", &good_out])
         .output()
         .expect("run");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -398,7 +447,8 @@ async fn bad_input_launches_nothing() {
     assert!(stderr.contains("cannot be used with"), "{stderr}");
 
     // With --json, scripts get a JSON document even for input refused before any call.
-    let out = run_render(&["--ami", "ami-0123456789abcdef0", "--json"])
+    let out = w
+        .run_render(&["--ami", "ami-0123456789abcdef0", "--json"])
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(2));
@@ -411,27 +461,29 @@ async fn bad_input_launches_nothing() {
             .starts_with("--command: is required"),
         "{doc}"
     );
+    w.assert_no_denials();
 }
 
 #[tokio::test]
 async fn dry_run_prints_the_plan_and_script_and_launches_nothing() {
-    let w = World::new().await;
+    let w = World::enforced().await;
     let ami = w.test_ami().await;
     let job_id = unique("dry");
-    let out = run_render(&[
-        "--ami",
-        &ami,
-        "--job-id",
-        &job_id,
-        "--command",
-        "render('it''s $(rm -rf /)')",
-        "--output",
-        "s3://any-bucket/x",
-        "--dry-run",
-        "--json",
-    ])
-    .output()
-    .expect("run");
+    let out = w
+        .run_render(&[
+            "--ami",
+            &ami,
+            "--job-id",
+            &job_id,
+            "--command",
+            "render('it''s $(rm -rf /)')",
+            "--output",
+            "s3://any-bucket/x",
+            "--dry-run",
+            "--json",
+        ])
+        .output()
+        .expect("run");
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -452,6 +504,8 @@ async fn dry_run_prints_the_plan_and_script_and_launches_nothing() {
         w.instances_of(&job_id).await.is_empty(),
         "dry run launched something"
     );
+    // A dry run may make no call at all: nothing to have been evaluated.
+    w.scope().assert_no_denials();
 }
 
 async fn wait_terminated(w: &World, job_id: &str, limit: Duration) -> Vec<(String, String)> {
@@ -496,16 +550,17 @@ async fn second_ctrl_c_exits_at_once_after_requesting_termination() {
         instances.iter().all(|i| i.1 == "terminated"),
         "{instances:?}"
     );
+    job.w.assert_no_denials();
 }
 
 /// The client is killed outright (no chance to clean up): the instance's own deadline
 /// (timeout + margin, armed on the instance) ends it anyway.
 #[tokio::test]
 async fn instance_ends_itself_at_its_deadline_when_the_client_is_killed() {
-    let w = World::new().await;
+    let w = World::enforced().await;
     let ami = w.test_ami().await;
     let job_id = unique("orphan");
-    let mut run = Watched::spawn(run_render(&[
+    let mut run = Watched::spawn(w.run_render(&[
         "--ami",
         &ami,
         "--job-id",
@@ -533,6 +588,7 @@ async fn instance_ends_itself_at_its_deadline_when_the_client_is_killed() {
         instances.iter().all(|i| i.1 == "terminated"),
         "the deadline did not end it: {instances:?}"
     );
+    w.assert_no_denials();
 }
 
 /// Output to a closed pipe (`run-render --dry-run | head -c0`) is one line and exit 2, not
