@@ -1,6 +1,8 @@
 //! The subcommands end to end on the emulator: `run --detach` and a job nobody watches,
 //! `status`, `logs`, `stop`, `attach`, `cleanup`, a lost instance, a crashed client.
-//! Each test has a registry of its own (XDG_STATE_HOME) and an owner of its own (USER).
+//! Each test has a registry of its own (XDG_STATE_HOME) and an owner of its own (USER), and
+//! runs the client and its instances under the shipped IAM policies (`World::enforced`),
+//! failing on a refused call.
 
 mod common;
 
@@ -9,23 +11,28 @@ use std::time::{Duration, Instant};
 
 use common::{run_render, support_image, unique, Watched, World};
 
-/// A test's own workstation: its registry folder and its user name.
+/// A test's own workstation: its registry folder and its user name, and the world's client
+/// principal (its keys and the IAM proxy as endpoint).
 struct Desk {
     state: tempfile::TempDir,
     user: String,
+    env: Vec<(&'static str, String)>,
 }
 
 impl Desk {
-    fn new() -> Desk {
+    fn new(w: &World) -> Desk {
         Desk {
             state: tempfile::tempdir().expect("tmp"),
             user: unique("user"),
+            env: w.scope().client_env(),
         }
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
         let mut c = run_render(args);
-        c.env("XDG_STATE_HOME", self.state.path())
+        c.envs(self.env.iter().cloned())
+            .env_remove("AWS_SESSION_TOKEN")
+            .env("XDG_STATE_HOME", self.state.path())
             .env("USER", &self.user);
         c
     }
@@ -63,7 +70,7 @@ impl Desk {
 /// A container job's flags on the test AMI with Octave, its output under `s3://<out>/o`.
 async fn job(w: &World, name: &str, command: &str) -> (Vec<String>, String, String) {
     let ami = w.test_ami().await;
-    let out = w.bucket(name).await;
+    let out = w.output_bucket(name).await;
     let job_id = unique(name);
     let args = [
         "--ami",
@@ -110,8 +117,8 @@ const TICKING: &str = "for i = 1:8, printf('tick %d\\n', i); pause(1); end; \
 /// instance ends itself within a minute of the job's end.
 #[tokio::test]
 async fn a_detached_job_runs_to_its_end_alone_and_its_instance_ends_itself() {
-    let w = World::new().await;
-    let desk = Desk::new();
+    let w = World::enforced().await;
+    let desk = Desk::new(&w);
     let (mut args, job_id, out) = job(&w, "det", TICKING).await;
     args.insert(0, "run".into());
     args.push("--detach".into());
@@ -168,7 +175,7 @@ async fn a_detached_job_runs_to_its_end_alone_and_its_instance_ends_itself() {
         );
     }
     // From a machine that never saw the job: S3 and tags alone.
-    let other = Desk::new();
+    let other = Desk::new(&w);
     let output = format!("s3://{out}/o");
     let (code, out_json, err) = other.out(&["status", &job_id, "--output", &output, "--json"]);
     assert_eq!(code, Some(0), "{err}");
@@ -177,14 +184,15 @@ async fn a_detached_job_runs_to_its_end_alone_and_its_instance_ends_itself() {
     let (code, log, _) = other.out(&["logs", &job_id, "--output", &output]);
     assert_eq!(code, Some(0));
     assert!(log.contains("tick 8"), "{log}");
+    w.assert_no_denials();
 }
 
 /// `stop` on a running detached job: the runner saves what it has, the instance is
 /// terminated and confirmed.
 #[tokio::test]
 async fn stop_saves_a_detached_jobs_partial_outputs_and_terminates() {
-    let w = World::new().await;
-    let desk = Desk::new();
+    let w = World::enforced().await;
+    let desk = Desk::new(&w);
     let command = "fid = fopen(fullfile(getenv('OUTPUT_SCRATCH'), 'partial.txt'), 'w'); fprintf(fid, 'half'); fclose(fid); \
         disp(['long render ' 'started']); pause(300);";
     let (mut args, job_id, out) = job(&w, "stop", command).await;
@@ -214,13 +222,14 @@ async fn stop_saves_a_detached_jobs_partial_outputs_and_terminates() {
         "{instances:?}"
     );
     assert_eq!(desk.status(&job_id)["state"], "interrupted");
+    w.assert_no_denials();
 }
 
 /// `attach` follows a detached job to its end, with its log, and terminates the instance.
 #[tokio::test]
 async fn attach_follows_a_detached_job_to_its_end_and_terminates_it() {
-    let w = World::new().await;
-    let desk = Desk::new();
+    let w = World::enforced().await;
+    let desk = Desk::new(&w);
     let (mut args, job_id, out) = job(&w, "att", TICKING).await;
     args.push("--detach".into());
     args.push("--keep".into());
@@ -241,13 +250,14 @@ async fn attach_follows_a_detached_job_to_its_end_and_terminates_it() {
         instances[0].1, "terminated",
         "attach ends even a --keep job's instance"
     );
+    w.assert_no_denials();
 }
 
 /// An instance terminated from outside, with its job unfinished, is `lost`.
 #[tokio::test]
 async fn an_instance_terminated_from_outside_shows_as_lost() {
-    let w = World::new().await;
-    let desk = Desk::new();
+    let w = World::enforced().await;
+    let desk = Desk::new(&w);
     let (mut args, job_id, _) =
         job(&w, "lost", "disp(['long render ' 'started']); pause(300);").await;
     args.push("--detach".into());
@@ -265,15 +275,16 @@ async fn an_instance_terminated_from_outside_shows_as_lost() {
             .contains("terminated"),
         "{row}"
     );
+    w.assert_no_denials();
 }
 
 /// `cleanup` ends a `--keep` instance whose job finished, and leaves alone another owner's
 /// finished `--keep` instance and an instance without our tags.
 #[tokio::test]
 async fn cleanup_ends_finished_kept_instances_and_only_its_owners() {
-    let w = World::new().await;
-    let desk = Desk::new();
-    let other = Desk::new();
+    let w = World::enforced().await;
+    let desk = Desk::new(&w);
+    let other = Desk::new(&w);
     let (mut mine, my_job, _) = job(&w, "cln", "disp('done')").await;
     mine.push("--keep".into());
     let (code, _, err) = desk.out(&refs(&mine));
@@ -331,6 +342,7 @@ async fn cleanup_ends_finished_kept_instances_and_only_its_owners() {
     );
     w.terminate(&theirs_id).await;
     w.terminate(&stranger).await;
+    w.assert_no_denials();
 }
 
 /// The client is killed -9 while its launch is under way (its answer never came back):
@@ -338,9 +350,10 @@ async fn cleanup_ends_finished_kept_instances_and_only_its_owners() {
 #[tokio::test]
 async fn a_launch_whose_client_was_killed_is_found_by_status_and_ended_by_cleanup() {
     use rtb_testkit::{FaultProxy, Rule};
-    let w = World::new().await;
-    let desk = Desk::new();
-    let proxy = FaultProxy::start();
+    let w = World::enforced().await;
+    let desk = Desk::new(&w);
+    // Faults between the client and the IAM proxy: both at once.
+    let proxy = FaultProxy::start_for(&w.scope().endpoint());
     // The launch is carried out, its answer lost, and every lookup hangs: the client is
     // stuck right after RunInstances, not knowing its instance.
     proxy.add(Rule::on("RunInstances").drop_response());
@@ -367,8 +380,8 @@ async fn a_launch_whose_client_was_killed_is_found_by_status_and_ended_by_cleanu
     let instances = w.instances_of(&job_id).await;
     assert_eq!(instances.len(), 1, "{instances:?}");
     let id = instances[0].0.clone();
-    let ministack = common::endpoint();
-    let (code, out, err) = desk.out(&["status", "--endpoint-url", &ministack, "--json"]);
+    let enforced = w.scope().endpoint();
+    let (code, out, err) = desk.out(&["status", "--endpoint-url", &enforced, "--json"]);
     assert_eq!(code, Some(0), "{err}");
     let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(rows[0]["job_id"], job_id.as_str(), "{rows}");
@@ -381,7 +394,7 @@ async fn a_launch_whose_client_was_killed_is_found_by_status_and_ended_by_cleanu
     let (code, _, err) = desk.out(&[
         "cleanup",
         "--endpoint-url",
-        &ministack,
+        &enforced,
         "--older-than",
         "0s",
         "--yes",
@@ -389,4 +402,5 @@ async fn a_launch_whose_client_was_killed_is_found_by_status_and_ended_by_cleanu
     assert_eq!(code, Some(0), "{err}");
     assert!(err.contains(&format!("terminate {id}")), "{err}");
     assert_eq!(w.state_of(&id).await, "terminated");
+    w.assert_no_denials();
 }
