@@ -289,3 +289,129 @@ async fn the_instance_cannot_read_an_object_outside_its_input_buckets() {
     );
     w.assert_no_denials();
 }
+
+async fn sdk_config(key_id: &str, secret: &str, endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            key_id, secret, None, None, "test",
+        ))
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .load()
+        .await
+}
+
+fn s3_of(config: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(config)
+            .force_path_style(true)
+            .build(),
+    )
+}
+
+/// In front of moto: the client under client-batch-policy.json (SubmitJob only to its queue)
+/// and an AWS Batch job, with the scope's job key (what `RUN_RENDER_TEST_JOB_CREDENTIALS`
+/// gives jobs), under the compute environment's instance role: it writes the output bucket but
+/// cannot read it (the batch manifest's case), and reads the input bucket.
+#[tokio::test]
+async fn aws_batch_calls_and_jobs_are_enforced_in_front_of_moto() {
+    use aws_sdk_s3::error::ProvideErrorMetadata;
+    use aws_sdk_s3::primitives::ByteStream;
+    use rtb_testkit::{IamScope, ScopeSetup};
+
+    let moto = std::env::var("RTB_WORLD_MOTO_URL").expect("RTB_WORLD_MOTO_URL: source .world/env");
+    let world = s3_of(&sdk_config("test", "test", &moto).await);
+    let (inb, outb) = (unique("iam-bin"), unique("iam-bout"));
+    for b in [&inb, &outb] {
+        world
+            .create_bucket()
+            .bucket(b)
+            .send()
+            .await
+            .expect("bucket");
+    }
+    world
+        .put_object()
+        .bucket(&inb)
+        .key("scene/a.txt")
+        .body(ByteStream::from_static(b"a"))
+        .send()
+        .await
+        .expect("put");
+    let queue = unique("rtbq");
+    let scope = IamScope::with(ScopeSetup {
+        queue: queue.clone(),
+        input_buckets: vec![inb.clone()],
+        output_buckets: vec![outb.clone()],
+        ..ScopeSetup::default()
+    });
+    let endpoint = scope
+        .moto_endpoint()
+        .expect("the world has a moto IAM proxy");
+
+    let creds = scope.batch_job_credentials();
+    let (key, secret) = creds.split_once(':').expect("KEYID:SECRET");
+    let job = s3_of(&sdk_config(key, secret, &endpoint).await);
+    job.put_object()
+        .bucket(&outb)
+        .key("rows/1/out.txt")
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .expect("a job writes its output bucket");
+    job.get_object()
+        .bucket(&inb)
+        .key("scene/a.txt")
+        .send()
+        .await
+        .expect("a job reads its input bucket");
+    let err = job
+        .get_object()
+        .bucket(&outb)
+        .key("rows/1/out.txt")
+        .send()
+        .await
+        .expect_err("a job cannot read its output bucket");
+    assert_eq!(err.code(), Some("AccessDenied"), "{err:?}");
+
+    let client = scope.client();
+    let config = sdk_config(&client.key_id, &client.secret, &endpoint).await;
+    let batch = aws_sdk_batch::Client::new(&config);
+    batch
+        .describe_job_queues()
+        .send()
+        .await
+        .expect("DescribeJobQueues is allowed");
+    let err = batch
+        .submit_job()
+        .job_name("b-1")
+        .job_queue("someone-elses-queue")
+        .job_definition("run-render-x")
+        .send()
+        .await
+        .expect_err("another queue is refused");
+    assert_eq!(err.code(), Some("AccessDeniedException"), "{err:?}");
+    // Its own queue is allowed: moto answers (the queue does not exist there).
+    let err = batch
+        .submit_job()
+        .job_name("b-1")
+        .job_queue(&queue)
+        .job_definition("run-render-x")
+        .send()
+        .await
+        .expect_err("no such queue in moto");
+    assert_ne!(err.code(), Some("AccessDeniedException"), "{err:?}");
+
+    let denials = scope.take_denials();
+    let seen: Vec<(&str, &str)> = denials
+        .iter()
+        .map(|d| (d.principal.as_str(), d.action.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [("batch-job", "s3:GetObject"), ("client", "batch:SubmitJob")],
+        "{denials:?}"
+    );
+    assert!(scope.evaluated("batch-job") >= 3 && scope.evaluated("client") >= 3);
+    scope.assert_no_denials();
+}

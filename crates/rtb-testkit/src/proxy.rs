@@ -72,19 +72,21 @@ impl FaultProxy {
             "FaultProxy::start_for: upstream must be http://127.0.0.1:PORT, not {upstream:?}"
         );
         let mitmdump = mitmdump_path();
-        let addon = addon_path();
-        assert!(
-            addon.is_file(),
-            "FaultProxy: the addon {} is missing",
-            addon.display()
-        );
+        let addons = addon_paths();
+        for addon in &addons {
+            assert!(
+                addon.is_file(),
+                "FaultProxy: the addon {} is missing",
+                addon.display()
+            );
+        }
         let (confdir, scratch_confdir) = confdir();
         let mut last_log = String::new();
         for _ in 0..PORT_ATTEMPTS {
             let port = free_port();
             let log =
                 std::env::temp_dir().join(format!("rtb-faults-{}-{port}.log", std::process::id()));
-            let child = spawn(&mitmdump, &addon, &upstream, port, &confdir, &log);
+            let child = spawn(&mitmdump, &addons, &upstream, port, &confdir, &log);
             let mut proxy = FaultProxy {
                 child,
                 addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
@@ -243,7 +245,7 @@ impl Drop for FaultProxy {
 
 fn spawn(
     mitmdump: &Path,
-    addon: &Path,
+    addons: &[PathBuf],
     upstream: &str,
     port: u16,
     confdir: &Path,
@@ -264,8 +266,7 @@ fn spawn(
         .args(["--set", "connection_strategy=lazy"])
         .args(["--set", "keep_host_header=true"])
         .args(["--set", &format!("confdir={}", confdir.display())])
-        .arg("-s")
-        .arg(addon)
+        .args(addons.iter().flat_map(|a| [Path::new("-s"), a.as_path()]))
         .env("RTB_FAULTS_PARENT_PID", std::process::id().to_string())
         .stdin(Stdio::null())
         .stdout(out)
@@ -285,10 +286,19 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// The addons each proxy loads, in order (tests/world/). Another addon (rate limits,
+/// prices...) goes in this list.
+const ADDONS: &[&str] = &["faults.py"];
+
 /// Canonical, so tests/world/leftovers.sh recognises this checkout's proxies by their command line.
-fn addon_path() -> PathBuf {
-    let path = repo_root().join("tests/world/faults.py");
-    std::fs::canonicalize(&path).unwrap_or(path)
+fn addon_paths() -> Vec<PathBuf> {
+    ADDONS
+        .iter()
+        .map(|name| {
+            let path = repo_root().join("tests/world").join(name);
+            std::fs::canonicalize(&path).unwrap_or(path)
+        })
+        .collect()
 }
 
 /// `$RTB_WORLD_MITMDUMP`, else the fault venv next to `$RTB_WORLD_VENV`, else the repo's.
