@@ -102,14 +102,18 @@ docker run --rm --network host --entrypoint bash $RTB_WORLD_SUPPORT_IMAGE -c '
   exec 3<>/dev/tcp/127.0.0.1/$PORT
   printf \"GET /_ministack/health HTTP/1.0\\r\\nHost: x\\r\\n\\r\\n\" >&3
   head -n 1 <&3'
-docker run --rm --network host $RTB_WORLD_SUPPORT_IMAGE >/dev/null 2>&1; echo runner-exit=\$?"
+docker run --rm --network host $RTB_WORLD_SUPPORT_IMAGE >/dev/null 2>&1; echo runner-exit=\$?
+docker run --rm --network host -e AWS_EC2_METADATA_SERVICE_ENDPOINT --entrypoint sh $RTB_WORLD_SUPPORT_IMAGE -c 'echo peer-imds=\$AWS_EC2_METADATA_SERVICE_ENDPOINT'"
 t0=$SECONDS
 out=$(wait_command "$i1" "$(send "$i1" "$script")")
 printf '%s\n' "$out" | sed 's/^/smoke:      | /'
 check "command succeeded ($((SECONDS - t0)) s)" grep -q '^Success[[:space:]]0' <<<"$out"
-check "instance env has AWS_ENDPOINT_URL" grep -qx "AWS_ENDPOINT_URL=http://127.0.0.1:$PORT" <<<"$out"
+# Instances reach AWS through the world's IAM-enforcing proxy (RTB_WORLD_PORT+2).
+check "instance env has AWS_ENDPOINT_URL" grep -qx "AWS_ENDPOINT_URL=http://127.0.0.1:$((PORT + 2))" <<<"$out"
 check "instance env has AWS_EC2_METADATA_SERVICE_ENDPOINT" \
-    grep -qx "AWS_EC2_METADATA_SERVICE_ENDPOINT=http://127.0.0.1:$PORT/" <<<"$out"
+    grep -qx "AWS_EC2_METADATA_SERVICE_ENDPOINT=http://127.0.0.1:$((PORT + 2))/" <<<"$out"
+check "a peer's metadata endpoint names its instance" \
+    grep -qx "peer-imds=http://127.0.0.1:$((PORT + 2))/_imds/$i1/" <<<"$out"
 check "instance env has AWS_REGION" grep -qx "AWS_REGION=us-east-1" <<<"$out"
 check "peer ran octave-cli (disp(1+1) -> 2)" grep -qx 2 <<<"$out"
 check "peer reached MiniStack on 127.0.0.1:$PORT" grep -q 'HTTP/1.1 200' <<<"$out"
