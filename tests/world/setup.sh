@@ -423,26 +423,46 @@ iam_ping() {
 urllib.request.urlopen(sys.argv[1], timeout=2).read()' "http://127.0.0.1:$1/_iam/ping" 2>/dev/null
     fi
 }
+# The pid of this checkout's IAM proxy on PORT, found by its command line (a pidfile alone can
+# be stale).
+our_iam_proxy() {
+    local proc cmd
+    for proc in /proc/[0-9]*; do
+        cmd=$(tr '\0' ' ' 2>/dev/null <"$proc/cmdline") || continue
+        case $cmd in
+            *mitmdump*"--listen-port $1 "*"$here/iam.py"*) echo "${proc#/proc/}"; return ;;
+        esac
+    done
+}
+# Up when it answers one of a few pings (a loaded machine can be slow to answer one).
+iam_up() {
+    local _
+    for _ in 1 2 3 4 5; do
+        iam_ping "$1" && return 0
+        sleep 1
+    done
+    return 1
+}
 # start_iam_proxy LISTEN_PORT UPSTREAM WHAT
 start_iam_proxy() {
     local port=$1 upstream=$2 what=$3 pidfile logfile stampfile pid
     pidfile=$WORLD/iam-proxy-$port.pid
     logfile=$WORLD/iam-proxy-$port.log
     stampfile=$WORLD/iam-proxy-$port.stamp
-    pid=$(cat "$pidfile" 2>/dev/null || true)
-    if iam_ping "$port"; then
-        if [[ $(cat "$stampfile" 2>/dev/null) == "$iam_stamp" ]]; then
-            say "IAM proxy in front of $what up on 127.0.0.1:$port (pid ${pid:-?})"
+    pid=$(our_iam_proxy "$port")
+    if [[ -n $pid ]]; then
+        echo "$pid" >"$pidfile"
+        if [[ $(cat "$stampfile" 2>/dev/null) == "$iam_stamp" ]] && iam_up "$port"; then
+            say "IAM proxy in front of $what up on 127.0.0.1:$port (pid $pid)"
             return
         fi
-        if [[ $pid =~ ^[0-9]+$ ]] && grep -qa "$here/iam.py" "/proc/$pid/cmdline" 2>/dev/null; then
-            say "restarting the IAM proxy on 127.0.0.1:$port (its addons changed)"
-            kill -TERM "$pid" 2>/dev/null || true
-            for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
-        else
-            say "WARNING: 127.0.0.1:$port answers as an IAM proxy not started by this checkout"
-            return
-        fi
+        say "restarting the IAM proxy on 127.0.0.1:$port (its addons changed, or it did not answer)"
+        kill -TERM "$pid" 2>/dev/null || true
+        for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+        if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null || true; fi
+    elif iam_ping "$port"; then
+        say "WARNING: 127.0.0.1:$port answers as an IAM proxy not started by this checkout"
+        return
     fi
     say "starting the IAM proxy in front of $what on 127.0.0.1:$port"
     (
@@ -461,7 +481,7 @@ start_iam_proxy() {
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.5
     done
-    if ! iam_ping "$port"; then
+    if ! iam_up "$port"; then
         tail -n 30 "$logfile" >&2
         die "the IAM proxy did not answer on 127.0.0.1:$port (log: $logfile)"
     fi
