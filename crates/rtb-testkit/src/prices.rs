@@ -154,7 +154,13 @@ impl Prices {
     }
 
     /// A Linux/UNIX spot price change at `at` (DescribeSpotPriceHistory then answers from data).
-    pub fn spot(self, instance_type: &str, zone: &str, usd_per_hour: &str, at: SystemTime) -> Prices {
+    pub fn spot(
+        self,
+        instance_type: &str,
+        zone: &str,
+        usd_per_hour: &str,
+        at: SystemTime,
+    ) -> Prices {
         self.spot_change(Spot {
             instance_type: instance_type.to_string(),
             availability_zone: zone.to_string(),
@@ -248,9 +254,6 @@ mod tests {
         assert!(v.get("answer").is_none());
         let none = Prices::new().to_json();
         assert!(none.get("on_demand").is_none() && none.get("spot").is_none());
-        assert_eq!(
-            Prices::new().no_spot_history().to_json()["spot"],
-            json!([])
-        );
+        assert_eq!(Prices::new().no_spot_history().to_json()["spot"], json!([]));
     }
 }

@@ -112,14 +112,20 @@ async fn describe_instances_burst_over_its_bucket_is_throttled_and_counted() {
     .await;
     let elapsed = started.elapsed();
 
-    assert!(!errors.is_empty(), "120 calls in {elapsed:?}: none throttled");
+    assert!(
+        !errors.is_empty(),
+        "120 calls in {elapsed:?}: none throttled"
+    );
     assert!(
         errors
             .iter()
             .all(|e| e == &("RequestLimitExceeded".to_string(), 503)),
         "{errors:?}"
     );
-    assert!(ok >= 50, "the full bucket lets 50 through, only {ok} passed");
+    assert!(
+        ok >= 50,
+        "the full bucket lets 50 through, only {ok} passed"
+    );
     assert!(
         ok <= 50 + refilled(10.0, elapsed),
         "{ok} passed in {elapsed:?}: more than 50 + 10/s"
@@ -202,8 +208,14 @@ async fn run_instances_has_its_own_request_bucket_and_an_instance_bucket() {
         .await
     };
 
-    assert!(ok >= 5, "the full bucket lets 5 launches through: {ok}, {errors:?}");
-    assert!(ok <= 5 + refilled(2.0, elapsed), "{ok} launches in {elapsed:?}");
+    assert!(
+        ok >= 5,
+        "the full bucket lets 5 launches through: {ok}, {errors:?}"
+    );
+    assert!(
+        ok <= 5 + refilled(2.0, elapsed),
+        "{ok} launches in {elapsed:?}"
+    );
     assert!(!errors.is_empty(), "9 launches at once, none throttled");
     assert!(errors
         .iter()
@@ -213,7 +225,9 @@ async fn run_instances_has_its_own_request_bucket_and_an_instance_bucket() {
     // The instance bucket: a launch of 2 with 1 token left is refused whole, and takes no
     // request token either.
     proxy.limits(Limits::aws().bucket("ec2:RunInstances/instances", 3.0, 0.0));
-    run(via.clone(), tag.clone(), 2).await.expect("2 of 3 instance tokens");
+    run(via.clone(), tag.clone(), 2)
+        .await
+        .expect("2 of 3 instance tokens");
     let refused = run(via.clone(), tag.clone(), 2).await.unwrap_err();
     assert_eq!(refused, ("RequestLimitExceeded".to_string(), 503));
     let stats = proxy.limit_stats();
@@ -230,12 +244,20 @@ async fn run_instances_has_its_own_request_bucket_and_an_instance_bucket() {
     run(via.clone(), tag.clone(), 1)
         .await
         .expect("the last instance token");
-    assert_eq!(stats.family("ec2-mutating").throttled, errors.len() as u64 + 1);
+    assert_eq!(
+        stats.family("ec2-mutating").throttled,
+        errors.len() as u64 + 1
+    );
 
     // Every instance this test made goes.
     let ids: Vec<String> = direct
         .describe_instances()
-        .filters(Filter::builder().name("tag:rtb-limits").values(&tag).build())
+        .filters(
+            Filter::builder()
+                .name("tag:rtb-limits")
+                .values(&tag)
+                .build(),
+        )
         .send()
         .await
         .unwrap()
@@ -325,7 +347,12 @@ async fn each_service_throttles_with_its_own_error() {
         .await
         .expect("writes are not reads");
     let other = unique("rtb-limits-b");
-    bucket_a.create_bucket().bucket(&other).send().await.unwrap();
+    bucket_a
+        .create_bucket()
+        .bucket(&other)
+        .send()
+        .await
+        .unwrap();
     bucket_a
         .list_objects_v2()
         .bucket(&other)
@@ -368,7 +395,12 @@ async fn the_meter_counts_by_family_with_limits_off_and_limits_go_off_again() {
     ssm.list_commands().send().await.unwrap();
     ec2.create_tags()
         .resources("i-00000000000000000")
-        .tags(aws_sdk_ec2::types::Tag::builder().key("k").value("v").build())
+        .tags(
+            aws_sdk_ec2::types::Tag::builder()
+                .key("k")
+                .value("v")
+                .build(),
+        )
         .send()
         .await
         .ok();

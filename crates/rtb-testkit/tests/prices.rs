@@ -68,7 +68,12 @@ const LINUX_M5_US_EAST_1: &[&str] = &[
     "Type=TERM_MATCH,Field=capacitystatus,Value=Used",
 ];
 
-fn get_products(proxy: &FaultProxy, region: &str, filters: &[&str], extra: &[&str]) -> (bool, String, String) {
+fn get_products(
+    proxy: &FaultProxy,
+    region: &str,
+    filters: &[&str],
+    extra: &[&str],
+) -> (bool, String, String) {
     let mut args = vec![
         "pricing",
         "get-products",
@@ -89,11 +94,18 @@ fn get_products(proxy: &FaultProxy, region: &str, filters: &[&str], extra: &[&st
 
 /// The price of a Price List product: its one On-Demand dimension's USD.
 fn on_demand_usd(product: &Value) -> String {
-    let terms = product["terms"]["OnDemand"].as_object().expect("OnDemand terms");
+    let terms = product["terms"]["OnDemand"]
+        .as_object()
+        .expect("OnDemand terms");
     let (_, offer) = terms.iter().next().expect("one offer");
-    let dims = offer["priceDimensions"].as_object().expect("priceDimensions");
+    let dims = offer["priceDimensions"]
+        .as_object()
+        .expect("priceDimensions");
     let (_, dim) = dims.iter().next().expect("one dimension");
-    dim["pricePerUnit"]["USD"].as_str().expect("USD").to_string()
+    dim["pricePerUnit"]["USD"]
+        .as_str()
+        .expect("USD")
+        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -319,7 +331,10 @@ async fn get_products_parses_with_the_aws_cli_and_honours_the_filters() {
     assert!(ok, "{err}");
     let history = json(&out);
     assert_eq!(history["SpotPriceHistory"][0]["SpotPrice"], "0.065000");
-    assert_eq!(history["SpotPriceHistory"][0]["AvailabilityZone"], "us-east-1b");
+    assert_eq!(
+        history["SpotPriceHistory"][0]["AvailabilityZone"],
+        "us-east-1b"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -332,7 +347,11 @@ async fn get_products_without_data_is_access_denied_or_unanswered() {
     assert!(!ok && err.contains("Connection was closed"), "{err}");
     // A lost pricing call is cut, not counted as answered.
     let calls = proxy.calls();
-    let last = calls.iter().rev().find(|c| c.action == "GetProducts").unwrap();
+    let last = calls
+        .iter()
+        .rev()
+        .find(|c| c.action == "GetProducts")
+        .unwrap();
     assert_eq!((last.service.as_str(), last.status), ("pricing", None));
 }
 
@@ -366,7 +385,11 @@ async fn get_products_documents_have_the_structure_of_awss_documented_example() 
     let examples = std::fs::read_dir(venv.join("lib"))
         .unwrap()
         .filter_map(Result::ok)
-        .map(|python| python.path().join("site-packages/botocore/data/pricing/2017-10-15/examples-1.json"))
+        .map(|python| {
+            python
+                .path()
+                .join("site-packages/botocore/data/pricing/2017-10-15/examples-1.json")
+        })
         .find(|p| p.is_file())
         .expect("botocore's pricing examples in the world venv");
     let doc = json(&std::fs::read_to_string(examples).unwrap());
@@ -382,7 +405,8 @@ async fn get_products_documents_have_the_structure_of_awss_documented_example() 
     assert!(ok, "{err}");
     let ours = json(json(&out)["PriceList"][0].as_str().unwrap());
     assert_eq!(shape(&ours, ""), shape(&example, ""));
-    assert!(shape(&example, "").contains(&"/terms/OnDemand/<offer>/priceDimensions/<rate>/pricePerUnit/USD".to_string()));
+    assert!(shape(&example, "")
+        .contains(&"/terms/OnDemand/<offer>/priceDimensions/<rate>/pricePerUnit/USD".to_string()));
     // The documented example's keys name the SKU the same way: SKU.TERM and SKU.TERM.RATE.
     let sku = ours["product"]["sku"].as_str().unwrap();
     let offer = &ours["terms"]["OnDemand"][format!("{sku}.JRTCKXETXF")];
