@@ -153,11 +153,72 @@ async fn describe_instances_burst_over_its_bucket_is_throttled_and_counted() {
     assert_eq!(limited, errors.len());
 }
 
+/// The ids of the instances carrying `rtb-limits=<tag>`.
+async fn tagged(ec2: &aws_sdk_ec2::Client, tag: &str) -> Vec<String> {
+    ec2.describe_instances()
+        .filters(Filter::builder().name("tag:rtb-limits").values(tag).build())
+        .send()
+        .await
+        .unwrap()
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .filter(|i| {
+            i.state().and_then(|s| s.name())
+                != Some(&aws_sdk_ec2::types::InstanceStateName::Terminated)
+        })
+        .filter_map(|i| i.instance_id().map(str::to_string))
+        .collect()
+}
+
+/// Terminates every instance carrying the tag when dropped, the test passed or not.
+struct TerminateTagged {
+    endpoint: String,
+    tag: String,
+}
+
+impl Drop for TerminateTagged {
+    fn drop(&mut self) {
+        let (endpoint, tag) = (self.endpoint.clone(), self.tag.clone());
+        // Its own thread and runtime: drop cannot await, and may run while panicking.
+        let done = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let ec2 = aws_sdk_ec2::Client::new(&sdk(&endpoint).await);
+                let ids = tagged(&ec2, &tag).await;
+                if !ids.is_empty() {
+                    ec2.terminate_instances()
+                        .set_instance_ids(Some(ids))
+                        .send()
+                        .await
+                        .map(drop)
+                } else {
+                    Ok(())
+                }
+            })
+        })
+        .join();
+        if !matches!(done, Ok(Ok(()))) {
+            eprintln!(
+                "could not terminate the instances tagged rtb-limits={}",
+                self.tag
+            );
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_instances_has_its_own_request_bucket_and_an_instance_bucket() {
     let proxy = FaultProxy::start();
     let direct = aws_sdk_ec2::Client::new(&sdk(proxy.upstream()).await);
     let tag = unique("rtb-limits-run");
+    let _cleanup = TerminateTagged {
+        endpoint: proxy.upstream().to_string(),
+        tag: tag.clone(),
+    };
     let via = aws_sdk_ec2::Client::new(&sdk(&proxy.endpoint()).await);
     let run = move |client: aws_sdk_ec2::Client, tag: String, count: i32| async move {
         // An AMI never registered: MiniStack makes metadata-only instances, no containers.
@@ -249,30 +310,8 @@ async fn run_instances_has_its_own_request_bucket_and_an_instance_bucket() {
         errors.len() as u64 + 1
     );
 
-    // Every instance this test made goes.
-    let ids: Vec<String> = direct
-        .describe_instances()
-        .filters(
-            Filter::builder()
-                .name("tag:rtb-limits")
-                .values(&tag)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap()
-        .reservations()
-        .iter()
-        .flat_map(|r| r.instances())
-        .filter_map(|i| i.instance_id().map(str::to_string))
-        .collect();
+    let ids = tagged(&direct, &tag).await;
     assert_eq!(ids.len(), ok + 3, "launched: {ids:?}");
-    direct
-        .terminate_instances()
-        .set_instance_ids(Some(ids))
-        .send()
-        .await
-        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
