@@ -195,6 +195,7 @@ impl Drop for TerminateTagged {
                         .send()
                         .await
                         .map(drop)
+                        .map_err(|e| format!("{e:?}"))
                 } else {
                     Ok(())
                 }
