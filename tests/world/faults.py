@@ -42,6 +42,8 @@ from mitmproxy import ctx, http
 from mitmproxy.net.http.http1 import expected_http_body_size
 
 CONTROL_PREFIX = "/_faults/"
+# The control APIs of the world's other addons (world_addons below): never forwarded or logged.
+OTHER_CONTROL_PREFIXES = ("/_limits", "/_prices")
 # How long a stalled call is held before its connection is closed (if the proxy lives that long).
 STALL_SECONDS = 30 * 60
 DEFAULT_MESSAGE = "fault injected by the test world's fault proxy"
@@ -586,7 +588,7 @@ class Faults:
         req = flow.request
         if flow.metadata.get("iam.control"):
             return  # iam.py's control API
-        if req.path.startswith(CONTROL_PREFIX):
+        if req.path.startswith((CONTROL_PREFIX, *OTHER_CONTROL_PREFIXES)):
             flow.metadata["faults.control"] = True
             req.stream = False
             return
@@ -602,7 +604,8 @@ class Faults:
         if flow.metadata.get("iam.control"):
             return
         if flow.metadata.get("faults.control"):
-            self.control(flow)
+            if flow.request.path.startswith(CONTROL_PREFIX):
+                self.control(flow)
             return
         if flow.metadata.pop("faults.deferred", False):
             service, action, protocol = classify(flow.request, with_body=True)
@@ -648,4 +651,16 @@ class Faults:
             call["status"] = flow.response.status_code
 
 
-addons = [Faults()]
+def world_addons():
+    """The world's other addons, after Faults in mitmproxy's chain: each sees a call once the
+    fault rules have (a rule's answer comes first), by the name Faults gave it
+    (flow.metadata["faults.call"]). limits.py: AWS's rate limits and a call meter; prices.py:
+    the Price List API and spot price history. (mitmproxy puts this directory on sys.path
+    while it loads this file.)"""
+    import limits
+    import prices
+
+    return [limits.Limits(error_response), prices.Prices(error_response)]
+
+
+addons = [Faults(), *world_addons()]

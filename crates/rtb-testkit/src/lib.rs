@@ -17,6 +17,11 @@
 //! // Dropping `proxy` stops mitmdump.
 //! ```
 //!
+//! The same proxy also enforces AWS's API rate limits when asked ([`FaultProxy::limits`] with
+//! [`Limits`]; [`FaultProxy::limit_stats`] counts calls per API family either way), and
+//! answers the two price APIs no emulator has from data the test sets
+//! ([`FaultProxy::set_prices`] with [`Prices`], [`FaultProxy::no_prices`]).
+//!
 //! Each test starts its own proxy: start-up is mitmdump's (about 1 s on an idle 2-core
 //! machine, more under load). tests/world/README.md ("Fault injection") has the rule format.
 //!
@@ -39,9 +44,13 @@
 
 mod control;
 mod iam;
+mod limits;
+mod prices;
 mod proxy;
 mod rule;
 
 pub use iam::{Credentials, Denial, IamScope, ScopeSetup};
-pub use proxy::{Call, FaultProxy};
+pub use limits::{Counter, LimitStats, Limits};
+pub use prices::{OnDemand, PriceAnswer, Prices, Spot};
+pub use proxy::{world_python, Call, FaultProxy};
 pub use rule::Rule;

@@ -169,7 +169,7 @@ impl FaultProxy {
         self.calls().iter().filter(|c| c.action == action).count()
     }
 
-    fn control(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    pub(crate) fn control(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
         match control::request(self.addr, method, path, body, CONTROL_TIMEOUT) {
             Ok((status, answer)) if status == 200 || method == "POST" => (status, answer),
             Ok((status, answer)) => {
@@ -324,6 +324,12 @@ fn mitmdump_path() -> PathBuf {
                  && source .world/env, or set RTB_WORLD_MITMDUMP"
             )
         })
+}
+
+/// The Python of the proxy's venv (next to its mitmdump): what runs the addons and their
+/// unit tests (tests/world/test_*.py).
+pub fn world_python() -> PathBuf {
+    mitmdump_path().with_file_name("python")
 }
 
 /// mitmproxy's CA directory: the world's (made once by setup.sh), else a fresh one for this
