@@ -4,13 +4,11 @@
 //! instance, ends it); and a hurried request on a second Ctrl-C. Whenever the instance's
 //! end is not confirmed, the exit code says so (69).
 
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use crate::cloud::Cloud;
 use crate::engine::ec2::instance::Instance;
 use crate::engine::ec2::script;
-use crate::lifecycle::follow::JobRef;
-use crate::lifecycle::push_error;
 use crate::patience::Patience;
 use crate::report::{exit, InstanceFate, Outcome, Report};
 use crate::signals::Interrupts;
@@ -30,11 +28,20 @@ pub enum Leave {
     Detached,
 }
 
+/// What the policy needs to know of the job whose instance it ends.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Terms {
+    /// `--keep`: leave the instance running after the job.
+    pub keep: bool,
+    /// The instance's own deadline, which ends it when nobody else does.
+    pub deadline: Option<SystemTime>,
+}
+
 /// The end of every path that launched something: the termination policy. `patience` is the
 /// job's own budget: a termination that gets no answer does not start a wait of its own.
 #[allow(clippy::too_many_arguments)]
 pub async fn end(
-    job: &JobRef,
+    job: Terms,
     cloud: &Cloud,
     ui: &Ui,
     interrupts: &Interrupts,
@@ -49,7 +56,7 @@ pub async fn end(
             instance.abandon();
             r.instance = InstanceFate::Unconfirmed;
             r.exit_code = exit::UNCONFIRMED;
-            push_error(r, left_running(job, &id));
+            r.push_error(left_running(job, &id));
         }
         Leave::Now => {
             ui.note(format!("terminating {id} without waiting"));
@@ -83,17 +90,14 @@ pub async fn end(
                     r.exit_code = exit::UNCONFIRMED;
                     if patience.exhausted() {
                         // AWS stopped answering: say when the instance ends by itself.
-                        push_error(
-                            r,
-                            format!(
-                                "AWS has not answered for {} ({}); {}",
-                                humantime::format_duration(patience.limit()),
-                                patience.last_error(),
-                                left_running(job, &id)
-                            ),
-                        );
+                        r.push_error(format!(
+                            "AWS has not answered for {} ({}); {}",
+                            humantime::format_duration(patience.limit()),
+                            patience.last_error(),
+                            left_running(job, &id)
+                        ));
                     } else {
-                        push_error(r, e.to_string());
+                        r.push_error(e.to_string());
                     }
                 }
                 None => {
@@ -113,28 +117,25 @@ pub async fn hurried_termination(instance: Instance, patience: &Patience, r: &mu
     match requested {
         Ok(true) => {
             r.instance = InstanceFate::Terminated;
-            push_error(r, format!("{id} is terminating (not waiting for it)"));
+            r.push_error(format!("{id} is terminating (not waiting for it)"));
         }
         Ok(false) => {
             r.instance = InstanceFate::Unconfirmed;
             r.exit_code = exit::UNCONFIRMED;
-            push_error(
-                r,
-                format!(
-                    "termination of {id} requested; not waiting for it, so it is not confirmed"
-                ),
-            );
+            r.push_error(format!(
+                "termination of {id} requested; not waiting for it, so it is not confirmed"
+            ));
         }
         Err(e) => {
             r.instance = InstanceFate::Unconfirmed;
             r.exit_code = exit::UNCONFIRMED;
-            push_error(r, format!("could not request termination of {id}: {e}"));
+            r.push_error(format!("could not request termination of {id}: {e}"));
         }
     }
 }
 
 /// What happens to an instance the client can no longer reach.
-fn left_running(job: &JobRef, id: &str) -> String {
+fn left_running(job: Terms, id: &str) -> String {
     let deadline = match job.deadline {
         Some(d) => format!(
             "at the latest at its deadline, {}",
@@ -179,16 +180,10 @@ mod tests {
         Cloud::from_config(config)
     }
 
-    fn job(keep: bool) -> JobRef {
-        JobRef {
-            job_id: "j1".into(),
-            container: true,
-            records: None,
-            deadline: None,
-            timeout: None,
+    fn job(keep: bool) -> Terms {
+        Terms {
             keep,
-            api_patience: std::time::Duration::from_secs(5),
-            in_batch: false,
+            deadline: None,
         }
     }
 
@@ -230,7 +225,7 @@ mod tests {
         let mut r = report();
         let instance = Instance::adopt(&cloud, "i-0123456789abcdef0".into());
         end(
-            &job(keep),
+            job(keep),
             &cloud,
             &Ui::plain(),
             &Interrupts::listen(),

@@ -156,7 +156,14 @@ pub async fn take_over(
         }
     };
     crate::termination::end(
-        &job, cloud, ui, interrupts, instance, leave, &patience, &mut r,
+        job.terms(),
+        cloud,
+        ui,
+        interrupts,
+        instance,
+        leave,
+        &patience,
+        &mut r,
     )
     .await;
     let outcome = serde_json::to_value(r.outcome)

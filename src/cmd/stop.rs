@@ -143,7 +143,7 @@ async fn stop_one(job: String, args: StopArgs) -> i32 {
             let interrupts = Interrupts::listen();
             let instance = Instance::adopt(&cloud, tagged.id.clone());
             crate::termination::end(
-                &job,
+                job.terms(),
                 &cloud,
                 &ui,
                 &interrupts,

@@ -76,6 +76,16 @@ impl JobRef {
     }
 }
 
+impl JobRef {
+    /// What the termination policy needs of the job.
+    pub fn terms(&self) -> crate::termination::Terms {
+        crate::termination::Terms {
+            keep: self.keep,
+            deadline: self.deadline,
+        }
+    }
+}
+
 /// SSM may run the script until the instance's own deadline; without one, its maximum.
 pub fn execution_limit(deadline: Option<SystemTime>) -> Duration {
     deadline

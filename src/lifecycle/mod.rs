@@ -505,7 +505,7 @@ impl Job<'_> {
         }
         if let Some(instance) = self.instance.take() {
             termination::end(
-                &self.job,
+                self.job.terms(),
                 self.cloud,
                 self.ui,
                 self.interrupts,
@@ -617,12 +617,9 @@ fn new_report(plan: &Plan, cloud: &Cloud) -> Report {
 pub(crate) fn set(r: &mut Report, outcome: Outcome, code: i32, error: impl Into<String>) {
     r.outcome = outcome;
     r.exit_code = code;
-    push_error(r, error.into());
+    r.push_error(error);
 }
 
 pub(crate) fn push_error(r: &mut Report, e: String) {
-    r.error = Some(match r.error.take() {
-        Some(prev) => format!("{prev}; {e}"),
-        None => e,
-    });
+    r.push_error(e);
 }
