@@ -3,6 +3,10 @@
 //! itself when detached or when AWS stopped answering (its own deadline, armed on the
 //! instance, ends it); and a hurried request on a second Ctrl-C. Whenever the instance's
 //! end is not confirmed, the exit code says so (69).
+//!
+//! A batch's instance is shared by its jobs: one job's end never ends it under another
+//! ([`handback`] only says what that end tells of the instance; the pool ends it once no job
+//! runs there, `batch/host.rs`).
 
 use std::time::{Instant, SystemTime};
 
@@ -26,6 +30,45 @@ pub enum Leave {
     Unreachable,
     /// `--detach`: the job runs on, and the instance ends itself after it.
     Detached,
+}
+
+/// What a batch job's end tells of the shared instance it ran on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handback {
+    /// The job came to its own end, or was stopped: the instance may take another job, once
+    /// the pool has checked it as a fresh one (running, deadline, disk).
+    Reusable,
+    /// It takes no new job (why); it ends once its other jobs have.
+    Retire(&'static str),
+    /// It went away under the job.
+    Gone,
+    /// A second signal: end it at once, whoever runs there.
+    Now,
+    /// AWS stopped answering: it is left to its own deadline.
+    Unreachable,
+}
+
+/// What a batch job's end (how the client left it, and its outcome) tells of its instance.
+pub fn handback(leave: Leave, outcome: Outcome) -> Handback {
+    match leave {
+        Leave::Now => Handback::Now,
+        Leave::Unreachable => Handback::Unreachable,
+        Leave::Detached => Handback::Retire("a detached job runs on it"),
+        Leave::Normally => match outcome {
+            Outcome::Succeeded | Outcome::JobFailed | Outcome::TimedOut | Outcome::Interrupted => {
+                Handback::Reusable
+            }
+            Outcome::InstanceLost => Handback::Gone,
+            Outcome::AgentNeverOnline => Handback::Retire("its SSM agent is not online"),
+            Outcome::RemoteFailed => {
+                Handback::Retire("a job could not be started or followed there")
+            }
+            Outcome::Unknown
+            | Outcome::LaunchFailed
+            | Outcome::PreflightFailed
+            | Outcome::Detached => Handback::Retire("a job there ended without a clear end"),
+        },
+    }
 }
 
 /// What the policy needs to know of the job whose instance it ends.
@@ -236,6 +279,36 @@ mod tests {
         )
         .await;
         r
+    }
+
+    /// A batch job's end and its shared instance: only the job's own end hands it on; no end
+    /// but a second signal ends it (the pool does, once no job runs there).
+    #[test]
+    fn what_a_batch_job_end_tells_of_its_instance() {
+        use Handback::*;
+        let table: &[(Leave, Outcome, Handback)] = &[
+            (Leave::Normally, Outcome::Succeeded, Reusable),
+            (Leave::Normally, Outcome::JobFailed, Reusable),
+            (Leave::Normally, Outcome::TimedOut, Reusable),
+            // Stopped (Ctrl-C, `stop JOB`): the instance is fine; the batch decides.
+            (Leave::Normally, Outcome::Interrupted, Reusable),
+            (Leave::Normally, Outcome::InstanceLost, Gone),
+            (
+                Leave::Normally,
+                Outcome::RemoteFailed,
+                Retire("a job could not be started or followed there"),
+            ),
+            (
+                Leave::Normally,
+                Outcome::AgentNeverOnline,
+                Retire("its SSM agent is not online"),
+            ),
+            (Leave::Now, Outcome::Interrupted, Now),
+            (Leave::Unreachable, Outcome::Unknown, Unreachable),
+        ];
+        for (leave, outcome, want) in table {
+            assert_eq!(&handback(*leave, *outcome), want, "{leave:?} {outcome:?}");
+        }
     }
 
     #[tokio::test]

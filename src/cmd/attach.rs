@@ -133,7 +133,7 @@ pub async fn take_over(
         let sent = remote::send(
             cloud,
             &tagged.id,
-            &script::reattach_script(&job.job_id),
+            &script::reattach_script(&job.job_id, false),
             follow::execution_limit(job.deadline),
             &format!("run-render attach {}", job.job_id),
             &patience,

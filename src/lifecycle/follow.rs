@@ -203,7 +203,7 @@ pub async fn follow(
                         inv.status
                     ));
                     reattached += 1;
-                    let again = script::reattach_script(&job.job_id);
+                    let again = script::reattach_script(&job.job_id, job.in_batch);
                     match remote::send(cloud, id, &again, execution_limit(job.deadline),
                         &format!("run-render re-attach {}", job.job_id), patience).await {
                         Ok(c) => command = c,

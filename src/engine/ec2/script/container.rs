@@ -22,6 +22,7 @@ pub(super) fn start_container(
     attempt: &str,
     c: &Container,
     region: Option<&str>,
+    empty_scratch: bool,
 ) -> String {
     let name = quote(&container_name(job_id));
     let mut run = vec![
@@ -62,6 +63,11 @@ pub(super) fn start_container(
     for (k, v) in &c.env {
         run.push(format!("-e {}", quote(&format!("{k}={v}"))));
     }
+    if empty_scratch {
+        // An earlier job on this instance may have left files in a scratch folder on a host
+        // volume: the runner empties the folders before anything else.
+        run.push(format!("-e {}=1", rtb_model::contract::EMPTY_SCRATCH.name));
+    }
     run.push(quote(&c.image));
 
     // A second delivery of this script (SendCommand retried after a lost answer) finds the
@@ -92,19 +98,27 @@ pub(super) fn start_container(
 
 /// Wait for the job's container and end with its exit code. The log's tail goes to SSM's
 /// output (which keeps 24,000 characters) when there is no S3 log, or when the job failed.
-/// The container stays (a later `attach` or re-attach reads its exit code from it); the
-/// instance goes with it.
-pub(super) fn wait_part(name: &str, s3_log: bool) -> String {
+/// On an instance of its own the container stays (a later `attach` or re-attach reads its
+/// exit code from it) and goes with the instance; on a batch's shared instance (`remove`)
+/// it is removed once its code is read: the runner has uploaded the outputs by then, and the
+/// instance runs on, so its writable layer must not pile up.
+pub(super) fn wait_part(name: &str, s3_log: bool, remove: bool) -> String {
     let logs = format!("docker logs --tail 200 {name} 2>&1 | tail -c 20000");
     let logs = if s3_log {
         format!("[ \"$code\" = 0 ] || {logs}")
     } else {
         logs
     };
+    let rm = if remove {
+        format!("docker rm {name} >/dev/null 2>&1 || true\n")
+    } else {
+        String::new()
+    };
     format!(
         "code=$(docker wait {name}) || code={fail}\n\
          [ -n \"$code\" ] || code={fail}\n\
          {logs}\n\
+         {rm}\
          exit \"$code\"\n",
         fail = CONTAINER_START_FAILED,
     )
@@ -112,12 +126,12 @@ pub(super) fn wait_part(name: &str, s3_log: bool) -> String {
 
 /// Wait again for a job container that already exists (after SSM's execution limit or an
 /// agent restart ended an earlier wait, or to attach to a detached job). Exits 125 when
-/// there is no such container.
-pub fn reattach_script(job_id: &str) -> String {
+/// there is no such container. `remove`: a batch job's wait, which removes it at the end.
+pub fn reattach_script(job_id: &str, remove: bool) -> String {
     let name = quote(&container_name(job_id));
     format!(
         "docker inspect --type container {name} >/dev/null 2>&1 || exit {CONTAINER_START_FAILED}\n{}",
-        wait_part(&name, false)
+        wait_part(&name, false, remove)
     )
 }
 

@@ -3,7 +3,7 @@
 
 use std::time::SystemTime;
 
-use super::epoch;
+use super::{epoch, STATE_DIR};
 use crate::plan::Plan;
 
 /// Arm the instance's deadline at the epoch the shell expression `when` gives: `rtb-deadline`
@@ -45,5 +45,30 @@ pub(super) fn arm_after_job(deadline: Option<SystemTime>, grace: std::time::Dura
     format!(
         "# The job is over: end the instance soon, never later than its deadline.\n{}",
         arm_at(&when)
+    )
+}
+
+/// Arm the deadline at `deadline`; with none to keep (a job without --timeout shares the
+/// instance), disarm whatever is armed: an earlier job's short after-job grace must not end
+/// this one.
+pub(super) fn arm_or_disarm(deadline: Option<SystemTime>) -> String {
+    match deadline {
+        Some(d) => arm_at(&epoch(d).to_string()),
+        None => "if command -v rtb-deadline >/dev/null 2>&1; then rtb-deadline --cancel >/dev/null 2>&1 || true; fi\n\
+                 shutdown -c >/dev/null 2>&1 || true\n"
+            .to_string(),
+    }
+}
+
+/// `body` holding the instance's deadline lock (fd 9, as rtb-deadline's own, which it closes
+/// for everything it leaves running): a job that arms its deadline and starts its container,
+/// and a watcher that finds no job left and arms the short after-job grace, cannot
+/// interleave. After 60 s without the lock, `body` runs anyway.
+pub(super) fn locked(body: &str) -> String {
+    format!(
+        "{STATE_DIR}mkdir -p \"$state\"\n\
+         {{\n\
+         {{ command -v flock >/dev/null 2>&1 && flock -w 60 9; }} || true\n\
+         {body}}} 9>>\"$state/deadline.lock\"\n"
     )
 }

@@ -4,10 +4,12 @@
 //!
 //! - [`deadline`]: arming (and re-arming) the instance's own deadline
 //! - [`container`]: starting the job's container, waiting for it, re-attaching, stopping it
+//! - [`probe`]: a look at a batch's instance between jobs (disk, deadline, jobs running)
 //! - this file: the job script, composed of those parts, and what they share
 
 mod container;
 mod deadline;
+pub mod probe;
 #[cfg(test)]
 mod tests;
 
@@ -17,7 +19,18 @@ use crate::plan::{Plan, Work};
 pub use container::{reattach_script, stop_grace, stop_script, STOP_GRACE_MAX, STOP_GRACE_MIN};
 use container::{start_container, wait_part};
 pub use deadline::user_data;
-use deadline::{arm_after_job, arm_at};
+use deadline::{arm_after_job, arm_at, arm_or_disarm, locked};
+
+/// A batch's instance, which its jobs share one after another (and side by side with
+/// per-instance > 1): what a job's script does differently there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shared {
+    /// The deadline to arm: the latest that any job running on the instance needs, this
+    /// one's included; `None` when one of them has none (then none is armed).
+    pub deadline: Option<SystemTime>,
+    /// An earlier job ran there: the runner empties its scratch folders before it starts.
+    pub reused: bool,
+}
 
 /// The container's name on the instance, so later commands (stop, re-attach) can find it.
 pub fn container_name(job_id: &str) -> String {
@@ -48,17 +61,38 @@ fn epoch(t: SystemTime) -> u64 {
 /// The script sent with AWS-RunShellScript. Attached, it waits for the job and ends with its
 /// exit code; detached (`--detach`), it ends as soon as the job has started.
 pub fn job_script(plan: &Plan, region: Option<&str>) -> String {
+    compose(plan, region, None)
+}
+
+/// The script of a batch's job on its shared instance: the deadline armed is the latest its
+/// jobs need (never cut under a co-tenant), armed and the container started under the
+/// instance's deadline lock; the container is removed once it has ended (its outputs are
+/// uploaded by then), so finished jobs do not fill the disk.
+pub fn shared_job_script(plan: &Plan, region: Option<&str>, shared: Shared) -> String {
+    compose(plan, region, Some(shared))
+}
+
+fn compose(plan: &Plan, region: Option<&str>, shared: Option<Shared>) -> String {
     let mut s = format!("# run-render job {}\nset -u\n", plan.job_id);
-    if let Some(d) = plan.deadline {
-        s.push_str("# Arm the deadline again: the AMI may not run user data.\n");
-        s.push_str(&arm_at(&epoch(d).to_string()));
+    // The deadline the instance must keep: this job's own, or what all its jobs need.
+    let deadline = shared.map_or(plan.deadline, |h| h.deadline);
+    let container = matches!(plan.work, Work::Container(_));
+    match (shared, deadline) {
+        // A shared instance's container job arms it under the lock, with its start.
+        (Some(_), _) if container => {}
+        (Some(_), d) => s.push_str(&arm_or_disarm(d)),
+        (None, Some(d)) => {
+            s.push_str("# Arm the deadline again: the AMI may not run user data.\n");
+            s.push_str(&arm_at(&epoch(d).to_string()));
+        }
+        (None, None) => {}
     }
     let grace = if plan.detach {
         AFTER_DETACHED
     } else {
         AFTER_JOB
     };
-    let after = (!plan.keep).then(|| arm_after_job(plan.deadline, grace));
+    let after = (!plan.keep).then(|| arm_after_job(deadline, grace));
     match &plan.work {
         Work::Shell(cmd) if plan.detach => {
             // The command runs on by itself, outside SSM (no 48 h limit), once.
@@ -79,29 +113,30 @@ pub fn job_script(plan: &Plan, region: Option<&str>) -> String {
             ));
         }
         Work::Container(c) => {
-            s.push_str(&start_container(
+            let start = start_container(
                 &plan.job_id,
                 &plan.launch.client_token,
                 c,
                 region,
-            ));
-            if let (Some(d), Some(_)) = (plan.deadline, &plan.batch) {
-                // A batch's instance runs one job after another: an earlier job's watcher may
-                // have armed its short after-job grace a moment ago. This job's own deadline,
-                // armed again now that its container runs, replaces it.
-                s.push_str(&arm_at(&epoch(d).to_string()));
+                shared.is_some_and(|h| h.reused),
+            );
+            match shared {
+                // An earlier job's watcher may be about to arm its short after-job grace:
+                // under the lock, it either does so before this job arms its deadline, or
+                // finds this job's container running and leaves the deadline alone.
+                Some(_) => s.push_str(&locked(&format!("{}{start}", arm_or_disarm(deadline)))),
+                None => s.push_str(&start),
             }
             // The instance ends itself after the job, whoever is watching: a watcher outside
             // SSM (no 48 h limit) waits for the container, then re-arms the deadline (on a
-            // batch's instance only when no other job of ours runs there by then).
+            // shared instance only when no other job of ours runs there by then).
             if let Some(after) = after {
                 let name = quote(&container_name(&plan.job_id));
-                let after = if plan.batch.is_some() {
-                    format!(
+                let after = match shared {
+                    Some(_) => locked(&format!(
                         "if [ -z \"$(docker ps -q --filter name=^rtb-job- 2>/dev/null)\" ]; then\n{after}fi\n"
-                    )
-                } else {
-                    after
+                    )),
+                    None => after,
                 };
                 s.push_str(&once(
                     &plan.job_id,
@@ -115,6 +150,7 @@ pub fn job_script(plan: &Plan, region: Option<&str>) -> String {
                 s.push_str(&wait_part(
                     &quote(&container_name(&plan.job_id)),
                     c.records.is_some(),
+                    shared.is_some(),
                 ));
             }
         }
@@ -124,7 +160,7 @@ pub fn job_script(plan: &Plan, region: Option<&str>) -> String {
 
 /// Where the instance keeps what run-render's scripts leave for each other (cleared at boot);
 /// `RTB_STATE_DIR` moves it (tests).
-const STATE_DIR: &str = "state=${RTB_STATE_DIR:-/run/run-render}\n";
+pub(super) const STATE_DIR: &str = "state=${RTB_STATE_DIR:-/run/run-render}\n";
 
 /// Run `body` once per job on this instance, detached from the SSM command: a systemd unit
 /// where systemd runs, else a new session. A second delivery of the script starts nothing.

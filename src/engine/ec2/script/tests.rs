@@ -29,9 +29,11 @@ fn plan_with(command: &str, toolboxes: &str, volume_dir: &str) -> Plan {
 
 /// A folder of stand-ins for the instance's tools: `docker` records the arguments of
 /// `docker run` (NUL-separated), knows the container once it was run (or when
-/// `$SANDBOX/container` exists beforehand), and answers `docker wait` with 0;
-/// `rtb-deadline` records each time it is armed (and fails when `$SANDBOX/deadline-fails`
-/// exists); `shutdown` records its argument. The script runs with only that folder and
+/// `$SANDBOX/container` exists beforehand), answers `docker wait` with 0, records `docker rm`
+/// (and forgets the container), lists `$SANDBOX/running` as the running job containers and
+/// names the sandbox as its data folder; `rtb-deadline` records each time it is armed (and
+/// fails when `$SANDBOX/deadline-fails` exists), says the last one for `--status` and
+/// records `--cancel`; `shutdown` records its argument. The script runs with only that folder and
 /// the basic system folders on PATH, so nothing real can be reached.
 struct Sandbox {
     dir: tempfile::TempDir,
@@ -46,8 +48,16 @@ impl Sandbox {
                 inspect) [ -e \"$SANDBOX/container\" ] || exit 1 ;;\n\
                 wait) echo 0 ;;\n\
                 stop) echo \"$@\" >> \"$SANDBOX/stops\" ;;\n\
+                rm) echo \"$@\" >> \"$SANDBOX/removed\"; rm -f \"$SANDBOX/container\" ;;\n\
+                ps) [ -e \"$SANDBOX/running\" ] && cat \"$SANDBOX/running\" ;;\n\
+                info) echo \"$SANDBOX\" ;;\n\
                 esac\nexit 0"),
-            ("rtb-deadline", "[ -e \"$SANDBOX/deadline-fails\" ] && exit 1\necho \"$1\" >> \"$SANDBOX/deadlines\""),
+            ("rtb-deadline", "case \"$1\" in\n\
+                --status) if [ -s \"$SANDBOX/deadlines\" ]; then echo \"rtb-deadline: instance stops at $(tail -n 1 \"$SANDBOX/deadlines\")\"; else echo 'rtb-deadline: no deadline armed'; fi ;;\n\
+                --cancel) echo cancel >> \"$SANDBOX/cancels\"; : > \"$SANDBOX/deadlines\" ;;\n\
+                *) [ -e \"$SANDBOX/deadline-fails\" ] && exit 1\n\
+                   echo \"$1\" >> \"$SANDBOX/deadlines\" ;;\n\
+                esac"),
             ("shutdown", "echo \"$2\" >> \"$SANDBOX/shutdowns\""),
             // No systemd here: the detached watcher takes its setsid path.
             ("systemd-run", "exit 1"),
@@ -369,6 +379,109 @@ fn stop_grace_covers_the_time_to_the_deadline() {
     assert!(out.status.success());
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert_eq!(sandbox.lines("stops"), ["stop -t 3600 rtb-job-j1"]);
+}
+
+/// On a batch's shared instance the script arms the deadline all its jobs need (here later
+/// than the job's own), asks the runner to empty its scratch folders when an earlier job
+/// ran there, and removes the container once it has ended; the watcher arms the short
+/// after-job grace only when no other job container runs.
+#[test]
+fn a_shared_instance_keeps_the_latest_deadline_and_removes_the_container() {
+    let plan = plan_with("disp(1)", "''", "data");
+    let own = epoch(plan.deadline.unwrap());
+    let latest = plan.deadline.unwrap() + std::time::Duration::from_secs(3600);
+    let shared = Shared {
+        deadline: Some(latest),
+        reused: true,
+    };
+    let sandbox = Sandbox::new();
+    let out = sandbox.run(&shared_job_script(&plan, None, shared));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let armed = sandbox.wait_deadlines(2);
+    assert_eq!(
+        armed[0],
+        epoch(latest),
+        "not the job's own {own}: {armed:?}"
+    );
+    let now = now_secs();
+    assert!((now + 590..=now + 610).contains(&armed[1]), "{armed:?}");
+    assert_eq!(armed.len(), 2, "armed once under the lock, then the grace");
+    let args = sandbox.docker_args();
+    assert!(args.windows(2).any(|w| w == ["-e", "RTB_EMPTY_SCRATCH=1"]));
+    assert_eq!(sandbox.lines("removed"), ["rm rtb-job-j1"]);
+
+    // Another job runs there: its watcher leaves the deadline alone; not reused: the scratch
+    // folders are left as they are.
+    let sandbox = Sandbox::new();
+    std::fs::write(sandbox.dir.path().join("running"), "0123abcd\n").unwrap();
+    let shared = Shared {
+        deadline: Some(latest),
+        reused: false,
+    };
+    let out = sandbox.run(&shared_job_script(&plan, None, shared));
+    assert!(out.status.success());
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    assert_eq!(sandbox.deadlines(), [epoch(latest)]);
+    assert!(!sandbox
+        .docker_args()
+        .iter()
+        .any(|a| a.contains("RTB_EMPTY_SCRATCH")));
+
+    // A single run keeps its container (attach reads its code from it).
+    let sandbox = Sandbox::new();
+    sandbox.run(&job_script(&plan, None));
+    assert!(sandbox.lines("removed").is_empty());
+}
+
+/// A job without a deadline (`--timeout none`) on a shared instance disarms what an earlier
+/// job armed, rather than live under its short after-job grace.
+#[test]
+fn a_shared_job_without_deadline_disarms_the_earlier_one() {
+    let plan = plan_args(&["--command", "disp(1)", "--timeout", "none"]);
+    let sandbox = Sandbox::new();
+    let shared = Shared {
+        deadline: None,
+        reused: true,
+    };
+    let out = sandbox.run(&shared_job_script(&plan, None, shared));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(sandbox.lines("cancels"), ["cancel"]);
+}
+
+/// The probe arms what it is asked to, then reports it back with the free disk and the job
+/// containers running; only looking changes nothing.
+#[test]
+fn the_probe_arms_then_reports() {
+    let sandbox = Sandbox::new();
+    std::fs::write(sandbox.dir.path().join("running"), "b-1\nb-2\n").unwrap();
+    let at = SystemTime::now() + std::time::Duration::from_secs(7200);
+    let out = sandbox.run(&probe::script(probe::Arm::To(Some(at))));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let p = probe::parse(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(p.deadline, probe::Armed::At(epoch(at)));
+    assert!(p.disk_free_kib.is_some_and(|k| k > 0), "{p:?}");
+    assert_eq!(p.jobs, ["b-1", "b-2"]);
+
+    let out = sandbox.run(&probe::script(probe::Arm::Look));
+    let p = probe::parse(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(p.deadline, probe::Armed::At(epoch(at)));
+    assert_eq!(sandbox.deadlines().len(), 1, "looking arms nothing");
+
+    let out = sandbox.run(&probe::script(probe::Arm::To(None)));
+    let p = probe::parse(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(p.deadline, probe::Armed::Nothing);
 }
 
 proptest! {
