@@ -46,13 +46,14 @@ pub fn script(arm: Arm) -> String {
         Arm::To(d) => locked(&arm_or_disarm(d)),
     };
     // The deadline: rtb-deadline's armed epoch (our AMI: units named rtb-deadline-EPOCH-...;
-    // the test world: "stops at EPOCH"), else a shutdown scheduled by `shutdown -h +N`.
+    // the test world: "stops at EPOCH"), the earliest if two are armed (it fires first), else
+    // a shutdown scheduled by `shutdown -h +N`.
     format!(
         "set -u\n{arm}\
          root=$(docker info --format '{{{{.DockerRootDir}}}}' 2>/dev/null) || root=\n\
          [ -n \"$root\" ] && [ -d \"$root\" ] || root=/\n\
          echo \"rtb-probe disk_free_kib=$(df -Pk \"$root\" 2>/dev/null | awk 'NR == 2 {{ print $4 }}')\"\n\
-         at=$(rtb-deadline --status 2>/dev/null | sed -n 's/.*\\(stops at \\|rtb-deadline-\\)\\([0-9]\\{{9,\\}}\\).*/\\2/p' | sort -n | tail -n 1)\n\
+         at=$(rtb-deadline --status 2>/dev/null | sed -n 's/.*\\(stops at \\|rtb-deadline-\\)\\([0-9]\\{{9,\\}}\\).*/\\2/p' | sort -n | head -n 1)\n\
          if [ -z \"$at\" ] && [ -r /run/systemd/shutdown/scheduled ]; then\n\
          \x20 usec=$(sed -n 's/^USEC=//p' /run/systemd/shutdown/scheduled)\n\
          \x20 [ -n \"$usec\" ] && at=$((usec / 1000000))\n\

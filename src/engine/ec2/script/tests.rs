@@ -482,6 +482,21 @@ fn the_probe_arms_then_reports() {
     let out = sandbox.run(&probe::script(probe::Arm::To(None)));
     let p = probe::parse(&String::from_utf8_lossy(&out.stdout));
     assert_eq!(p.deadline, probe::Armed::Nothing);
+
+    // Our AMI's rtb-deadline --status is systemd's timer list; with two armed (a re-arm that
+    // could not stop the earlier one), the earlier fires first.
+    std::fs::write(
+        sandbox.dir.path().join("rtb-deadline"),
+        "#!/bin/sh\n[ \"$1\" = --status ] || exit 0\n\
+         echo 'NEXT                        LEFT     LAST PASSED UNIT                                         ACTIVATES'\n\
+         echo 'Thu 2027-01-15 08:00:00 UTC 1h left  -    -      rtb-deadline-1800000000-1784000000123456789.timer rtb-deadline-1800000000-1784000000123456789.service'\n\
+         echo 'Thu 2027-01-15 07:00:00 UTC 10m left -    -      rtb-deadline-1799996400-1784000000987654321.timer rtb-deadline-1799996400-1784000000987654321.service'\n\
+         echo '2 timers listed.'\n",
+    )
+    .unwrap();
+    let out = sandbox.run(&probe::script(probe::Arm::Look));
+    let p = probe::parse(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(p.deadline, probe::Armed::At(1_799_996_400));
 }
 
 proptest! {
