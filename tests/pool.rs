@@ -5,8 +5,9 @@
 //!   per-instance = 2 sharing that folder is refused before launch, a folder per row runs;
 //! - a long batch on one instance removes each finished job's container;
 //! - an instance whose own deadline fired after its job is not handed the next one;
-//! - per-instance = 2: Ctrl-C saves both lanes' outputs; `stop JOB` of one lane leaves the
-//!   other running; a co-tenant's shorter timeout does not cut the longer job's deadline.
+//! - per-instance = 2: Ctrl-C saves both lanes' outputs; `stop JOB` of one lane, or a row
+//!   whose container cannot start, leaves the other running; a co-tenant's shorter timeout
+//!   does not cut the longer job's deadline.
 
 mod common;
 
@@ -147,14 +148,19 @@ csv = "{name}.csv"
 [job]
 ami = "{ami}"
 instance-type = "t3.micro"
-image = "{image}"
+{image}
 interpreter = "octave-cli"
 command = "${{cmd}}"
 output = "s3://{bucket}/{name}/${{n}}"
 job-id = "{name}-${{n}}"
 {job}
 "#,
-            image = support_image()
+            // A test may give its own (per row).
+            image = if job.contains("image =") {
+                String::new()
+            } else {
+                format!("image = \"{}\"", support_image())
+            }
         ),
     )
 }
@@ -772,6 +778,62 @@ async fn per_instance_2_a_shorter_timeout_does_not_cut_the_longer_job() {
         let got = w.get(&bucket, &format!("{name}/{n}/frame.txt")).await;
         assert_eq!(got.as_deref(), Some(text.as_bytes()));
     }
+    assert!(all_ended(&w, &name, Duration::from_secs(30))
+        .await
+        .is_empty());
+}
+
+/// per-instance = 2: row 2's container cannot be started (its image is nowhere to be had):
+/// that row fails, and the instance is not ended under row 1, which runs on to success.
+#[tokio::test]
+async fn per_instance_2_a_row_that_cannot_start_leaves_the_other_running() {
+    let w = World::new().await;
+    let desk = Desk::new();
+    let bucket = w.bucket("twob").await;
+    let name = unique("twob");
+    let _containers = JobContainers {
+        prefix: name.clone(),
+    };
+    let rows = vec![
+        vec![
+            "1".into(),
+            format!("pause(15); {}", put("frame.txt", "whole 1")),
+            support_image(),
+        ],
+        vec![
+            "2".into(),
+            "disp(2);".into(),
+            // A registry that is not there (on this machine): the pull fails at once.
+            "127.0.0.1:9/no-such-image:none".into(),
+        ],
+    ];
+    let file = batch_file(
+        &w,
+        &desk,
+        Spec {
+            name: &name,
+            bucket: &bucket,
+            batch: "parallel = 2\nper-instance = 2\nretries = 0",
+            job: "timeout = \"10m\"\nimage = \"${image}\"",
+            columns: ",image",
+            rows: &rows,
+        },
+    )
+    .await;
+    let (code, out, err) = desk.out(&["batch", &file, "--json"]);
+    assert_eq!(code, Some(71), "{err}");
+    let doc = summary(&out);
+    assert_eq!(
+        job(&doc, &format!("{name}-2"))["outcome"],
+        "remote_failed",
+        "{doc}"
+    );
+    let first = job(&doc, &format!("{name}-1"));
+    assert_eq!(first["outcome"], "succeeded", "row 1 ran on: {first}");
+    assert_eq!(first["attempts"].as_array().unwrap().len(), 1, "{first}");
+    let got = w.get(&bucket, &format!("{name}/1/frame.txt")).await;
+    assert_eq!(got.as_deref(), Some(&b"whole 1"[..]));
+    assert_eq!(doc["pool"]["instances_launched"], 1, "{doc}");
     assert!(all_ended(&w, &name, Duration::from_secs(30))
         .await
         .is_empty());
