@@ -204,7 +204,8 @@ async fn assert_own_files(w: &World, bucket: &str, prefix: &str, n: u32) {
     );
 }
 
-/// The text of a job's log chunks so far (every attempt).
+/// The text of a job's log chunks so far (every attempt). (The log quotes the command first:
+/// a job marks a moment with text its command does not hold, e.g. `disp(['rea' 'dy'])`.)
 async fn log_text(w: &World, bucket: &str, prefix: &str) -> String {
     let mut text = String::new();
     for k in w.keys(bucket, &format!("{prefix}/_rtb-job/")).await {
@@ -564,14 +565,14 @@ async fn per_instance_2_ctrl_c_saves_both_lanes_outputs() {
         vec![
             "1".into(),
             format!(
-                "{} disp('ready'); pause(120);",
+                "{} disp(['rea' 'dy']); pause(120);",
                 put("frame.txt", "partial 1")
             ),
         ],
         vec![
             "2".into(),
             format!(
-                "{} system('trap \"\" TERM; sleep 300 &'); disp('ready'); pause(120);",
+                "{} system('trap \"\" TERM; sleep 300 &'); disp(['rea' 'dy']); pause(120);",
                 put("frame.txt", "partial 2")
             ),
         ],
@@ -637,13 +638,16 @@ async fn per_instance_2_stop_of_one_job_leaves_the_other_running() {
         vec![
             "1".into(),
             format!(
-                "{} disp('ready'); pause(120);",
+                "{} disp(['rea' 'dy']); pause(120);",
                 put("frame.txt", "partial 1")
             ),
         ],
         vec![
             "2".into(),
-            format!("disp('ready'); pause(25); {}", put("frame.txt", "whole 2")),
+            format!(
+                "disp(['rea' 'dy']); pause(25); {}",
+                put("frame.txt", "whole 2")
+            ),
         ],
     ];
     let file = batch_file(

@@ -108,7 +108,6 @@ impl Host {
     /// Job `j` starts here: how its script shares the instance.
     pub fn start(&self, j: usize, plan: &Plan) -> Shared {
         let shared = Shared {
-            deadline: self.needs(plan.deadline),
             reused: self.used() && scratch::on_host_volume(plan),
         };
         self.running.borrow_mut().push((j, plan.deadline));

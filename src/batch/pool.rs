@@ -371,7 +371,8 @@ impl<'a> Pool<'a> {
                     _ = self.interrupts.reached(1) => Err("the batch is stopping".to_string()),
                 };
                 if let Err(why) = checked {
-                    if host.retire(&why) {
+                    // (Stopping, it is retired with the rest: nothing to say.)
+                    if host.retire(&why) && self.interrupts.count() == 0 {
                         self.retired(host, &why);
                     }
                     self.give_back(j, &ui, &host.id, &why);

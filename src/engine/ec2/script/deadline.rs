@@ -48,16 +48,45 @@ pub(super) fn arm_after_job(deadline: Option<SystemTime>, grace: std::time::Dura
     )
 }
 
-/// Arm the deadline at `deadline`; with none to keep (a job without --timeout shares the
-/// instance), disarm whatever is armed: an earlier job's short after-job grace must not end
-/// this one.
-pub(super) fn arm_or_disarm(deadline: Option<SystemTime>) -> String {
-    match deadline {
-        Some(d) => arm_at(&epoch(d).to_string()),
-        None => "if command -v rtb-deadline >/dev/null 2>&1; then rtb-deadline --cancel >/dev/null 2>&1 || true; fi\n\
-                 shutdown -c >/dev/null 2>&1 || true\n"
-            .to_string(),
-    }
+/// Disarm whatever deadline is armed: a job without one (`--timeout none`) shares the
+/// instance, and an earlier job's short after-job grace must not end it.
+const DISARM: &str = "if command -v rtb-deadline >/dev/null 2>&1; then rtb-deadline --cancel >/dev/null 2>&1 || true; fi\n\
+                      shutdown -c >/dev/null 2>&1 || true\n";
+
+/// On a shared instance, arm the latest deadline its running jobs need (run it under
+/// [`locked`]). Each job leaves its own need in the state folder (`need-<job id>`: an epoch,
+/// or `none`), and a need counts while that job's container runs: whatever order the jobs'
+/// scripts run in, a shorter timeout never cuts a longer co-tenant. `job` is the job starting
+/// now (its need is recorded, and counts before its container runs); `need` counts in any
+/// case (the pool's check, for the job it is about to start). With a need of `none` anywhere,
+/// the deadline is disarmed.
+pub(super) fn arm_for_jobs(job: Option<&str>, need: Option<SystemTime>) -> String {
+    let need = need.map_or_else(|| "none".to_string(), |d| epoch(d).to_string());
+    let record = job
+        .map(|j| format!("echo {need} > \"$state/need-{j}\"\n"))
+        .unwrap_or_default();
+    format!(
+        "# The deadline: the latest that the jobs running here need.\n\
+         {record}need={need}\n\
+         for f in \"$state\"/need-*; do\n\
+         \x20 [ -e \"$f\" ] || continue\n\
+         \x20 j=${{f##*/need-}}\n\
+         \x20 if [ \"$j\" != '{me}' ] && [ \"$(docker inspect --type container -f '{{{{.State.Running}}}}' \"rtb-job-$j\" 2>/dev/null)\" != true ]; then\n\
+         \x20   rm -f \"$f\"; continue\n\
+         \x20 fi\n\
+         \x20 v=$(cat \"$f\")\n\
+         \x20 if [ \"$v\" = none ] || [ \"$need\" = none ]; then need=none\n\
+         \x20 elif [ \"$v\" -gt \"$need\" ] 2>/dev/null; then need=$v; fi\n\
+         done\n\
+         if [ \"$need\" = none ]; then\n{DISARM}else\n{arm}fi\n",
+        me = job.unwrap_or_default(),
+        arm = arm_at("$need"),
+    )
+}
+
+/// A job of a shared instance has ended: its need no longer counts.
+pub(super) fn forget_need(job: &str) -> String {
+    format!("rm -f \"$state/need-{job}\"\n")
 }
 
 /// `body` holding the instance's deadline lock (fd 9, as rtb-deadline's own, which it closes

@@ -19,15 +19,12 @@ use crate::plan::{Plan, Work};
 pub use container::{reattach_script, stop_grace, stop_script, STOP_GRACE_MAX, STOP_GRACE_MIN};
 use container::{start_container, wait_part};
 pub use deadline::user_data;
-use deadline::{arm_after_job, arm_at, arm_or_disarm, locked};
+use deadline::{arm_after_job, arm_at, arm_for_jobs, forget_need, locked};
 
 /// A batch's instance, which its jobs share one after another (and side by side with
 /// per-instance > 1): what a job's script does differently there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shared {
-    /// The deadline to arm: the latest that any job running on the instance needs, this
-    /// one's included; `None` when one of them has none (then none is armed).
-    pub deadline: Option<SystemTime>,
     /// An earlier job ran there: the runner empties its scratch folders before it starts.
     pub reused: bool,
 }
@@ -65,8 +62,8 @@ pub fn job_script(plan: &Plan, region: Option<&str>) -> String {
 }
 
 /// The script of a batch's job on its shared instance: the deadline armed is the latest its
-/// jobs need (never cut under a co-tenant), armed and the container started under the
-/// instance's deadline lock; the container is removed once it has ended (its outputs are
+/// running jobs need (never cut under a co-tenant), armed and the container started under
+/// the instance's deadline lock; the container is removed once it has ended (its outputs are
 /// uploaded by then), so finished jobs do not fill the disk.
 pub fn shared_job_script(plan: &Plan, region: Option<&str>, shared: Shared) -> String {
     compose(plan, region, Some(shared))
@@ -74,13 +71,12 @@ pub fn shared_job_script(plan: &Plan, region: Option<&str>, shared: Shared) -> S
 
 fn compose(plan: &Plan, region: Option<&str>, shared: Option<Shared>) -> String {
     let mut s = format!("# run-render job {}\nset -u\n", plan.job_id);
-    // The deadline the instance must keep: this job's own, or what all its jobs need.
-    let deadline = shared.map_or(plan.deadline, |h| h.deadline);
+    let deadline = plan.deadline;
     let container = matches!(plan.work, Work::Container(_));
     match (shared, deadline) {
         // A shared instance's container job arms it under the lock, with its start.
         (Some(_), _) if container => {}
-        (Some(_), d) => s.push_str(&arm_or_disarm(d)),
+        (Some(_), d) => s.push_str(&locked(&arm_for_jobs(Some(&plan.job_id), d))),
         (None, Some(d)) => {
             s.push_str("# Arm the deadline again: the AMI may not run user data.\n");
             s.push_str(&arm_at(&epoch(d).to_string()));
@@ -124,7 +120,10 @@ fn compose(plan: &Plan, region: Option<&str>, shared: Option<Shared>) -> String 
                 // An earlier job's watcher may be about to arm its short after-job grace:
                 // under the lock, it either does so before this job arms its deadline, or
                 // finds this job's container running and leaves the deadline alone.
-                Some(_) => s.push_str(&locked(&format!("{}{start}", arm_or_disarm(deadline)))),
+                Some(_) => s.push_str(&locked(&format!(
+                    "{}{start}",
+                    arm_for_jobs(Some(&plan.job_id), deadline)
+                ))),
                 None => s.push_str(&start),
             }
             // The instance ends itself after the job, whoever is watching: a watcher outside
@@ -134,7 +133,8 @@ fn compose(plan: &Plan, region: Option<&str>, shared: Option<Shared>) -> String 
                 let name = quote(&container_name(&plan.job_id));
                 let after = match shared {
                     Some(_) => locked(&format!(
-                        "if [ -z \"$(docker ps -q --filter name=^rtb-job- 2>/dev/null)\" ]; then\n{after}fi\n"
+                        "{}if [ -z \"$(docker ps -q --filter name=^rtb-job- 2>/dev/null)\" ]; then\n{after}fi\n",
+                        forget_need(&plan.job_id)
                     )),
                     None => after,
                 };

@@ -1,19 +1,21 @@
-//! A short look at a batch's instance between jobs: first (when asked) arm the deadline its
-//! jobs need, or disarm it, under the deadline lock; then report, one `rtb-probe` line each,
+//! A short look at a batch's instance between jobs: first (when asked) arm the deadline the
+//! next job needs (or the later one its running jobs need), or disarm it, under the deadline
+//! lock; then report, one `rtb-probe` line each,
 //! the free space on Docker's disk, the deadline armed now, and the job containers running.
 //! The pool reads it before handing the instance another job, `stop` and `attach` before
 //! ending an instance other jobs may still use.
 
 use std::time::SystemTime;
 
-use super::deadline::{arm_or_disarm, locked};
+use super::deadline::{arm_for_jobs, locked};
 
 /// What the probe changes first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Arm {
     /// Nothing: only look.
     Look,
-    /// Arm this deadline (`None`: disarm, a job without one is about to run).
+    /// Arm this deadline, or a later one the jobs running there need (`None`: disarm, a job
+    /// without one is about to run).
     To(Option<SystemTime>),
 }
 
@@ -43,7 +45,7 @@ pub struct Probe {
 pub fn script(arm: Arm) -> String {
     let arm = match arm {
         Arm::Look => String::new(),
-        Arm::To(d) => locked(&arm_or_disarm(d)),
+        Arm::To(d) => locked(&arm_for_jobs(None, d)),
     };
     // The deadline: rtb-deadline's armed epoch (our AMI: units named rtb-deadline-EPOCH-...;
     // the test world: "stops at EPOCH"), the earliest if two are armed (it fires first), else

@@ -30,8 +30,9 @@ fn plan_with(command: &str, toolboxes: &str, volume_dir: &str) -> Plan {
 /// A folder of stand-ins for the instance's tools: `docker` records the arguments of
 /// `docker run` (NUL-separated), knows the container once it was run (or when
 /// `$SANDBOX/container` exists beforehand), answers `docker wait` with 0, records `docker rm`
-/// (and forgets the container), lists `$SANDBOX/running` as the running job containers and
-/// names the sandbox as its data folder; `rtb-deadline` records each time it is armed (and
+/// (and forgets the container), takes the job ids in `$SANDBOX/running` for the job
+/// containers running (`ps`, `inspect` of their state) and names the sandbox as its data
+/// folder; `rtb-deadline` records each time it is armed (and
 /// fails when `$SANDBOX/deadline-fails` exists), says the last one for `--status` and
 /// records `--cancel`; `shutdown` records its argument. The script runs with only that folder and
 /// the basic system folders on PATH, so nothing real can be reached.
@@ -45,7 +46,11 @@ impl Sandbox {
         for (name, body) in [
             ("docker", "case \"$1\" in\n\
                 run) for a in \"$@\"; do printf '%s\\0' \"$a\" >> \"$SANDBOX/args\"; done; touch \"$SANDBOX/container\" ;;\n\
-                inspect) [ -e \"$SANDBOX/container\" ] || exit 1 ;;\n\
+                inspect) for last; do :; done\n\
+                   case \"$*\" in\n\
+                   *State.Running*) grep -qx \"${last#rtb-job-}\" \"$SANDBOX/running\" 2>/dev/null && echo true || exit 1 ;;\n\
+                   *) [ -e \"$SANDBOX/container\" ] || exit 1 ;;\n\
+                   esac ;;\n\
                 wait) echo 0 ;;\n\
                 stop) echo \"$@\" >> \"$SANDBOX/stops\" ;;\n\
                 rm) echo \"$@\" >> \"$SANDBOX/removed\"; rm -f \"$SANDBOX/container\" ;;\n\
@@ -381,51 +386,48 @@ fn stop_grace_covers_the_time_to_the_deadline() {
     assert_eq!(sandbox.lines("stops"), ["stop -t 3600 rtb-job-j1"]);
 }
 
-/// On a batch's shared instance the script arms the deadline all its jobs need (here later
-/// than the job's own), asks the runner to empty its scratch folders when an earlier job
-/// ran there, and removes the container once it has ended; the watcher arms the short
-/// after-job grace only when no other job container runs.
+/// On a batch's shared instance the script arms the latest deadline its running jobs need
+/// (here a co-tenant's, later than the job's own), asks the runner to empty its scratch
+/// folders when an earlier job ran there, and removes the container once it has ended; the
+/// watcher arms the short after-job grace only when no other job container runs.
 #[test]
 fn a_shared_instance_keeps_the_latest_deadline_and_removes_the_container() {
     let plan = plan_with("disp(1)", "''", "data");
     let own = epoch(plan.deadline.unwrap());
-    let latest = plan.deadline.unwrap() + std::time::Duration::from_secs(3600);
-    let shared = Shared {
-        deadline: Some(latest),
-        reused: true,
+    let later = own + 3600;
+    let needs = |sandbox: &Sandbox, job: &str, epoch: u64| {
+        let state = sandbox.dir.path().join("state");
+        std::fs::create_dir_all(&state).unwrap();
+        std::fs::write(state.join(format!("need-{job}")), format!("{epoch}\n")).unwrap();
     };
+
+    // A co-tenant runs with a later need: that deadline stays, the watcher leaves it alone.
     let sandbox = Sandbox::new();
-    let out = sandbox.run(&shared_job_script(&plan, None, shared));
+    std::fs::write(sandbox.dir.path().join("running"), "other\n").unwrap();
+    needs(&sandbox, "other", later);
+    let out = sandbox.run(&shared_job_script(&plan, None, Shared { reused: true }));
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let armed = sandbox.wait_deadlines(2);
-    assert_eq!(
-        armed[0],
-        epoch(latest),
-        "not the job's own {own}: {armed:?}"
-    );
-    let now = now_secs();
-    assert!((now + 590..=now + 610).contains(&armed[1]), "{armed:?}");
-    assert_eq!(armed.len(), 2, "armed once under the lock, then the grace");
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    assert_eq!(sandbox.deadlines(), [later], "not the job's own {own}");
     let args = sandbox.docker_args();
     assert!(args.windows(2).any(|w| w == ["-e", "RTB_EMPTY_SCRATCH=1"]));
     assert_eq!(sandbox.lines("removed"), ["rm rtb-job-j1"]);
 
-    // Another job runs there: its watcher leaves the deadline alone; not reused: the scratch
-    // folders are left as they are.
+    // Alone (a need left by a job no longer running does not count): its own deadline, then
+    // the grace once it has ended; not reused, the scratch folders are left as they are.
     let sandbox = Sandbox::new();
-    std::fs::write(sandbox.dir.path().join("running"), "0123abcd\n").unwrap();
-    let shared = Shared {
-        deadline: Some(latest),
-        reused: false,
-    };
-    let out = sandbox.run(&shared_job_script(&plan, None, shared));
+    needs(&sandbox, "gone", later);
+    let out = sandbox.run(&shared_job_script(&plan, None, Shared { reused: false }));
     assert!(out.status.success());
-    std::thread::sleep(std::time::Duration::from_millis(700));
-    assert_eq!(sandbox.deadlines(), [epoch(latest)]);
+    let armed = sandbox.wait_deadlines(2);
+    assert_eq!(armed[0], own, "{armed:?}");
+    let now = now_secs();
+    assert!((now + 590..=now + 610).contains(&armed[1]), "{armed:?}");
+    assert!(!sandbox.dir.path().join("state/need-gone").exists());
     assert!(!sandbox
         .docker_args()
         .iter()
@@ -443,11 +445,7 @@ fn a_shared_instance_keeps_the_latest_deadline_and_removes_the_container() {
 fn a_shared_job_without_deadline_disarms_the_earlier_one() {
     let plan = plan_args(&["--command", "disp(1)", "--timeout", "none"]);
     let sandbox = Sandbox::new();
-    let shared = Shared {
-        deadline: None,
-        reused: true,
-    };
-    let out = sandbox.run(&shared_job_script(&plan, None, shared));
+    let out = sandbox.run(&shared_job_script(&plan, None, Shared { reused: true }));
     assert!(
         out.status.success(),
         "{}",
