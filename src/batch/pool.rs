@@ -334,7 +334,7 @@ impl<'a> Pool<'a> {
             let lanes = (0..self.policy.per_instance.max(1)).map(|_| self.lane(&host, &first_job));
             futures::future::join_all(lanes).await;
             // No job of the batch runs there any more.
-            if host.open() && host.ending() == Ending::Normally {
+            if host.open() && host.ending() == Ending::Normally && self.interrupts.count() == 0 {
                 self.view.note(&format!(
                     "run-render: {}: no queued job left, terminating",
                     host.id
