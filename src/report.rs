@@ -91,6 +91,15 @@ impl Report {
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_default()
     }
+
+    /// Add what went wrong to what is already said ("first; then").
+    pub fn push_error(&mut self, e: impl Into<String>) {
+        let e = e.into();
+        self.error = Some(match self.error.take() {
+            Some(prev) => format!("{prev}; {e}"),
+            None => e,
+        });
+    }
 }
 
 impl fmt::Display for Report {

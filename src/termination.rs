@@ -3,14 +3,16 @@
 //! itself when detached or when AWS stopped answering (its own deadline, armed on the
 //! instance, ends it); and a hurried request on a second Ctrl-C. Whenever the instance's
 //! end is not confirmed, the exit code says so (69).
+//!
+//! A batch's instance is shared by its jobs: one job's end never ends it under another
+//! ([`handback`] only says what that end tells of the instance; the pool ends it once no job
+//! runs there, `batch/host.rs`).
 
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use crate::cloud::Cloud;
 use crate::engine::ec2::instance::Instance;
 use crate::engine::ec2::script;
-use crate::lifecycle::follow::JobRef;
-use crate::lifecycle::push_error;
 use crate::patience::Patience;
 use crate::report::{exit, InstanceFate, Outcome, Report};
 use crate::signals::Interrupts;
@@ -30,11 +32,59 @@ pub enum Leave {
     Detached,
 }
 
+/// What a batch job's end tells of the shared instance it ran on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handback {
+    /// The job came to its own end, or was stopped: the instance may take another job, once
+    /// the pool has checked it as a fresh one (running, deadline, disk).
+    Reusable,
+    /// It takes no new job (why); it ends once its other jobs have.
+    Retire(&'static str),
+    /// It went away under the job.
+    Gone,
+    /// A second signal: end it at once, whoever runs there.
+    Now,
+    /// AWS stopped answering: it is left to its own deadline.
+    Unreachable,
+}
+
+/// What a batch job's end (how the client left it, and its outcome) tells of its instance.
+pub fn handback(leave: Leave, outcome: Outcome) -> Handback {
+    match leave {
+        Leave::Now => Handback::Now,
+        Leave::Unreachable => Handback::Unreachable,
+        Leave::Detached => Handback::Retire("a detached job runs on it"),
+        Leave::Normally => match outcome {
+            Outcome::Succeeded | Outcome::JobFailed | Outcome::TimedOut | Outcome::Interrupted => {
+                Handback::Reusable
+            }
+            Outcome::InstanceLost => Handback::Gone,
+            Outcome::AgentNeverOnline => Handback::Retire("its SSM agent is not online"),
+            Outcome::RemoteFailed => {
+                Handback::Retire("a job could not be started or followed there")
+            }
+            Outcome::Unknown
+            | Outcome::LaunchFailed
+            | Outcome::PreflightFailed
+            | Outcome::Detached => Handback::Retire("a job there ended without a clear end"),
+        },
+    }
+}
+
+/// What the policy needs to know of the job whose instance it ends.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Terms {
+    /// `--keep`: leave the instance running after the job.
+    pub keep: bool,
+    /// The instance's own deadline, which ends it when nobody else does.
+    pub deadline: Option<SystemTime>,
+}
+
 /// The end of every path that launched something: the termination policy. `patience` is the
 /// job's own budget: a termination that gets no answer does not start a wait of its own.
 #[allow(clippy::too_many_arguments)]
 pub async fn end(
-    job: &JobRef,
+    job: Terms,
     cloud: &Cloud,
     ui: &Ui,
     interrupts: &Interrupts,
@@ -49,7 +99,7 @@ pub async fn end(
             instance.abandon();
             r.instance = InstanceFate::Unconfirmed;
             r.exit_code = exit::UNCONFIRMED;
-            push_error(r, left_running(job, &id));
+            r.push_error(left_running(job, &id));
         }
         Leave::Now => {
             ui.note(format!("terminating {id} without waiting"));
@@ -83,17 +133,14 @@ pub async fn end(
                     r.exit_code = exit::UNCONFIRMED;
                     if patience.exhausted() {
                         // AWS stopped answering: say when the instance ends by itself.
-                        push_error(
-                            r,
-                            format!(
-                                "AWS has not answered for {} ({}); {}",
-                                humantime::format_duration(patience.limit()),
-                                patience.last_error(),
-                                left_running(job, &id)
-                            ),
-                        );
+                        r.push_error(format!(
+                            "AWS has not answered for {} ({}); {}",
+                            humantime::format_duration(patience.limit()),
+                            patience.last_error(),
+                            left_running(job, &id)
+                        ));
                     } else {
-                        push_error(r, e.to_string());
+                        r.push_error(e.to_string());
                     }
                 }
                 None => {
@@ -113,28 +160,25 @@ pub async fn hurried_termination(instance: Instance, patience: &Patience, r: &mu
     match requested {
         Ok(true) => {
             r.instance = InstanceFate::Terminated;
-            push_error(r, format!("{id} is terminating (not waiting for it)"));
+            r.push_error(format!("{id} is terminating (not waiting for it)"));
         }
         Ok(false) => {
             r.instance = InstanceFate::Unconfirmed;
             r.exit_code = exit::UNCONFIRMED;
-            push_error(
-                r,
-                format!(
-                    "termination of {id} requested; not waiting for it, so it is not confirmed"
-                ),
-            );
+            r.push_error(format!(
+                "termination of {id} requested; not waiting for it, so it is not confirmed"
+            ));
         }
         Err(e) => {
             r.instance = InstanceFate::Unconfirmed;
             r.exit_code = exit::UNCONFIRMED;
-            push_error(r, format!("could not request termination of {id}: {e}"));
+            r.push_error(format!("could not request termination of {id}: {e}"));
         }
     }
 }
 
 /// What happens to an instance the client can no longer reach.
-fn left_running(job: &JobRef, id: &str) -> String {
+fn left_running(job: Terms, id: &str) -> String {
     let deadline = match job.deadline {
         Some(d) => format!(
             "at the latest at its deadline, {}",
@@ -179,16 +223,10 @@ mod tests {
         Cloud::from_config(config)
     }
 
-    fn job(keep: bool) -> JobRef {
-        JobRef {
-            job_id: "j1".into(),
-            container: true,
-            records: None,
-            deadline: None,
-            timeout: None,
+    fn job(keep: bool) -> Terms {
+        Terms {
             keep,
-            api_patience: std::time::Duration::from_secs(5),
-            in_batch: false,
+            deadline: None,
         }
     }
 
@@ -230,7 +268,7 @@ mod tests {
         let mut r = report();
         let instance = Instance::adopt(&cloud, "i-0123456789abcdef0".into());
         end(
-            &job(keep),
+            job(keep),
             &cloud,
             &Ui::plain(),
             &Interrupts::listen(),
@@ -241,6 +279,36 @@ mod tests {
         )
         .await;
         r
+    }
+
+    /// A batch job's end and its shared instance: only the job's own end hands it on; no end
+    /// but a second signal ends it (the pool does, once no job runs there).
+    #[test]
+    fn what_a_batch_job_end_tells_of_its_instance() {
+        use Handback::*;
+        let table: &[(Leave, Outcome, Handback)] = &[
+            (Leave::Normally, Outcome::Succeeded, Reusable),
+            (Leave::Normally, Outcome::JobFailed, Reusable),
+            (Leave::Normally, Outcome::TimedOut, Reusable),
+            // Stopped (Ctrl-C, `stop JOB`): the instance is fine; the batch decides.
+            (Leave::Normally, Outcome::Interrupted, Reusable),
+            (Leave::Normally, Outcome::InstanceLost, Gone),
+            (
+                Leave::Normally,
+                Outcome::RemoteFailed,
+                Retire("a job could not be started or followed there"),
+            ),
+            (
+                Leave::Normally,
+                Outcome::AgentNeverOnline,
+                Retire("its SSM agent is not online"),
+            ),
+            (Leave::Now, Outcome::Interrupted, Now),
+            (Leave::Unreachable, Outcome::Unknown, Unreachable),
+        ];
+        for (leave, outcome, want) in table {
+            assert_eq!(&handback(*leave, *outcome), want, "{leave:?} {outcome:?}");
+        }
     }
 
     #[tokio::test]

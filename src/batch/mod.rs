@@ -5,15 +5,20 @@
 //! - [`jobs`] each row's job, parsed by `run`'s own flag definition and checked as `run`
 //!   checks it; the batch's policy
 //! - [`pool`] the EC2 engine: a pool of instances that take queued jobs in turn
+//! - [`host`] one instance of the pool: its jobs, their deadline, the check before reuse,
+//!   its end
+//! - [`scratch`] where each job's scratch folders lie, checked before a pool runs them
 //! - [`retry`] which failed attempts are tried again, and how (pure)
 //! - [`view`] the progress view; [`summary`] the end
 
 pub mod aws;
 pub mod expand;
 pub mod file;
+pub mod host;
 pub mod jobs;
 pub mod pool;
 pub mod retry;
+pub mod scratch;
 pub mod summary;
 pub mod view;
 

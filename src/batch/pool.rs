@@ -1,12 +1,15 @@
 //! The EC2 engine for batches: a pool of at most ceil(parallel / per-instance) instances,
 //! each launched as `run` launches one (tags, deadline, IMDSv2) plus the batch's tag. An
-//! instance that finishes a job takes the next queued one, so a job costs no boot; an
-//! instance with nothing left to do is terminated at once. A failed attempt goes back to the
-//! front of the queue when `retry.rs` says so, on a fresh instance when the instance was the
-//! problem.
+//! instance that finishes a job takes the next queued one, so a job costs no boot, once it
+//! has passed the check a fresh instance would (`host.rs`: running, its deadline armed for
+//! the jobs it runs, free disk); one that fails it is retired and the job goes to another.
+//! An instance with nothing left to do is terminated at once, but never while a job of the
+//! batch still runs there. A failed attempt goes back to the front of the queue when
+//! `retry.rs` says so, on a fresh instance when the instance was the problem.
 //!
 //! Signals: the first stops every running job as `run` does (outputs saved) and starts
-//! nothing new; the second terminates at once. Every instance ends before this returns.
+//! nothing new; each instance is terminated once all its jobs have saved theirs. The second
+//! terminates at once. Every instance ends before this returns.
 
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -14,11 +17,11 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use super::host::{Ending, Host};
 use super::jobs::{BatchJob, Policy};
 use super::retry::{self, Attempted, Next, Rules};
 use super::view::{Counts, View};
 use crate::cloud::Cloud;
-use crate::engine::ec2::instance::Instance;
 use crate::lifecycle;
 use crate::preflight::Checked;
 use crate::registry::Registry;
@@ -326,59 +329,96 @@ impl<'a> Pool<'a> {
                 st.stats.peak_instances = st.stats.peak_instances.max(st.live);
             }
             self.account(up, false);
-            let id = instance.id.clone();
-            let alive = Cell::new(true);
+            let host = Host::new(instance, plan.api_patience);
             let first_job = Cell::new(Some((first, plan, ui)));
-            let lanes = (0..self.policy.per_instance.max(1)).map(|_| async {
-                loop {
-                    let (j, plan, ui) = match first_job.take() {
-                        Some(f) => f,
-                        None => {
-                            if !alive.get() {
-                                break;
-                            }
-                            let Some(j) = self.take() else { break };
-                            let (p, u) = self.begin(j);
-                            (j, p, u)
-                        }
-                    };
-                    let spot = plan.launch.spot;
-                    // Each lane holds its own handle on the shared instance; the slot keeps
-                    // the one that must end it.
-                    let handle = Instance::adopt(self.cloud, id.clone());
-                    let (report, back) = lifecycle::run_on(
-                        &plan,
-                        handle,
-                        self.cloud,
-                        &ui,
-                        self.interrupts,
-                        self.registry,
-                    )
-                    .await;
-                    match back {
-                        Some(h) => h.abandon(),
-                        None => alive.set(false),
-                    }
-                    self.finish(j, report, &ui, spot);
-                }
-            });
+            let lanes = (0..self.policy.per_instance.max(1)).map(|_| self.lane(&host, &first_job));
             futures::future::join_all(lanes).await;
-            if alive.get() {
-                // Nothing left for it: end it now, not at its after-job grace.
+            // No job of the batch runs there any more.
+            if host.open() && host.ending() == Ending::Normally && self.interrupts.count() == 0 {
                 self.view.note(&format!(
-                    "run-render: {id}: no queued job left, terminating"
+                    "run-render: {}: no queued job left, terminating",
+                    host.id
                 ));
-                if let Err(e) = instance.terminate().await {
-                    self.view.note(&format!("run-render: {e}"));
-                    self.lock().stats.unconfirmed.push(id.clone());
-                }
-            } else {
-                // A lane's job ended it (terminated and confirmed there, or reported).
-                instance.abandon();
+            }
+            if let Err(e) = host.end(self.cloud, self.interrupts).await {
+                self.view.note(&format!("run-render: {e}"));
+                self.lock().stats.unconfirmed.push(host.id.clone());
             }
             self.lock().live -= 1;
             self.account(up, true);
         }
+    }
+
+    /// One lane of an instance: its first job (the one it was launched for), then queued
+    /// jobs while the instance takes them. An instance that has run a job is checked before
+    /// each next one; one that fails the check is retired and the job goes back to the queue.
+    async fn lane(&self, host: &Host, first: &Cell<Option<(usize, crate::plan::Plan, Ui)>>) {
+        loop {
+            let (j, plan, ui) = match first.take() {
+                Some(f) => f,
+                None => {
+                    if !host.open() {
+                        return;
+                    }
+                    let Some(j) = self.take() else { return };
+                    let (p, u) = self.begin(j);
+                    (j, p, u)
+                }
+            };
+            if host.used() {
+                let checked = tokio::select! {
+                    c = host.ready_for(&plan, self.cloud) => c,
+                    _ = self.interrupts.reached(1) => Err("the batch is stopping".to_string()),
+                };
+                if let Err(why) = checked {
+                    // (Stopping, it is retired with the rest: nothing to say.)
+                    if host.retire(&why) && self.interrupts.count() == 0 {
+                        self.retired(host, &why);
+                    }
+                    self.give_back(j, &ui, &host.id, &why);
+                    return;
+                }
+            }
+            let shared = host.start(j, &plan);
+            let spot = plan.launch.spot;
+            let (report, back) = lifecycle::run_on(
+                &plan,
+                &host.id,
+                shared,
+                self.cloud,
+                &ui,
+                self.interrupts,
+                self.registry,
+            )
+            .await;
+            if let Some(why) = host.finish(j, &back) {
+                self.retired(host, &why);
+            }
+            self.finish(j, report, &ui, spot);
+        }
+    }
+
+    /// Say that an instance takes no new job, and why.
+    fn retired(&self, host: &Host, why: &str) {
+        self.view.note(&format!(
+            "run-render: {}: {why}; it takes no new job and ends once its running jobs have",
+            host.id
+        ));
+    }
+
+    /// A job taken for an instance that could not take it: back to the front of the queue,
+    /// no attempt spent.
+    fn give_back(&self, j: usize, ui: &Ui, id: &str, why: &str) {
+        ui.note(format!(
+            "{id} cannot take it ({why}); it goes back to the queue"
+        ));
+        {
+            let mut st = self.lock();
+            st.running = st.running.saturating_sub(1);
+            st.queue.push_front(j);
+        }
+        ui.finish();
+        self.update_view();
     }
 
     /// Count an instance: launched (once), and its hours when it ended.

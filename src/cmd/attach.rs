@@ -2,6 +2,9 @@
 //! as `run` would: its log, its end, Ctrl-C stops it with its outputs saved, and its instance
 //! is terminated at the end. With `--detach` it only follows (as `logs --follow`).
 //! `stop` is the same with the first Ctrl-C given at once.
+//!
+//! A batch's instance is shared by its jobs: after the job, it is terminated only when no
+//! other job runs there and the batch's client (which ends it itself) is gone.
 
 use std::io::Write;
 use std::time::{Instant, SystemTime};
@@ -10,6 +13,7 @@ use super::{find, Found};
 use crate::cli::AttachArgs;
 use crate::cloud::Cloud;
 use crate::engine::ec2::instance::Instance;
+use crate::engine::ec2::script::probe;
 use crate::engine::ec2::{remote, script};
 use crate::lifecycle::follow::{self, JobRef};
 use crate::lifecycle::Leave;
@@ -84,11 +88,21 @@ pub async fn take_over(
     let Some(tagged) = found.instance.clone() else {
         return report_of(found, Outcome::RemoteFailed, exit::REMOTE);
     };
+    // On a batch's shared instance the deadline tag is its first job's: the job's own is in
+    // the registry (and the instance's own deadline holds without it).
+    let deadline = match &tagged.batch {
+        Some(_) => found
+            .entry
+            .as_ref()
+            .and_then(|e| e.deadline.as_deref())
+            .and_then(|d| humantime::parse_rfc3339(d).ok()),
+        None => found.deadline(),
+    };
     let job = JobRef {
         job_id: found.job_id.clone(),
         container: found.container(),
         records: found.records.clone(),
-        deadline: found.deadline(),
+        deadline,
         timeout: None,
         keep: false,
         api_patience: patience::DEFAULT,
@@ -133,7 +147,7 @@ pub async fn take_over(
         let sent = remote::send(
             cloud,
             &tagged.id,
-            &script::reattach_script(&job.job_id),
+            &script::reattach_script(&job.job_id, false),
             follow::execution_limit(job.deadline),
             &format!("run-render attach {}", job.job_id),
             &patience,
@@ -155,10 +169,27 @@ pub async fn take_over(
             }
         }
     };
-    crate::termination::end(
-        &job, cloud, ui, interrupts, instance, leave, &patience, &mut r,
-    )
-    .await;
+    match (&tagged.batch, leave) {
+        (Some(_), Leave::Normally | Leave::Now) => {
+            leave_shared(
+                cloud, found, ui, interrupts, instance, leave, &patience, &mut r,
+            )
+            .await
+        }
+        _ => {
+            crate::termination::end(
+                job.terms(),
+                cloud,
+                ui,
+                interrupts,
+                instance,
+                leave,
+                &patience,
+                &mut r,
+            )
+            .await
+        }
+    }
     let outcome = serde_json::to_value(r.outcome)
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
@@ -172,6 +203,93 @@ pub async fn take_over(
     });
     r.phases.total_s = t0.elapsed().as_secs_f64();
     r
+}
+
+/// After a job on a batch's shared instance: terminate the instance only when nothing else
+/// needs it. Its batch's client, alive on this machine, runs the next job there or ends it;
+/// another job of the batch may still run there (its outputs not saved yet). Otherwise, as
+/// for any job. A second signal does not wait: the instance is left as it is. `patience` is
+/// the job's budget.
+#[allow(clippy::too_many_arguments)]
+pub async fn leave_shared(
+    cloud: &Cloud,
+    found: &Found,
+    ui: &Ui,
+    interrupts: &Interrupts,
+    instance: Instance,
+    leave: Leave,
+    patience: &Patience,
+    r: &mut Report,
+) {
+    let id = instance.id.clone();
+    let batch = found
+        .instance
+        .as_ref()
+        .and_then(|i| i.batch.clone())
+        .unwrap_or_default();
+    let mut stays = |why: String| {
+        r.instance = InstanceFate::Pooled;
+        ui.note(format!("{id} stays with batch {batch}: {why}"));
+    };
+    if leave == Leave::Now {
+        instance.abandon();
+        return stays("not waiting to see which jobs still run there".into());
+    }
+    if let Some(pid) = found
+        .entry
+        .as_ref()
+        .filter(|e| crate::registry::client_alive(e))
+        .and_then(|e| e.client_pid)
+    {
+        instance.abandon();
+        return stays(format!(
+            "its client runs on (pid {pid}) and ends it after its last job"
+        ));
+    }
+    let others = async {
+        let command = remote::send(
+            cloud,
+            &id,
+            &probe::script(probe::Arm::Look),
+            std::time::Duration::from_secs(120),
+            "run-render: which jobs run here",
+            patience,
+        )
+        .await?;
+        let inv = remote::wait_command(cloud, &id, &command, patience).await?;
+        Ok::<_, remote::RemoteError>(
+            probe::parse(&inv.stdout)
+                .jobs
+                .into_iter()
+                .filter(|j| *j != found.job_id)
+                .collect::<Vec<_>>(),
+        )
+    }
+    .await;
+    match others {
+        Ok(others) if others.is_empty() => {
+            let terms = crate::termination::Terms {
+                keep: false,
+                deadline: None,
+            };
+            crate::termination::end(terms, cloud, ui, interrupts, instance, leave, patience, r)
+                .await
+        }
+        Ok(others) => {
+            instance.abandon();
+            stays(format!(
+                "{} other job(s) run there ({}); it ends itself after the last",
+                others.len(),
+                others.join(", ")
+            ))
+        }
+        Err(e) => {
+            instance.abandon();
+            stays(format!(
+                "could not ask it which jobs run there ({e}); it ends itself after its last job, or at its deadline"
+            ))
+        }
+    }
 }
 
 fn report_of(found: &Found, outcome: Outcome, code: i32) -> Report {

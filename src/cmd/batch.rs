@@ -41,6 +41,12 @@ pub fn main(args: BatchArgs) -> i32 {
         Ok(j) => j,
         Err(e) => return super::bad_input(&e.to_string(), json),
     };
+    // A pool reuses instances: scratch folders on host volumes must be the jobs' own.
+    if policy.engine == Engine::Ec2 && !args.run.detach {
+        if let Err(e) = crate::batch::scratch::check(&file, &jobs, policy.per_instance) {
+            return super::bad_input(&e.to_string(), json);
+        }
+    }
     if args.run.dry_run {
         super::emit(&dry_run(&file, &policy, &jobs, json));
         return 0;

@@ -1,5 +1,6 @@
 //! `stop JOB`: stop it as the first Ctrl-C does (the runner saves its outputs), then terminate
-//! its instance and confirm. A second Ctrl-C terminates at once.
+//! its instance and confirm (a batch's instance only when nothing else needs it: see
+//! `attach::leave_shared`). A second Ctrl-C terminates at once.
 
 use crate::cli::StopArgs;
 use crate::engine::ec2::instance::Instance;
@@ -142,19 +143,35 @@ async fn stop_one(job: String, args: StopArgs) -> i32 {
             };
             let interrupts = Interrupts::listen();
             let instance = Instance::adopt(&cloud, tagged.id.clone());
-            crate::termination::end(
-                &job,
-                &cloud,
-                &ui,
-                &interrupts,
-                instance,
-                Leave::Normally,
-                &patience::Patience::new(patience::DEFAULT),
-                &mut r,
-            )
-            .await;
-            // Stopping an ended job succeeded when its instance is gone.
-            if r.instance == InstanceFate::Terminated {
+            let patience = patience::Patience::new(patience::DEFAULT);
+            if tagged.batch.is_some() {
+                // A batch's instance: it may run another of the batch's jobs by now.
+                super::attach::leave_shared(
+                    &cloud,
+                    &found,
+                    &ui,
+                    &interrupts,
+                    instance,
+                    Leave::Normally,
+                    &patience,
+                    &mut r,
+                )
+                .await;
+            } else {
+                crate::termination::end(
+                    job.terms(),
+                    &cloud,
+                    &ui,
+                    &interrupts,
+                    instance,
+                    Leave::Normally,
+                    &patience,
+                    &mut r,
+                )
+                .await;
+            }
+            // Stopping an ended job succeeded when its instance is gone (or is its batch's).
+            if matches!(r.instance, InstanceFate::Terminated | InstanceFate::Pooled) {
                 r.exit_code = 0;
             }
             return super::attach::print(&ui, &r, args.json);
@@ -162,9 +179,10 @@ async fn stop_one(job: String, args: StopArgs) -> i32 {
         let interrupts = Interrupts::listen_from(1);
         let report = super::attach::take_over(&cloud, &registry, &found, &ui, &interrupts).await;
         let code = super::attach::print(&ui, &report, args.json);
-        // The stop did what it was asked: the job stopped, and its instance is gone.
+        // The stop did what it was asked: the job stopped, and its instance is gone (or left
+        // to its batch's other jobs).
         match (report.outcome, report.instance) {
-            (Outcome::Interrupted, InstanceFate::Terminated) => 0,
+            (Outcome::Interrupted, InstanceFate::Terminated | InstanceFate::Pooled) => 0,
             _ if code == exit::INTERRUPTED => 0,
             _ => code,
         }

@@ -76,6 +76,16 @@ impl JobRef {
     }
 }
 
+impl JobRef {
+    /// What the termination policy needs of the job.
+    pub fn terms(&self) -> crate::termination::Terms {
+        crate::termination::Terms {
+            keep: self.keep,
+            deadline: self.deadline,
+        }
+    }
+}
+
 /// SSM may run the script until the instance's own deadline; without one, its maximum.
 pub fn execution_limit(deadline: Option<SystemTime>) -> Duration {
     deadline
@@ -193,7 +203,7 @@ pub async fn follow(
                         inv.status
                     ));
                     reattached += 1;
-                    let again = script::reattach_script(&job.job_id);
+                    let again = script::reattach_script(&job.job_id, job.in_batch);
                     match remote::send(cloud, id, &again, execution_limit(job.deadline),
                         &format!("run-render re-attach {}", job.job_id), patience).await {
                         Ok(c) => command = c,

@@ -11,8 +11,9 @@
 //! policy is `termination.rs`.
 //!
 //! A batch uses the same machine in two halves: [`acquire`] (Launch → Agent, then the
-//! instance is handed over ready) and [`run_on`] (Start → Follow on a ready instance, which
-//! is handed back for the next job when the job's end left it healthy).
+//! instance is handed over ready) and [`run_on`] (Start → Follow on a ready instance the
+//! batch's jobs share). A job on a shared instance never ends it: what its end tells of
+//! the instance ([`Handback`]) goes back to the pool, which ends it once no job runs there.
 
 pub mod follow;
 
@@ -28,7 +29,7 @@ use crate::preflight::{self, Checked};
 use crate::registry::{Entry, Registry};
 use crate::report::{exit, InstanceFate, Outcome, Phases, Report};
 use crate::signals::Interrupts;
-use crate::termination;
+use crate::termination::{self, Handback};
 use crate::ui::Ui;
 use follow::JobRef;
 
@@ -61,8 +62,8 @@ enum Mode {
     Single,
     /// A batch's instance: launch, boot, agent, then hand it over.
     Acquire,
-    /// A batch's job on a ready instance, handed back when the job ended cleanly.
-    Pooled,
+    /// A batch's job on a ready instance its jobs share (how its script shares it).
+    Pooled(script::Shared),
 }
 
 /// One job being run.
@@ -76,6 +77,8 @@ struct Job<'a> {
     patience: Patience,
     instance: Option<Instance>,
     mode: Mode,
+    /// What the job's end tells of a shared instance (Pooled).
+    handback: Handback,
     r: Report,
 }
 
@@ -87,7 +90,7 @@ pub async fn run(
     interrupts: &Interrupts,
     registry: &Registry,
 ) -> Report {
-    let (r, _) = drive(
+    let (r, _, _) = drive(
         plan,
         cloud,
         ui,
@@ -123,22 +126,24 @@ pub async fn acquire(
     )
     .await
     {
-        (_, Some(instance)) => Ok(instance),
-        (r, None) => Err(r),
+        (_, Some(instance), _) => Ok(instance),
+        (r, None, _) => Err(r),
     }
 }
 
-/// One batch job on a ready instance. The instance comes back when the job's end left it
-/// healthy (the job ran to its own end); otherwise it is ended here, as `run` would.
+/// One batch job on a ready instance its jobs share (`shared`: how). The instance is never
+/// ended here, whatever the job's end: that end's [`Handback`] tells the pool what it says
+/// of the instance.
 pub async fn run_on(
     plan: &Plan,
-    instance: Instance,
+    id: &str,
+    shared: script::Shared,
     cloud: &Cloud,
     ui: &Ui,
     interrupts: &Interrupts,
     registry: &Registry,
-) -> (Report, Option<Instance>) {
-    let id = instance.id.clone();
+) -> (Report, Handback) {
+    let id = id.to_string();
     let mut records = vec![(crate::plan::JOB_TAG, plan.job_id.as_str())];
     let root = match &plan.work {
         Work::Container(c) => c.records.as_ref().map(|r| r.root().to_string()),
@@ -152,21 +157,26 @@ pub async fn run_on(
         ui.note(format!("could not tag {id} with job {}: {e}", plan.job_id));
     }
     let mut entry = registry_entry(plan, cloud);
-    entry.instance_id = Some(id);
+    entry.instance_id = Some(id.clone());
     if let Err(e) = registry.save(&entry) {
         ui.note(e.to_string());
     }
-    drive(
+    let (r, instance, back) = drive(
         plan,
         cloud,
         ui,
         interrupts,
         registry,
-        Some(instance),
-        Mode::Pooled,
+        Some(Instance::adopt(cloud, id)),
+        Mode::Pooled(shared),
         Step::Start,
     )
-    .await
+    .await;
+    // The pool holds the handle that ends it.
+    if let Some(i) = instance {
+        i.abandon();
+    }
+    (r, back)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -179,7 +189,7 @@ async fn drive(
     instance: Option<Instance>,
     mode: Mode,
     first: Step,
-) -> (Report, Option<Instance>) {
+) -> (Report, Option<Instance>, Handback) {
     let t0 = Instant::now();
     let mut job = Job {
         plan,
@@ -191,6 +201,7 @@ async fn drive(
         patience: Patience::new(plan.api_patience),
         r: new_report(plan, cloud),
         mode,
+        handback: Handback::Reusable,
         instance,
     };
     if let Some(i) = &job.instance {
@@ -216,7 +227,7 @@ async fn drive(
     }
     let mut r = job.r;
     r.phases.total_s = t0.elapsed().as_secs_f64();
-    (r, job.instance)
+    (r, job.instance, job.handback)
 }
 
 impl Job<'_> {
@@ -404,7 +415,10 @@ impl Job<'_> {
     async fn start(&mut self) -> Step {
         let id = self.id();
         let plan = self.plan;
-        let script = script::job_script(plan, self.cloud.region());
+        let script = match self.mode {
+            Mode::Pooled(shared) => script::shared_job_script(plan, self.cloud.region(), shared),
+            _ => script::job_script(plan, self.cloud.region()),
+        };
         let comment = format!("run-render job {}", plan.job_id);
         let limit = follow::execution_limit(plan.deadline);
         let sent = tokio::select! {
@@ -498,14 +512,15 @@ impl Job<'_> {
     }
 
     async fn end(&mut self, leave: Leave) -> Step {
-        if self.mode == Mode::Pooled && leave == Leave::Normally && reusable(self.r.outcome) {
-            // The job ran to its own end: the instance is handed back for the next one.
+        if let Mode::Pooled(_) = self.mode {
+            // Other jobs of the batch may run there: the pool ends it when none does.
+            self.handback = termination::handback(leave, self.r.outcome);
             self.r.instance = InstanceFate::Pooled;
             return Step::Done;
         }
         if let Some(instance) = self.instance.take() {
             termination::end(
-                &self.job,
+                self.job.terms(),
                 self.cloud,
                 self.ui,
                 self.interrupts,
@@ -544,14 +559,6 @@ impl Job<'_> {
             })
         });
     }
-}
-
-/// Outcomes after which a batch's instance is as good as new: the job itself ended.
-fn reusable(o: Outcome) -> bool {
-    matches!(
-        o,
-        Outcome::Succeeded | Outcome::JobFailed | Outcome::TimedOut
-    )
 }
 
 /// The registry's entry for a job about to be launched.
@@ -617,12 +624,9 @@ fn new_report(plan: &Plan, cloud: &Cloud) -> Report {
 pub(crate) fn set(r: &mut Report, outcome: Outcome, code: i32, error: impl Into<String>) {
     r.outcome = outcome;
     r.exit_code = code;
-    push_error(r, error.into());
+    r.push_error(error);
 }
 
 pub(crate) fn push_error(r: &mut Report, e: String) {
-    r.error = Some(match r.error.take() {
-        Some(prev) => format!("{prev}; {e}"),
-        None => e,
-    });
+    r.push_error(e);
 }

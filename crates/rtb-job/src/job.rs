@@ -69,6 +69,25 @@ pub async fn run(settings: Settings, s3: aws_sdk_s3::Client) -> i32 {
     if let Some(r) = &settings.records {
         log.info(format!("log and result record: {}", r.root()));
     }
+    for e in &settings.emptied {
+        if e.removed > 0 {
+            log.info(format!(
+                "{} {}: emptied ({} entr{} an earlier job on this instance left)",
+                e.setting,
+                e.dir.display(),
+                e.removed,
+                if e.removed == 1 { "y" } else { "ies" }
+            ));
+        }
+        for k in &e.kept {
+            log.info(format!(
+                "{} {}: left {} alone (another file system is mounted there)",
+                e.setting,
+                e.dir.display(),
+                k.display()
+            ));
+        }
+    }
     let input_rate = Arc::new(OnceLock::new());
     spawn_stop_notice(stop.clone(), &settings, input_rate.clone(), log.clone());
 

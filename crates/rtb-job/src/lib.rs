@@ -4,6 +4,7 @@
 //!
 //! - [`manifest`]: an AWS Batch array child's row of the batch manifest, as its environment
 //! - [`settings`]: flags and environment, checked once into ready-to-use settings
+//! - [`scratch`]: emptying the scratch folders an earlier job on a batch's instance left
 //! - [`compose`]: which interpreter, and the script and command line it runs
 //! - [`process`]: running the interpreter, streaming its lines, stopping it
 //! - [`logsink`]: stdout, `matlab.log` and the S3 log chunks
@@ -17,5 +18,6 @@ pub mod logsink;
 pub mod manifest;
 pub mod mount;
 pub mod process;
+pub mod scratch;
 pub mod settings;
 pub mod transfer;

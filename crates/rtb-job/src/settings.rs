@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
 use rtb_model::contract::{
-    self, COMMAND, INPUT_BUCKET, INPUT_FLAGS, INPUT_SCRATCH, JOB_ID, LOG_BUCKET, MATLAB_EXECUTABLE,
-    MATLAB_PRELOAD, MATLAB_STYLE, MOUNT_BUCKET, MOUNT_FLAGS, MOUNT_SCRATCH, OUTPUT_BUCKET,
-    OUTPUT_FLAGS, OUTPUT_SCRATCH, STARTUP, TIMEOUT, TOOLBOXES,
+    self, COMMAND, EMPTY_SCRATCH, INPUT_BUCKET, INPUT_FLAGS, INPUT_SCRATCH, JOB_ID, LOG_BUCKET,
+    MATLAB_EXECUTABLE, MATLAB_PRELOAD, MATLAB_STYLE, MOUNT_BUCKET, MOUNT_FLAGS, MOUNT_SCRATCH,
+    OUTPUT_BUCKET, OUTPUT_FLAGS, OUTPUT_SCRATCH, STARTUP, TIMEOUT, TOOLBOXES,
 };
 use rtb_model::exit::runner as exit;
 use rtb_model::{JobRecords, S3Url};
@@ -127,6 +127,8 @@ pub struct Args {
     pub log_bucket: Option<String>,
     #[arg(long, env = TIMEOUT.name, help = TIMEOUT.help, value_name = "DURATION")]
     pub timeout: Option<String>,
+    #[arg(long, env = EMPTY_SCRATCH.name, help = EMPTY_SCRATCH.help, value_name = "1")]
+    pub empty_scratch: Option<String>,
 }
 
 /// Help for a setting whose default is applied after parsing (an empty value means it too),
@@ -157,6 +159,8 @@ pub struct Settings {
     pub interpreter: Interpreter,
     pub records: Option<JobRecords>,
     pub timeout: Option<Duration>,
+    /// The scratch folders emptied before the job (RTB_EMPTY_SCRATCH), for its log.
+    pub emptied: Vec<crate::scratch::Emptied>,
 }
 
 /// A setting that cannot be used, named as the user wrote it.
@@ -266,11 +270,25 @@ impl Args {
         let interpreter = Interpreter::resolve(&self.interpreter, style, &self.matlab_preload)
             .map_err(|e| bad(contract::MATLAB_EXECUTABLE.name, e))?;
 
+        let empty = match given(&self.empty_scratch) {
+            None | Some("0") | Some("false") => false,
+            Some("1") | Some("true") => true,
+            Some(other) => {
+                return Err(bad(
+                    contract::EMPTY_SCRATCH.name,
+                    format!("'{other}' is not 1 or 0"),
+                ))
+            }
+        };
+        let mut emptied = Vec::new();
         for (setting, dir) in [
             (contract::INPUT_SCRATCH.name, &self.input_scratch),
             (contract::OUTPUT_SCRATCH.name, &self.output_scratch),
         ] {
             usable_dir(dir).map_err(|e| bad(setting, e))?;
+            if empty {
+                emptied.push(crate::scratch::empty(setting, dir).map_err(|e| bad(setting, e))?);
+            }
         }
         if let Some(m) = &mount {
             if crate::compose::find_executable(MOUNT_S3).is_none() {
@@ -280,6 +298,12 @@ impl Args {
                 ));
             }
             usable_dir(&m.point).map_err(|e| bad(contract::MOUNT_SCRATCH.name, e))?;
+            if empty {
+                emptied.push(
+                    crate::scratch::empty(contract::MOUNT_SCRATCH.name, &m.point)
+                        .map_err(|e| bad(contract::MOUNT_SCRATCH.name, e))?,
+                );
+            }
         }
 
         Ok(Settings {
@@ -299,6 +323,7 @@ impl Args {
             interpreter,
             records,
             timeout,
+            emptied,
         })
     }
 }
@@ -407,6 +432,56 @@ mod tests {
             "--exclude",
         ]);
         assert!(e.starts_with("OUTPUT_FLAGS: "), "{e}");
+    }
+
+    /// RTB_EMPTY_SCRATCH=1 empties both scratch folders (an earlier job's files), and only
+    /// when asked; a value that is not 1 or 0 is refused.
+    #[test]
+    fn scratch_is_emptied_only_when_asked() {
+        let d = tempfile::tempdir().unwrap();
+        let (inp, out) = (d.path().join("in"), d.path().join("out"));
+        let flags = |empty: Option<&str>| {
+            let mut v = vec![
+                "--input-scratch".to_string(),
+                inp.display().to_string(),
+                "--output-scratch".to_string(),
+                out.display().to_string(),
+            ];
+            if let Some(e) = empty {
+                v.extend(["--empty-scratch".to_string(), e.to_string()]);
+            }
+            v
+        };
+        let check = |extra: Vec<String>| {
+            let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+            args(&extra).check(std::time::SystemTime::now())
+        };
+        for dir in [&inp, &out] {
+            std::fs::create_dir_all(dir.join("old")).unwrap();
+            std::fs::write(dir.join("old/frame.exr"), "left by job 1").unwrap();
+        }
+        let s = check(flags(None)).unwrap();
+        assert!(s.emptied.is_empty());
+        assert!(
+            out.join("old/frame.exr").exists(),
+            "not asked: nothing goes"
+        );
+        let s = check(flags(Some("1"))).unwrap();
+        assert_eq!(s.emptied.len(), 2);
+        assert!(s.emptied.iter().all(|e| e.removed == 1), "{:?}", s.emptied);
+        for dir in [&inp, &out] {
+            assert_eq!(
+                std::fs::read_dir(dir).unwrap().count(),
+                0,
+                "{}",
+                dir.display()
+            );
+        }
+        let e = check(flags(Some("yes"))).unwrap_err().to_string();
+        assert!(
+            e.starts_with("RTB_EMPTY_SCRATCH: 'yes' is not 1 or 0"),
+            "{e}"
+        );
     }
 
     #[test]

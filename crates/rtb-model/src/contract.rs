@@ -103,6 +103,11 @@ pub const TIMEOUT: Var = Var {
     default: None,
     help: "stop the command after this long, e.g. 6h or 90m (default: no limit)",
 };
+pub const EMPTY_SCRATCH: Var = Var {
+    name: "RTB_EMPTY_SCRATCH",
+    default: None,
+    help: "1: empty INPUT_SCRATCH, OUTPUT_SCRATCH (and MOUNT_SCRATCH) before the job, leaving other file systems alone (run-render sets it on a batch instance an earlier job used)",
+};
 
 /// Every variable, in the order a reader meets them.
 pub const ALL: &[Var] = &[
@@ -124,6 +129,7 @@ pub const ALL: &[Var] = &[
     JOB_ID,
     LOG_BUCKET,
     TIMEOUT,
+    EMPTY_SCRATCH,
 ];
 
 /// Where the original image expected the host's MATLAB to be mounted.
