@@ -7,20 +7,26 @@
 //! LOG_BUCKET is in its row), so `logs`, `status`, `--resume` and the summary read them as
 //! for the EC2 engine.
 
+mod record;
+mod spec;
+mod state;
+
+pub use record::BatchRecord;
+pub use spec::definition_spec;
+pub use state::job_state;
+use state::runnable_cause;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
 
 use rtb_model::{JobRecords, S3Url};
-use serde::{Deserialize, Serialize};
 
 use super::file::Settings;
 use super::jobs::{BatchJob, Policy};
 use super::pool::{Attempt, JobEnd, PoolStats};
 use super::view::{Counts, View};
 use crate::cloud::Cloud;
-use crate::engine::aws_batch::{
-    diagnose, sizes, AwsBatch, DefinitionSpec, JobState, SubmitJob, Submitted,
-};
+use crate::engine::aws_batch::{sizes, AwsBatch, JobState, SubmitJob};
 use crate::registry::Registry;
 use crate::report::{InstanceFate, Outcome, Phases, Report};
 use crate::signals::Interrupts;
@@ -28,209 +34,6 @@ use crate::signals::Interrupts;
 /// How often the client asks AWS Batch for its jobs' states (ListJobs, one call per state and
 /// array): AWS Batch itself moves a job on in seconds to minutes.
 const POLL: Duration = Duration::from_secs(5);
-
-/// What a submitted batch leaves on the workstation (next to the job registry), so `stop
-/// --batch` and `status --batch` find its queue and jobs later.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct BatchRecord {
-    pub batch: String,
-    pub engine: String,
-    pub queue: String,
-    pub region: Option<String>,
-    pub endpoint_url: Option<String>,
-    pub submitted_at: String,
-    pub jobs: Vec<String>,
-    /// What was submitted (AWS Batch's ids, the arrays): `status` asks AWS Batch by them.
-    pub submitted: Submitted,
-    /// What each job asked for (the RUNNABLE diagnosis compares it with the instance types).
-    pub vcpus: u32,
-    pub memory_mib: u32,
-}
-
-impl BatchRecord {
-    fn path(registry: &Registry, batch: &str) -> std::path::PathBuf {
-        registry
-            .dir()
-            .parent()
-            .unwrap_or(registry.dir())
-            .join("batches")
-            .join(format!("{batch}.json"))
-    }
-
-    /// The record of the AWS Batch submission a registry entry's job belongs to, if any.
-    pub fn of_entry(
-        registry: &Registry,
-        entry: Option<&crate::registry::Entry>,
-    ) -> Option<BatchRecord> {
-        let e = entry.filter(|e| e.aws_batch_queue.is_some())?;
-        BatchRecord::load(registry, e.batch.as_deref()?)
-    }
-
-    pub fn load(registry: &Registry, batch: &str) -> Option<BatchRecord> {
-        let text = std::fs::read_to_string(BatchRecord::path(registry, batch)).ok()?;
-        serde_json::from_str(&text).ok()
-    }
-
-    fn save(&self, registry: &Registry) -> std::io::Result<()> {
-        let path = BatchRecord::path(registry, &self.batch);
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        std::fs::write(path, serde_json::to_vec_pretty(self).unwrap_or_default())
-    }
-}
-
-/// The job definition every row shares, and each row's own settings. What AWS Batch runs must
-/// be the same for every row (one definition): the image and the mounts.
-pub fn definition_spec(
-    jobs: &[BatchJob],
-    run: &[usize],
-    policy: &Policy,
-    settings: &Settings,
-) -> Result<DefinitionSpec, String> {
-    let first = &jobs[run[0]];
-    let container = |j: &BatchJob| match &j.plan.work {
-        crate::plan::Work::Container(c) => Some(c.clone()),
-        crate::plan::Work::Shell(_) => None,
-    };
-    let Some(c) = container(first) else {
-        return Err("aws-batch runs container jobs only".into());
-    };
-    for &j in run {
-        let other = container(&jobs[j]).ok_or("aws-batch runs container jobs only")?;
-        if other.image != c.image || other.volumes != c.volumes {
-            return Err(format!(
-                "row {}: its image or volumes differ from row {}'s; AWS Batch runs one job definition per batch",
-                jobs[j].row.number, first.row.number
-            ));
-        }
-    }
-    let matlab = rtb_model::contract::MATLAB_MOUNT_POINT;
-    let volumes = c
-        .volumes
-        .iter()
-        .filter(|(_, ctr, _)| ctr != matlab)
-        .map(|(h, ctr, ro)| (h.into(), ctr.into(), *ro))
-        .collect();
-    let size = sizes::job_size(
-        first.plan.launch.instance_types.first().map(String::as_str),
-        settings.vcpus,
-        settings.memory_mib,
-    )
-    .map_err(|e| e.to_string())?;
-    Ok(DefinitionSpec {
-        image: c.image.clone(),
-        matlab_root: first.args.job.work.matlab_root.clone(),
-        volumes,
-        env: emulator_env(
-            first.plan.endpoint_url.as_deref(),
-            first.plan.region.as_deref(),
-        ),
-        retries: policy.retries,
-        retry_on_job_error: policy.retry_on_job_error,
-        timeout: first.plan.timeout,
-        vcpus: size.vcpus,
-        memory_mib: size.memory_mib,
-    })
-}
-
-/// On AWS, a job's AWS access comes from its compute environment's instance role, and nothing
-/// of the client's is passed on. With a custom endpoint (a local emulator, an S3-compatible
-/// store) there is no such role: the jobs get the endpoint, the region and the client's own
-/// static keys from its environment, as the EC2 engine's instances pass theirs to the
-/// container.
-fn emulator_env(endpoint: Option<&str>, region: Option<&str>) -> BTreeMap<String, String> {
-    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let Some(endpoint) = endpoint
-        .map(str::to_string)
-        .or_else(|| var("AWS_ENDPOINT_URL"))
-    else {
-        return BTreeMap::new();
-    };
-    let mut env = BTreeMap::from([
-        ("AWS_ENDPOINT_URL".to_string(), endpoint),
-        ("AWS_EC2_METADATA_DISABLED".to_string(), "true".to_string()),
-    ]);
-    if let Some(r) = region.map(str::to_string).or_else(|| var("AWS_REGION")) {
-        env.insert("AWS_REGION".into(), r);
-    }
-    for k in [
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_SESSION_TOKEN",
-    ] {
-        if let Some(v) = var(k) {
-            env.insert(k.into(), v);
-        }
-    }
-    env
-}
-
-/// Why jobs of `size` have been RUNNABLE on `queue` for `waited`, once that is longer than
-/// normal (a compute environment scaling from zero takes minutes): the diagnosis's advice.
-async fn runnable_cause(
-    engine: &AwsBatch,
-    queue: &str,
-    size: sizes::Size,
-    waited: Duration,
-) -> Option<String> {
-    if waited <= diagnose::RUNNABLE_PATIENCE {
-        return None;
-    }
-    let (q, _, envs) = engine.queue_facts(queue).await.ok()?;
-    let facts = diagnose::RunnableFacts {
-        runnable_for: waited,
-        size,
-        queue: q,
-        environments: envs,
-    };
-    diagnose::runnable(&facts).map(|c| c.advice())
-}
-
-/// What AWS Batch says of a submitted job that has no result record yet: (state, why), for
-/// `status`. A job RUNNABLE for long gets the likely cause (AWS Batch's best-known trap).
-pub async fn job_state(
-    cloud: &Cloud,
-    record: &BatchRecord,
-    job_id: &str,
-) -> Option<(crate::inventory::JobState, Option<String>)> {
-    use crate::inventory::JobState as S;
-    let engine = AwsBatch::new(cloud.config(), &crate::plan::owner());
-    let states = engine.states(&record.submitted).await.ok()?;
-    let st = states.into_iter().find(|s| s.job_id == job_id)?.status?;
-    let reason = st.reason.clone().or(st.container_reason.clone());
-    Some(match st.state {
-        JobState::Succeeded => (S::Succeeded, None),
-        JobState::Failed => (
-            S::Failed,
-            reason.or(st.exit_code.map(|c| format!("exit code {c}"))),
-        ),
-        JobState::Starting | JobState::Running => (S::Running, None),
-        JobState::Runnable => {
-            let waited = st
-                .created_at
-                .and_then(|t| SystemTime::now().duration_since(t).ok())
-                .unwrap_or_default();
-            let mut why = format!(
-                "RUNNABLE on {} for {}",
-                record.queue,
-                crate::cmd::short_duration(waited)
-            );
-            let size = sizes::Size {
-                vcpus: record.vcpus,
-                memory_mib: record.memory_mib,
-            };
-            if let Some(advice) = runnable_cause(&engine, &record.queue, size, waited).await {
-                why = format!("{why}: {advice}");
-            }
-            (S::Starting, Some(why))
-        }
-        other => (
-            S::Starting,
-            Some(format!("{} on {}", other.as_aws(), record.queue)),
-        ),
-    })
-}
 
 /// Submit the batch and follow it to its end (or leave: `detach`, Ctrl-C).
 #[allow(clippy::too_many_arguments)]

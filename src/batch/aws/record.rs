@@ -1,0 +1,57 @@
+//! What a submitted batch leaves on the workstation (next to the job registry).
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::aws_batch::Submitted;
+use crate::registry::Registry;
+
+/// What a submitted batch leaves on the workstation (next to the job registry), so `stop
+/// --batch` and `status --batch` find its queue and jobs later.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchRecord {
+    pub batch: String,
+    pub engine: String,
+    pub queue: String,
+    pub region: Option<String>,
+    pub endpoint_url: Option<String>,
+    pub submitted_at: String,
+    pub jobs: Vec<String>,
+    /// What was submitted (AWS Batch's ids, the arrays): `status` asks AWS Batch by them.
+    pub submitted: Submitted,
+    /// What each job asked for (the RUNNABLE diagnosis compares it with the instance types).
+    pub vcpus: u32,
+    pub memory_mib: u32,
+}
+
+impl BatchRecord {
+    fn path(registry: &Registry, batch: &str) -> std::path::PathBuf {
+        registry
+            .dir()
+            .parent()
+            .unwrap_or(registry.dir())
+            .join("batches")
+            .join(format!("{batch}.json"))
+    }
+
+    /// The record of the AWS Batch submission a registry entry's job belongs to, if any.
+    pub fn of_entry(
+        registry: &Registry,
+        entry: Option<&crate::registry::Entry>,
+    ) -> Option<BatchRecord> {
+        let e = entry.filter(|e| e.aws_batch_queue.is_some())?;
+        BatchRecord::load(registry, e.batch.as_deref()?)
+    }
+
+    pub fn load(registry: &Registry, batch: &str) -> Option<BatchRecord> {
+        let text = std::fs::read_to_string(BatchRecord::path(registry, batch)).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    pub(super) fn save(&self, registry: &Registry) -> std::io::Result<()> {
+        let path = BatchRecord::path(registry, &self.batch);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(path, serde_json::to_vec_pretty(self).unwrap_or_default())
+    }
+}
