@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_s3::primitives::ByteStream;
 
+pub mod moto;
+
 pub const PROFILE: &str = "run-render-instance";
 
 pub fn endpoint() -> String {
