@@ -50,6 +50,16 @@ pub struct Container {
     pub records: Option<JobRecords>,
 }
 
+/// Where a job's AMI comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AmiFrom {
+    /// The job's own `--ami`: the EC2 engine launches it, so it is required.
+    Job,
+    /// The AWS Batch compute environment, which launches the instances: `--ami` may be left
+    /// out (when given, preflight checks it against the compute environment).
+    ComputeEnvironment,
+}
+
 /// What is launched.
 #[derive(Debug, Clone)]
 pub struct Launch {
@@ -126,6 +136,12 @@ impl Plan {
     }
 
     pub fn from_args(args: Args, now: SystemTime) -> Result<Plan, PlanError> {
+        Plan::from_args_for(args, now, AmiFrom::Job)
+    }
+
+    /// As [`from_args`](Self::from_args), with the AMI from `ami`: on AWS Batch the compute
+    /// environment has it, so a job need not name one (`launch.ami` is then empty).
+    pub fn from_args_for(args: Args, now: SystemTime, ami: AmiFrom) -> Result<Plan, PlanError> {
         for (flag, value) in text_values(&args) {
             if value.contains('\0') {
                 return Err(bad(
@@ -134,12 +150,19 @@ impl Plan {
                 ));
             }
         }
-        let ami = args
-            .job
-            .launch
-            .ami
-            .ok_or_else(|| bad("--ami", "is required (the private AMI to launch, ami-...)"))?;
-        check_ami(&ami)?;
+        let ami = match (args.job.launch.ami.clone(), ami) {
+            (Some(given), _) => {
+                check_ami(&given)?;
+                given
+            }
+            (None, AmiFrom::Job) => {
+                return Err(bad(
+                    "--ami",
+                    "is required (the private AMI to launch, ami-...)",
+                ))
+            }
+            (None, AmiFrom::ComputeEnvironment) => String::new(),
+        };
         let instance_types: Vec<String> = args
             .job
             .launch

@@ -309,6 +309,7 @@ async fn a_batch_runs_as_real_containers_with_one_matlab_error() {
                 vcpus: 1,
                 memory_mib: 1024,
             },
+            None,
         )
         .await
         .expect("preflight");
@@ -500,6 +501,7 @@ async fn setup_and_teardown_are_idempotent_and_dry_runs_change_nothing() {
                 vcpus: 1,
                 memory_mib: 512,
             },
+            None,
         )
         .await
         .expect("preflight");
@@ -525,6 +527,7 @@ async fn setup_and_teardown_are_idempotent_and_dry_runs_change_nothing() {
                 vcpus: 1,
                 memory_mib: 512,
             },
+            None,
         )
         .await
         .expect("preflight");
@@ -537,10 +540,32 @@ async fn setup_and_teardown_are_idempotent_and_dry_runs_change_nothing() {
                 vcpus: 4,
                 memory_mib: 512,
             },
+            None,
         )
         .await
         .expect("preflight");
     assert!(p.problems[0].contains("no instance type"), "{p:?}");
+    // A job's `ami` is checked against the compute environment's: AWS Batch launches it.
+    let size = Size {
+        vcpus: 1,
+        memory_mib: 512,
+    };
+    let same = m
+        .engine
+        .preflight(&queue, size, Some("ami-12345678"))
+        .await
+        .expect("preflight");
+    assert!(same.problems.is_empty(), "{same:?}");
+    let other = m
+        .engine
+        .preflight(&queue, size, Some("ami-0fedcba987654321"))
+        .await
+        .expect("preflight");
+    assert!(
+        other.problems[0].contains("ami ami-0fedcba987654321")
+            && other.problems[0].contains("ami-12345678"),
+        "{other:?}"
+    );
 
     let dry = m
         .engine
@@ -555,7 +580,8 @@ async fn setup_and_teardown_are_idempotent_and_dry_runs_change_nothing() {
             Size {
                 vcpus: 1,
                 memory_mib: 512
-            }
+            },
+            None,
         )
         .await
         .expect("preflight")

@@ -37,7 +37,7 @@ pub fn main(args: BatchArgs) -> i32 {
         Ok(p) => p,
         Err(e) => return super::bad_input(&e.to_string(), json),
     };
-    let jobs = match jobs::jobs(&file, &args.run.given) {
+    let jobs = match jobs::jobs(&file, &args.run.given, policy.engine) {
         Ok(j) => j,
         Err(e) => return super::bad_input(&e.to_string(), json),
     };

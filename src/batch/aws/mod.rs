@@ -61,7 +61,11 @@ pub async fn run(
         memory_mib: spec.memory_mib,
     };
     let checked = engine
-        .preflight(&queue, size)
+        .preflight(
+            &queue,
+            size,
+            Some(jobs[run[0]].plan.launch.ami.as_str()).filter(|a| !a.is_empty()),
+        )
         .await
         .map_err(|e| e.to_string())?;
     if !checked.problems.is_empty() {

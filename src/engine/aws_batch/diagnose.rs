@@ -32,6 +32,9 @@ pub struct EnvironmentFacts {
     pub spot: bool,
     /// Registered ECS container instances, when known.
     pub container_instances: Option<usize>,
+    /// The AMIs its instances start from (its EC2 configurations' image overrides, or its
+    /// resources' image id); empty: AWS's ECS-optimized default.
+    pub amis: Vec<String>,
 }
 
 /// What was fetched about one RUNNABLE job.

@@ -87,14 +87,34 @@ impl AwsBatch {
                         .and_then(|v| u32::try_from(v).ok()),
                     spot: r.is_some_and(|r| r.r#type() == Some(&CrType::Spot)),
                     container_instances: None,
+                    amis: r
+                        .map(|r| {
+                            r.ec2_configuration()
+                                .iter()
+                                .filter_map(|c| c.image_id_override())
+                                // Older environments name it in the deprecated imageId.
+                                .chain(
+                                    #[allow(deprecated)]
+                                    r.image_id(),
+                                )
+                                .map(str::to_string)
+                                .collect()
+                        })
+                        .unwrap_or_default(),
                 }
             })
             .collect())
     }
 
-    /// Before submitting: the queue exists and is VALID/ENABLED, and at least one of its enabled
-    /// compute environments has an instance type that can hold a job of `size`.
-    pub async fn preflight(&self, queue: &str, size: Size) -> Result<Preflight, BatchError> {
+    /// Before submitting: the queue exists and is VALID/ENABLED, at least one of its enabled
+    /// compute environments has an instance type that can hold a job of `size`, and, when the
+    /// jobs name an `ami`, they are the instances' (AWS Batch launches them, not the jobs).
+    pub async fn preflight(
+        &self,
+        queue: &str,
+        size: Size,
+        ami: Option<&str>,
+    ) -> Result<Preflight, BatchError> {
         let (q, _, envs) = self.queue_facts(queue).await?;
         let mut p = Preflight::default();
         let Some(q) = q else {
@@ -132,6 +152,65 @@ impl AwsBatch {
                 size.memory_mib
             ));
         }
+        if let Some(problem) = ami.and_then(|a| ami_problem(a, &usable)) {
+            p.problems.push(problem);
+        }
         Ok(p)
+    }
+}
+
+/// A job's `ami` that no usable compute environment launches: AWS Batch would run the job on
+/// another image than the one the user named. `None` when one of them uses it.
+fn ami_problem(ami: &str, usable: &[&EnvironmentFacts]) -> Option<String> {
+    if usable.is_empty() || usable.iter().any(|e| e.amis.iter().any(|a| a == ami)) {
+        return None;
+    }
+    let theirs: Vec<String> = usable
+        .iter()
+        .map(|e| match e.amis.as_slice() {
+            [] => format!("{}: the ECS-optimized default", e.name),
+            amis => format!("{}: {}", e.name, amis.join(", ")),
+        })
+        .collect();
+    Some(format!(
+        "ami {ami}: AWS Batch starts the queue's instances from its compute environments' AMI ({}), not the job's; leave ami out of [job], or set the queue up with `run-render aws-batch setup --ami {ami}`",
+        theirs.join("; ")
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str, amis: &[&str]) -> EnvironmentFacts {
+        EnvironmentFacts {
+            name: name.into(),
+            amis: amis.iter().map(|a| a.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_jobs_ami_must_be_one_a_compute_environment_launches() {
+        let a = env("q-ce", &["ami-1"]);
+        let b = env("other-ce", &[]);
+        let cases: &[(&str, Vec<&EnvironmentFacts>, Option<&str>)] = &[
+            ("ami-1", vec![&a], None),
+            ("ami-1", vec![&b, &a], None),
+            ("ami-2", vec![&a], Some("ami ami-2: AWS Batch starts the queue's instances from its compute environments' AMI (q-ce: ami-1), not the job's")),
+            ("ami-2", vec![&b], Some("(other-ce: the ECS-optimized default)")),
+            // No usable environment: preflight says so already.
+            ("ami-2", vec![], None),
+        ];
+        for (ami, envs, want) in cases {
+            let got = ami_problem(ami, envs);
+            match want {
+                None => assert_eq!(got, None, "{ami}"),
+                Some(part) => assert!(
+                    got.as_deref().is_some_and(|g| g.contains(part)),
+                    "{ami}: {got:?}"
+                ),
+            }
+        }
     }
 }
