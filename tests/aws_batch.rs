@@ -149,6 +149,7 @@ impl Moto {
             timeout: Some(Duration::from_secs(600)),
             vcpus: 1,
             memory_mib: 1024,
+            job_role: None,
         }
     }
 

@@ -54,7 +54,8 @@ pub async fn run(
         .queue
         .clone()
         .ok_or("the aws-batch engine needs --queue")?;
-    let spec = definition_spec(jobs, run, policy, settings)?;
+    let var = |k: &str| std::env::var(k).ok();
+    let spec = definition_spec(jobs, run, policy, settings, &var).map_err(|e| e.to_string())?;
     let engine = AwsBatch::new(cloud.config(), &crate::plan::owner());
     let size = sizes::Size {
         vcpus: spec.vcpus,

@@ -51,6 +51,8 @@ pub struct DefinitionSpec {
     pub timeout: Option<Duration>,
     pub vcpus: u32,
     pub memory_mib: u32,
+    /// The IAM role the jobs' containers act as (`aws-batch setup` makes `<queue>-job`).
+    pub job_role: Option<String>,
 }
 
 /// A host volume and where it is mounted.
@@ -96,6 +98,7 @@ pub struct JobDefinition {
     /// First match wins; AWS allows at most 5.
     pub evaluate_on_exit: Vec<ExitRule>,
     pub attempt_duration_secs: Option<u64>,
+    pub job_role: Option<String>,
     pub tags: BTreeMap<String, String>,
 }
 
@@ -182,6 +185,7 @@ impl DefinitionSpec {
             attempt_duration_secs: self
                 .timeout
                 .map(|t| (t + TIMEOUT_MARGIN).as_secs().max(MIN_TIMEOUT_SECS)),
+            job_role: self.job_role.clone(),
             tags: tags(owner, batch),
         })
     }
@@ -245,6 +249,7 @@ mod tests {
             timeout: Some(Duration::from_secs(3600)),
             vcpus: 4,
             memory_mib: 14_336,
+            job_role: Some("arn:aws:iam::123456789012:role/q-job".into()),
         }
     }
 
@@ -267,6 +272,7 @@ mod tests {
             Box::new(|s| s.timeout = None),
             Box::new(|s| s.vcpus = 2),
             Box::new(|s| s.memory_mib += 1),
+            Box::new(|s| s.job_role = None),
         ];
         for (i, change) in variants.iter().enumerate() {
             let mut s = spec();

@@ -104,7 +104,8 @@ fn container(def: &JobDefinition) -> ContainerProperties {
         // substitutes a demo command when none is given.)
         .set_command(Some(Vec::new()))
         .resource_requirements(requirement(ResourceType::Vcpu, def.vcpus))
-        .resource_requirements(requirement(ResourceType::Memory, def.memory_mib));
+        .resource_requirements(requirement(ResourceType::Memory, def.memory_mib))
+        .set_job_role_arn(def.job_role.clone());
     for (name, value) in &def.environment {
         c = c.environment(KeyValuePair::builder().name(name).value(value).build());
     }
