@@ -19,7 +19,7 @@ use state::runnable_cause;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
 
-use rtb_model::{JobRecords, S3Url};
+use rtb_model::JobRecords;
 
 use super::file::Settings;
 use super::jobs::{BatchJob, Policy};
@@ -117,7 +117,8 @@ pub async fn run(
         .collect();
     let manifest_at = {
         let first = jobs[run[0]].plan.output.as_ref().ok_or("no output")?;
-        S3Url::new(first.bucket(), &format!("_rtb-batch/{run_id}/")).map_err(|e| e.to_string())?
+        crate::engine::aws_batch::plan::manifests_folder(first.bucket(), run_id)
+            .map_err(|e| e.to_string())?
     };
     let t = Instant::now();
     let how = match settings.submit.as_deref() {

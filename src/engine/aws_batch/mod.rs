@@ -30,7 +30,9 @@ pub use follow::{JobOfBatch, Stopped};
 pub use plan::{SubmitPlan, ARRAY_MAX, ARRAY_MIN};
 pub use preflight::Preflight;
 pub use register::Registered;
-pub use setup::{plan_setup, plan_teardown, Current, SetupSpec, Step};
+pub use setup::{
+    job_role_name, plan_setup, plan_teardown, role_policies, Current, SetupSpec, Step,
+};
 pub use sizes::Size;
 pub use state::{JobState, JobStatus};
 pub use submit::{SubmitJob, Submitted, SubmittedJob};

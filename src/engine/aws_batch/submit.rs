@@ -10,7 +10,7 @@ use rtb_model::S3Url;
 use serde::Serialize;
 
 use super::definition::tags;
-use super::plan::{job_name, submit_plan, SubmitPlan};
+use super::plan::{job_name, manifest_url, submit_plan, SubmitPlan};
 use super::register::Registered;
 use super::{sdk, AwsBatch, BatchError};
 
@@ -53,8 +53,9 @@ pub struct Submitted {
 
 impl AwsBatch {
     /// Submit every job to `queue` with `definition`. With more than one job, the manifest is
-    /// written to `<records><batch>/manifest.json` first (`records` is the batch's records
-    /// prefix, e.g. `s3://renders/_rtb-batch/`), and each child reads its row from it.
+    /// written to `<records><batch>/manifest.json` first (`records` is the run's manifests
+    /// folder, [`manifests_folder`](super::plan::manifests_folder)), and each child reads its
+    /// row from it.
     pub async fn submit(
         &self,
         batch: &str,
@@ -132,13 +133,8 @@ impl AwsBatch {
             }
             SubmitPlan::Array { chunks } => {
                 for (k, chunk) in chunks.iter().enumerate() {
-                    // One manifest per array (the child's index is its row): manifest.json for
-                    // the usual single array, manifest-K.json past 10,000 rows.
-                    let key = match chunks.len() {
-                        1 => format!("{}/manifest.json", clean_key(batch)),
-                        _ => format!("{}/manifest-{k}.json", clean_key(batch)),
-                    };
-                    let url = records.join(&key);
+                    // One manifest per array (the child's index is its row).
+                    let url = manifest_url(records, batch, k, chunks.len());
                     self.write_manifest(&url, &jobs[chunk.clone()]).await?;
                     let vars = BTreeMap::from([(MANIFEST_VAR.to_string(), url.to_string())]);
                     submitted.manifests.push(url);
@@ -217,18 +213,4 @@ fn job_id_of(id: Option<&str>) -> Result<String, BatchError> {
     id.filter(|i| !i.is_empty())
         .map(str::to_string)
         .ok_or_else(|| BatchError::Setup("SubmitJob answered without a job id".into()))
-}
-
-/// A batch name as one S3 key segment.
-fn clean_key(batch: &str) -> String {
-    batch
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }

@@ -38,6 +38,10 @@ impl SetupSpec {
     pub fn service_role(&self) -> String {
         format!("{}-batch-service", self.queue)
     }
+    /// The role the jobs' containers act as (the job definitions' `jobRoleArn`).
+    pub fn job_role(&self) -> String {
+        job_role_name(&self.queue)
+    }
     /// The instance role and its instance profile (same name).
     pub fn instance_role(&self) -> String {
         format!("{}-instance", self.queue)
@@ -52,6 +56,17 @@ impl SetupSpec {
             .to_string()
         })
     }
+}
+
+/// The job role of a queue `aws-batch setup` made.
+pub fn job_role_name(queue: &str) -> String {
+    format!("{queue}-job")
+}
+
+/// The inline policies (name, document) `setup` puts on `role`, one of `spec`'s roles, in
+/// `account`: the shipped files of `ami/iam/` with their placeholders filled.
+pub fn role_policies(spec: &SetupSpec, role: &str, account: &str) -> Vec<(&'static str, String)> {
+    policies::for_role(spec, role, account)
 }
 
 /// What exists now.
