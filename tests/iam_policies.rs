@@ -58,6 +58,8 @@ fn every_policy_parses_with_statements() {
         "batch-service-role-trust.json",
         "batch-service-role-policy.json",
         "batch-instance-role-policy.json",
+        "batch-job-role-trust.json",
+        "batch-job-role-policy.json",
     ] {
         let doc = policy(name);
         assert_eq!(doc["Version"], "2012-10-17", "{name}");
@@ -137,14 +139,24 @@ fn allows_exactly(policy_name: &str, actions: &[&str]) {
 fn batch_policies_cover_exactly_what_the_engine_and_setup_call() {
     allows_exactly("client-batch-policy.json", BATCH_ACTIONS);
     allows_exactly("batch-setup-policy.json", BATCH_SETUP_ACTIONS);
-    // The daily user cannot create roles or compute environments; only setup can.
-    let client = allowed_actions(&policy("client-batch-policy.json"));
+    // The daily user cannot create roles or compute environments; only setup can. The one
+    // IAM right is passing the queue's job role to the definitions it registers.
+    let client_doc = policy("client-batch-policy.json");
+    let client = allowed_actions(&client_doc);
     assert!(
         !client
             .iter()
-            .any(|a| a.starts_with("iam:") || a.contains("Create")),
+            .any(|a| (a.starts_with("iam:") && a != "iam:PassRole") || a.contains("Create")),
         "{client:?}"
     );
+    for s in client_doc["Statement"].as_array().expect("statements") {
+        if as_list(&s["Action"]).iter().any(|a| a == "iam:PassRole") {
+            assert_eq!(
+                as_list(&s["Resource"]),
+                ["arn:aws:iam::ACCOUNT_ID:role/QUEUE_NAME-job"]
+            );
+        }
+    }
     // Setup's IAM rights are limited to the queue's own roles.
     let setup = policy("batch-setup-policy.json").to_string();
     assert!(
@@ -157,6 +169,8 @@ fn batch_policies_cover_exactly_what_the_engine_and_setup_call() {
 fn batch_roles_trust_their_service_and_the_instance_role_only_runs_the_agent() {
     let trust = policy("batch-service-role-trust.json").to_string();
     assert!(trust.contains("batch.amazonaws.com"), "{trust}");
+    let trust = policy("batch-job-role-trust.json").to_string();
+    assert!(trust.contains("ecs-tasks.amazonaws.com"), "{trust}");
     let agent = allowed_actions(&policy("batch-instance-role-policy.json"));
     for a in [
         "ecs:RegisterContainerInstance",

@@ -26,7 +26,7 @@ use super::jobs::{BatchJob, Policy};
 use super::pool::{Attempt, JobEnd, PoolStats};
 use super::view::{Counts, View};
 use crate::cloud::Cloud;
-use crate::engine::aws_batch::{sizes, AwsBatch, JobState, SubmitJob};
+use crate::engine::aws_batch::{sizes, AwsBatch, DefinitionSpec, JobState, SubmitJob};
 use crate::registry::Registry;
 use crate::report::{InstanceFate, Outcome, Phases, Report};
 use crate::signals::Interrupts;
@@ -72,6 +72,11 @@ pub async fn run(
     if !checked.problems.is_empty() {
         return Err(checked.problems.join("; "));
     }
+    // The jobs act as the queue's job role (their S3 access, the manifest included).
+    let spec = DefinitionSpec {
+        job_role: checked.job_role.clone(),
+        ..spec
+    };
     let mut buckets: Vec<&str> = run
         .iter()
         .filter_map(|&j| jobs[j].plan.output.as_ref().map(|o| o.bucket()))

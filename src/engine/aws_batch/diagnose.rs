@@ -16,6 +16,8 @@ pub struct QueueFacts {
     pub enabled: bool,
     pub valid: bool,
     pub status_reason: Option<String>,
+    /// `arn:<partition>:batch:<region>:<account>:job-queue/<name>`.
+    pub arn: Option<String>,
 }
 
 /// One compute environment of the queue, as DescribeComputeEnvironments reports it (and, when
@@ -244,6 +246,7 @@ mod tests {
                 enabled: true,
                 valid: true,
                 status_reason: None,
+                arn: None,
             }),
             environments: envs,
         }

@@ -31,7 +31,7 @@ pub use plan::{SubmitPlan, ARRAY_MAX, ARRAY_MIN};
 pub use preflight::Preflight;
 pub use register::Registered;
 pub use setup::{
-    job_role_name, plan_setup, plan_teardown, role_policies, Current, SetupSpec, Step,
+    job_role_arn, job_role_name, plan_setup, plan_teardown, role_policies, Current, SetupSpec, Step,
 };
 pub use sizes::Size;
 pub use state::{JobState, JobStatus};

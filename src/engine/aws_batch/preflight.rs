@@ -13,6 +13,8 @@ use super::{sdk, AwsBatch, BatchError};
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Preflight {
     pub problems: Vec<String>,
+    /// The jobs' role: the queue's job role, in the queue's account.
+    pub job_role: Option<String>,
 }
 
 impl AwsBatch {
@@ -40,6 +42,7 @@ impl AwsBatch {
             enabled: q.state() == Some(&JqState::Enabled),
             valid: q.status() == Some(&JqStatus::Valid),
             status_reason: q.status_reason().map(str::to_string),
+            arn: q.job_queue_arn().map(str::to_string),
         };
         let names: Vec<String> = q
             .compute_environment_order()
@@ -121,6 +124,10 @@ impl AwsBatch {
             p.problems.push(format!("job queue {queue} does not exist: run `run-render aws-batch setup --queue {queue}` or check --region"));
             return Ok(p);
         };
+        p.job_role = q
+            .arn
+            .as_deref()
+            .and_then(|arn| super::job_role_arn(arn, queue));
         if !q.enabled {
             p.problems.push(format!("job queue {queue} is DISABLED: enable it (aws batch update-job-queue --job-queue {queue} --state ENABLED)"));
         }

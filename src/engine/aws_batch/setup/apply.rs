@@ -37,6 +37,7 @@ impl AwsBatch {
         };
         let service_role = role_exists(spec.service_role()).await?;
         let instance_role = role_exists(spec.instance_role()).await?;
+        let job_role = role_exists(spec.job_role()).await?;
         let (instance_profile, profile_has_role) = match self
             .iam
             .get_instance_profile()
@@ -70,6 +71,7 @@ impl AwsBatch {
         Ok(Current {
             service_role,
             instance_role,
+            job_role,
             instance_profile,
             profile_has_role,
             environment,
@@ -139,15 +141,33 @@ impl AwsBatch {
                     .unwrap_or("*")
                     .to_string();
                 let policies = policies::for_role(spec, role, &account);
-                for (name, doc) in policies {
+                for (name, doc) in &policies {
                     self.iam
                         .put_role_policy()
                         .role_name(role)
-                        .policy_name(name)
+                        .policy_name(*name)
                         .policy_document(doc)
                         .send()
                         .await
                         .map_err(|e| sdk("IAM PutRolePolicy", e))?;
+                }
+                // Ours that are no longer shipped go (an older setup gave the instance role
+                // the jobs' S3 access, which is the job role's now).
+                let listed = self
+                    .iam
+                    .list_role_policies()
+                    .role_name(role)
+                    .send()
+                    .await
+                    .map_err(|e| sdk("IAM ListRolePolicies", e))?;
+                for stale in policies::stale(listed.policy_names(), &policies) {
+                    self.iam
+                        .delete_role_policy()
+                        .role_name(role)
+                        .policy_name(stale)
+                        .send()
+                        .await
+                        .map_err(|e| sdk("IAM DeleteRolePolicy", e))?;
                 }
             }
             Step::CreateInstanceProfile { name } => {

@@ -63,6 +63,19 @@ pub fn job_role_name(queue: &str) -> String {
     format!("{queue}-job")
 }
 
+/// The ARN of the job role of queue `queue`, whose ARN is `queue_arn` (same partition and
+/// account).
+pub fn job_role_arn(queue_arn: &str, queue: &str) -> Option<String> {
+    let parts: Vec<&str> = queue_arn.splitn(6, ':').collect();
+    match parts.as_slice() {
+        ["arn", partition, "batch", _, account, _] if !account.is_empty() => Some(format!(
+            "arn:{partition}:iam::{account}:role/{}",
+            job_role_name(queue)
+        )),
+        _ => None,
+    }
+}
+
 /// The inline policies (name, document) `setup` puts on `role`, one of `spec`'s roles, in
 /// `account`: the shipped files of `ami/iam/` with their placeholders filled.
 pub fn role_policies(spec: &SetupSpec, role: &str, account: &str) -> Vec<(&'static str, String)> {
@@ -74,6 +87,7 @@ pub fn role_policies(spec: &SetupSpec, role: &str, account: &str) -> Vec<(&'stat
 pub struct Current {
     pub service_role: bool,
     pub instance_role: bool,
+    pub job_role: bool,
     /// The instance profile exists / has the role in it.
     pub instance_profile: bool,
     pub profile_has_role: bool,
@@ -146,7 +160,7 @@ pub fn plan_setup(spec: &SetupSpec, now: &Current) -> Vec<Step> {
     if !now.service_role {
         steps.push(Step::CreateRole {
             name: spec.service_role(),
-            trusts: "batch.amazonaws.com",
+            trusts: policies::BATCH_SERVICE,
         });
     }
     // Policies are put every run: PutRolePolicy replaces, so a changed ami/iam file or bucket
@@ -157,11 +171,20 @@ pub fn plan_setup(spec: &SetupSpec, now: &Current) -> Vec<Step> {
     if !now.instance_role {
         steps.push(Step::CreateRole {
             name: spec.instance_role(),
-            trusts: "ec2.amazonaws.com",
+            trusts: policies::EC2_SERVICE,
         });
     }
     steps.push(Step::PutRolePolicies {
         role: spec.instance_role(),
+    });
+    if !now.job_role {
+        steps.push(Step::CreateRole {
+            name: spec.job_role(),
+            trusts: policies::ECS_TASKS_SERVICE,
+        });
+    }
+    steps.push(Step::PutRolePolicies {
+        role: spec.job_role(),
     });
     if !now.instance_profile {
         steps.push(Step::CreateInstanceProfile {
@@ -264,6 +287,11 @@ pub fn plan_teardown(spec: &SetupSpec, now: &Current) -> Vec<Step> {
             name: spec.instance_role(),
         });
     }
+    if now.job_role {
+        steps.push(Step::DeleteRole {
+            name: spec.job_role(),
+        });
+    }
     if now.service_role {
         steps.push(Step::DeleteRole {
             name: spec.service_role(),
@@ -295,6 +323,7 @@ mod tests {
         Current {
             service_role: true,
             instance_role: true,
+            job_role: true,
             instance_profile: true,
             profile_has_role: true,
             environment: Some(EnvironmentFacts {
@@ -309,6 +338,7 @@ mod tests {
                 enabled: true,
                 valid: true,
                 status_reason: None,
+                arn: None,
             }),
             queue_environments: vec![s.compute_environment()],
         }
@@ -328,6 +358,23 @@ mod tests {
     }
 
     #[test]
+    fn the_job_role_is_the_queues_in_its_account_and_partition() {
+        assert_eq!(
+            job_role_arn(
+                "arn:aws:batch:eu-west-1:123456789012:job-queue/rtb-renders",
+                "rtb-renders"
+            )
+            .as_deref(),
+            Some("arn:aws:iam::123456789012:role/rtb-renders-job")
+        );
+        assert_eq!(
+            job_role_arn("arn:aws-cn:batch:cn-north-1:1:job-queue/q", "q").as_deref(),
+            Some("arn:aws-cn:iam::1:role/q-job")
+        );
+        assert_eq!(job_role_arn("rtb-renders", "rtb-renders"), None);
+    }
+
+    #[test]
     fn from_nothing_setup_makes_everything_in_order() {
         let s = spec();
         let steps = plan_setup(&s, &Current::default());
@@ -338,18 +385,24 @@ mod tests {
                 "PutRolePolicies",
                 "CreateRole",
                 "PutRolePolicies",
+                "CreateRole",
+                "PutRolePolicies",
                 "CreateInstanceProfile",
                 "AddRoleToProfile",
                 "CreateComputeEnvironment",
                 "CreateQueue"
             ]
         );
+        assert_eq!(
+            steps[4].to_string(),
+            "create IAM role rtb-renders-job (trusted by ecs-tasks.amazonaws.com)"
+        );
         assert!(
-            steps[6].to_string().contains(
+            steps[8].to_string().contains(
                 "SPOT SPOT_CAPACITY_OPTIMIZED, m5.xlarge (min 0, max 64 vCPUs), AMI ami-123"
             ),
             "{}",
-            steps[6]
+            steps[8]
         );
     }
 
@@ -359,17 +412,17 @@ mod tests {
         let now = all_there(&s);
         assert_eq!(
             kinds(&plan_setup(&s, &now)),
-            ["PutRolePolicies", "PutRolePolicies"]
+            ["PutRolePolicies", "PutRolePolicies", "PutRolePolicies"]
         );
         let mut drift = now.clone();
         drift.environment.as_mut().unwrap().max_vcpus = Some(16);
         drift.queue.as_mut().unwrap().enabled = false;
         let steps = plan_setup(&s, &drift);
         assert_eq!(
-            kinds(&steps)[2..],
+            kinds(&steps)[3..],
             ["UpdateComputeEnvironment", "UpdateQueue"]
         );
-        assert!(steps[2].to_string().contains("max vCPUs 16 -> 64"));
+        assert!(steps[3].to_string().contains("max vCPUs 16 -> 64"));
     }
 
     #[test]
@@ -383,6 +436,7 @@ mod tests {
                 "DisableComputeEnvironment",
                 "DeleteComputeEnvironment",
                 "DeleteInstanceProfile",
+                "DeleteRole",
                 "DeleteRole",
                 "DeleteRole"
             ]
