@@ -285,6 +285,62 @@ async fn the_definition_reads_back_as_asked_and_is_reused() {
     assert_eq!(tags.get("rtb:batch").map(String::as_str), Some("b1"));
 }
 
+/// A definition is reused only when its content is what would be registered: an ACTIVE
+/// revision under the same name with other content (registered by hand, or by an older
+/// client) is not reused; a new revision is registered, and the next run reuses that one.
+#[tokio::test]
+async fn a_definition_is_reused_only_when_its_content_matches() {
+    let Some(url) = moto() else { return };
+    let m = Moto::new(url).await;
+    let root = tempfile::tempdir().expect("tmp");
+    let mut spec = m.spec(root.path());
+    spec.env.insert("TEST_RUN".into(), unique("content"));
+    let want = spec.build("tester", "b1").expect("build");
+    // Someone registers another image under the name this spec's definition gets.
+    let batch = aws_sdk_batch::Client::new(&m.config);
+    let imposter = batch
+        .register_job_definition()
+        .job_definition_name(&want.name)
+        .r#type(aws_sdk_batch::types::JobDefinitionType::Container)
+        .container_properties(
+            aws_sdk_batch::types::ContainerProperties::builder()
+                .image("someone-else/image:latest")
+                .resource_requirements(
+                    aws_sdk_batch::types::ResourceRequirement::builder()
+                        .r#type(aws_sdk_batch::types::ResourceType::Vcpu)
+                        .value("1")
+                        .build(),
+                )
+                .resource_requirements(
+                    aws_sdk_batch::types::ResourceRequirement::builder()
+                        .r#type(aws_sdk_batch::types::ResourceType::Memory)
+                        .value("1024")
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .expect("register the other definition");
+    let got = m.engine.definition(&spec, "b1").await.expect("definition");
+    assert!(!got.reused, "reused another content: {got:?}");
+    assert_ne!(Some(got.arn.as_str()), imposter.job_definition_arn());
+    let described = batch
+        .describe_job_definitions()
+        .job_definitions(&got.arn)
+        .send()
+        .await
+        .expect("describe");
+    let image = described.job_definitions()[0]
+        .container_properties()
+        .and_then(|c| c.image());
+    assert_eq!(image, Some(want.image.as_str()));
+    // The matching revision is found from now on.
+    let again = m.engine.definition(&spec, "b2").await.expect("again");
+    assert!(again.reused, "{again:?}");
+    assert_eq!(again.arn, got.arn);
+}
+
 #[tokio::test]
 async fn a_batch_runs_as_real_containers_with_one_matlab_error() {
     let Some(url) = moto() else { return };
