@@ -324,6 +324,7 @@ async fn a_definition_is_reused_only_when_its_content_matches() {
         .expect("register the other definition");
     let got = m.engine.definition(&spec, "b1").await.expect("definition");
     assert!(!got.reused, "reused another content: {got:?}");
+    assert_eq!(got.replaced, Some("the image"), "{got:?}");
     assert_ne!(Some(got.arn.as_str()), imposter.job_definition_arn());
     let described = batch
         .describe_job_definitions()

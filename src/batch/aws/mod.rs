@@ -97,10 +97,13 @@ pub async fn run(
         "run-render: batch {name}: job definition {} ({}, {}), queue {queue}",
         definition.name,
         definition.arn,
-        if definition.reused {
-            "reused: nothing changed"
-        } else {
-            "registered"
+        match (definition.reused, definition.replaced) {
+            (true, _) => "reused: nothing changed".to_string(),
+            (false, Some(what)) => format!(
+                "registered as revision {}: the ACTIVE one of this name differed in {what}",
+                definition.revision
+            ),
+            (false, None) => "registered".to_string(),
         }
     ));
     // Each row's settings: its own records folder for this run (AWS Batch's retries of one
