@@ -60,9 +60,7 @@ impl BatchJob {
             .unwrap_or_else(|_| self.plan.clone())
             .in_batch(batch);
         if let Some(base) = self.records_base() {
-            plan = plan.with_records(JobRecords::at(
-                base.root().join(&format!("{run}-a{attempt}/")),
-            ));
+            plan = plan.with_records(base.attempt(run, attempt));
         }
         // A token of its own per attempt: EC2 would answer a retried launch with the instance
         // the earlier attempt lost.

@@ -233,7 +233,16 @@ async fn each_attempt_of_a_retried_child_keeps_its_own_records() {
             serde_json::from_slice(&get(&c, &b, &format!("{base}-a{n}/result.json")).await)
                 .expect("result parses");
         assert_eq!(result.outcome, outcome, "attempt {n}");
-        let log = text(&get(&c, &b, &format!("{base}-a{n}/log/000001.log")).await);
+        // Each attempt's chunks start at 1 in its own folder.
+        let chunks = list(&c, &b, &format!("{base}-a{n}/log/")).await;
+        assert_eq!(
+            chunks.first().map(|(k, _)| k.as_str()),
+            Some(format!("{base}-a{n}/log/000001.log").as_str())
+        );
+        let mut log = String::new();
+        for (key, _) in &chunks {
+            log.push_str(&text(&get(&c, &b, key).await));
+        }
         assert!(log.contains(line), "attempt {n}: {log}");
         assert!(!log.contains(&format!("attempt {} here", 3 - n)), "{log}");
     }

@@ -103,6 +103,16 @@ pub const TIMEOUT: Var = Var {
     default: None,
     help: "stop the command after this long, e.g. 6h or 90m (default: no limit)",
 };
+pub const ATTEMPT: Var = Var {
+    name: "RTB_ATTEMPT",
+    default: None,
+    help: "this attempt's number, from 1 (default: AWS Batch's AWS_BATCH_JOB_ATTEMPT, else 1)",
+};
+pub const RUN_ID: Var = Var {
+    name: "RTB_RUN_ID",
+    default: None,
+    help: "the batch run this attempt belongs to: its records go to <records>/<run>-a<attempt>/, one folder per attempt, where <records> is LOG_BUCKET or OUTPUT_BUCKET/_rtb-job/<job id>",
+};
 
 /// Every variable, in the order a reader meets them.
 pub const ALL: &[Var] = &[
@@ -124,6 +134,8 @@ pub const ALL: &[Var] = &[
     JOB_ID,
     LOG_BUCKET,
     TIMEOUT,
+    ATTEMPT,
+    RUN_ID,
 ];
 
 /// Where the original image expected the host's MATLAB to be mounted.

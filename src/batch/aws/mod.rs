@@ -13,8 +13,8 @@ mod state;
 
 pub use record::BatchRecord;
 pub use spec::definition_spec;
-pub use state::job_state;
 use state::runnable_cause;
+pub use state::{job_state, retried_view};
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
@@ -106,8 +106,9 @@ pub async fn run(
             (false, None) => "registered".to_string(),
         }
     ));
-    // Each row's settings: its own records folder for this run (AWS Batch's retries of one
-    // job share it; each run of the batch has its own).
+    // Each row's settings. AWS Batch makes the attempts, so the runner names each attempt's
+    // records folder itself, from the run and AWS Batch's attempt number: LOG_BUCKET is the
+    // job's folder and RTB_RUN_ID this run (`<job>/<run>-a<N>/`, as the EC2 engine's).
     let rows: Vec<(usize, crate::plan::Plan)> = run
         .iter()
         .map(|&j| (j, jobs[j].plan_attempt(name, run_id, 1, false)))
@@ -117,10 +118,7 @@ pub async fn run(
         .map(|(j, plan)| SubmitJob {
             job_id: jobs[*j].job_id.clone(),
             name: jobs[*j].name.clone(),
-            settings: match &plan.work {
-                crate::plan::Work::Container(c) => c.env.iter().cloned().collect(),
-                crate::plan::Work::Shell(_) => BTreeMap::new(),
-            },
+            settings: attempt_settings(plan, jobs[*j].records_base().as_ref(), run_id),
         })
         .collect();
     let manifest_at = {
@@ -150,6 +148,7 @@ pub async fn run(
     ));
     let record = BatchRecord {
         batch: name.to_string(),
+        run_id: Some(run_id.to_string()),
         engine: "aws-batch".into(),
         queue: queue.clone(),
         region: cloud.region().map(str::to_string),
@@ -263,7 +262,12 @@ pub async fn run(
         let Some(&j) = index.get(s.job_id.as_str()) else {
             continue;
         };
-        let result = match records.get(&s.job_id) {
+        // The last attempt AWS Batch made of this run is the job's outcome.
+        let last = match jobs[j].records_base() {
+            Some(base) => state::last_attempt(cloud, &base, run_id).await,
+            None => None,
+        };
+        let result = match last.as_ref().or(records.get(&s.job_id)) {
             Some(r) => cloud.job_result(r).await.ok().flatten(),
             None => None,
         };
@@ -317,7 +321,10 @@ pub async fn run(
             instance_type: String::new(),
             region: cloud.region().map(str::to_string),
             output: jobs[j].plan.output.as_ref().map(|o| o.to_string()),
-            records: records.get(&s.job_id).map(|r| r.root().to_string()),
+            records: last
+                .as_ref()
+                .or(records.get(&s.job_id))
+                .map(|r| r.root().to_string()),
             phases: Phases {
                 total_s: seconds,
                 ..Phases::default()
@@ -329,4 +336,24 @@ pub async fn run(
         });
     }
     Ok((ends, stats, false))
+}
+
+/// A row's runner settings on AWS Batch: the plan's, with the job's records folder as
+/// LOG_BUCKET and this run as RTB_RUN_ID, so each attempt AWS Batch makes writes its own
+/// folder under it.
+fn attempt_settings(
+    plan: &crate::plan::Plan,
+    base: Option<&JobRecords>,
+    run_id: &str,
+) -> BTreeMap<String, String> {
+    use rtb_model::contract::{LOG_BUCKET, RUN_ID};
+    let mut settings: BTreeMap<String, String> = match &plan.work {
+        crate::plan::Work::Container(c) => c.env.iter().cloned().collect(),
+        crate::plan::Work::Shell(_) => BTreeMap::new(),
+    };
+    if let Some(base) = base {
+        settings.insert(LOG_BUCKET.name.to_string(), base.root().to_string());
+        settings.insert(RUN_ID.name.to_string(), run_id.to_string());
+    }
+    settings
 }

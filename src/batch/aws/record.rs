@@ -10,6 +10,10 @@ use crate::registry::Registry;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BatchRecord {
     pub batch: String,
+    /// The run (`r<UTC time>`): each job's attempts keep their records in `<run>-a<N>/`, and
+    /// its jobs carry the tag `rtb:run`.
+    #[serde(default)]
+    pub run_id: Option<String>,
     pub engine: String,
     pub queue: String,
     pub region: Option<String>,
