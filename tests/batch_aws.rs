@@ -277,3 +277,102 @@ async fn ctrl_c_while_following_detaches_and_the_jobs_go_on() {
     assert_eq!(code, Some(0), "{err}");
     let _ = desk.out(&["aws-batch", "teardown", "--queue", &q]);
 }
+
+/// Two people run a batch of the same name on one shared queue. A second submission of
+/// yours is refused while your first one's jobs run (it would write into the same outputs),
+/// `--resume` too; your colleague's is not yours to block. `stop --batch` ends your array in
+/// a handful of AWS Batch calls (one TerminateJob for the array; AWS Batch ends the
+/// children), confirms it, and leaves the colleague's batch running.
+#[tokio::test]
+async fn one_submission_at_a_time_and_stop_ends_only_yours_in_a_few_calls() {
+    let Some(moto) = moto() else { return };
+    let ann = Desk::new(&moto);
+    let bob = Desk::new(&moto);
+    let c = clients(&moto).await;
+    let q = queue(&ann, &c).await;
+    let name = unique("abs");
+    let long = rows((1..=4).map(|n| format!("{} pause(150);", frame(n))));
+    let ann_file = batch_file(&ann, &name, &c.bucket().await, &long);
+    let bob_file = batch_file(&bob, &name, &c.bucket().await, &long[..2]);
+    let submit = |desk: &Desk, file: &str, more: &[&str]| {
+        let mut args = vec![
+            "batch",
+            file,
+            "--engine",
+            "aws-batch",
+            "--queue",
+            &q,
+            "--detach",
+        ];
+        args.extend_from_slice(more);
+        desk.out(&args)
+    };
+    let (code, _, err) = submit(&ann, &ann_file, &[]);
+    assert_eq!(code, Some(0), "{err}");
+    // Another owner's batch of the same name on the same queue is not refused.
+    let (code, _, err) = submit(&bob, &bob_file, &[]);
+    assert_eq!(code, Some(0), "bob's own batch: {err}");
+    let start = Instant::now();
+    while !ann.states(&name).iter().all(|s| s == "running") {
+        assert!(start.elapsed() < Duration::from_secs(120), "not running");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+
+    for more in [&[][..], &["--resume"][..]] {
+        let (code, _, err) = submit(&ann, &ann_file, more);
+        assert_eq!(code, Some(65), "a second submission {more:?}: {err}");
+        assert!(
+            err.contains("still queued or running")
+                && err.contains(&format!("run-render stop --batch {name}")),
+            "{err}"
+        );
+        assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    }
+
+    // stop --batch through a proxy that counts AWS Batch's calls.
+    let proxy = rtb_testkit::FaultProxy::start_for(&moto);
+    let mut counted = Desk::new(&moto);
+    counted.endpoint = proxy.endpoint();
+    let stop = |desk: &Desk| {
+        let mut cmd = desk.cmd(&["stop", "--batch", &name]);
+        cmd.env("XDG_STATE_HOME", ann.state.path())
+            .env("USER", &ann.user);
+        let o = cmd.output().expect("stop");
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (code, err) = stop(&counted);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("another owner's: left alone"), "{err}");
+    let batch_calls: Vec<_> = proxy
+        .calls()
+        .into_iter()
+        .filter(|c| c.service == "batch")
+        .collect();
+    let count = |a: &str| batch_calls.iter().filter(|c| c.action == a).count();
+    assert_eq!(count("TerminateJob"), 1, "{batch_calls:?}");
+    assert_eq!(count("CancelJob"), 0, "{batch_calls:?}");
+    assert!(
+        batch_calls.len() <= 8,
+        "{} calls: {batch_calls:?}",
+        batch_calls.len()
+    );
+    // Confirmed before it returned: every row of ann's has ended; bob's still run.
+    assert!(
+        ann.states(&name)
+            .iter()
+            .all(|s| s != "running" && s != "starting"),
+        "{:?}",
+        ann.states(&name)
+    );
+    assert!(
+        bob.states(&name).iter().all(|s| s == "running"),
+        "{:?}",
+        bob.states(&name)
+    );
+    let (code, _, err) = bob.out(&["stop", "--batch", &name]);
+    assert_eq!(code, Some(0), "{err}");
+    let _ = ann.out(&["aws-batch", "teardown", "--queue", &q]);
+}

@@ -169,3 +169,170 @@ async fn a_retried_attempt_keeps_its_records_apart_and_status_and_logs_read_the_
     );
     let _ = desk.out(&["aws-batch", "teardown", "--queue", &q]);
 }
+
+/// SubmitJob has no client token. When its answer is lost on the way back (the array was
+/// made), the client finds the array by its name and run instead of submitting it again:
+/// the rows run once, not twice into the same outputs.
+#[tokio::test]
+async fn a_lost_submit_answer_does_not_submit_the_rows_twice() {
+    let Some(moto) = moto() else { return };
+    let desk = Desk::new(&moto);
+    let c = clients(&moto).await;
+    let q = queue(&desk, &c).await;
+    let bucket = c.bucket().await;
+    let name = unique("abl");
+    let file = batch_file(
+        &desk,
+        &name,
+        &bucket,
+        &rows((1..=2).map(|n| format!("disp('row {n}')"))),
+    );
+    let proxy = rtb_testkit::FaultProxy::start_for(&moto);
+    proxy.add(rtb_testkit::Rule::on("SubmitJob").times(1).drop_response());
+    let mut through = Desk::new(&moto);
+    through.endpoint = proxy.endpoint();
+    let mut cmd = through.cmd(&["batch", &file, "--engine", "aws-batch", "--queue", &q]);
+    cmd.env("XDG_STATE_HOME", desk.state.path())
+        .env("USER", &desk.user)
+        .current_dir(desk.dir.path());
+    let out = cmd.output().expect("batch");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let listed = c
+        .batch
+        .list_jobs()
+        .job_queue(&q)
+        .filters(
+            aws_sdk_batch::types::KeyValuesPair::builder()
+                .name("JOB_NAME")
+                .values(format!("rtb-{name}--*"))
+                .build(),
+        )
+        .send()
+        .await
+        .expect("list");
+    let mut parents: Vec<&str> = listed
+        .job_summary_list()
+        .iter()
+        .filter_map(|j| j.job_id())
+        .filter(|id| !id.contains(':'))
+        .collect();
+    parents.sort();
+    parents.dedup();
+    assert_eq!(parents.len(), 1, "arrays submitted: {parents:?}\n{err}");
+    let _ = desk.out(&["aws-batch", "teardown", "--queue", &q]);
+}
+
+/// A submission that fails partway (here the second of three SubmitJob calls, one job per
+/// row) says what was submitted and what to do, and leaves a record that knows it: `stop
+/// --batch` ends what runs.
+#[tokio::test]
+async fn a_submission_cut_short_says_what_runs_and_is_recorded() {
+    let Some(moto) = moto() else { return };
+    let desk = Desk::new(&moto);
+    let c = clients(&moto).await;
+    let q = queue(&desk, &c).await;
+    let bucket = c.bucket().await;
+    let name = unique("abp");
+    let file = batch_file(
+        &desk,
+        &name,
+        &bucket,
+        &rows((1..=3).map(|n| format!("{} pause(120);", common::moto::frame(n)))),
+    );
+    let text = std::fs::read_to_string(&file).expect("file");
+    std::fs::write(
+        &file,
+        text.replace("[batch]\n", "[batch]\nsubmit = \"per-row\"\n"),
+    )
+    .expect("file");
+    let proxy = rtb_testkit::FaultProxy::start_for(&moto);
+    proxy.add(
+        rtb_testkit::Rule::on("SubmitJob")
+            .skip(1)
+            .error(400, "ClientException")
+            .message("the queue refused it"),
+    );
+    let mut through = Desk::new(&moto);
+    through.endpoint = proxy.endpoint();
+    let mut cmd = through.cmd(&["batch", &file, "--engine", "aws-batch", "--queue", &q]);
+    cmd.env("XDG_STATE_HOME", desk.state.path())
+        .env("USER", &desk.user)
+        .current_dir(desk.dir.path());
+    let out = cmd.output().expect("batch");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(68), "{err}");
+    assert!(
+        err.contains("submitting stopped after 1 of 3 job(s)")
+            && err.contains("the queue refused it")
+            && err.contains(&format!("run-render stop --batch {name}")),
+        "{err}"
+    );
+    let rec = record(&desk, &name);
+    assert_eq!(rec["state"], "incomplete", "{rec}");
+    assert_eq!(
+        rec["submitted"]["jobs"].as_array().map(Vec::len),
+        Some(1),
+        "{rec}"
+    );
+    let (code, _, err) = desk.out(&["stop", "--batch", &name]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("1 job(s) ended"), "{err}");
+    let _ = desk.out(&["aws-batch", "teardown", "--queue", &q]);
+}
+
+/// While following, AWS Batch stops answering: the client gives it `--api-patience`, as the
+/// EC2 engine does, then leaves with exit 69, saying the jobs go on and how to stop them.
+#[tokio::test]
+async fn the_follow_loop_gives_up_after_its_patience() {
+    let Some(moto) = moto() else { return };
+    let desk = Desk::new(&moto);
+    let c = clients(&moto).await;
+    let q = queue(&desk, &c).await;
+    let bucket = c.bucket().await;
+    let name = unique("abt");
+    let file = batch_file(
+        &desk,
+        &name,
+        &bucket,
+        &rows((1..=2).map(|n| format!("{} pause(120);", common::moto::frame(n)))),
+    );
+    let proxy = rtb_testkit::FaultProxy::start_for(&moto);
+    let mut through = Desk::new(&moto);
+    through.endpoint = proxy.endpoint();
+    let mut cmd = through.cmd(&[
+        "batch",
+        &file,
+        "--engine",
+        "aws-batch",
+        "--queue",
+        &q,
+        "--api-patience",
+        "10s",
+    ]);
+    cmd.env("XDG_STATE_HOME", desk.state.path())
+        .env("USER", &desk.user)
+        .current_dir(desk.dir.path());
+    let mut client = common::Watched::spawn(cmd);
+    assert!(
+        client
+            .wait_for("submitted to", Duration::from_secs(60))
+            .is_some(),
+        "not submitted"
+    );
+    proxy.add(rtb_testkit::Rule::on("ListJobs").error(500, "ServerException"));
+    proxy.add(rtb_testkit::Rule::on("DescribeJobs").error(500, "ServerException"));
+    let t = Instant::now();
+    let done = client.finish(Duration::from_secs(120));
+    assert_eq!(done.code, Some(69), "{}", done.all());
+    assert!(t.elapsed() < Duration::from_secs(60), "{:?}", t.elapsed());
+    let err = done.stderr();
+    assert!(
+        err.contains("has not answered for 10s")
+            && err.contains(&format!("run-render stop --batch {name}")),
+        "{err}"
+    );
+    let (code, _, err) = desk.out(&["stop", "--batch", &name]);
+    assert_eq!(code, Some(0), "{err}");
+    let _ = desk.out(&["aws-batch", "teardown", "--queue", &q]);
+}
