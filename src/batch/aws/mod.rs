@@ -3,37 +3,66 @@
 //! every row, and follows the jobs with the same view and summary as the EC2 engine; it may
 //! leave at any time (`--detach`, Ctrl-C): the jobs belong to AWS Batch.
 //!
-//! Each job still writes its log chunks and `result.json` under its own output (the runner's
-//! LOG_BUCKET is in its row), so `logs`, `status`, `--resume` and the summary read them as
-//! for the EC2 engine.
+//! Each job still writes its log chunks and `result.json` under its own output, one folder per
+//! attempt AWS Batch makes (`<job>/<run>-a<N>/`), so `logs`, `status`, `--resume` and the
+//! summary read them as for the EC2 engine.
+//!
+//! One submission at a time: while a batch's jobs of this owner are queued or running on the
+//! queue (found from AWS Batch, not only from this workstation), another is refused, since it
+//! would write into the same outputs. The submission is recorded before SubmitJob (intent),
+//! and its jobs are tagged with their run, so one a crash or an error cut short is known.
 
+mod follow;
 mod record;
 mod spec;
 mod state;
 
-pub use record::BatchRecord;
-pub use spec::definition_spec;
-use state::runnable_cause;
+pub use record::{BatchRecord, Submission};
+pub use spec::{definition_spec, job_env, SpecError, TEST_JOB_CREDENTIALS};
 pub use state::{job_state, retried_view};
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use rtb_model::JobRecords;
 
 use super::file::Settings;
 use super::jobs::{BatchJob, Policy};
-use super::pool::{Attempt, JobEnd, PoolStats};
-use super::view::{Counts, View};
+use super::pool::{JobEnd, PoolStats};
+use super::view::View;
 use crate::cloud::Cloud;
-use crate::engine::aws_batch::{sizes, AwsBatch, DefinitionSpec, JobState, SubmitJob};
-use crate::registry::Registry;
-use crate::report::{InstanceFate, Outcome, Phases, Report};
+use crate::engine::aws_batch::{sizes, AwsBatch, DefinitionSpec, SubmitJob, SubmitPlan, TopJob};
+use crate::registry::{Ended, Registry};
+use crate::report::exit;
 use crate::signals::Interrupts;
 
-/// How often the client asks AWS Batch for its jobs' states (ListJobs, one call per state and
-/// array): AWS Batch itself moves a job on in seconds to minutes.
-const POLL: Duration = Duration::from_secs(5);
+/// Why a batch could not be submitted or followed, with its exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The batch file asks for what one job definition cannot be: nothing was called.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// Refused before submitting (the queue, the buckets, a submission still at work).
+    #[error("{0}")]
+    Refused(String),
+    /// Submitting stopped partway: what was submitted runs; the line says what to do.
+    #[error("{0}")]
+    Incomplete(String),
+    /// AWS Batch stopped answering for longer than the patience; the jobs go on.
+    #[error("{0}")]
+    Unanswered(String),
+}
+
+impl RunError {
+    pub fn code(&self) -> i32 {
+        match self {
+            RunError::Spec(_) => exit::BAD_INPUT,
+            RunError::Refused(_) => exit::PREFLIGHT,
+            RunError::Incomplete(_) => exit::REMOTE,
+            RunError::Unanswered(_) => exit::UNCONFIRMED,
+        }
+    }
+}
 
 /// Submit the batch and follow it to its end (or leave: `detach`, Ctrl-C).
 #[allow(clippy::too_many_arguments)]
@@ -49,14 +78,15 @@ pub async fn run(
     registry: &Registry,
     view: &View,
     detach: bool,
-) -> Result<(Vec<JobEnd>, PoolStats, bool), String> {
+) -> Result<(Vec<JobEnd>, PoolStats, bool), RunError> {
     let queue = policy
         .queue
         .clone()
-        .ok_or("the aws-batch engine needs --queue")?;
+        .ok_or_else(|| RunError::Refused("the aws-batch engine needs --queue".into()))?;
     let var = |k: &str| std::env::var(k).ok();
-    let spec = definition_spec(jobs, run, policy, settings, &var).map_err(|e| e.to_string())?;
+    let spec = definition_spec(jobs, run, policy, settings, &var)?;
     let engine = AwsBatch::new(cloud.config(), &crate::plan::owner());
+    let refused = |e: &dyn std::fmt::Display| RunError::Refused(e.to_string());
     let size = sizes::Size {
         vcpus: spec.vcpus,
         memory_mib: spec.memory_mib,
@@ -68,9 +98,9 @@ pub async fn run(
             Some(jobs[run[0]].plan.launch.ami.as_str()).filter(|a| !a.is_empty()),
         )
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| refused(&e))?;
     if !checked.problems.is_empty() {
-        return Err(checked.problems.join("; "));
+        return Err(RunError::Refused(checked.problems.join("; ")));
     }
     // The jobs act as the queue's job role (their S3 access, the manifest included).
     let spec = DefinitionSpec {
@@ -87,12 +117,20 @@ pub async fn run(
         cloud
             .check_bucket(b)
             .await
-            .map_err(|e| format!("output bucket {b}: {}", e.message))?;
+            .map_err(|e| RunError::Refused(format!("output bucket {b}: {}", e.message)))?;
+    }
+    // One submission at a time (see the module's docs).
+    let live = engine
+        .live_jobs(&queue, name)
+        .await
+        .map_err(|e| refused(&e))?;
+    if !live.is_empty() {
+        return Err(RunError::Refused(still_at_work(name, &queue, &live)));
     }
     let definition = engine
         .definition(&spec, name)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| refused(&e))?;
     view.note(&format!(
         "run-render: batch {name}: job definition {} ({}, {}), queue {queue}",
         definition.name,
@@ -121,20 +159,74 @@ pub async fn run(
             settings: attempt_settings(plan, jobs[*j].records_base().as_ref(), run_id),
         })
         .collect();
-    let manifest_at = {
-        let first = jobs[run[0]].plan.output.as_ref().ok_or("no output")?;
+    let manifests = {
+        let first = jobs[run[0]]
+            .plan
+            .output
+            .as_ref()
+            .ok_or_else(|| RunError::Refused("the batch's jobs have no --output".into()))?;
         crate::engine::aws_batch::plan::manifests_folder(first.bucket(), run_id)
-            .map_err(|e| e.to_string())?
+            .map_err(|e| refused(&e))?
     };
-    let t = Instant::now();
     let how = match settings.submit.as_deref() {
-        Some("per-row") => crate::engine::aws_batch::SubmitPlan::PerRow,
+        Some("per-row") => SubmitPlan::PerRow,
         _ => crate::engine::aws_batch::plan::submit_plan(submit.len()),
     };
+    // Intent first: the record names the run, the queue and the rows before any SubmitJob.
+    let mut record = BatchRecord {
+        batch: name.to_string(),
+        run_id: Some(run_id.to_string()),
+        state: Submission::Submitting,
+        per_row: how == SubmitPlan::PerRow,
+        engine: "aws-batch".into(),
+        queue: queue.clone(),
+        region: cloud.region().map(str::to_string),
+        endpoint_url: jobs[run[0]].plan.endpoint_url.clone(),
+        submitted_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        jobs: submit.iter().map(|j| j.job_id.clone()).collect(),
+        submitted: Default::default(),
+        vcpus: spec.vcpus,
+        memory_mib: spec.memory_mib,
+    };
+    if let Err(e) = record.save(registry) {
+        return Err(RunError::Refused(format!(
+            "cannot record batch {name} before submitting it: {e}"
+        )));
+    }
+    let t = Instant::now();
     let submitted = engine
-        .submit_as(how, name, &submit, &queue, &definition, &manifest_at)
-        .await
-        .map_err(|e| e.to_string())?;
+        .submit_as(how, name, run_id, &submit, &queue, &definition, &manifests)
+        .await;
+    let submitted = match submitted {
+        Ok(s) => s,
+        Err(partial) => {
+            record.state = Submission::Incomplete;
+            record.submitted = partial.submitted.clone();
+            let _ = record.save(registry);
+            let done: Vec<&str> = partial
+                .submitted
+                .jobs
+                .iter()
+                .map(|j| j.job_id.as_str())
+                .collect();
+            save_entries(&rows, cloud, registry, &queue, |id| done.contains(&id));
+            return Err(RunError::Incomplete(incomplete(
+                name,
+                &queue,
+                partial.submitted.jobs.len(),
+                submit.len(),
+                &partial.error,
+            )));
+        }
+    };
+    record.state = Submission::Submitted;
+    record.submitted = submitted.clone();
+    if let Err(e) = record.save(registry) {
+        view.note(&format!(
+            "run-render: could not record batch {name} locally: {e}"
+        ));
+    }
+    save_entries(&rows, cloud, registry, &queue, |_| true);
     view.note(&format!(
         "run-render: batch {name}: {} job(s) submitted to {queue} in {} call(s), {:.1}s{}",
         submitted.jobs.len(),
@@ -146,196 +238,95 @@ pub async fn run(
             " (array job, rows in an S3 manifest)".into()
         }
     ));
-    let record = BatchRecord {
-        batch: name.to_string(),
-        run_id: Some(run_id.to_string()),
-        engine: "aws-batch".into(),
-        queue: queue.clone(),
-        region: cloud.region().map(str::to_string),
-        endpoint_url: jobs[run[0]].plan.endpoint_url.clone(),
-        submitted_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-        jobs: submitted.jobs.iter().map(|j| j.job_id.clone()).collect(),
-        submitted: submitted.clone(),
-        vcpus: spec.vcpus,
-        memory_mib: spec.memory_mib,
-    };
-    if let Err(e) = record.save(registry) {
-        view.note(&format!(
-            "run-render: could not record batch {name} locally: {e}"
-        ));
-    }
-    for (_, plan) in &rows {
-        let mut entry = crate::lifecycle::registry_entry(plan, cloud);
-        entry.client_pid = None;
-        entry.launch_tokens.clear();
-        entry.aws_batch_queue = Some(queue.clone());
-        let _ = registry.save(&entry);
-    }
     let mut ends = vec![JobEnd::default(); jobs.len()];
-    let stats = PoolStats::default();
     if detach {
         for &j in run {
             ends[j].not_run = Some(format!("submitted to {queue} (detached)"));
         }
-        return Ok((ends, stats, true));
+        return Ok((ends, PoolStats::default(), true));
     }
-    let records: BTreeMap<String, JobRecords> = rows
+    let followed = follow::Follow {
+        name,
+        run_id,
+        queue: &queue,
+        jobs,
+        run,
+        rows: &rows,
+        size,
+        api_patience: jobs[run[0]].plan.api_patience,
+    };
+    followed
+        .run(&engine, &submitted, cloud, interrupts, view, ends)
+        .await
+}
+
+/// Registry entries for the rows (each names its first attempt's records; AWS Batch makes
+/// the later ones); a row `submitted` says was not submitted is marked as not run.
+fn save_entries(
+    rows: &[(usize, crate::plan::Plan)],
+    cloud: &Cloud,
+    registry: &Registry,
+    queue: &str,
+    submitted: impl Fn(&str) -> bool,
+) {
+    let now = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+    for (_, plan) in rows {
+        let mut entry = crate::lifecycle::registry_entry(plan, cloud);
+        entry.client_pid = None;
+        entry.launch_tokens.clear();
+        entry.aws_batch_queue = Some(queue.to_string());
+        if !submitted(&plan.job_id) {
+            entry.ended = Some(Ended {
+                outcome: "not_run".into(),
+                exit_code: exit::REMOTE,
+                at: now.clone(),
+            });
+        }
+        let _ = registry.save(&entry);
+    }
+}
+
+/// The refusal of a second submission while the first's jobs are at work.
+fn still_at_work(name: &str, queue: &str, live: &[TopJob]) -> String {
+    let mut runs: Vec<&str> = live.iter().filter_map(|j| j.run()).collect();
+    runs.sort();
+    runs.dedup();
+    let what: Vec<String> = live
         .iter()
-        .filter_map(|(j, p)| {
-            p.work_records()
-                .map(|r| (jobs[*j].job_id.clone(), r.clone()))
+        .take(3)
+        .map(|j| match j.children {
+            Some((size, left)) => format!("{} ({left} of {size} rows not ended)", j.id),
+            None => format!("{} ({})", j.id, j.state.as_aws()),
         })
         .collect();
-    let mut told_runnable = false;
-    loop {
-        let states = engine.states(&submitted).await;
-        let states = match states {
-            Ok(s) => s,
-            Err(e) => {
-                view.note(&format!("run-render: batch {name}: {e} (asking again)"));
-                Vec::new()
-            }
-        };
-        let mut c = Counts {
-            total: run.len(),
-            ..Counts::default()
-        };
-        let mut all_final = !states.is_empty();
-        let mut runnable_since: Option<SystemTime> = None;
-        for s in &states {
-            match s.status.as_ref().map(|st| st.state) {
-                Some(JobState::Succeeded) => c.succeeded += 1,
-                Some(JobState::Failed) => c.failed += 1,
-                Some(JobState::Starting | JobState::Running) => {
-                    c.running += 1;
-                    all_final = false;
-                }
-                Some(st) => {
-                    c.queued += 1;
-                    all_final = false;
-                    if st == JobState::Runnable {
-                        let since = s.status.as_ref().and_then(|st| st.created_at);
-                        runnable_since = runnable_since.min(since).or(since);
-                    }
-                }
-                None => all_final = false,
-            }
-        }
-        view.update(&c);
-        if all_final {
-            break;
-        }
-        // AWS Batch's best-known trap: jobs that stay RUNNABLE. Say why, once.
-        if let Some(since) = runnable_since {
-            let waited = SystemTime::now().duration_since(since).unwrap_or_default();
-            if !told_runnable {
-                if let Some(advice) = runnable_cause(&engine, &queue, size, waited).await {
-                    view.note(&format!(
-                        "run-render: batch {name}: jobs RUNNABLE for {}: {advice}",
-                        crate::cmd::short_duration(waited),
-                    ));
-                    told_runnable = true;
-                }
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(POLL) => {}
-            _ = interrupts.reached(1) => {
-                for &j in run {
-                    ends[j].not_run = Some(format!("left running on {queue} (the client detached)"));
-                }
-                view.note(&format!(
-                    "run-render: batch {name}: detached; the jobs belong to AWS Batch and go on. Follow with `run-render status --batch {name}`; cancel with `run-render stop --batch {name}`"
-                ));
-                return Ok((ends, stats, true));
-            }
-        }
-    }
-    // The end: AWS Batch's word, and the runner's (its result record, its MATLAB error).
-    let states = engine.states(&submitted).await.map_err(|e| e.to_string())?;
-    let index: BTreeMap<&str, usize> = jobs
-        .iter()
-        .enumerate()
-        .map(|(i, j)| (j.job_id.as_str(), i))
-        .collect();
-    for s in states {
-        let Some(&j) = index.get(s.job_id.as_str()) else {
-            continue;
-        };
-        // The last attempt AWS Batch made of this run is the job's outcome.
-        let last = match jobs[j].records_base() {
-            Some(base) => state::last_attempt(cloud, &base, run_id).await,
-            None => None,
-        };
-        let result = match last.as_ref().or(records.get(&s.job_id)) {
-            Some(r) => cloud.job_result(r).await.ok().flatten(),
-            None => None,
-        };
-        let status = s.status.as_ref();
-        let aws_code = status.and_then(|st| st.exit_code);
-        let reason = status.and_then(|st| st.reason.clone().or(st.container_reason.clone()));
-        let (outcome, code) = match (status.map(|st| st.state), &result) {
-            (Some(JobState::Succeeded), _) => (Outcome::Succeeded, 0),
-            (_, Some(r)) => (Outcome::JobFailed, r.exit_code),
-            (_, None) if reason.as_deref().is_some_and(|r| r.starts_with("Host EC2")) => {
-                (Outcome::InstanceLost, crate::report::exit::INSTANCE_LOST)
-            }
-            (_, None) => (
-                Outcome::RemoteFailed,
-                aws_code.unwrap_or(crate::report::exit::REMOTE),
-            ),
-        };
-        let error = match outcome {
-            Outcome::Succeeded => None,
-            _ => result
-                .as_ref()
-                .and_then(|r| r.error.clone())
-                .or(reason.clone()),
-        };
-        let seconds = status
-            .and_then(|st| {
-                Some(
-                    st.stopped_at?
-                        .duration_since(st.started_at?)
-                        .ok()?
-                        .as_secs_f64(),
-                )
-            })
-            .unwrap_or_default();
-        ends[j].attempts.push(Attempt {
-            outcome,
-            exit_code: code,
-            instance_id: None,
-            spot: false,
-            seconds,
-            error: error.clone(),
-            retried_because: None,
-        });
-        ends[j].report = Some(Report {
-            job_id: s.job_id.clone(),
-            outcome,
-            exit_code: code,
-            instance_id: None,
-            instance: InstanceFate::NotLaunched,
-            ami: String::new(),
-            instance_type: String::new(),
-            region: cloud.region().map(str::to_string),
-            output: jobs[j].plan.output.as_ref().map(|o| o.to_string()),
-            records: last
-                .as_ref()
-                .or(records.get(&s.job_id))
-                .map(|r| r.root().to_string()),
-            phases: Phases {
-                total_s: seconds,
-                ..Phases::default()
-            },
-            log_lines: 0,
-            result,
-            error,
-            kept: false,
-        });
-    }
-    Ok((ends, stats, false))
+    format!(
+        "batch {name}: {} job(s) of yours from an earlier submission{} are still queued or running on {queue}: {}{}; submitting again would write into the same outputs. Follow them with `run-render status --batch {name}`, or end them with `run-render stop --batch {name}`, then submit again (--resume skips the rows that succeeded)",
+        live.len(),
+        match runs.as_slice() {
+            [] => String::new(),
+            runs => format!(" (run {})", runs.join(", ")),
+        },
+        what.join(", "),
+        if live.len() > 3 { ", ..." } else { "" }
+    )
+}
+
+/// What a submission cut short says.
+fn incomplete(
+    name: &str,
+    queue: &str,
+    done: usize,
+    all: usize,
+    error: &crate::engine::aws_batch::BatchError,
+) -> String {
+    let and_then = if done == 0 {
+        "nothing was submitted; submit again once AWS Batch answers".to_string()
+    } else {
+        format!(
+            "the {done} submitted run on {queue} without this client: follow them with `run-render status --batch {name}`, or end them with `run-render stop --batch {name}`; once they have ended, `run-render batch FILE --resume` submits the rest"
+        )
+    };
+    format!("batch {name}: submitting stopped after {done} of {all} job(s): {error}; {and_then}")
 }
 
 /// A row's runner settings on AWS Batch: the plan's, with the job's records folder as

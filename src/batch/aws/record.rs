@@ -14,17 +14,38 @@ pub struct BatchRecord {
     /// its jobs carry the tag `rtb:run`.
     #[serde(default)]
     pub run_id: Option<String>,
+    /// How far the submission got (older records: submitted).
+    #[serde(default)]
+    pub state: Submission,
+    /// One job per row, not arrays (`submit = "per-row"`).
+    #[serde(default)]
+    pub per_row: bool,
     pub engine: String,
     pub queue: String,
     pub region: Option<String>,
     pub endpoint_url: Option<String>,
     pub submitted_at: String,
+    /// Every row's job id, in order: what the submission is for.
     pub jobs: Vec<String>,
     /// What was submitted (AWS Batch's ids, the arrays): `status` asks AWS Batch by them.
     pub submitted: Submitted,
     /// What each job asked for (the RUNNABLE diagnosis compares it with the instance types).
     pub vcpus: u32,
     pub memory_mib: u32,
+}
+
+/// How far a submission got.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Submission {
+    /// Recorded before the first SubmitJob: if it stays so, the client stopped while
+    /// submitting, and AWS Batch (the jobs' `rtb:run` tag) knows what was submitted.
+    Submitting,
+    /// Stopped partway on an error: `submitted` holds what was.
+    Incomplete,
+    /// Every row was submitted.
+    #[default]
+    Submitted,
 }
 
 impl BatchRecord {

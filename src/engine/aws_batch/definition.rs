@@ -119,12 +119,20 @@ pub enum DefinitionError {
     NoSize,
 }
 
+/// The tags of what run-render makes on AWS Batch, and the tool's value.
+pub const TOOL_TAG: &str = "rtb:tool";
+pub const TOOL: &str = "run-render";
+pub const OWNER_TAG: &str = "rtb:owner";
+pub const BATCH_TAG: &str = "rtb:batch";
+/// A job's run (`r<UTC time>`): which submission of the batch it belongs to.
+pub const RUN_TAG: &str = "rtb:run";
+
 /// The tags every resource of a batch carries.
 pub fn tags(owner: &str, batch: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
-        ("rtb:tool".to_string(), "run-render".to_string()),
-        ("rtb:owner".to_string(), owner.to_string()),
-        ("rtb:batch".to_string(), batch.to_string()),
+        (TOOL_TAG.to_string(), TOOL.to_string()),
+        (OWNER_TAG.to_string(), owner.to_string()),
+        (BATCH_TAG.to_string(), batch.to_string()),
     ])
 }
 

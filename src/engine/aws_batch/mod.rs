@@ -10,7 +10,9 @@
 //!
 //! Operations over the SDK, on [`AwsBatch`] (which owns its clients):
 //! - [`AwsBatch::definition`] register, or reuse the ACTIVE one of the same spec
-//! - [`AwsBatch::submit`], [`AwsBatch::states`], [`AwsBatch::stop`]
+//! - [`AwsBatch::submit`] (idempotent: a lost answer is looked up before asking again)
+//! - [`AwsBatch::states`] to follow; [`AwsBatch::batch_jobs`] / [`AwsBatch::live_jobs`]: a
+//!   batch's jobs on a shared queue, by owner; [`AwsBatch::stop`] (one call per array)
 //! - [`AwsBatch::preflight`] before submitting
 //! - [`AwsBatch::setup`] / [`AwsBatch::teardown`]: compute environment, queue, IAM roles
 
@@ -23,10 +25,11 @@ mod register;
 mod setup;
 pub mod sizes;
 pub mod state;
+mod stop;
 mod submit;
 
 pub use definition::{DefinitionSpec, JobDefinition};
-pub use follow::{JobOfBatch, Stopped};
+pub use follow::JobOfBatch;
 pub use plan::{SubmitPlan, ARRAY_MAX, ARRAY_MIN};
 pub use preflight::Preflight;
 pub use register::Registered;
@@ -35,7 +38,8 @@ pub use setup::{
 };
 pub use sizes::Size;
 pub use state::{JobState, JobStatus};
-pub use submit::{SubmitJob, Submitted, SubmittedJob};
+pub use stop::{to_stop, Stopped, TopJob};
+pub use submit::{Partial, SubmitJob, Submitted, SubmittedJob};
 
 use crate::cloud::{cloud_error, CloudError};
 
