@@ -336,3 +336,76 @@ async fn the_follow_loop_gives_up_after_its_patience() {
     assert_eq!(code, Some(0), "{err}");
     let _ = desk.out(&["aws-batch", "teardown", "--queue", &q]);
 }
+
+/// The client dies while submitting (one job per row here), after SubmitJob made rows 1-3 and
+/// before row 4, with nothing of the answers written down: its record says only that run R
+/// was being submitted. `status --batch` finds what was submitted from AWS Batch (the jobs'
+/// `rtb:run` tag) and says row 4 never was; `stop --batch` ends the rest.
+#[tokio::test]
+async fn a_submission_whose_client_died_is_read_back_from_aws_batch() {
+    let Some(moto) = moto() else { return };
+    let desk = Desk::new(&moto);
+    let c = clients(&moto).await;
+    let q = queue(&desk, &c).await;
+    let bucket = c.bucket().await;
+    let name = unique("abc");
+    let file = batch_file(
+        &desk,
+        &name,
+        &bucket,
+        &rows((1..=3).map(|n| format!("{} pause(120);", common::moto::frame(n)))),
+    );
+    let text = std::fs::read_to_string(&file).expect("file");
+    std::fs::write(
+        &file,
+        text.replace("[batch]\n", "[batch]\nsubmit = \"per-row\"\n"),
+    )
+    .expect("file");
+    let (code, _, err) = desk.out(&[
+        "batch",
+        &file,
+        "--engine",
+        "aws-batch",
+        "--queue",
+        &q,
+        "--detach",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    // What a client killed before row 4 leaves: the intent (four rows), no answer written,
+    // and row 4's registry entry.
+    let state = desk.state.path().join("run-render");
+    let mut rec = record(&desk, &name);
+    rec["state"] = "submitting".into();
+    rec["jobs"]
+        .as_array_mut()
+        .expect("jobs")
+        .push(format!("{name}-4").into());
+    rec["submitted"] = serde_json::json!({
+        "batch": name, "queue": q, "definition": "", "manifests": [], "jobs": [],
+        "arrays": [], "calls": 0
+    });
+    std::fs::write(state.join(format!("batches/{name}.json")), rec.to_string()).expect("record");
+    let entry = std::fs::read_to_string(state.join(format!("jobs/{name}-1.json"))).expect("entry");
+    std::fs::write(
+        state.join(format!("jobs/{name}-4.json")),
+        entry.replace(&format!("{name}-1"), &format!("{name}-4")),
+    )
+    .expect("entry");
+    let start = Instant::now();
+    loop {
+        let mut states = desk.states(&name);
+        states.sort();
+        if states == ["failed", "running", "running", "running"] {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(90), "{states:?}");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let (code, out, err) = desk.out(&["status", &format!("{name}-4"), "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("not submitted by run"), "{out}");
+    let (code, _, err) = desk.out(&["stop", "--batch", &name]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("3 job(s) ended"), "{err}");
+    let _ = desk.out(&["aws-batch", "teardown", "--queue", &q]);
+}

@@ -193,6 +193,7 @@ pub async fn run(
             "cannot record batch {name} before submitting it: {e}"
         )));
     }
+    save_entries(&rows, cloud, registry, &queue, |_| true);
     let t = Instant::now();
     let submitted = engine
         .submit_as(how, name, run_id, &submit, &queue, &definition, &manifests)
@@ -226,7 +227,6 @@ pub async fn run(
             "run-render: could not record batch {name} locally: {e}"
         ));
     }
-    save_entries(&rows, cloud, registry, &queue, |_| true);
     view.note(&format!(
         "run-render: batch {name}: {} job(s) submitted to {queue} in {} call(s), {:.1}s{}",
         submitted.jobs.len(),

@@ -4,7 +4,7 @@ use std::time::{Duration, SystemTime};
 
 use super::BatchRecord;
 use crate::cloud::Cloud;
-use crate::engine::aws_batch::{diagnose, sizes, AwsBatch, JobState};
+use crate::engine::aws_batch::{adopt, diagnose, sizes, AwsBatch, JobState};
 
 /// Why jobs of `size` have been RUNNABLE on `queue` for `waited`, once that is longer than
 /// normal (a compute environment scaling from zero takes minutes): the diagnosis's advice.
@@ -36,7 +36,39 @@ pub async fn job_state(
 ) -> Option<(crate::inventory::JobState, Option<String>)> {
     use crate::inventory::JobState as S;
     let engine = AwsBatch::new(cloud.config(), &crate::plan::owner());
-    let states = engine.states(&record.submitted).await.ok()?;
+    let submitted = match (record.state, &record.run_id) {
+        // Its client stopped while submitting: AWS Batch knows what it made (rtb:run).
+        (super::Submission::Submitting, Some(run)) => {
+            let found = engine.batch_jobs(&record.queue, &record.batch).await.ok()?;
+            let ours: Vec<_> = found
+                .into_iter()
+                .filter(|j| j.belongs_to(engine.owner()) && j.run() == Some(run.as_str()))
+                .collect();
+            let mut s = adopt(&record.batch, &record.jobs, record.per_row, &ours);
+            s.queue = record.queue.clone();
+            s
+        }
+        _ => record.submitted.clone(),
+    };
+    if !submitted.jobs.iter().any(|j| j.job_id == job_id) {
+        let run = record.run_id.as_deref().unwrap_or("?");
+        let why = match record.state {
+            super::Submission::Submitted => return None,
+            super::Submission::Incomplete => {
+                format!("not submitted: submitting run {run} stopped on an error before it")
+            }
+            super::Submission::Submitting => format!(
+                "not submitted by run {run}: its client stopped before submitting it (or is submitting still)"
+            ),
+        };
+        return Some((
+            S::Failed,
+            Some(format!(
+                "{why}; `run-render batch FILE --resume` submits it once the rest have ended"
+            )),
+        ));
+    }
+    let states = engine.states(&submitted).await.ok()?;
     let st = states.into_iter().find(|s| s.job_id == job_id)?.status?;
     let reason = st.reason.clone().or(st.container_reason.clone());
     Some(match st.state {

@@ -39,7 +39,7 @@ pub use setup::{
 pub use sizes::Size;
 pub use state::{JobState, JobStatus};
 pub use stop::{to_stop, Stopped, TopJob};
-pub use submit::{Partial, SubmitJob, Submitted, SubmittedJob};
+pub use submit::{adopt, Partial, SubmitJob, Submitted, SubmittedJob};
 
 use crate::cloud::{cloud_error, CloudError};
 

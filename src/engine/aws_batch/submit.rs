@@ -12,6 +12,7 @@ use serde::Serialize;
 use super::definition::{tags, RUN_TAG};
 use super::plan::{job_name, manifest_url, submit_plan, SubmitPlan};
 use super::register::Registered;
+use super::stop::TopJob;
 use super::{sdk, AwsBatch, BatchError};
 
 /// One row of the batch, as the client resolved it.
@@ -320,6 +321,47 @@ impl AwsBatch {
     }
 }
 
+/// What a submission made, from the jobs AWS Batch has of its run (`found`: the top-level
+/// jobs tagged with it): for a record written before SubmitJob whose client stopped before it
+/// could write what came back. `planned` is every row's job id, in order; arrays are matched
+/// by their `array-K` name to the K-th chunk of rows, plain jobs by their job id's name.
+pub fn adopt(batch: &str, planned: &[String], per_row: bool, found: &[TopJob]) -> Submitted {
+    let mut out = Submitted {
+        batch: batch.to_string(),
+        ..Submitted::default()
+    };
+    let named = |name: &str| found.iter().find(|j| j.name == name);
+    match (per_row, submit_plan(planned.len())) {
+        (false, SubmitPlan::Array { chunks }) => {
+            for (k, chunk) in chunks.iter().enumerate() {
+                let Some(parent) = named(&job_name(batch, &format!("array-{k}"))) else {
+                    continue;
+                };
+                for (i, job_id) in planned[chunk.clone()].iter().enumerate() {
+                    out.jobs.push(SubmittedJob {
+                        job_id: job_id.clone(),
+                        batch_job_id: format!("{}:{i}", parent.id),
+                        array_job_id: Some(parent.id.clone()),
+                    });
+                }
+                out.arrays.push((parent.id.clone(), chunk.len()));
+            }
+        }
+        _ => {
+            for job_id in planned {
+                if let Some(j) = named(&job_name(batch, job_id)) {
+                    out.jobs.push(SubmittedJob {
+                        job_id: job_id.clone(),
+                        batch_job_id: j.id.clone(),
+                        array_job_id: None,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Settings as container overrides, with the job id as RTB_JOB_ID unless a setting gives it.
 fn env(settings: &BTreeMap<String, String>, job_id: Option<&str>) -> Vec<KeyValuePair> {
     let mut vars = settings.clone();
@@ -337,4 +379,51 @@ fn job_id_of(id: Option<&str>) -> Result<String, BatchError> {
     id.filter(|i| !i.is_empty())
         .map(str::to_string)
         .ok_or_else(|| BatchError::Setup("SubmitJob answered without a job id".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::aws_batch::JobState;
+
+    fn top(id: &str, name: &str) -> TopJob {
+        TopJob {
+            id: id.into(),
+            name: name.into(),
+            state: JobState::Running,
+            tags: Default::default(),
+            children: None,
+        }
+    }
+
+    #[test]
+    fn a_submission_is_read_back_from_the_jobs_of_its_run() {
+        let planned: Vec<String> = (1..=3).map(|n| format!("b-{n}")).collect();
+        let arrays = adopt(
+            "b",
+            &planned,
+            false,
+            &[top("p0", &job_name("b", "array-0"))],
+        );
+        let ids: Vec<(&str, &str)> = arrays
+            .jobs
+            .iter()
+            .map(|j| (j.job_id.as_str(), j.batch_job_id.as_str()))
+            .collect();
+        assert_eq!(ids, [("b-1", "p0:0"), ("b-2", "p0:1"), ("b-3", "p0:2")]);
+        assert_eq!(arrays.arrays, [("p0".to_string(), 3)]);
+        // One job per row: only those that were submitted.
+        let found = [
+            top("j1", &job_name("b", "b-1")),
+            top("j3", &job_name("b", "b-3")),
+        ];
+        let rows = adopt("b", &planned, true, &found);
+        let ids: Vec<(&str, &str)> = rows
+            .jobs
+            .iter()
+            .map(|j| (j.job_id.as_str(), j.batch_job_id.as_str()))
+            .collect();
+        assert_eq!(ids, [("b-1", "j1"), ("b-3", "j3")]);
+        assert!(adopt("b", &planned, false, &[]).jobs.is_empty());
+    }
 }
