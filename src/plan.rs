@@ -322,7 +322,8 @@ impl Plan {
 }
 
 /// Runner settings only the client may set: it must know them to follow the job.
-const RESERVED: &[&str] = &["LOG_BUCKET", "RTB_JOB_ID", "RTB_TIMEOUT"];
+// Where the records go (LOG_BUCKET, RTB_RUN_ID) and what they are named: the client follows them.
+const RESERVED: &[&str] = &["LOG_BUCKET", "RTB_RUN_ID", "RTB_JOB_ID", "RTB_TIMEOUT"];
 
 impl Launch {
     /// The token for the launch of `instance_types[variant]`: a retried request reuses it, a
@@ -684,6 +685,7 @@ mod tests {
         assert!(err(&["--command", "x", "--env", "AWS_SECRET_ACCESS_KEY=y"]).starts_with("--env"));
         assert!(err(&["--command", "x", "--env", "LOG_BUCKET=s3://x/y"])
             .starts_with("--env: LOG_BUCKET"));
+        assert!(err(&["--command", "x", "--env", "RTB_RUN_ID=r1"]).starts_with("--env: RTB_RUN_ID"));
         assert!(err(&["--command", "x", "--volume", "relative:/x"]).starts_with("--volume"));
         assert!(err(&["--command", "x", "--job-id", "a b"]).starts_with("--job-id"));
         assert!(err(&["--command", "a\0b"]).starts_with("--command: contains a NUL"));
