@@ -54,24 +54,33 @@ impl Follow<'_> {
         mut ends: Vec<JobEnd>,
     ) -> Result<(Vec<JobEnd>, PoolStats, bool), RunError> {
         let (name, queue) = (self.name, self.queue);
-        let mut patience = Patience::new(self.api_patience);
+        let patience = Patience::new(self.api_patience);
         let mut told_runnable = false;
         let states = loop {
-            let states = match engine.states(submitted).await {
-                Ok(s) => {
-                    patience.ok();
-                    s
+            let asked = patience
+                .call("AWS Batch ListJobs", async {
+                    engine.states(submitted).await.map_err(cloud_error)
+                })
+                .await;
+            let states = match asked {
+                Ok(s) => s,
+                // Throttling is an answer: slow down, never give up for it.
+                Err(e) if e.is_throttling() => Vec::new(),
+                // Refused (permissions, a queue gone): asking again will not help.
+                Err(e) if !e.is_transient() => {
+                    return Err(RunError::Lost(format!(
+                        "batch {name}: AWS Batch refused to list its jobs: {e}; its {} job(s) go on in queue {queue} without this client. Follow them with `run-render status --batch {name}`, end them with `run-render stop --batch {name}`",
+                        submitted.jobs.len()
+                    )));
                 }
                 Err(e) => {
-                    let first = patience.first_failure();
-                    let e = cloud_error(e);
-                    if first {
+                    if patience.failures() == 1 {
                         view.note(&format!(
                             "run-render: batch {name}: {e} (asking again for up to {})",
                             humantime::format_duration(patience.limit())
                         ));
                     }
-                    if patience.failed(e) {
+                    if patience.exhausted() {
                         return Err(RunError::Unanswered(format!(
                             "batch {name}: AWS Batch has not answered for {}: {}; its {} job(s) go on in queue {queue} without this client. Follow them with `run-render status --batch {name}`, end them with `run-render stop --batch {name}`",
                             humantime::format_duration(patience.limit()),

@@ -51,6 +51,9 @@ pub enum RunError {
     /// AWS Batch stopped answering for longer than the patience; the jobs go on.
     #[error("{0}")]
     Unanswered(String),
+    /// AWS Batch refused to say where the jobs are (permissions, the queue gone); they go on.
+    #[error("{0}")]
+    Lost(String),
 }
 
 impl RunError {
@@ -60,6 +63,7 @@ impl RunError {
             RunError::Refused(_) => exit::PREFLIGHT,
             RunError::Incomplete(_) => exit::REMOTE,
             RunError::Unanswered(_) => exit::UNCONFIRMED,
+            RunError::Lost(_) => exit::REMOTE,
         }
     }
 }
