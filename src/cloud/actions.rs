@@ -40,7 +40,6 @@ pub const BATCH_ACTIONS: &[&str] = &[
     // follow and stop
     "batch:ListJobs",
     "batch:DescribeJobs",
-    "batch:CancelJob",
     "batch:TerminateJob",
 ];
 
