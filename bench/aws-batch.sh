@@ -86,6 +86,8 @@ BUCKET_MADE=0
 STOPPED=()
 SUBMITTED=()
 export XDG_STATE_HOME="$WORK/state" USER="bench-$TAG"
+# The jobs' credentials on moto: only this test-only setting gives jobs any.
+export RUN_RENDER_TEST_JOB_CREDENTIALS="${RUN_RENDER_TEST_JOB_CREDENTIALS:-benchjob:benchjobsecret}"
 mkdir -p "$XDG_STATE_HOME"
 moto_aws() { AWS_ENDPOINT_URL="$MOTO" "$AWS" "$@"; }
 

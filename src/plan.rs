@@ -50,6 +50,16 @@ pub struct Container {
     pub records: Option<JobRecords>,
 }
 
+/// Where a job's AMI comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AmiFrom {
+    /// The job's own `--ami`: the EC2 engine launches it, so it is required.
+    Job,
+    /// The AWS Batch compute environment, which launches the instances: `--ami` may be left
+    /// out (when given, preflight checks it against the compute environment).
+    ComputeEnvironment,
+}
+
 /// What is launched.
 #[derive(Debug, Clone)]
 pub struct Launch {
@@ -126,6 +136,12 @@ impl Plan {
     }
 
     pub fn from_args(args: Args, now: SystemTime) -> Result<Plan, PlanError> {
+        Plan::from_args_for(args, now, AmiFrom::Job)
+    }
+
+    /// As [`from_args`](Self::from_args), with the AMI from `ami`: on AWS Batch the compute
+    /// environment has it, so a job need not name one (`launch.ami` is then empty).
+    pub fn from_args_for(args: Args, now: SystemTime, ami: AmiFrom) -> Result<Plan, PlanError> {
         for (flag, value) in text_values(&args) {
             if value.contains('\0') {
                 return Err(bad(
@@ -134,12 +150,19 @@ impl Plan {
                 ));
             }
         }
-        let ami = args
-            .job
-            .launch
-            .ami
-            .ok_or_else(|| bad("--ami", "is required (the private AMI to launch, ami-...)"))?;
-        check_ami(&ami)?;
+        let ami = match (args.job.launch.ami.clone(), ami) {
+            (Some(given), _) => {
+                check_ami(&given)?;
+                given
+            }
+            (None, AmiFrom::Job) => {
+                return Err(bad(
+                    "--ami",
+                    "is required (the private AMI to launch, ami-...)",
+                ))
+            }
+            (None, AmiFrom::ComputeEnvironment) => String::new(),
+        };
         let instance_types: Vec<String> = args
             .job
             .launch
@@ -299,7 +322,8 @@ impl Plan {
 }
 
 /// Runner settings only the client may set: it must know them to follow the job.
-const RESERVED: &[&str] = &["LOG_BUCKET", "RTB_JOB_ID", "RTB_TIMEOUT"];
+// Where the records go (LOG_BUCKET, RTB_RUN_ID) and what they are named: the client follows them.
+const RESERVED: &[&str] = &["LOG_BUCKET", "RTB_RUN_ID", "RTB_JOB_ID", "RTB_TIMEOUT"];
 
 impl Launch {
     /// The token for the launch of `instance_types[variant]`: a retried request reuses it, a
@@ -661,6 +685,7 @@ mod tests {
         assert!(err(&["--command", "x", "--env", "AWS_SECRET_ACCESS_KEY=y"]).starts_with("--env"));
         assert!(err(&["--command", "x", "--env", "LOG_BUCKET=s3://x/y"])
             .starts_with("--env: LOG_BUCKET"));
+        assert!(err(&["--command", "x", "--env", "RTB_RUN_ID=r1"]).starts_with("--env: RTB_RUN_ID"));
         assert!(err(&["--command", "x", "--volume", "relative:/x"]).starts_with("--volume"));
         assert!(err(&["--command", "x", "--job-id", "a b"]).starts_with("--job-id"));
         assert!(err(&["--command", "a\0b"]).starts_with("--command: contains a NUL"));

@@ -149,6 +149,7 @@ impl Moto {
             timeout: Some(Duration::from_secs(600)),
             vcpus: 1,
             memory_mib: 1024,
+            job_role: None,
         }
     }
 
@@ -284,6 +285,63 @@ async fn the_definition_reads_back_as_asked_and_is_reused() {
     assert_eq!(tags.get("rtb:batch").map(String::as_str), Some("b1"));
 }
 
+/// A definition is reused only when its content is what would be registered: an ACTIVE
+/// revision under the same name with other content (registered by hand, or by an older
+/// client) is not reused; a new revision is registered, and the next run reuses that one.
+#[tokio::test]
+async fn a_definition_is_reused_only_when_its_content_matches() {
+    let Some(url) = moto() else { return };
+    let m = Moto::new(url).await;
+    let root = tempfile::tempdir().expect("tmp");
+    let mut spec = m.spec(root.path());
+    spec.env.insert("TEST_RUN".into(), unique("content"));
+    let want = spec.build("tester", "b1").expect("build");
+    // Someone registers another image under the name this spec's definition gets.
+    let batch = aws_sdk_batch::Client::new(&m.config);
+    let imposter = batch
+        .register_job_definition()
+        .job_definition_name(&want.name)
+        .r#type(aws_sdk_batch::types::JobDefinitionType::Container)
+        .container_properties(
+            aws_sdk_batch::types::ContainerProperties::builder()
+                .image("someone-else/image:latest")
+                .resource_requirements(
+                    aws_sdk_batch::types::ResourceRequirement::builder()
+                        .r#type(aws_sdk_batch::types::ResourceType::Vcpu)
+                        .value("1")
+                        .build(),
+                )
+                .resource_requirements(
+                    aws_sdk_batch::types::ResourceRequirement::builder()
+                        .r#type(aws_sdk_batch::types::ResourceType::Memory)
+                        .value("1024")
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .expect("register the other definition");
+    let got = m.engine.definition(&spec, "b1").await.expect("definition");
+    assert!(!got.reused, "reused another content: {got:?}");
+    assert_eq!(got.replaced, Some("the image"), "{got:?}");
+    assert_ne!(Some(got.arn.as_str()), imposter.job_definition_arn());
+    let described = batch
+        .describe_job_definitions()
+        .job_definitions(&got.arn)
+        .send()
+        .await
+        .expect("describe");
+    let image = described.job_definitions()[0]
+        .container_properties()
+        .and_then(|c| c.image());
+    assert_eq!(image, Some(want.image.as_str()));
+    // The matching revision is found from now on.
+    let again = m.engine.definition(&spec, "b2").await.expect("again");
+    assert!(again.reused, "{again:?}");
+    assert_eq!(again.arn, got.arn);
+}
+
 #[tokio::test]
 async fn a_batch_runs_as_real_containers_with_one_matlab_error() {
     let Some(url) = moto() else { return };
@@ -309,6 +367,7 @@ async fn a_batch_runs_as_real_containers_with_one_matlab_error() {
                 vcpus: 1,
                 memory_mib: 1024,
             },
+            None,
         )
         .await
         .expect("preflight");
@@ -329,7 +388,7 @@ async fn a_batch_runs_as_real_containers_with_one_matlab_error() {
     ];
     let submitted = m
         .engine
-        .submit("render", &jobs, &queue, &def, &records)
+        .submit("render", "r1", &jobs, &queue, &def, &records)
         .await
         .expect("submit");
     // One call for the whole batch, the rows in one manifest.
@@ -381,6 +440,7 @@ async fn a_batch_runs_as_real_containers_with_one_matlab_error() {
         .engine
         .submit(
             "single",
+            "r1",
             &[job("solo", &write(7), &bucket)],
             &queue,
             &def,
@@ -424,12 +484,12 @@ async fn stop_ends_every_running_job_of_the_batch() {
         .collect();
     let array = m
         .engine
-        .submit("long", &jobs, &queue, &def, &records)
+        .submit("long", "r1", &jobs, &queue, &def, &records)
         .await
         .expect("submit");
     let single = m
         .engine
-        .submit("long", &jobs[..1], &queue, &def, &records)
+        .submit("long", "r2", &jobs[..1], &queue, &def, &records)
         .await
         .expect("submit one");
 
@@ -455,7 +515,19 @@ async fn stop_ends_every_running_job_of_the_batch() {
         .stop(&queue, "long", "run-render stop --batch long")
         .await
         .expect("stop");
-    assert!(stopped.terminated.len() >= 3, "{stopped:?}");
+    // One call for the array (AWS Batch passes it on to the children), one for the job.
+    let mut ended = stopped.terminated.clone();
+    ended.sort();
+    let mut want = vec![
+        array.arrays[0].0.clone(),
+        single.jobs[0].batch_job_id.clone(),
+    ];
+    want.sort();
+    assert_eq!(ended, want, "{stopped:?}");
+    assert!(
+        stopped.children_ended.is_empty() && stopped.still_live.is_empty(),
+        "{stopped:?}"
+    );
     for submitted in [&array, &single] {
         for j in m.until_done(submitted, Duration::from_secs(60)).await {
             let s = j.status.expect("status");
@@ -474,10 +546,7 @@ async fn stop_ends_every_running_job_of_the_batch() {
         .stop(&queue, "long", "again")
         .await
         .expect("stop again");
-    assert!(
-        again.cancelled.is_empty() && again.terminated.is_empty(),
-        "{again:?}"
-    );
+    assert!(again.terminated.is_empty(), "{again:?}");
     m.engine.teardown(&setup, false).await.expect("teardown");
 }
 
@@ -500,6 +569,7 @@ async fn setup_and_teardown_are_idempotent_and_dry_runs_change_nothing() {
                 vcpus: 1,
                 memory_mib: 512,
             },
+            None,
         )
         .await
         .expect("preflight");
@@ -525,6 +595,7 @@ async fn setup_and_teardown_are_idempotent_and_dry_runs_change_nothing() {
                 vcpus: 1,
                 memory_mib: 512,
             },
+            None,
         )
         .await
         .expect("preflight");
@@ -537,10 +608,32 @@ async fn setup_and_teardown_are_idempotent_and_dry_runs_change_nothing() {
                 vcpus: 4,
                 memory_mib: 512,
             },
+            None,
         )
         .await
         .expect("preflight");
     assert!(p.problems[0].contains("no instance type"), "{p:?}");
+    // A job's `ami` is checked against the compute environment's: AWS Batch launches it.
+    let size = Size {
+        vcpus: 1,
+        memory_mib: 512,
+    };
+    let same = m
+        .engine
+        .preflight(&queue, size, Some("ami-12345678"))
+        .await
+        .expect("preflight");
+    assert!(same.problems.is_empty(), "{same:?}");
+    let other = m
+        .engine
+        .preflight(&queue, size, Some("ami-0fedcba987654321"))
+        .await
+        .expect("preflight");
+    assert!(
+        other.problems[0].contains("ami ami-0fedcba987654321")
+            && other.problems[0].contains("ami-12345678"),
+        "{other:?}"
+    );
 
     let dry = m
         .engine
@@ -555,7 +648,8 @@ async fn setup_and_teardown_are_idempotent_and_dry_runs_change_nothing() {
             Size {
                 vcpus: 1,
                 memory_mib: 512
-            }
+            },
+            None,
         )
         .await
         .expect("preflight")

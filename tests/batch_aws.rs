@@ -5,202 +5,38 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{run_render, support_image, unique};
-
-fn moto() -> Option<String> {
-    match std::env::var("RTB_WORLD_MOTO_URL") {
-        Ok(u) if u.starts_with("http://127.0.0.1:") => Some(u),
-        _ => {
-            eprintln!("skipped: RTB_WORLD_MOTO_URL is not set (moto is not in this test world)");
-            None
-        }
-    }
-}
-
-struct Desk {
-    state: tempfile::TempDir,
-    dir: tempfile::TempDir,
-    user: String,
-    moto: String,
-}
-
-impl Desk {
-    fn new(moto: &str) -> Desk {
-        Desk {
-            state: tempfile::tempdir().expect("tmp"),
-            dir: tempfile::tempdir().expect("tmp"),
-            user: unique("user"),
-            moto: moto.to_string(),
-        }
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = run_render(args);
-        c.env("XDG_STATE_HOME", self.state.path())
-            .env("USER", &self.user)
-            .env("AWS_ENDPOINT_URL", &self.moto)
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_REGION", "us-east-1")
-            .current_dir(self.dir.path());
-        c
-    }
-
-    fn out(&self, args: &[&str]) -> (Option<i32>, String, String) {
-        let o = self.cmd(args).output().expect("run");
-        (
-            o.status.code(),
-            String::from_utf8_lossy(&o.stdout).into_owned(),
-            String::from_utf8_lossy(&o.stderr).into_owned(),
-        )
-    }
-}
-
-async fn clients(moto: &str) -> (aws_sdk_s3::Client, aws_sdk_ec2::Client) {
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(moto)
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_credential_types::Credentials::new(
-            "test", "test", None, None, "t",
-        ))
-        .load()
-        .await;
-    (
-        aws_sdk_s3::Client::from_conf(
-            aws_sdk_s3::config::Builder::from(&config)
-                .force_path_style(true)
-                .build(),
-        ),
-        aws_sdk_ec2::Client::new(&config),
-    )
-}
-
-async fn get(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Option<Vec<u8>> {
-    let out = s3.get_object().bucket(bucket).key(key).send().await.ok()?;
-    Some(out.body.collect().await.ok()?.to_vec())
-}
-
-/// `aws-batch setup` for a fresh queue over moto's default VPC; the queue's name.
-async fn queue(desk: &Desk, ec2: &aws_sdk_ec2::Client) -> String {
-    let subnet = ec2
-        .describe_subnets()
-        .send()
-        .await
-        .expect("subnets")
-        .subnets()[0]
-        .subnet_id()
-        .unwrap_or_default()
-        .to_string();
-    let sg = ec2
-        .describe_security_groups()
-        .send()
-        .await
-        .expect("groups")
-        .security_groups()[0]
-        .group_id()
-        .unwrap_or_default()
-        .to_string();
-    let q = unique("rtbq");
-    let args = [
-        "aws-batch",
-        "setup",
-        "--queue",
-        &q,
-        "--ami",
-        "ami-12345678",
-        "--instance-type",
-        "m5.large",
-        "--max-vcpus",
-        "16",
-        "--subnet",
-        &subnet,
-        "--security-group",
-        &sg,
-        "--output-bucket",
-        "renders",
-    ];
-    // A dry run first: it lists the steps and makes nothing.
-    let mut dry = args.to_vec();
-    dry.push("--dry-run");
-    let (code, _, err) = desk.out(&dry);
-    assert_eq!(code, Some(0), "{err}");
-    assert!(err.contains("would: create job queue"), "{err}");
-    let (code, _, err) = desk.out(&args);
-    assert_eq!(code, Some(0), "{err}");
-    assert!(err.contains("did: create job queue"), "{err}");
-    // Idempotent: the second time nothing is created (the policies are put again as shipped).
-    let (code, _, err) = desk.out(&args);
-    assert_eq!(code, Some(0), "{err}");
-    assert!(!err.contains("create"), "{err}");
-    q
-}
-
-fn batch_file(desk: &Desk, name: &str, bucket: &str, rows: &[(u32, String)]) -> String {
-    let mut csv = String::from("n,cmd\n");
-    for (n, c) in rows {
-        csv.push_str(&format!("{n},\"{}\"\n", c.replace('"', "\"\"")));
-    }
-    std::fs::write(desk.dir.path().join(format!("{name}.csv")), csv).unwrap();
-    let path = desk.dir.path().join(format!("{name}.toml"));
-    std::fs::write(
-        &path,
-        format!(
-            r#"[batch]
-csv = "{name}.csv"
-vcpus = 1
-memory-mib = 1024
-
-[job]
-ami = "ami-12345678"
-image = "{image}"
-interpreter = "octave-cli"
-command = "${{cmd}}"
-output = "s3://{bucket}/${{n}}"
-job-id = "{name}-${{n}}"
-timeout = "10m"
-"#,
-            image = support_image(),
-        ),
-    )
-    .unwrap();
-    path.display().to_string()
-}
-
-fn frame(n: u32) -> String {
-    format!("fid = fopen(fullfile(getenv('OUTPUT_SCRATCH'), 'frame.txt'), 'w'); fprintf(fid, 'row {n}'); fclose(fid);")
-}
+use common::moto::{
+    batch_file, clients, definition_arn, frame, moto, queue, rows, Desk, JOB_CREDENTIALS,
+};
+use common::unique;
 
 /// 6 rows through the rtb-support test image and Octave on moto's AWS Batch: outputs in
 /// moto's S3, the failing row FAILED with its MATLAB error, the summary and exit code right;
 /// the job definition is reused by a second run; teardown removes what setup made.
+///
+/// What the definition holds, read back: the file names no `ami` (the compute environment
+/// has it); the largest row timeout, plus the runner's upload margin (a row with a longer
+/// timeout than row 1's is not cut short); the jobs' credentials only from the test-only
+/// setting, never the client's own keys; the job role setup made.
 #[tokio::test]
 async fn a_batch_file_runs_on_aws_batch_with_one_matlab_error() {
     let Some(moto) = moto() else { return };
     let desk = Desk::new(&moto);
-    let (s3, ec2) = clients(&moto).await;
-    let q = queue(&desk, &ec2).await;
-    let bucket = unique("rtbab");
-    s3.create_bucket()
-        .bucket(&bucket)
-        .send()
-        .await
-        .expect("bucket");
+    let c = clients(&moto).await;
+    let q = queue(&desk, &c).await;
+    let bucket = c.bucket().await;
     let name = unique("ab");
-    let rows: Vec<(u32, String)> = (1..=6)
-        .map(|n| {
-            (
-                n,
-                if n == 4 {
-                    "error('the lamp is missing in row 4');".into()
-                } else {
-                    frame(n)
-                },
-            )
-        })
-        .collect();
+    let mut rows = rows((1..=6).map(|n| {
+        if n == 4 {
+            "error('the lamp is missing in row 4');".into()
+        } else {
+            frame(n)
+        }
+    }));
+    rows[0].2 = "2m";
+    rows[4].2 = "45m";
     let file = batch_file(&desk, &name, &bucket, &rows);
     let (code, out, err) = desk.out(&[
         "batch",
@@ -233,14 +69,46 @@ async fn a_batch_file_runs_on_aws_batch_with_one_matlab_error() {
         } else {
             assert_eq!(j["outcome"], "succeeded", "{j}");
             assert_eq!(
-                get(&s3, &bucket, &format!("{n}/frame.txt"))
-                    .await
-                    .as_deref(),
+                c.get(&bucket, &format!("{n}/frame.txt")).await.as_deref(),
                 Some(format!("row {n}").as_bytes())
             );
         }
     }
     assert!(err.contains("job definition run-render-"), "{err}");
+
+    let arn = definition_arn(&err);
+    let described = c
+        .batch
+        .describe_job_definitions()
+        .job_definitions(&arn)
+        .send()
+        .await
+        .expect("describe the definition");
+    let d = described.job_definitions().first().expect("the definition");
+    assert_eq!(
+        d.timeout().and_then(|t| t.attempt_duration_seconds()),
+        Some(45 * 60 + 10 * 60),
+        "the largest row timeout and the upload margin"
+    );
+    let props = d.container_properties().expect("container");
+    let env: std::collections::BTreeMap<&str, &str> = props
+        .environment()
+        .iter()
+        .filter_map(|kv| Some((kv.name()?, kv.value()?)))
+        .collect();
+    let (key, secret) = JOB_CREDENTIALS.split_once(':').unwrap();
+    assert_eq!(env.get("AWS_ACCESS_KEY_ID"), Some(&key), "{env:?}");
+    assert_eq!(env.get("AWS_SECRET_ACCESS_KEY"), Some(&secret), "{env:?}");
+    assert!(
+        !env.values().any(|v| *v == "test") && !env.contains_key("AWS_SESSION_TOKEN"),
+        "the client's own keys reached the definition: {env:?}"
+    );
+    assert!(
+        props
+            .job_role_arn()
+            .is_some_and(|r| r.ends_with(&format!(":role/{q}-job"))),
+        "{props:?}"
+    );
 
     // Again with --rerun: nothing changed, so the ACTIVE definition is reused, not registered
     // again (tests running side by side may have registered the same one first).
@@ -271,26 +139,16 @@ async fn a_batch_file_runs_on_aws_batch_with_one_matlab_error() {
 async fn a_detached_aws_batch_is_seen_by_status_and_ended_by_stop() {
     let Some(moto) = moto() else { return };
     let desk = Desk::new(&moto);
-    let (s3, ec2) = clients(&moto).await;
-    let q = queue(&desk, &ec2).await;
-    let bucket = unique("rtbab");
-    s3.create_bucket()
-        .bucket(&bucket)
-        .send()
-        .await
-        .expect("bucket");
+    let c = clients(&moto).await;
+    let q = queue(&desk, &c).await;
+    let bucket = c.bucket().await;
     let name = unique("abd");
-    let rows: Vec<(u32, String)> = (1..=2)
-        .map(|n| {
-            (
-                n,
-                format!(
-                    "{} disp('row {n} is rendering'); fflush(stdout); pause(120);",
-                    frame(n)
-                ),
-            )
-        })
-        .collect();
+    let rows = rows((1..=2).map(|n| {
+        format!(
+            "{} disp('row {n} is rendering'); fflush(stdout); pause(120);",
+            frame(n)
+        )
+    }));
     let file = batch_file(&desk, &name, &bucket, &rows);
     let t = Instant::now();
     let (code, _, err) = desk.out(&[
@@ -341,10 +199,8 @@ async fn a_detached_aws_batch_is_seen_by_status_and_ended_by_stop() {
     }
     let (code, _, err) = desk.out(&["stop", "--batch", &name]);
     assert_eq!(code, Some(0), "{err}");
-    assert!(
-        err.contains("2 terminated") || err.contains("terminated"),
-        "{err}"
-    );
+    // One array job with its two rows, ended and confirmed before stop returned.
+    assert!(err.contains("1 job(s) ended"), "{err}");
     // Their containers were stopped: the runner wrote its record of the interruption.
     let start = Instant::now();
     loop {
@@ -380,18 +236,11 @@ async fn a_detached_aws_batch_is_seen_by_status_and_ended_by_stop() {
 async fn ctrl_c_while_following_detaches_and_the_jobs_go_on() {
     let Some(moto) = moto() else { return };
     let desk = Desk::new(&moto);
-    let (s3, ec2) = clients(&moto).await;
-    let q = queue(&desk, &ec2).await;
-    let bucket = unique("rtbab");
-    s3.create_bucket()
-        .bucket(&bucket)
-        .send()
-        .await
-        .expect("bucket");
+    let c = clients(&moto).await;
+    let q = queue(&desk, &c).await;
+    let bucket = c.bucket().await;
     let name = unique("abc");
-    let rows: Vec<(u32, String)> = (1..=2)
-        .map(|n| (n, format!("{} pause(120);", frame(n))))
-        .collect();
+    let rows = rows((1..=2).map(|n| format!("{} pause(120);", frame(n))));
     let file = batch_file(&desk, &name, &bucket, &rows);
     let mut client =
         common::Watched::spawn(desk.cmd(&["batch", &file, "--engine", "aws-batch", "--queue", &q]));
@@ -425,4 +274,103 @@ async fn ctrl_c_while_following_detaches_and_the_jobs_go_on() {
     let (code, _, err) = desk.out(&["stop", "--batch", &name]);
     assert_eq!(code, Some(0), "{err}");
     let _ = desk.out(&["aws-batch", "teardown", "--queue", &q]);
+}
+
+/// Two people run a batch of the same name on one shared queue. A second submission of
+/// yours is refused while your first one's jobs run (it would write into the same outputs),
+/// `--resume` too; your colleague's is not yours to block. `stop --batch` ends your array in
+/// a handful of AWS Batch calls (one TerminateJob for the array; AWS Batch ends the
+/// children), confirms it, and leaves the colleague's batch running.
+#[tokio::test]
+async fn one_submission_at_a_time_and_stop_ends_only_yours_in_a_few_calls() {
+    let Some(moto) = moto() else { return };
+    let ann = Desk::new(&moto);
+    let bob = Desk::new(&moto);
+    let c = clients(&moto).await;
+    let q = queue(&ann, &c).await;
+    let name = unique("abs");
+    let long = rows((1..=4).map(|n| format!("{} pause(150);", frame(n))));
+    let ann_file = batch_file(&ann, &name, &c.bucket().await, &long);
+    let bob_file = batch_file(&bob, &name, &c.bucket().await, &long[..2]);
+    let submit = |desk: &Desk, file: &str, more: &[&str]| {
+        let mut args = vec![
+            "batch",
+            file,
+            "--engine",
+            "aws-batch",
+            "--queue",
+            &q,
+            "--detach",
+        ];
+        args.extend_from_slice(more);
+        desk.out(&args)
+    };
+    let (code, _, err) = submit(&ann, &ann_file, &[]);
+    assert_eq!(code, Some(0), "{err}");
+    // Another owner's batch of the same name on the same queue is not refused.
+    let (code, _, err) = submit(&bob, &bob_file, &[]);
+    assert_eq!(code, Some(0), "bob's own batch: {err}");
+    let start = Instant::now();
+    while !ann.states(&name).iter().all(|s| s == "running") {
+        assert!(start.elapsed() < Duration::from_secs(120), "not running");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+
+    for more in [&[][..], &["--resume"][..]] {
+        let (code, _, err) = submit(&ann, &ann_file, more);
+        assert_eq!(code, Some(65), "a second submission {more:?}: {err}");
+        assert!(
+            err.contains("still queued or running")
+                && err.contains(&format!("run-render stop --batch {name}")),
+            "{err}"
+        );
+        assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    }
+
+    // stop --batch through a proxy that counts AWS Batch's calls.
+    let proxy = rtb_testkit::FaultProxy::start_for(&moto);
+    let mut counted = Desk::new(&moto);
+    counted.endpoint = proxy.endpoint();
+    let stop = |desk: &Desk| {
+        let mut cmd = desk.cmd(&["stop", "--batch", &name]);
+        cmd.env("XDG_STATE_HOME", ann.state.path())
+            .env("USER", &ann.user);
+        let o = cmd.output().expect("stop");
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (code, err) = stop(&counted);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("another owner's: left alone"), "{err}");
+    let batch_calls: Vec<_> = proxy
+        .calls()
+        .into_iter()
+        .filter(|c| c.service == "batch")
+        .collect();
+    let count = |a: &str| batch_calls.iter().filter(|c| c.action == a).count();
+    assert_eq!(count("TerminateJob"), 1, "{batch_calls:?}");
+    assert_eq!(count("CancelJob"), 0, "{batch_calls:?}");
+    assert!(
+        batch_calls.len() <= 8,
+        "{} calls: {batch_calls:?}",
+        batch_calls.len()
+    );
+    // Confirmed before it returned: every row of ann's has ended; bob's still run.
+    assert!(
+        ann.states(&name)
+            .iter()
+            .all(|s| s != "running" && s != "starting"),
+        "{:?}",
+        ann.states(&name)
+    );
+    assert!(
+        bob.states(&name).iter().all(|s| s == "running"),
+        "{:?}",
+        bob.states(&name)
+    );
+    let (code, _, err) = bob.out(&["stop", "--batch", &name]);
+    assert_eq!(code, Some(0), "{err}");
+    let _ = ann.out(&["aws-batch", "teardown", "--queue", &q]);
 }

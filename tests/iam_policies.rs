@@ -2,6 +2,8 @@
 //! calls (the list lives in one place: `run_render::cloud::actions::ACTIONS`).
 
 use run_render::cloud::actions::{ACTIONS, BATCH_ACTIONS, BATCH_SETUP_ACTIONS};
+use run_render::engine::aws_batch::plan::{manifest_url, manifests_folder};
+use run_render::engine::aws_batch::{role_policies, SetupSpec};
 use serde_json::Value;
 
 fn policy(name: &str) -> Value {
@@ -56,6 +58,8 @@ fn every_policy_parses_with_statements() {
         "batch-service-role-trust.json",
         "batch-service-role-policy.json",
         "batch-instance-role-policy.json",
+        "batch-job-role-trust.json",
+        "batch-job-role-policy.json",
     ] {
         let doc = policy(name);
         assert_eq!(doc["Version"], "2012-10-17", "{name}");
@@ -135,14 +139,24 @@ fn allows_exactly(policy_name: &str, actions: &[&str]) {
 fn batch_policies_cover_exactly_what_the_engine_and_setup_call() {
     allows_exactly("client-batch-policy.json", BATCH_ACTIONS);
     allows_exactly("batch-setup-policy.json", BATCH_SETUP_ACTIONS);
-    // The daily user cannot create roles or compute environments; only setup can.
-    let client = allowed_actions(&policy("client-batch-policy.json"));
+    // The daily user cannot create roles or compute environments; only setup can. The one
+    // IAM right is passing the queue's job role to the definitions it registers.
+    let client_doc = policy("client-batch-policy.json");
+    let client = allowed_actions(&client_doc);
     assert!(
         !client
             .iter()
-            .any(|a| a.starts_with("iam:") || a.contains("Create")),
+            .any(|a| (a.starts_with("iam:") && a != "iam:PassRole") || a.contains("Create")),
         "{client:?}"
     );
+    for s in client_doc["Statement"].as_array().expect("statements") {
+        if as_list(&s["Action"]).iter().any(|a| a == "iam:PassRole") {
+            assert_eq!(
+                as_list(&s["Resource"]),
+                ["arn:aws:iam::ACCOUNT_ID:role/QUEUE_NAME-job"]
+            );
+        }
+    }
     // Setup's IAM rights are limited to the queue's own roles.
     let setup = policy("batch-setup-policy.json").to_string();
     assert!(
@@ -155,6 +169,8 @@ fn batch_policies_cover_exactly_what_the_engine_and_setup_call() {
 fn batch_roles_trust_their_service_and_the_instance_role_only_runs_the_agent() {
     let trust = policy("batch-service-role-trust.json").to_string();
     assert!(trust.contains("batch.amazonaws.com"), "{trust}");
+    let trust = policy("batch-job-role-trust.json").to_string();
+    assert!(trust.contains("ecs-tasks.amazonaws.com"), "{trust}");
     let agent = allowed_actions(&policy("batch-instance-role-policy.json"));
     for a in [
         "ecs:RegisterContainerInstance",
@@ -197,4 +213,125 @@ fn wildcard_matching() {
     assert!(matches("s3:Get*", "s3:GetObject"));
     assert!(matches("EC2:describe*", "ec2:DescribeImages"));
     assert!(!matches("s3:Get*", "s3:PutObject"));
+}
+
+/// IAM resource matching: `*` and `?` wildcards, case-sensitive.
+fn resource_matches(pattern: &str, resource: &str) -> bool {
+    fn go(p: &[u8], a: &[u8]) -> bool {
+        match (p.first(), a.first()) {
+            (None, None) => true,
+            (Some(b'*'), _) => go(&p[1..], a) || (!a.is_empty() && go(p, &a[1..])),
+            (Some(b'?'), Some(_)) => go(&p[1..], &a[1..]),
+            (Some(x), Some(y)) if x == y => go(&p[1..], &a[1..]),
+            _ => false,
+        }
+    }
+    go(pattern.as_bytes(), resource.as_bytes())
+}
+
+/// Whether any of `docs` allows `action` on `resource` by a statement without conditions
+/// (the S3 statements these checks are about have none), and none denies it.
+fn allows(docs: &[String], action: &str, resource: &str) -> bool {
+    let mut allowed = false;
+    for doc in docs {
+        let doc: Value = serde_json::from_str(doc).expect("a policy document");
+        for s in doc["Statement"].as_array().expect("statements") {
+            let hit = as_list(&s["Action"]).iter().any(|a| matches(a, action))
+                && as_list(&s["Resource"])
+                    .iter()
+                    .any(|r| resource_matches(r, resource));
+            if !hit {
+                continue;
+            }
+            if s["Effect"] == "Deny" {
+                return false;
+            }
+            allowed |= s.get("Condition").is_none();
+        }
+    }
+    allowed
+}
+
+fn lab_setup() -> SetupSpec {
+    SetupSpec {
+        queue: "rtb-renders".into(),
+        ami: None,
+        instance_types: vec!["m5.xlarge".into()],
+        max_vcpus: 16,
+        spot: false,
+        allocation_strategy: None,
+        subnets: vec!["subnet-1".into()],
+        security_groups: vec!["sg-1".into()],
+        input_buckets: vec!["lab-scenes".into()],
+        output_buckets: vec!["lab-renders".into()],
+    }
+}
+
+/// The shipped roles as `aws-batch setup` puts them: an array child reads its row of the
+/// manifest the client wrote (where the client writes it), and the runner reads inputs and
+/// writes outputs, as on the EC2 engine; it reads nothing else of the output bucket.
+#[test]
+fn a_batch_job_reads_its_manifest_under_the_roles_setup_makes() {
+    let spec = lab_setup();
+    let docs: Vec<String> = role_policies(&spec, &spec.job_role(), "123456789012")
+        .into_iter()
+        .map(|(_, d)| d)
+        .collect();
+    let folder = manifests_folder("lab-renders", "r20261201T101500").expect("folder");
+    for (k, arrays) in [(0, 1), (1, 2)] {
+        let url = manifest_url(&folder, "vwcc2", k, arrays);
+        let arn = format!("arn:aws:s3:::{}/{}", url.bucket(), url.key());
+        assert!(
+            allows(&docs, "s3:GetObject", &arn),
+            "the job role cannot read {arn}: {docs:#?}"
+        );
+    }
+    for (action, arn) in [
+        ("s3:GetObject", "arn:aws:s3:::lab-scenes/scene1/lamp.pbrt"),
+        ("s3:PutObject", "arn:aws:s3:::lab-renders/vwcc2/3/frame.exr"),
+        ("s3:ListBucket", "arn:aws:s3:::lab-renders"),
+    ] {
+        assert!(allows(&docs, action, arn), "{action} {arn}: {docs:#?}");
+    }
+    assert!(
+        !allows(
+            &docs,
+            "s3:GetObject",
+            "arn:aws:s3:::lab-renders/vwcc2/3/frame.exr"
+        ),
+        "a job can read other jobs' outputs: {docs:#?}"
+    );
+    // The client writes the manifest there, and only there, of the output bucket.
+    let client = policy("client-batch-policy.json")
+        .to_string()
+        .replace("OUTPUT_BUCKET", "lab-renders")
+        .replace("ACCOUNT_ID", "123456789012")
+        .replace("QUEUE_NAME", "rtb-renders");
+    let url = manifest_url(&folder, "vwcc2", 0, 1);
+    let client = vec![client];
+    assert!(allows(
+        &client,
+        "s3:PutObject",
+        &format!("arn:aws:s3:::{}/{}", url.bucket(), url.key())
+    ));
+    assert!(!allows(
+        &client,
+        "s3:PutObject",
+        "arn:aws:s3:::lab-renders/vwcc2/3/frame.exr"
+    ));
+}
+
+/// On AWS Batch the instance role runs the ECS agent only: the jobs' S3 access is the job
+/// role's, so nothing on the instance can read or write the lab's buckets with its role.
+#[test]
+fn the_batch_instance_role_has_no_s3_access() {
+    let spec = lab_setup();
+    let docs: Vec<String> = role_policies(&spec, &spec.instance_role(), "123456789012")
+        .into_iter()
+        .map(|(_, d)| d)
+        .collect();
+    assert!(!docs.is_empty());
+    for d in &docs {
+        assert!(!d.contains("s3:"), "{d}");
+    }
 }

@@ -29,6 +29,11 @@ ECS_IMAGE_PULL_BEHAVIOR=prefer-cached
 # preloaded image when the agent cleans up.
 ECS_EXCLUDE_UNTRACKED_IMAGE=rtb-support:ami
 ECS_ENABLE_CONTAINER_METADATA=true
+# A job's AWS access is its job role's (the job definition's jobRoleArn; aws-batch setup makes
+# <queue>-job), served by the agent to the job's container, whatever its network mode. The
+# instance role itself has no S3 access.
+ECS_ENABLE_TASK_IAM_ROLE=true
+ECS_ENABLE_TASK_IAM_ROLE_NETWORK_HOST=true
 ECS_LOGLEVEL=info
 CONFIG
 

@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use super::expand;
 use super::file::{err, BatchFile, FileError, Row};
 use crate::cli::{self, RunArgs};
-use crate::plan::{Plan, Work};
+use crate::plan::{AmiFrom, Plan, Work};
 use rtb_model::JobRecords;
 
 /// How a batch runs, from `[batch]` and the command line.
@@ -45,6 +45,8 @@ pub struct BatchJob {
     /// The plan as checked when the file was read (each attempt plans again: its deadline and
     /// launch token are its own).
     pub plan: Plan,
+    /// Where its AMI comes from (the engine's).
+    pub ami_from: AmiFrom,
 }
 
 impl BatchJob {
@@ -54,13 +56,11 @@ impl BatchJob {
     /// (`_rtb-job/<job id>/<run>-a<attempt>/`): a retry or a resumed run never mixes its log
     /// with an earlier attempt's, and every attempt's log and result stay.
     pub fn plan_attempt(&self, batch: &str, run: &str, attempt: u32, spot: bool) -> Plan {
-        let mut plan = Plan::from_args(self.args.clone(), SystemTime::now())
+        let mut plan = Plan::from_args_for(self.args.clone(), SystemTime::now(), self.ami_from)
             .unwrap_or_else(|_| self.plan.clone())
             .in_batch(batch);
         if let Some(base) = self.records_base() {
-            plan = plan.with_records(JobRecords::at(
-                base.root().join(&format!("{run}-a{attempt}/")),
-            ));
+            plan = plan.with_records(base.attempt(run, attempt));
         }
         // A token of its own per attempt: EC2 would answer a retried launch with the instance
         // the earlier attempt lost.
@@ -135,8 +135,16 @@ pub fn policy(
 /// Every row's job, checked: the template's keys and columns once, then each row's values
 /// as `run` checks its flags; job ids unique; the launch the same for every row (a pool's
 /// instances are shared).
-pub fn jobs(file: &BatchFile, given: &[OsString]) -> Result<Vec<BatchJob>, FileError> {
-    expand_rows(file, given, true)
+pub fn jobs(
+    file: &BatchFile,
+    given: &[OsString],
+    engine: Engine,
+) -> Result<Vec<BatchJob>, FileError> {
+    let ami_from = match engine {
+        Engine::Ec2 => AmiFrom::Job,
+        Engine::AwsBatch => AmiFrom::ComputeEnvironment,
+    };
+    expand_rows(file, given, Some(ami_from))
 }
 
 /// The one job of a job file (`run --file`): a batch file without csv, run as `run` runs it.
@@ -147,15 +155,18 @@ pub fn single(file: &BatchFile, given: &[OsString]) -> Result<RunArgs, FileError
             "has a csv (one job per row): run it with `run-render batch`",
         ));
     }
-    let mut jobs = expand_rows(file, given, false)?;
+    let mut jobs = expand_rows(file, given, None)?;
     Ok(jobs.remove(0).args)
 }
 
+/// `batch`: the engine's AMI rule for a batch's rows; `None` for the one job of a job file.
 fn expand_rows(
     file: &BatchFile,
     given: &[OsString],
-    batch: bool,
+    batch: Option<AmiFrom>,
 ) -> Result<Vec<BatchJob>, FileError> {
+    let ami_from = batch.unwrap_or(AmiFrom::Job);
+    let batch = batch.is_some();
     let at = file.path.display().to_string();
     let keys = cli::job_keys();
     let columns: Vec<String> = file.csv.as_ref().map(|c| c.1.clone()).unwrap_or_default();
@@ -286,7 +297,7 @@ fn expand_rows(
                 .to_string();
             err(&here, first)
         })?;
-        let plan = Plan::from_args(args.clone(), SystemTime::now())
+        let plan = Plan::from_args_for(args.clone(), SystemTime::now(), ami_from)
             .map_err(|e| err(&here, e.to_string()))?;
         if !batch {
             out.push(BatchJob {
@@ -295,6 +306,7 @@ fn expand_rows(
                 name: String::new(),
                 args,
                 plan,
+                ami_from,
             });
             continue;
         }
@@ -340,6 +352,7 @@ fn expand_rows(
             name,
             args,
             plan,
+            ami_from,
         });
     }
     Ok(out)
@@ -417,7 +430,7 @@ mod tests {
         std::fs::write(dir.join("jobs.csv"), csv).unwrap();
         let f = dir.join("b.toml");
         std::fs::write(&f, format!("[batch]\ncsv = \"jobs.csv\"\n[job]\n{job}")).unwrap();
-        jobs(&BatchFile::load(&f)?, &[])
+        jobs(&BatchFile::load(&f)?, &[], Engine::Ec2)
     }
 
     const JOB: &str = "ami = \"ami-0123456789abcdef0\"\ncommand = \"render(${n})\"\noutput = \"s3://lab-bucket/${n}\"\n";
@@ -431,7 +444,7 @@ mod tests {
         let file = BatchFile::load(&f).unwrap();
         let given: Vec<OsString> =
             vec!["--instance-type=c5.4xlarge".into(), "--volume=/c:/c".into()];
-        let js = jobs(&file, &given).unwrap();
+        let js = jobs(&file, &given, Engine::Ec2).unwrap();
         assert_eq!(js.len(), 2);
         assert_eq!(js[0].job_id, "b-1");
         assert_eq!(js[1].job_id, "b-2");
@@ -451,6 +464,30 @@ mod tests {
         );
         assert!(p.launch.spot);
         assert!(p.launch.tags.contains(&("rtb:batch".into(), "b".into())));
+    }
+
+    #[test]
+    fn only_the_ec2_engine_needs_an_ami() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("jobs.csv"), "n\n1\n").unwrap();
+        let f = d.path().join("b.toml");
+        std::fs::write(
+            &f,
+            "[batch]\ncsv = \"jobs.csv\"\n[job]\ncommand = \"r\"\noutput = \"s3://lab-bucket/${n}\"\n",
+        )
+        .unwrap();
+        let file = BatchFile::load(&f).unwrap();
+        let e = jobs(&file, &[], Engine::Ec2).unwrap_err().to_string();
+        assert!(e.contains("--ami: is required"), "{e}");
+        let js = jobs(&file, &[], Engine::AwsBatch).unwrap();
+        assert_eq!(js[0].plan.launch.ami, "");
+        assert_eq!(js[0].plan_attempt("b", "r1", 1, false).launch.ami, "");
+        // Given, it is still checked.
+        let given: Vec<OsString> = vec!["--ami=ami-xyz".into()];
+        let e = jobs(&file, &given, Engine::AwsBatch)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is not an AMI id"), "{e}");
     }
 
     #[test]

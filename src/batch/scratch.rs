@@ -209,7 +209,7 @@ mod tests {
         )
         .unwrap();
         let file = BatchFile::load(&f).unwrap();
-        let jobs = super::super::jobs::jobs(&file, &[]).unwrap();
+        let jobs = super::super::jobs::jobs(&file, &[], super::super::jobs::Engine::Ec2).unwrap();
         (d, file, jobs)
     }
 

@@ -282,8 +282,9 @@ pub struct StopArgs {
     /// The job [or --batch NAME]
     #[arg(required_unless_present = "batch")]
     pub job: Option<String>,
-    /// Stop every job of this batch: the EC2 engine's as `stop JOB` does each, AWS Batch's by
-    /// CancelJob / TerminateJob.
+    /// Stop every job of this batch: the EC2 engine's as `stop JOB` does each; on AWS Batch
+    /// your jobs of that name on the queue (others' are left alone), one TerminateJob per
+    /// array, waiting until they ended.
     #[arg(long, value_name = "NAME", conflicts_with = "job")]
     pub batch: Option<String>,
     /// The AWS Batch queue, when this workstation did not submit the batch.

@@ -28,17 +28,18 @@ pub const BATCH_ACTIONS: &[&str] = &[
     // preflight
     "batch:DescribeJobQueues",
     "batch:DescribeComputeEnvironments",
-    // the job definition, found or registered (tagged as it is registered)
+    // the job definition, found or registered (tagged as it is registered), with the
+    // queue's job role passed to it
     "batch:DescribeJobDefinitions",
     "batch:RegisterJobDefinition",
     "batch:TagResource",
+    "iam:PassRole",
     // submit, with the manifest written first
     "s3:PutObject",
     "batch:SubmitJob",
     // follow and stop
     "batch:ListJobs",
     "batch:DescribeJobs",
-    "batch:CancelJob",
     "batch:TerminateJob",
 ];
 

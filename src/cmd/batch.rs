@@ -37,7 +37,7 @@ pub fn main(args: BatchArgs) -> i32 {
         Ok(p) => p,
         Err(e) => return super::bad_input(&e.to_string(), json),
     };
-    let jobs = match jobs::jobs(&file, &args.run.given) {
+    let jobs = match jobs::jobs(&file, &args.run.given, policy.engine) {
         Ok(j) => j,
         Err(e) => return super::bad_input(&e.to_string(), json),
     };
@@ -181,7 +181,11 @@ async fn run(
         view.finish();
         let (mut ends, stats, left) = match ran {
             Ok(x) => x,
-            Err(e) => return super::fail(&format!("batch {name}: {e}"), exit::PREFLIGHT),
+            Err(e @ crate::batch::aws::RunError::Spec(_)) => {
+                return super::bad_input(&format!("batch {name}: {e}"), json)
+            }
+            // Its lines name the batch already.
+            Err(e) => return super::fail(&e.to_string(), e.code()),
         };
         if left {
             crate::ui::stderr_line(&format!(

@@ -89,7 +89,7 @@ async fn show(
         Ok(f) => f,
         Err(e) => return super::fail(&e.to_string(), exit::REMOTE),
     };
-    let Some(records) = found.records.clone() else {
+    let Some(mut records) = found.records.clone() else {
         return super::fail(
             &format!(
                 "job {job}: no log to show: {}",
@@ -125,6 +125,7 @@ async fn show(
     }
     let batch_record = crate::batch::aws::BatchRecord::of_entry(registry, found.entry.as_ref());
     let mut end_check = tokio::time::interval(END_EVERY);
+    let mut told_retry = false;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(POLL) => {
@@ -137,6 +138,37 @@ async fn show(
                     // The record is written after the last chunk: read to the end.
                     while let Ok(n) = tail.poll(cloud, &ui).await {
                         if n == 0 { break; }
+                    }
+                    // On AWS Batch a failed attempt's record is not the end while AWS Batch
+                    // tries again: follow the next attempt's folder once it appears.
+                    if let Some(record) = batch_record.as_ref().filter(|_| r.exit_code != 0) {
+                        let batch = crate::batch::aws::job_state(cloud, record, job).await;
+                        let attempt = records.as_attempt();
+                        let view = crate::batch::aws::retried_view(
+                            Some(&r),
+                            attempt.as_ref().map(|(_, _, n)| *n),
+                            batch,
+                        );
+                        if let Some((_, detail)) = view {
+                            if !told_retry {
+                                ui.note(format!("job {job}: {}", detail.unwrap_or_default()));
+                                told_retry = true;
+                            }
+                            if let Some((base, _, _)) = attempt {
+                                if let Ok(newest) = super::newest_attempt(cloud, base).await {
+                                    if newest != records {
+                                        ui.note(format!(
+                                            "job {job}: following its attempt in {}",
+                                            newest.root()
+                                        ));
+                                        records = newest;
+                                        tail = Tail::new(records.clone());
+                                        told_retry = false;
+                                    }
+                                }
+                            }
+                            continue;
+                        }
                     }
                     ui.note(format!(
                         "job {} ended: {} (exit code {})",

@@ -174,13 +174,13 @@ pub async fn find(
         Some(o) => Some(newest_attempt(cloud, JobRecords::under_output(o, job_id)).await?),
         None => None,
     };
-    let records = records.or_else(|| {
-        entry
-            .as_ref()
-            .and_then(|e| e.records.as_deref())
-            .and_then(|r| r.parse::<S3Url>().ok())
-            .map(JobRecords::at)
-    });
+    let records = match records {
+        Some(r) => Some(r),
+        None => match &entry {
+            Some(e) => from_entry(cloud, e).await?,
+            None => None,
+        },
+    };
     if instance.is_none() && entry.as_ref().is_none_or(|e| e.launch_tokens.is_empty()) {
         // From anywhere: the job's tag. A re-run under the same id (another output) is told
         // apart by its records tag; the newest launch wins.
@@ -278,6 +278,26 @@ pub fn nothing_under(output: &S3Url, stopped_early: bool) -> String {
     )
 }
 
+/// The records a registry entry names. On AWS Batch, where AWS Batch (not this client) makes
+/// the retries, the entry names the first attempt's: the job's current one is the newest.
+async fn from_entry(
+    cloud: &Cloud,
+    entry: &Entry,
+) -> Result<Option<JobRecords>, crate::cloud::CloudError> {
+    let Some(records) = entry
+        .records
+        .as_deref()
+        .and_then(|r| r.parse::<S3Url>().ok())
+        .map(JobRecords::at)
+    else {
+        return Ok(None);
+    };
+    match (&entry.aws_batch_queue, records.as_attempt()) {
+        (Some(_), Some((base, _, _))) => newest_attempt(cloud, base).await.map(Some),
+        _ => Ok(Some(records)),
+    }
+}
+
 /// A batch job keeps each attempt's records in a folder of its own under the job's
 /// (`<run>-a<attempt>/`): the newest attempt's, when there are any, else the job's folder.
 pub(crate) async fn newest_attempt(
@@ -289,15 +309,10 @@ pub(crate) async fn newest_attempt(
         .await?;
     let newest = folders
         .iter()
-        .filter_map(|f| {
-            let (run, attempt) = f.rsplit_once("-a")?;
-            let n: u32 = attempt.parse().ok()?;
-            run.starts_with('r').then_some(((run.to_string(), n), f))
-        })
-        .max_by(|a, b| a.0.cmp(&b.0))
-        .map(|(_, f)| f.clone());
+        .filter_map(|f| rtb_model::layout::parse_attempt_dir(f))
+        .max();
     Ok(match newest {
-        Some(f) => JobRecords::at(base.root().join(&format!("{f}/"))),
+        Some((run, n)) => base.attempt(run, n),
         None => base,
     })
 }

@@ -191,12 +191,19 @@ pub async fn row(
         return Ok(None);
     }
     let mut row = make_row(&found, result.as_ref(), log_started, SystemTime::now());
-    // A job on AWS Batch without a result record yet: AWS Batch knows where it is.
-    if result.is_none() {
+    // A job on AWS Batch without a final result record: AWS Batch knows where it is (queued,
+    // running, or retrying after an attempt that wrote its record).
+    if result.as_ref().is_none_or(|r| r.exit_code != 0) {
         let record = crate::batch::aws::BatchRecord::of_entry(registry, found.entry.as_ref());
         if let Some(record) = record {
+            let batch = crate::batch::aws::job_state(cloud, &record, job_id).await;
+            let attempt = found
+                .records
+                .as_ref()
+                .and_then(|r| r.as_attempt())
+                .map(|(_, _, n)| n);
             if let Some((state, detail)) =
-                crate::batch::aws::job_state(cloud, &record, job_id).await
+                crate::batch::aws::retried_view(result.as_ref(), attempt, batch)
             {
                 row.state = state;
                 row.detail = detail;

@@ -19,8 +19,9 @@ pub fn main(args: StopArgs) -> i32 {
     }
 }
 
-/// `stop --batch NAME`: every job of a batch. On AWS Batch, cancel what has not started and
-/// terminate what runs; on the EC2 engine, stop each running job as `stop JOB` does.
+/// `stop --batch NAME`: every job of a batch. On AWS Batch, your jobs of that name on the queue
+/// (one TerminateJob per array, confirmed; others' left alone); on the EC2 engine, stop each
+/// running job as `stop JOB` does.
 async fn stop_batch(batch: String, args: StopArgs) -> i32 {
     let registry = crate::registry::Registry::open();
     let record = crate::batch::aws::BatchRecord::load(&registry, &batch);
@@ -36,26 +37,48 @@ async fn stop_batch(batch: String, args: StopArgs) -> i32 {
         }
         let cloud = super::connect(&aws, None).await;
         let engine = crate::engine::aws_batch::AwsBatch::new(cloud.config(), &crate::plan::owner());
-        return match engine
+        let stopped = match engine
             .stop(&queue, &batch, &format!("run-render stop --batch {batch}"))
             .await
         {
-            Ok(s) => {
-                crate::ui::stderr_line(&format!(
-                    "run-render: batch {batch} on {queue}: {} cancelled (not started), {} terminated",
-                    s.cancelled.len(),
-                    s.terminated.len()
-                ));
-                if args.json {
-                    super::emit(&format!(
-                        "{}\n",
-                        serde_json::to_string(&s).unwrap_or_default()
-                    ));
-                }
-                0
-            }
-            Err(e) => super::fail(&format!("batch {batch}: {e}"), exit::REMOTE),
+            Ok(s) => s,
+            Err(e) => return super::fail(&format!("batch {batch}: {e}"), exit::REMOTE),
         };
+        if args.json {
+            super::emit(&format!(
+                "{}\n",
+                serde_json::to_string(&stopped).unwrap_or_default()
+            ));
+        }
+        let others = match stopped.others.len() {
+            0 => String::new(),
+            n => format!(
+                "; {n} running job(s) of that name on {queue} are another owner's: left alone"
+            ),
+        };
+        if !stopped.still_live.is_empty() {
+            return super::fail(
+                &format!(
+                    "batch {batch} on {queue}: {} still not ended after the wait: {}; check them in the AWS Batch console, or run `run-render stop --batch {batch}` again{others}",
+                    stopped.still_live.len(),
+                    stopped.still_live.join(", ")
+                ),
+                exit::UNCONFIRMED,
+            );
+        }
+        let line = match (stopped.terminated.len(), stopped.children_ended.len()) {
+            (0, _) => format!("batch {batch} on {queue}: nothing of yours is running"),
+            (n, 0) => format!(
+                "batch {batch} on {queue}: {n} job(s) ended (arrays with all their children), {} AWS Batch call(s)",
+                stopped.calls
+            ),
+            (n, k) => format!(
+                "batch {batch} on {queue}: {n} job(s) ended, {k} array children ended one by one, {} AWS Batch call(s)",
+                stopped.calls
+            ),
+        };
+        crate::ui::stderr_line(&format!("run-render: {line}{others}"));
+        return 0;
     }
     // The EC2 engine: the batch's instances still running, and their jobs.
     let cloud = super::connect(&args.aws, None).await;

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_s3::primitives::ByteStream;
 
 mod enforced;
+pub mod moto;
 
 pub const PROFILE: &str = "run-render-instance";
 

@@ -385,6 +385,21 @@ suffix=
 [[ $MOTO_PORT == 45670 ]] || suffix=-$MOTO_PORT
 moto_pidfile=$WORLD/moto$suffix.pid
 moto_logfile=$WORLD/moto$suffix.log
+# moto runs through tests/world/moto_server.py (AWS Batch's array cascade, as AWS documents it).
+# One of this checkout's started before that is restarted; another's is left alone.
+moto_pid_now=$(cat "$moto_pidfile" 2>/dev/null || true)
+moto_cmd_now=
+if [[ -n $moto_pid_now ]] && [[ -r /proc/$moto_pid_now/cmdline ]]; then
+    moto_cmd_now=$(tr '\0' ' ' <"/proc/$moto_pid_now/cmdline")
+fi
+if moto_healthy && [[ $moto_cmd_now == *"bin/moto_server -H 127.0.0.1 -p $MOTO_PORT "* ]]; then
+    say "moto on 127.0.0.1:$MOTO_PORT (pid $moto_pid_now) runs without tests/world/moto_server.py: restarting it"
+    kill "$moto_pid_now" 2>/dev/null || true
+    for _ in $(seq 1 40); do
+        kill -0 "$moto_pid_now" 2>/dev/null || break
+        sleep 0.25
+    done
+fi
 if moto_healthy; then
     say "moto already up on 127.0.0.1:$MOTO_PORT (pid $(cat "$moto_pidfile" 2>/dev/null || echo '?'))"
 else
@@ -392,7 +407,7 @@ else
     (
         cd "$WORLD"
         export MOTO_DOCKER_NETWORK_MODE=host MOTO_PORT
-        nohup setsid "$MOTO_VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" \
+        nohup setsid "$MOTO_VENV/bin/python" "$here/moto_server.py" -H 127.0.0.1 -p "$MOTO_PORT" \
             </dev/null >>"$moto_logfile" 2>&1 9>&- &
         echo "$!" >"$moto_pidfile"
     )

@@ -7,11 +7,13 @@ use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
 use rtb_model::contract::{
-    self, COMMAND, EMPTY_SCRATCH, INPUT_BUCKET, INPUT_FLAGS, INPUT_SCRATCH, JOB_ID, LOG_BUCKET,
-    MATLAB_EXECUTABLE, MATLAB_PRELOAD, MATLAB_STYLE, MOUNT_BUCKET, MOUNT_FLAGS, MOUNT_SCRATCH,
-    OUTPUT_BUCKET, OUTPUT_FLAGS, OUTPUT_SCRATCH, STARTUP, TIMEOUT, TOOLBOXES,
+    self, ATTEMPT, COMMAND, EMPTY_SCRATCH, INPUT_BUCKET, INPUT_FLAGS, INPUT_SCRATCH, JOB_ID,
+    LOG_BUCKET, MATLAB_EXECUTABLE, MATLAB_PRELOAD, MATLAB_STYLE, MOUNT_BUCKET, MOUNT_FLAGS,
+    MOUNT_SCRATCH, OUTPUT_BUCKET, OUTPUT_FLAGS, OUTPUT_SCRATCH, RUN_ID, STARTUP, TIMEOUT,
+    TOOLBOXES,
 };
 use rtb_model::exit::runner as exit;
+use rtb_model::manifest::BATCH_ATTEMPT_VAR;
 use rtb_model::{JobRecords, S3Url};
 
 use crate::compose::{Interpreter, MatlabStyle};
@@ -129,6 +131,13 @@ pub struct Args {
     pub timeout: Option<String>,
     #[arg(long, env = EMPTY_SCRATCH.name, help = EMPTY_SCRATCH.help, value_name = "1")]
     pub empty_scratch: Option<String>,
+    #[arg(long, env = ATTEMPT.name, help = ATTEMPT.help, value_name = "N")]
+    pub attempt: Option<String>,
+    #[arg(long, env = RUN_ID.name, help = RUN_ID.help, value_name = "RUN")]
+    pub run_id: Option<String>,
+    /// AWS Batch's attempt number, which AWS Batch sets in every job's environment.
+    #[arg(long = "aws-batch-job-attempt", env = BATCH_ATTEMPT_VAR, hide = true)]
+    pub batch_attempt: Option<String>,
 }
 
 /// Help for a setting whose default is applied after parsing (an empty value means it too),
@@ -157,10 +166,24 @@ pub struct Settings {
     pub output: Option<Copy>,
     pub mount: Option<Mount>,
     pub interpreter: Interpreter,
+    /// This attempt's records: the job's folder, or with a run id the attempt's folder in it.
     pub records: Option<JobRecords>,
     pub timeout: Option<Duration>,
     /// The scratch folders emptied before the job (RTB_EMPTY_SCRATCH), for its log.
     pub emptied: Vec<crate::scratch::Emptied>,
+    /// This attempt's number, from 1.
+    pub attempt: u32,
+    /// With a run id: the job's records folder and the run, under which every attempt of the
+    /// run has its folder ([`Settings::attempt_records`]).
+    pub attempts: Option<(JobRecords, String)>,
+}
+
+impl Settings {
+    /// The records of attempt `n` of this run (an earlier attempt's, say), when attempts have
+    /// folders of their own (a run id was given).
+    pub fn attempt_records(&self, n: u32) -> Option<JobRecords> {
+        self.attempts.as_ref().map(|(job, run)| job.attempt(run, n))
+    }
 }
 
 /// A setting that cannot be used, named as the user wrote it.
@@ -240,11 +263,36 @@ impl Args {
             })
             .transpose()?;
 
-        let records = match s3_url(contract::LOG_BUCKET.name, &self.log_bucket)? {
+        let job_records = match s3_url(contract::LOG_BUCKET.name, &self.log_bucket)? {
             Some(root) => Some(JobRecords::at(root)),
             None => output
                 .as_ref()
                 .map(|o| JobRecords::under_output(&o.bucket, &job_id)),
+        };
+        let attempt = match (given(&self.attempt), given(&self.batch_attempt)) {
+            (Some(n), _) => attempt_number(contract::ATTEMPT.name, n)?,
+            (None, Some(n)) => attempt_number(BATCH_ATTEMPT_VAR, n)?,
+            (None, None) => 1,
+        };
+        let run_id = given(&self.run_id)
+            .map(|r| {
+                if rtb_model::layout::parse_attempt_dir(&rtb_model::layout::attempt_dir(r, 1))
+                    .is_some_and(|(run, _)| run == r)
+                    && !r.contains('/')
+                {
+                    Ok(r.to_string())
+                } else {
+                    Err(bad(
+                        contract::RUN_ID.name,
+                        format!("'{r}' is not a run id (r and letters, digits, no '/')"),
+                    ))
+                }
+            })
+            .transpose()?;
+        let attempts = run_id.and_then(|run| job_records.clone().map(|base| (base, run)));
+        let records = match &attempts {
+            Some((base, run)) => Some(base.attempt(run, attempt)),
+            None => job_records,
         };
 
         let timeout = given(&self.timeout)
@@ -324,8 +372,24 @@ impl Args {
             records,
             timeout,
             emptied,
+            attempt,
+            attempts,
         })
     }
+}
+
+/// An attempt number: 1 or more.
+fn attempt_number(setting: &'static str, value: &str) -> Result<u32, SettingError> {
+    value
+        .parse::<u32>()
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| {
+            bad(
+                setting,
+                format!("'{value}' is not an attempt number (1, 2, ...)"),
+            )
+        })
 }
 
 impl Args {
@@ -545,6 +609,64 @@ mod tests {
             assert!(help.contains(&line), "{line}\n{help}");
         }
         assert!(help.contains("[default: /output-scratch]"), "{help}");
+    }
+
+    #[test]
+    fn attempts_of_a_run_get_folders_of_their_own() {
+        let check = |extra: &[&str]| args(extra).check(std::time::SystemTime::now());
+        let base = ["--output-bucket", "s3://bkt/run", "--job-id", "j1"];
+        let with = |more: &[&'static str]| -> Vec<&str> {
+            base.iter().chain(more.iter()).copied().collect()
+        };
+        // No run id: the job's folder, attempt 1 (a plain `run`, the original contract).
+        let s = check(&base).unwrap();
+        assert_eq!(s.attempt, 1);
+        assert_eq!(
+            s.records.unwrap().result_key(),
+            "run/_rtb-job/j1/result.json"
+        );
+        // A run id: the attempt's folder; AWS Batch's attempt number, unless one is given.
+        let s = check(&with(&[
+            "--run-id",
+            "r20261201T101500",
+            "--aws-batch-job-attempt",
+            "3",
+        ]))
+        .unwrap();
+        assert_eq!(s.attempt, 3);
+        assert_eq!(
+            s.records.as_ref().unwrap().result_key(),
+            "run/_rtb-job/j1/r20261201T101500-a3/result.json"
+        );
+        assert_eq!(
+            s.attempt_records(2).unwrap().root().to_string(),
+            "s3://bkt/run/_rtb-job/j1/r20261201T101500-a2/"
+        );
+        let s = check(&with(&[
+            "--run-id",
+            "r1",
+            "--attempt",
+            "2",
+            "--aws-batch-job-attempt",
+            "5",
+            "--log-bucket",
+            "s3://logs/j1",
+        ]))
+        .unwrap();
+        assert_eq!(s.attempt, 2);
+        assert_eq!(s.records.unwrap().root().to_string(), "s3://logs/j1/r1-a2/");
+        // Bad values name their setting.
+        for (extra, want) in [
+            (&["--attempt", "0"][..], "RTB_ATTEMPT: "),
+            (
+                &["--aws-batch-job-attempt", "x"][..],
+                "AWS_BATCH_JOB_ATTEMPT: ",
+            ),
+            (&["--run-id", "../x"][..], "RTB_RUN_ID: "),
+        ] {
+            let e = check(&with(extra)).unwrap_err().to_string();
+            assert!(e.starts_with(want), "{e}");
+        }
     }
 
     #[test]

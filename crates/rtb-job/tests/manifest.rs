@@ -193,3 +193,66 @@ async fn an_unreadable_manifest_or_a_missing_row_is_one_line_and_exit_7() {
     assert_eq!(keys, ["bad-id.json", "m.json", "not-json.json"]);
     remove_bucket(&c, &b).await;
 }
+
+/// AWS Batch retries a job as a new attempt of the same container (`AWS_BATCH_JOB_ATTEMPT` =
+/// 1, 2, ...). Each attempt keeps its records apart, in the same layout as the EC2 engine's
+/// (`<job records>/<run>-a<N>/`): the second attempt's log starts at chunk 1 in its own
+/// folder, and the first attempt's failed result stays where it was, not mistaken for the
+/// job's end. (moto never retries: the two attempts are run here as AWS Batch would run them.)
+#[tokio::test]
+async fn each_attempt_of_a_retried_child_keeps_its_own_records() {
+    let c = client().await;
+    let b = unique_bucket(&c, "manifest-attempts").await;
+    let flaky = "a = str2num(getenv('AWS_BATCH_JOB_ATTEMPT')); printf('attempt %d here\\n', a); if a == 1, error('the lamp flickered'); end";
+    let mut r = row("scene-7", flaky, &format!("s3://{b}/out/7/"));
+    r.settings.insert(
+        "LOG_BUCKET".into(),
+        format!("s3://{b}/out/7/_rtb-job/scene-7/"),
+    );
+    r.settings
+        .insert("RTB_RUN_ID".into(), "r20261201T101500".into());
+    let url = write_manifest(&b, "batch/manifest.json", vec![r]).await;
+    for attempt in ["1", "2"] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let out =
+            run(runner(dir.path(), &url, "0f1e2d3c-aaaa:0").env("AWS_BATCH_JOB_ATTEMPT", attempt));
+        let want = if attempt == "1" { 1 } else { 0 };
+        assert_eq!(
+            out.status.code(),
+            Some(want),
+            "attempt {attempt}: {}",
+            text(&out.stderr)
+        );
+    }
+    let base = "out/7/_rtb-job/scene-7/r20261201T101500";
+    for (n, outcome, line) in [
+        (1, rtb_model::Outcome::Failed, "attempt 1 here"),
+        (2, rtb_model::Outcome::Succeeded, "attempt 2 here"),
+    ] {
+        let result: JobResult =
+            serde_json::from_slice(&get(&c, &b, &format!("{base}-a{n}/result.json")).await)
+                .expect("result parses");
+        assert_eq!(result.outcome, outcome, "attempt {n}");
+        // Each attempt's chunks start at 1 in its own folder.
+        let chunks = list(&c, &b, &format!("{base}-a{n}/log/")).await;
+        assert_eq!(
+            chunks.first().map(|(k, _)| k.as_str()),
+            Some(format!("{base}-a{n}/log/000001.log").as_str())
+        );
+        let mut log = String::new();
+        for (key, _) in &chunks {
+            log.push_str(&text(&get(&c, &b, key).await));
+        }
+        assert!(log.contains(line), "attempt {n}: {log}");
+        assert!(!log.contains(&format!("attempt {} here", 3 - n)), "{log}");
+    }
+    // Nothing at the job's own folder: every record is an attempt's.
+    let keys: Vec<String> = list(&c, &b, "out/7/_rtb-job/scene-7/")
+        .await
+        .into_iter()
+        .map(|(k, _)| k)
+        .filter(|k| !k.contains("-a1/") && !k.contains("-a2/"))
+        .collect();
+    assert!(keys.is_empty(), "{keys:?}");
+    remove_bucket(&c, &b).await;
+}

@@ -108,6 +108,16 @@ pub const EMPTY_SCRATCH: Var = Var {
     default: None,
     help: "1: empty INPUT_SCRATCH, OUTPUT_SCRATCH (and MOUNT_SCRATCH) before the job, leaving other file systems alone (run-render sets it on a batch instance an earlier job used)",
 };
+pub const ATTEMPT: Var = Var {
+    name: "RTB_ATTEMPT",
+    default: None,
+    help: "this attempt's number, from 1 (default: AWS Batch's AWS_BATCH_JOB_ATTEMPT, else 1)",
+};
+pub const RUN_ID: Var = Var {
+    name: "RTB_RUN_ID",
+    default: None,
+    help: "the batch run this attempt belongs to: its records go to <records>/<run>-a<attempt>/, one folder per attempt, where <records> is LOG_BUCKET or OUTPUT_BUCKET/_rtb-job/<job id>",
+};
 
 /// Every variable, in the order a reader meets them.
 pub const ALL: &[Var] = &[
@@ -130,6 +140,8 @@ pub const ALL: &[Var] = &[
     LOG_BUCKET,
     TIMEOUT,
     EMPTY_SCRATCH,
+    ATTEMPT,
+    RUN_ID,
 ];
 
 /// Where the original image expected the host's MATLAB to be mounted.

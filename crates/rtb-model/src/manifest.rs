@@ -19,6 +19,8 @@ pub const MANIFEST_VAR: &str = "RTB_MANIFEST";
 pub const ARRAY_INDEX_VAR: &str = "AWS_BATCH_JOB_ARRAY_INDEX";
 /// Set by AWS Batch in every job: an array child's is `<parent uuid>:<index>`.
 pub const BATCH_JOB_ID_VAR: &str = "AWS_BATCH_JOB_ID";
+/// Set by AWS Batch in every job: the attempt's number, from 1 (each retry is a new attempt).
+pub const BATCH_ATTEMPT_VAR: &str = "AWS_BATCH_JOB_ATTEMPT";
 
 /// The whole document.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

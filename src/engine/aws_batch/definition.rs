@@ -1,10 +1,12 @@
 //! The job definition: what every job of a batch runs (image, host volumes, the runner's fixed
-//! environment, size, retries, timeout), built from a [`DefinitionSpec`] into a plain
-//! [`JobDefinition`] that `ops` turns into RegisterJobDefinition. Pure.
+//! environment, size, retries, timeout, the job role), built from a [`DefinitionSpec`] into a
+//! plain [`JobDefinition`] that `register` turns into RegisterJobDefinition. Pure.
 //!
-//! Reuse: the definition's name carries a hash of the spec's canonical JSON, so an unchanged
-//! spec finds its ACTIVE definition by name instead of registering a new revision each run,
-//! and a changed one can never be mistaken for an old one.
+//! Reuse: the definition's name carries a hash of its [`Content`] (all it is registered with
+//! but the name and tags), so an unchanged `[job]` finds its ACTIVE definition by name instead
+//! of registering a new revision each run. The name alone is not trusted: a revision is reused
+//! only when what AWS Batch describes is that content (someone may have registered another
+//! under the name).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -51,6 +53,8 @@ pub struct DefinitionSpec {
     pub timeout: Option<Duration>,
     pub vcpus: u32,
     pub memory_mib: u32,
+    /// The IAM role the jobs' containers act as (`aws-batch setup` makes `<queue>-job`).
+    pub job_role: Option<String>,
 }
 
 /// A host volume and where it is mounted.
@@ -96,6 +100,7 @@ pub struct JobDefinition {
     /// First match wins; AWS allows at most 5.
     pub evaluate_on_exit: Vec<ExitRule>,
     pub attempt_duration_secs: Option<u64>,
+    pub job_role: Option<String>,
     pub tags: BTreeMap<String, String>,
 }
 
@@ -114,33 +119,27 @@ pub enum DefinitionError {
     NoSize,
 }
 
+/// The tags of what run-render makes on AWS Batch, and the tool's value.
+pub const TOOL_TAG: &str = "rtb:tool";
+pub const TOOL: &str = "run-render";
+pub const OWNER_TAG: &str = "rtb:owner";
+pub const BATCH_TAG: &str = "rtb:batch";
+/// A job's run (`r<UTC time>`): which submission of the batch it belongs to.
+pub const RUN_TAG: &str = "rtb:run";
+
 /// The tags every resource of a batch carries.
 pub fn tags(owner: &str, batch: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
-        ("rtb:tool".to_string(), "run-render".to_string()),
-        ("rtb:owner".to_string(), owner.to_string()),
-        ("rtb:batch".to_string(), batch.to_string()),
+        (TOOL_TAG.to_string(), TOOL.to_string()),
+        (OWNER_TAG.to_string(), owner.to_string()),
+        (BATCH_TAG.to_string(), batch.to_string()),
     ])
 }
 
 impl DefinitionSpec {
-    /// SHA-256 of the spec's canonical JSON (fields in declared order, maps sorted), in hex.
-    pub fn hash(&self) -> String {
-        // Serializing plain strings, numbers and sorted maps cannot fail.
-        let json = serde_json::to_vec(self).unwrap_or_default();
-        Sha256::digest(&json)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
-    }
-
-    /// The definition's name: [`NAME_PREFIX`] and the first digits of [`Self::hash`].
-    pub fn name(&self) -> String {
-        format!("{NAME_PREFIX}{}", &self.hash()[..HASH_HEX])
-    }
-
-    /// The request to register, tagged for `owner` and the batch that registers it. (Tags are
-    /// not in the hash: a later batch with the same spec reuses the definition.)
+    /// The request to register, tagged for `owner` and the batch that registers it, and named
+    /// after its content (see [`Content::name`]; tags are not content: a later batch with the
+    /// same spec reuses the definition).
     pub fn build(&self, owner: &str, batch: &str) -> Result<JobDefinition, DefinitionError> {
         if self.image.trim().is_empty() {
             return Err(DefinitionError::NoImage);
@@ -170,8 +169,8 @@ impl DefinitionSpec {
                 return Err(DefinitionError::DuplicateMount(v.container_path.clone()));
             }
         }
-        Ok(JobDefinition {
-            name: self.name(),
+        let mut def = JobDefinition {
+            name: String::new(),
             image: self.image.clone(),
             vcpus: self.vcpus,
             memory_mib: self.memory_mib,
@@ -182,8 +181,114 @@ impl DefinitionSpec {
             attempt_duration_secs: self
                 .timeout
                 .map(|t| (t + TIMEOUT_MARGIN).as_secs().max(MIN_TIMEOUT_SECS)),
+            job_role: self.job_role.clone(),
             tags: tags(owner, batch),
-        })
+        };
+        def.name = def.content().name();
+        Ok(def)
+    }
+}
+
+/// What a registered definition runs: everything RegisterJobDefinition is given but the name
+/// and the tags, in a canonical order. Two definitions with the same content run the same
+/// jobs, so one may stand for the other.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Content {
+    pub image: String,
+    /// The container's command: empty, so the image's ENTRYPOINT (the runner) runs.
+    pub command: Vec<String>,
+    pub vcpus: u32,
+    pub memory_mib: u32,
+    pub environment: BTreeMap<String, String>,
+    /// (host path, container path, read only), sorted.
+    pub mounts: Vec<(String, String, bool)>,
+    pub attempts: u32,
+    /// (what is matched, its pattern, RETRY or EXIT), in order.
+    pub evaluate_on_exit: Vec<(String, String, String)>,
+    pub attempt_duration_secs: Option<u64>,
+    pub job_role: Option<String>,
+}
+
+impl Content {
+    /// SHA-256 of the canonical JSON (maps sorted, lists in their order), in hex.
+    pub fn hash(&self) -> String {
+        // Serializing plain strings, numbers and sorted maps cannot fail.
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        Sha256::digest(&json)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// The definition's name: [`NAME_PREFIX`] and the first digits of [`Self::hash`], so a
+    /// change of anything registered (a newer client's margin or retry rules included) gets
+    /// another name.
+    pub fn name(&self) -> String {
+        format!("{NAME_PREFIX}{}", &self.hash()[..HASH_HEX])
+    }
+
+    /// The first part in which `other` differs, for the user ("the image", ...).
+    pub fn first_difference(&self, other: &Content) -> Option<&'static str> {
+        if self.image != other.image {
+            Some("the image")
+        } else if self.command != other.command {
+            Some("the command")
+        } else if (self.vcpus, self.memory_mib) != (other.vcpus, other.memory_mib) {
+            Some("the size")
+        } else if self.environment != other.environment {
+            Some("the environment")
+        } else if self.mounts != other.mounts {
+            Some("the volumes")
+        } else if (self.attempts, &self.evaluate_on_exit)
+            != (other.attempts, &other.evaluate_on_exit)
+        {
+            Some("the retry strategy")
+        } else if self.attempt_duration_secs != other.attempt_duration_secs {
+            Some("the timeout")
+        } else if self.job_role != other.job_role {
+            Some("the job role")
+        } else {
+            None
+        }
+    }
+}
+
+impl JobDefinition {
+    /// What it runs, as [`Content`].
+    pub fn content(&self) -> Content {
+        let mut mounts: Vec<(String, String, bool)> = self
+            .volumes
+            .iter()
+            .map(|v| (v.source_path.clone(), v.container_path.clone(), v.read_only))
+            .collect();
+        mounts.sort();
+        Content {
+            image: self.image.clone(),
+            command: Vec::new(),
+            vcpus: self.vcpus,
+            memory_mib: self.memory_mib,
+            environment: self.environment.clone(),
+            mounts,
+            attempts: self.attempts,
+            evaluate_on_exit: self
+                .evaluate_on_exit
+                .iter()
+                .map(|r| {
+                    let (on, pattern) = match &r.on {
+                        OnExit::StatusReason(p) => ("onStatusReason", p),
+                        OnExit::Reason(p) => ("onReason", p),
+                        OnExit::ExitCode(p) => ("onExitCode", p),
+                    };
+                    let action = match r.action {
+                        Action::Retry => "RETRY",
+                        Action::Exit => "EXIT",
+                    };
+                    (on.to_string(), pattern.clone(), action.to_string())
+                })
+                .collect(),
+            attempt_duration_secs: self.attempt_duration_secs,
+            job_role: self.job_role.clone(),
+        }
     }
 }
 
@@ -245,15 +350,20 @@ mod tests {
             timeout: Some(Duration::from_secs(3600)),
             vcpus: 4,
             memory_mib: 14_336,
+            job_role: Some("arn:aws:iam::123456789012:role/q-job".into()),
         }
+    }
+
+    fn name(s: &DefinitionSpec) -> String {
+        s.build("o", "b").unwrap().name
     }
 
     #[test]
     fn the_name_changes_with_every_field_and_only_with_them() {
         let base = spec();
-        assert_eq!(base.name(), spec().name());
-        assert!(base.name().starts_with(NAME_PREFIX));
-        assert_eq!(base.name().len(), NAME_PREFIX.len() + HASH_HEX);
+        assert_eq!(name(&base), name(&spec()));
+        assert!(name(&base).starts_with(NAME_PREFIX));
+        assert_eq!(name(&base).len(), NAME_PREFIX.len() + HASH_HEX);
         type Change = Box<dyn Fn(&mut DefinitionSpec)>;
         let variants: Vec<Change> = vec![
             Box::new(|s| s.image.push('x')),
@@ -267,11 +377,17 @@ mod tests {
             Box::new(|s| s.timeout = None),
             Box::new(|s| s.vcpus = 2),
             Box::new(|s| s.memory_mib += 1),
+            Box::new(|s| s.job_role = None),
         ];
         for (i, change) in variants.iter().enumerate() {
             let mut s = spec();
             change(&mut s);
-            assert_ne!(s.name(), base.name(), "variant {i}");
+            assert_ne!(name(&s), name(&base), "variant {i}");
+            let (a, b) = (base.build("o", "b").unwrap(), s.build("o", "b").unwrap());
+            assert!(
+                a.content().first_difference(&b.content()).is_some(),
+                "variant {i}"
+            );
         }
         // Tags are not part of it.
         assert_eq!(

@@ -16,6 +16,8 @@ pub struct QueueFacts {
     pub enabled: bool,
     pub valid: bool,
     pub status_reason: Option<String>,
+    /// `arn:<partition>:batch:<region>:<account>:job-queue/<name>`.
+    pub arn: Option<String>,
 }
 
 /// One compute environment of the queue, as DescribeComputeEnvironments reports it (and, when
@@ -32,6 +34,9 @@ pub struct EnvironmentFacts {
     pub spot: bool,
     /// Registered ECS container instances, when known.
     pub container_instances: Option<usize>,
+    /// The AMIs its instances start from (its EC2 configurations' image overrides, or its
+    /// resources' image id); empty: AWS's ECS-optimized default.
+    pub amis: Vec<String>,
 }
 
 /// What was fetched about one RUNNABLE job.
@@ -241,6 +246,7 @@ mod tests {
                 enabled: true,
                 valid: true,
                 status_reason: None,
+                arn: None,
             }),
             environments: envs,
         }

@@ -1,4 +1,4 @@
-//! Following a submitted batch (each job's state, reason and exit code) and stopping it.
+//! Following a submitted batch: each job's state, reason and exit code.
 //!
 //! ListJobs is the source: it carries `container.exitCode` (moto's DescribeJobs never does)
 //! and lists a whole array's children in one call per state, where DescribeJobs takes 100 ids
@@ -11,7 +11,7 @@ use aws_sdk_batch::types::{JobStatus as AwsJobStatus, JobSummary, KeyValuesPair}
 use serde::Serialize;
 
 use super::plan::name_prefix;
-use super::state::{from_millis, parent_state, JobState, JobStatus, ALL};
+use super::state::{from_millis, JobState, JobStatus, ALL};
 use super::submit::Submitted;
 use super::{sdk, AwsBatch, BatchError};
 
@@ -24,15 +24,6 @@ const DESCRIBE_MAX: usize = 100;
 pub struct JobOfBatch {
     pub job_id: String,
     pub status: Option<JobStatus>,
-}
-
-/// What [`AwsBatch::stop`] did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Stopped {
-    /// Not started yet: cancelled.
-    pub cancelled: Vec<String>,
-    /// Started (or an array parent): terminated.
-    pub terminated: Vec<String>,
 }
 
 fn status_of(s: &JobSummary) -> Option<JobStatus> {
@@ -158,91 +149,5 @@ impl AwsBatch {
             }
         }
         Ok(out)
-    }
-
-    /// End every unfinished job of batch `batch` on `queue`: CancelJob for those not started,
-    /// TerminateJob for started ones and array parents (which AWS passes on to their children;
-    /// the children are also ended one by one, as moto does not). `reason` is shown by AWS.
-    pub async fn stop(
-        &self,
-        queue: &str,
-        batch: &str,
-        reason: &str,
-    ) -> Result<Stopped, BatchError> {
-        let prefix = name_prefix(batch);
-        let is_array_name = |name: &str| {
-            name.strip_prefix(&prefix)
-                .and_then(|rest| rest.strip_prefix("array-"))
-                .is_some_and(|k| k.parse::<usize>().is_ok())
-        };
-        // Array parents (with their status when listed) and plain jobs. AWS lists parents on
-        // the queue; moto lists the children instead (`<parent>:<n>`), so parents are also
-        // found through their children's ids.
-        let mut parents: std::collections::BTreeMap<String, Option<JobStatus>> = Default::default();
-        let mut singles = Vec::new();
-        for j in self.by_name(queue, batch).await? {
-            if let Some((parent, _)) = j.batch_job_id.split_once(':') {
-                parents.entry(parent.to_string()).or_insert(None);
-            } else if is_array_name(&j.name) {
-                parents.insert(j.batch_job_id.clone(), Some(j));
-            } else {
-                singles.push(j);
-            }
-        }
-        let mut stopped = Stopped::default();
-        for (parent, status) in parents {
-            let children = self.children(&parent).await?;
-            for child in children.iter().filter(|c| !c.state.is_final()) {
-                self.end(child, reason, &mut stopped).await?;
-            }
-            // A parent is what its children add up to (moto leaves it SUBMITTED for ever); one
-            // with no children yet is taken at its word.
-            let parent_state = match children.is_empty() {
-                true => status.map(|s| s.state),
-                false => Some(parent_state(&children, children.len())),
-            };
-            if parent_state.is_some_and(|s| !s.is_final()) {
-                self.terminate(&parent, reason).await?;
-                stopped.terminated.push(parent);
-            }
-        }
-        for j in singles.iter().filter(|j| !j.state.is_final()) {
-            self.end(j, reason, &mut stopped).await?;
-        }
-        Ok(stopped)
-    }
-
-    /// CancelJob if it has not started, else TerminateJob.
-    async fn end(
-        &self,
-        j: &JobStatus,
-        reason: &str,
-        stopped: &mut Stopped,
-    ) -> Result<(), BatchError> {
-        if j.state.is_queued() {
-            self.batch
-                .cancel_job()
-                .job_id(&j.batch_job_id)
-                .reason(reason)
-                .send()
-                .await
-                .map_err(|e| sdk("Batch CancelJob", e))?;
-            stopped.cancelled.push(j.batch_job_id.clone());
-        } else {
-            self.terminate(&j.batch_job_id, reason).await?;
-            stopped.terminated.push(j.batch_job_id.clone());
-        }
-        Ok(())
-    }
-
-    async fn terminate(&self, id: &str, reason: &str) -> Result<(), BatchError> {
-        self.batch
-            .terminate_job()
-            .job_id(id)
-            .reason(reason)
-            .send()
-            .await
-            .map_err(|e| sdk("Batch TerminateJob", e))?;
-        Ok(())
     }
 }

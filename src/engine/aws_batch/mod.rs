@@ -10,7 +10,9 @@
 //!
 //! Operations over the SDK, on [`AwsBatch`] (which owns its clients):
 //! - [`AwsBatch::definition`] register, or reuse the ACTIVE one of the same spec
-//! - [`AwsBatch::submit`], [`AwsBatch::states`], [`AwsBatch::stop`]
+//! - [`AwsBatch::submit`] (idempotent: a lost answer is looked up before asking again)
+//! - [`AwsBatch::states`] to follow; [`AwsBatch::batch_jobs`] / [`AwsBatch::live_jobs`]: a
+//!   batch's jobs on a shared queue, by owner; [`AwsBatch::stop`] (one call per array)
 //! - [`AwsBatch::preflight`] before submitting
 //! - [`AwsBatch::setup`] / [`AwsBatch::teardown`]: compute environment, queue, IAM roles
 
@@ -18,20 +20,26 @@ pub mod definition;
 pub mod diagnose;
 mod follow;
 pub mod plan;
+mod preflight;
 mod register;
 mod setup;
 pub mod sizes;
 pub mod state;
+mod stop;
 mod submit;
 
 pub use definition::{DefinitionSpec, JobDefinition};
-pub use follow::{JobOfBatch, Stopped};
+pub use follow::JobOfBatch;
 pub use plan::{SubmitPlan, ARRAY_MAX, ARRAY_MIN};
+pub use preflight::Preflight;
 pub use register::Registered;
-pub use setup::{plan_setup, plan_teardown, Current, Preflight, SetupSpec, Step};
+pub use setup::{
+    job_role_arn, job_role_name, plan_setup, plan_teardown, role_policies, Current, SetupSpec, Step,
+};
 pub use sizes::Size;
 pub use state::{JobState, JobStatus};
-pub use submit::{SubmitJob, Submitted, SubmittedJob};
+pub use stop::{to_stop, Stopped, TopJob};
+pub use submit::{adopt, Partial, SubmitJob, Submitted, SubmittedJob};
 
 use crate::cloud::{cloud_error, CloudError};
 

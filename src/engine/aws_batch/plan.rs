@@ -14,6 +14,13 @@
 
 use std::ops::Range;
 
+use rtb_model::S3Url;
+
+/// Where the client writes a run's manifests, under the first row's output bucket:
+/// `_rtb-batch/<run>/`. The job role may read this folder, and only this one, of the output
+/// buckets (`ami/iam/batch-job-role-policy.json`); the client may write only here.
+pub const MANIFESTS_DIR: &str = "_rtb-batch";
+
 /// AWS Batch's smallest and largest array.
 pub const ARRAY_MIN: usize = 2;
 pub const ARRAY_MAX: usize = 10_000;
@@ -44,6 +51,34 @@ pub fn submit_plan(jobs: usize) -> SubmitPlan {
         chunks[n - 1].start -= 1;
     }
     SubmitPlan::Array { chunks }
+}
+
+/// The folder of run `run`'s manifests in `bucket`.
+pub fn manifests_folder(bucket: &str, run: &str) -> Result<S3Url, rtb_model::S3UrlError> {
+    S3Url::new(bucket, &format!("{MANIFESTS_DIR}/{}/", clean_key(run)))
+}
+
+/// Array `k`'s manifest (of `arrays`) for batch `batch`, in `folder`: `<batch>/manifest.json`
+/// for the usual single array, `<batch>/manifest-K.json` past 10,000 rows.
+pub fn manifest_url(folder: &S3Url, batch: &str, k: usize, arrays: usize) -> S3Url {
+    let name = match arrays {
+        1 => "manifest.json".to_string(),
+        _ => format!("manifest-{k}.json"),
+    };
+    folder.join(&format!("{}/{name}", clean_key(batch)))
+}
+
+/// A name as one S3 key segment.
+fn clean_key(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// AWS Batch job names: letters, digits, `-` and `_`; anything else becomes `_`.

@@ -1,4 +1,7 @@
-//! Register the job definition, or reuse the ACTIVE one whose name (the spec's hash) matches.
+//! Register the job definition, or reuse the newest ACTIVE revision of its name whose content
+//! is the same (see [`super::definition`]).
+
+use std::collections::BTreeMap;
 
 use aws_sdk_batch::types::{
     ContainerProperties, EvaluateOnExit, Host, JobTimeout, KeyValuePair, MountPoint,
@@ -6,7 +9,7 @@ use aws_sdk_batch::types::{
 };
 use serde::Serialize;
 
-use super::definition::{Action, DefinitionSpec, JobDefinition, OnExit};
+use super::definition::{Action, Content, DefinitionSpec, JobDefinition, OnExit};
 use super::{sdk, AwsBatch, BatchError};
 
 /// The definition jobs are submitted with.
@@ -15,52 +18,77 @@ pub struct Registered {
     pub name: String,
     pub arn: String,
     pub revision: i32,
-    /// An existing ACTIVE definition of the same spec was found: nothing was registered.
+    /// An existing ACTIVE definition of the same content was found: nothing was registered.
     pub reused: bool,
+    /// Registered because the ACTIVE revision of this name differed in this part.
+    pub replaced: Option<&'static str>,
 }
 
 impl AwsBatch {
-    /// The definition for `spec`: the newest ACTIVE revision of its name, or a new one.
+    /// The definition for `spec`: the newest ACTIVE revision of its name with its content, or
+    /// a new one.
     pub async fn definition(
         &self,
         spec: &DefinitionSpec,
         batch: &str,
     ) -> Result<Registered, BatchError> {
         let def = spec.build(&self.owner, batch)?;
-        if let Some(found) = self.find_definition(&def.name).await? {
+        let (found, differs) = self.find_definition(&def).await?;
+        if let Some(found) = found {
             return Ok(found);
         }
-        self.register(&def).await
+        let mut registered = self.register(&def).await?;
+        registered.replaced = differs;
+        Ok(registered)
     }
 
-    /// The newest ACTIVE revision named `name`, if any.
-    pub async fn find_definition(&self, name: &str) -> Result<Option<Registered>, BatchError> {
+    /// The newest ACTIVE revision named as `def` whose content is `def`'s; else what the
+    /// newest revision of that name differs in, if there is one.
+    pub async fn find_definition(
+        &self,
+        def: &JobDefinition,
+    ) -> Result<(Option<Registered>, Option<&'static str>), BatchError> {
+        let want = def.content();
         let mut pages = self
             .batch
             .describe_job_definitions()
-            .job_definition_name(name)
+            .job_definition_name(&def.name)
             .status("ACTIVE")
             .into_paginator()
             .send();
         let mut best: Option<Registered> = None;
+        let mut newest_other: Option<(i32, &'static str)> = None;
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| sdk("Batch DescribeJobDefinitions", e))?;
             for d in page.job_definitions() {
-                if d.job_definition_name() != Some(name) || d.status() != Some("ACTIVE") {
+                if d.job_definition_name() != Some(def.name.as_str())
+                    || d.status() != Some("ACTIVE")
+                {
                     continue;
                 }
                 let revision = d.revision().unwrap_or(0);
+                if let Some(what) = want.first_difference(&content_of(d)) {
+                    if newest_other.is_none_or(|(r, _)| r < revision) {
+                        newest_other = Some((revision, what));
+                    }
+                    continue;
+                }
                 if best.as_ref().is_none_or(|b| b.revision < revision) {
                     best = Some(Registered {
-                        name: name.to_string(),
+                        name: def.name.clone(),
                         arn: d.job_definition_arn().unwrap_or_default().to_string(),
                         revision,
                         reused: true,
+                        replaced: None,
                     });
                 }
             }
         }
-        Ok(best)
+        let differs = match &best {
+            Some(_) => None,
+            None => newest_other.map(|(_, what)| what),
+        };
+        Ok((best, differs))
     }
 
     async fn register(&self, def: &JobDefinition) -> Result<Registered, BatchError> {
@@ -87,6 +115,7 @@ impl AwsBatch {
             arn: out.job_definition_arn().unwrap_or_default().to_string(),
             revision: out.revision().unwrap_or(0),
             reused: false,
+            replaced: None,
         })
     }
 }
@@ -104,7 +133,8 @@ fn container(def: &JobDefinition) -> ContainerProperties {
         // substitutes a demo command when none is given.)
         .set_command(Some(Vec::new()))
         .resource_requirements(requirement(ResourceType::Vcpu, def.vcpus))
-        .resource_requirements(requirement(ResourceType::Memory, def.memory_mib));
+        .resource_requirements(requirement(ResourceType::Memory, def.memory_mib))
+        .set_job_role_arn(def.job_role.clone());
     for (name, value) in &def.environment {
         c = c.environment(KeyValuePair::builder().name(name).value(value).build());
     }
@@ -143,4 +173,89 @@ fn retry(def: &JobDefinition) -> RetryStrategy {
         r = r.evaluate_on_exit(e.build());
     }
     r.build()
+}
+
+/// What a described definition runs, as [`Content`] (AWS's spellings normalized: the retry
+/// action's case, the legacy vcpus/memory fields).
+fn content_of(d: &aws_sdk_batch::types::JobDefinition) -> Content {
+    let c = d.container_properties();
+    let requirement = |t: ResourceType| {
+        c.and_then(|c| {
+            c.resource_requirements()
+                .iter()
+                .find(|r| r.r#type() == Some(&t))
+                .and_then(|r| r.value())
+                .and_then(|v| v.parse::<u32>().ok())
+        })
+    };
+    #[allow(deprecated)]
+    let legacy = (
+        c.and_then(|c| c.vcpus())
+            .and_then(|v| u32::try_from(v).ok()),
+        c.and_then(|c| c.memory())
+            .and_then(|v| u32::try_from(v).ok()),
+    );
+    let environment: BTreeMap<String, String> = c
+        .map(|c| {
+            c.environment()
+                .iter()
+                .filter_map(|kv| Some((kv.name()?.to_string(), kv.value()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut mounts: Vec<(String, String, bool)> = c
+        .map(|c| {
+            c.mount_points()
+                .iter()
+                .filter_map(|m| {
+                    let volume = c.volumes().iter().find(|v| v.name() == m.source_volume())?;
+                    Some((
+                        volume.host()?.source_path()?.to_string(),
+                        m.container_path()?.to_string(),
+                        m.read_only().unwrap_or(false),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    mounts.sort();
+    let retry = d.retry_strategy();
+    Content {
+        image: c.and_then(|c| c.image()).unwrap_or_default().to_string(),
+        command: c.map(|c| c.command().to_vec()).unwrap_or_default(),
+        vcpus: requirement(ResourceType::Vcpu).or(legacy.0).unwrap_or(0),
+        memory_mib: requirement(ResourceType::Memory).or(legacy.1).unwrap_or(0),
+        environment,
+        mounts,
+        attempts: retry
+            .and_then(|r| r.attempts())
+            .and_then(|a| u32::try_from(a).ok())
+            .unwrap_or(1),
+        evaluate_on_exit: retry
+            .map(|r| {
+                r.evaluate_on_exit()
+                    .iter()
+                    .map(|e| {
+                        let (on, pattern) = if let Some(p) = e.on_status_reason() {
+                            ("onStatusReason", p)
+                        } else if let Some(p) = e.on_reason() {
+                            ("onReason", p)
+                        } else {
+                            ("onExitCode", e.on_exit_code().unwrap_or_default())
+                        };
+                        let action = e
+                            .action()
+                            .map(|a| a.as_str().to_ascii_uppercase())
+                            .unwrap_or_default();
+                        (on.to_string(), pattern.to_string(), action)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        attempt_duration_secs: d
+            .timeout()
+            .and_then(|t| t.attempt_duration_seconds())
+            .and_then(|s| u64::try_from(s).ok()),
+        job_role: c.and_then(|c| c.job_role_arn()).map(str::to_string),
+    }
 }

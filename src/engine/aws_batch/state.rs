@@ -59,14 +59,6 @@ impl JobState {
     pub fn is_final(self) -> bool {
         matches!(self, JobState::Succeeded | JobState::Failed)
     }
-
-    /// Not started yet: CancelJob ends it. Started ones need TerminateJob.
-    pub fn is_queued(self) -> bool {
-        matches!(
-            self,
-            JobState::Submitted | JobState::Pending | JobState::Runnable
-        )
-    }
 }
 
 /// One job as AWS Batch reports it.
@@ -178,7 +170,6 @@ mod tests {
         }
         assert_eq!(JobState::parse("running"), Some(JobState::Running));
         assert_eq!(JobState::parse("SCHEDULED"), None);
-        assert!(JobState::Runnable.is_queued() && !JobState::Starting.is_queued());
         assert!(JobState::Failed.is_final() && !JobState::Running.is_final());
     }
 

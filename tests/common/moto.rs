@@ -1,0 +1,254 @@
+//! The AWS Batch world on moto (`RTB_WORLD_MOTO_URL`, started by tests/world/setup.sh), for the
+//! tests that run `run-render batch --engine aws-batch` end to end: a desk (a user, their
+//! state folder and files), clients, a queue made by `aws-batch setup`, batch files.
+
+use std::process::Command;
+
+use super::{run_render, support_image, unique};
+
+/// The jobs' credentials in this world: only the test-only setting gives jobs any (never the
+/// client's own keys), and only with a custom endpoint.
+pub const JOB_CREDENTIALS: &str = "rtbbatchjob:rtbbatchjobsecret";
+
+/// moto's endpoint, or `None` with the reason printed (the test then passes as skipped).
+pub fn moto() -> Option<String> {
+    match std::env::var("RTB_WORLD_MOTO_URL") {
+        Ok(u) if u.starts_with("http://127.0.0.1:") => Some(u),
+        _ => {
+            eprintln!("skipped: RTB_WORLD_MOTO_URL is not set (moto is not in this test world)");
+            None
+        }
+    }
+}
+
+/// One user at one workstation: their own state folder (registry, batch records), their own
+/// working folder, their name (`rtb:owner`), and the endpoint their client talks to.
+pub struct Desk {
+    pub state: tempfile::TempDir,
+    pub dir: tempfile::TempDir,
+    pub user: String,
+    pub endpoint: String,
+}
+
+impl Desk {
+    pub fn new(moto: &str) -> Desk {
+        Desk {
+            state: tempfile::tempdir().expect("tmp"),
+            dir: tempfile::tempdir().expect("tmp"),
+            user: unique("user"),
+            endpoint: moto.to_string(),
+        }
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = run_render(args);
+        c.env("XDG_STATE_HOME", self.state.path())
+            .env("USER", &self.user)
+            .env("AWS_ENDPOINT_URL", &self.endpoint)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1")
+            .env("RUN_RENDER_TEST_JOB_CREDENTIALS", JOB_CREDENTIALS)
+            .current_dir(self.dir.path());
+        c
+    }
+
+    pub fn out(&self, args: &[&str]) -> (Option<i32>, String, String) {
+        let o = self.cmd(args).output().expect("run");
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    }
+
+    /// The states `status --batch NAME --json` reports, in its order.
+    pub fn states(&self, batch: &str) -> Vec<String> {
+        let (code, out, err) = self.out(&["status", "--batch", batch, "--json"]);
+        assert_eq!(code, Some(0), "{err}");
+        let rows: serde_json::Value = serde_json::from_str(&out).expect("status JSON");
+        rows.as_array()
+            .expect("rows")
+            .iter()
+            .map(|r| r["state"].as_str().unwrap_or("").to_string())
+            .collect()
+    }
+}
+
+pub struct Clients {
+    pub s3: aws_sdk_s3::Client,
+    pub ec2: aws_sdk_ec2::Client,
+    pub batch: aws_sdk_batch::Client,
+}
+
+pub async fn clients(moto: &str) -> Clients {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(moto)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "test", "test", None, None, "t",
+        ))
+        .load()
+        .await;
+    Clients {
+        s3: aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&config)
+                .force_path_style(true)
+                .build(),
+        ),
+        ec2: aws_sdk_ec2::Client::new(&config),
+        batch: aws_sdk_batch::Client::new(&config),
+    }
+}
+
+impl Clients {
+    pub async fn get(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
+        let out = self
+            .s3
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .ok()?;
+        Some(out.body.collect().await.ok()?.to_vec())
+    }
+
+    /// Every key under `prefix`.
+    pub async fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let mut pages = self
+            .s3
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        let mut keys = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.expect("list");
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_string)),
+            );
+        }
+        keys.sort();
+        keys
+    }
+
+    pub async fn bucket(&self) -> String {
+        let b = unique("rtbab");
+        self.s3
+            .create_bucket()
+            .bucket(&b)
+            .send()
+            .await
+            .expect("bucket");
+        b
+    }
+}
+
+/// `aws-batch setup` for a fresh queue over moto's default VPC; the queue's name.
+pub async fn queue(desk: &Desk, c: &Clients) -> String {
+    let subnet = c
+        .ec2
+        .describe_subnets()
+        .send()
+        .await
+        .expect("subnets")
+        .subnets()[0]
+        .subnet_id()
+        .unwrap_or_default()
+        .to_string();
+    let sg = c
+        .ec2
+        .describe_security_groups()
+        .send()
+        .await
+        .expect("groups")
+        .security_groups()[0]
+        .group_id()
+        .unwrap_or_default()
+        .to_string();
+    let q = unique("rtbq");
+    let args = [
+        "aws-batch",
+        "setup",
+        "--queue",
+        &q,
+        "--ami",
+        "ami-12345678",
+        "--instance-type",
+        "m5.large",
+        "--max-vcpus",
+        "16",
+        "--subnet",
+        &subnet,
+        "--security-group",
+        &sg,
+        "--output-bucket",
+        "renders",
+    ];
+    let (code, _, err) = desk.out(&args);
+    assert_eq!(code, Some(0), "{err}");
+    q
+}
+
+/// A batch file `<name>.toml` (and its csv) in the desk's folder: one row per `(n, command,
+/// timeout)`, outputs at `s3://bucket/<n>/`, job ids `<name>-<n>`, Octave in the test image.
+/// No `ami`: AWS Batch launches from its compute environment.
+pub fn batch_file(desk: &Desk, name: &str, bucket: &str, rows: &[(u32, String, &str)]) -> String {
+    let mut csv = String::from("n,cmd,timeout\n");
+    for (n, c, t) in rows {
+        csv.push_str(&format!("{n},\"{}\",{t}\n", c.replace('"', "\"\"")));
+    }
+    std::fs::write(desk.dir.path().join(format!("{name}.csv")), csv).expect("csv");
+    let path = desk.dir.path().join(format!("{name}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            r#"[batch]
+csv = "{name}.csv"
+vcpus = 1
+memory-mib = 1024
+
+[job]
+image = "{image}"
+interpreter = "octave-cli"
+command = "${{cmd}}"
+output = "s3://{bucket}/${{n}}"
+job-id = "{name}-${{n}}"
+timeout = "${{timeout}}"
+"#,
+            image = support_image(),
+        ),
+    )
+    .expect("batch file");
+    path.display().to_string()
+}
+
+/// Rows of `commands`, numbered from 1, each with a 10-minute timeout.
+pub fn rows(commands: impl IntoIterator<Item = String>) -> Vec<(u32, String, &'static str)> {
+    commands
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| (i as u32 + 1, c, "10m"))
+        .collect()
+}
+
+/// Octave that writes `row N` to frame.txt in the job's output.
+pub fn frame(n: u32) -> String {
+    format!("fid = fopen(fullfile(getenv('OUTPUT_SCRATCH'), 'frame.txt'), 'w'); fprintf(fid, 'row {n}'); fclose(fid);")
+}
+
+/// The job definition's ARN from the client's "job definition NAME (ARN, ...)" line.
+pub fn definition_arn(stderr: &str) -> String {
+    stderr
+        .lines()
+        .find_map(|l| {
+            let rest = l.split("job definition ").nth(1)?;
+            let arn = rest.split(" (").nth(1)?.split(',').next()?;
+            Some(arn.to_string())
+        })
+        .unwrap_or_else(|| panic!("no job definition line in: {stderr}"))
+}
