@@ -104,6 +104,27 @@ pub const TIMEOUT: Var = Var {
     help: "stop the command after this long, e.g. 6h or 90m (default: no limit)",
 };
 
+pub const CHECKPOINT_EVERY: Var = Var {
+    name: "RTB_CHECKPOINT_EVERY",
+    default: None,
+    help: "while the command runs, save what changed in OUTPUT_SCRATCH to the job's records this often, e.g. 15m, so a later attempt can resume (default: off)",
+};
+pub const WATCH_NOTICES: Var = Var {
+    name: "RTB_WATCH_NOTICES",
+    default: None,
+    help: "watch the instance metadata for a spot interruption or rebalance notice and checkpoint at once when one comes: on or off (default: on with RTB_CHECKPOINT_EVERY, else off)",
+};
+pub const ATTEMPT: Var = Var {
+    name: "RTB_ATTEMPT",
+    default: None,
+    help: "this attempt's number, 1 for the first; the command sees it as RTB_ATTEMPT (default: AWS_BATCH_JOB_ATTEMPT on AWS Batch, else 1)",
+};
+pub const RESUME_FROM: Var = Var {
+    name: "RTB_RESUME_FROM",
+    default: None,
+    help: "restore an earlier attempt's checkpointed outputs into OUTPUT_SCRATCH before the command: its records folder (s3://...), or 'previous' for the newest earlier attempt beside this one's records (<run>-a<N>)",
+};
+
 /// Every variable, in the order a reader meets them.
 pub const ALL: &[Var] = &[
     STARTUP,
@@ -124,7 +145,15 @@ pub const ALL: &[Var] = &[
     JOB_ID,
     LOG_BUCKET,
     TIMEOUT,
+    CHECKPOINT_EVERY,
+    WATCH_NOTICES,
+    ATTEMPT,
+    RESUME_FROM,
 ];
+
+/// What the runner puts in the interpreter's environment for a resumed attempt (besides
+/// RTB_ATTEMPT): the number of the attempt whose checkpoint was restored.
+pub const RESUMED_FROM_ENV: &str = "RTB_RESUMED_FROM";
 
 /// Where the original image expected the host's MATLAB to be mounted.
 pub const MATLAB_MOUNT_POINT: &str = "/usr/local/MATLAB/from-host";
