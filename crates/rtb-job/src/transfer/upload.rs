@@ -39,13 +39,13 @@ const SKIPPED_IN_LOG: usize = 50;
 
 /// What a file looked like: a change in either means it was written to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stamp {
-    size: u64,
-    modified: Option<SystemTime>,
+pub struct Stamp {
+    pub size: u64,
+    pub modified: Option<SystemTime>,
 }
 
 impl Stamp {
-    fn of(meta: &Metadata) -> Self {
+    pub fn of(meta: &Metadata) -> Self {
         Stamp {
             size: meta.len(),
             modified: meta.modified().ok(),
@@ -56,8 +56,42 @@ impl Stamp {
 #[derive(Debug, Clone)]
 struct Put {
     path: PathBuf,
+    /// Its key below the uploaded folder (the name alone for one file).
+    rel: String,
     url: S3Url,
     stamp: Stamp,
+}
+
+/// One file uploaded: the stamp it had before and after (so the bytes in S3 are that
+/// version's), and the object's ETag as S3 answered.
+#[derive(Debug, Clone)]
+struct PutDone {
+    stamp: Stamp,
+    etag: Option<String>,
+}
+
+impl super::Moved for PutDone {
+    fn bytes(&self) -> u64 {
+        self.stamp.size
+    }
+}
+
+/// A regular file below a folder: its path, its key below the folder (with `/`), and how it
+/// looked when the folder was walked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalFile {
+    pub path: PathBuf,
+    pub rel: String,
+    pub stamp: Stamp,
+}
+
+/// A file sent by [`super::Transfers::upload_files`]: where it went, the version of it that
+/// did (its stamp, unchanged during the upload), and the object's ETag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentFile {
+    pub file: LocalFile,
+    pub url: S3Url,
+    pub etag: Option<String>,
 }
 
 pub(super) async fn run(
@@ -143,6 +177,7 @@ fn one_file(
     };
     Ok(vec![Put {
         path: src.into(),
+        rel: name.to_string(),
         url,
         stamp,
     }])
@@ -165,12 +200,79 @@ async fn walk_all(
         .into_iter()
         .filter(|f| copy.opts.includes(&f.rel))
         .map(|f| Put {
-            path: f.path,
             url: dest.join(&f.rel),
+            path: f.path,
+            rel: f.rel,
             stamp: f.stamp,
         })
         .collect();
     Ok((puts, walked.skipped))
+}
+
+/// Every regular file below `root` that an upload with `opts` would take, sorted by key, with
+/// what cannot be taken and why (blocking: run it off the async threads). Only an unreadable
+/// `root` is an error.
+pub fn list_files(
+    root: &Path,
+    opts: &CopyOptions,
+) -> Result<(Vec<LocalFile>, Vec<Skipped>), TransferError> {
+    let walked = walk(root)?;
+    let files = walked
+        .found
+        .into_iter()
+        .filter(|f| opts.includes(&f.rel))
+        .map(|f| LocalFile {
+            path: f.path,
+            rel: f.rel,
+            stamp: f.stamp,
+        })
+        .collect();
+    Ok((files, walked.skipped))
+}
+
+/// Upload each file to its URL, at most the session's limit at once; a file that changed while
+/// it was uploaded is sent again as in a folder upload, and reported failed when it kept
+/// changing. What each sent file's upload returned is kept (its stamp and ETag).
+pub(super) async fn put_each(
+    copy: &Session<'_>,
+    files: Vec<(LocalFile, S3Url)>,
+) -> Result<(Vec<SentFile>, Vec<Skipped>), TransferError> {
+    let puts: Vec<Put> = files
+        .into_iter()
+        .map(|(f, url)| Put {
+            path: f.path,
+            rel: f.rel,
+            url,
+            stamp: f.stamp,
+        })
+        .collect();
+    let limit = copy.limits.requests_in_flight;
+    let done = copy.rounds(puts, limit, |p| put(copy, p)).await;
+    if let Some(e) = done.fatal {
+        return Err(e);
+    }
+    let sent = done
+        .done
+        .into_iter()
+        .map(|(p, d)| SentFile {
+            file: LocalFile {
+                path: p.path,
+                rel: p.rel,
+                stamp: d.stamp,
+            },
+            url: p.url,
+            etag: d.etag,
+        })
+        .collect();
+    let skipped = done
+        .failed
+        .into_iter()
+        .map(|(p, e)| Skipped {
+            path: p.path.display().to_string(),
+            reason: e.skip_reason(),
+        })
+        .collect();
+    Ok((sent, skipped))
 }
 
 /// How many files and bytes an upload of `src` with `opts` would copy now (for a person: what
@@ -317,7 +419,7 @@ fn skip_unreadable(skipped: &mut Vec<Skipped>, path: &Path, e: &std::io::Error) 
 }
 
 /// Upload one file; again when it changed meanwhile (its size or time differ before and after).
-async fn put(copy: &Session<'_>, p: Put) -> Result<u64, TransferError> {
+async fn put(copy: &Session<'_>, p: Put) -> Result<PutDone, TransferError> {
     let mut stamp = p.stamp;
     for attempt in 1..=CHANGE_ATTEMPTS {
         let sent = if stamp.size > copy.limits.multipart_threshold {
@@ -333,12 +435,12 @@ async fn put(copy: &Session<'_>, p: Put) -> Result<u64, TransferError> {
             Err(e) => {
                 return Err(match sent {
                     Err(failed) => failed,
-                    Ok(()) => TransferError::local("inspect", &p.path)(e),
+                    Ok(_) => TransferError::local("inspect", &p.path)(e),
                 })
             }
         };
         match sent {
-            Ok(()) if now == stamp => {
+            Ok(etag) if now == stamp => {
                 if stamp.size <= copy.limits.multipart_threshold {
                     // A multipart upload counted its parts as they went.
                     copy.moved(stamp.size);
@@ -351,12 +453,12 @@ async fn put(copy: &Session<'_>, p: Put) -> Result<u64, TransferError> {
                         plan::human_bytes(stamp.size)
                     )
                 });
-                return Ok(stamp.size);
+                return Ok(PutDone { stamp, etag });
             }
             // A failure of a file that did not change is the failure's own story.
             Err(e) if now == stamp => return Err(e),
             // Changed under us (grown, shrunk, rewritten): what went up may be wrong.
-            Ok(()) | Err(_) => {}
+            Ok(_) | Err(_) => {}
         }
         if attempt < CHANGE_ATTEMPTS {
             copy.warn(format!(
@@ -374,10 +476,16 @@ async fn put(copy: &Session<'_>, p: Put) -> Result<u64, TransferError> {
     })
 }
 
-async fn put_whole(copy: &Session<'_>, p: &Put, size: u64) -> Result<(), TransferError> {
+/// The object's ETag as S3 answered the PUT.
+async fn put_whole(
+    copy: &Session<'_>,
+    p: &Put,
+    size: u64,
+) -> Result<Option<String>, TransferError> {
     let _permit = copy.permit().await;
     let (body, len, crc) = body(p, 0, size, true).await?;
-    copy.client
+    let out = copy
+        .client
         .put_object()
         .bucket(p.url.bucket())
         .key(p.url.key())
@@ -390,10 +498,14 @@ async fn put_whole(copy: &Session<'_>, p: &Put, size: u64) -> Result<(), Transfe
         .send()
         .await
         .map_err(|e| put_error(p, "PutObject", S3Cause::from_sdk(&e)))?;
-    Ok(())
+    Ok(out.e_tag().map(str::to_string))
 }
 
-async fn put_multipart(copy: &Session<'_>, p: &Put, size: u64) -> Result<(), TransferError> {
+async fn put_multipart(
+    copy: &Session<'_>,
+    p: &Put,
+    size: u64,
+) -> Result<Option<String>, TransferError> {
     let created = copy
         .client
         .create_multipart_upload()
@@ -431,7 +543,7 @@ async fn put_parts(
     p: &Put,
     size: u64,
     upload_id: &str,
-) -> Result<(), TransferError> {
+) -> Result<Option<String>, TransferError> {
     let part_size = plan::part_size(size, copy.limits.part_size);
     let mut parts: Vec<CompletedPart> =
         futures::stream::iter(plan::parts(size, part_size).into_iter().enumerate())
@@ -440,7 +552,8 @@ async fn put_parts(
             .try_collect()
             .await?;
     parts.sort_by_key(|part| part.part_number());
-    copy.client
+    let out = copy
+        .client
         .complete_multipart_upload()
         .bucket(p.url.bucket())
         .key(p.url.key())
@@ -453,7 +566,7 @@ async fn put_parts(
         .send()
         .await
         .map_err(|e| put_error(p, "CompleteMultipartUpload", S3Cause::from_sdk(&e)))?;
-    Ok(())
+    Ok(out.e_tag().map(str::to_string))
 }
 
 /// One part, sent again after a pause when it failed transiently.
