@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
 use rtb_model::contract::{
-    self, COMMAND, INPUT_BUCKET, INPUT_FLAGS, INPUT_SCRATCH, JOB_ID, LOG_BUCKET, MATLAB_EXECUTABLE,
-    MATLAB_PRELOAD, MATLAB_STYLE, MOUNT_BUCKET, MOUNT_FLAGS, MOUNT_SCRATCH, OUTPUT_BUCKET,
-    OUTPUT_FLAGS, OUTPUT_SCRATCH, STARTUP, TIMEOUT, TOOLBOXES,
+    self, ATTEMPT, CHECKPOINT_EVERY, COMMAND, INPUT_BUCKET, INPUT_FLAGS, INPUT_SCRATCH, JOB_ID,
+    LOG_BUCKET, MATLAB_EXECUTABLE, MATLAB_PRELOAD, MATLAB_STYLE, MOUNT_BUCKET, MOUNT_FLAGS,
+    MOUNT_SCRATCH, OUTPUT_BUCKET, OUTPUT_FLAGS, OUTPUT_SCRATCH, RESUME_FROM, STARTUP, TIMEOUT,
+    TOOLBOXES, WATCH_NOTICES,
 };
 use rtb_model::exit::runner as exit;
 use rtb_model::{JobRecords, S3Url};
@@ -127,6 +128,18 @@ pub struct Args {
     pub log_bucket: Option<String>,
     #[arg(long, env = TIMEOUT.name, help = TIMEOUT.help, value_name = "DURATION")]
     pub timeout: Option<String>,
+
+    #[arg(long, env = CHECKPOINT_EVERY.name, help = CHECKPOINT_EVERY.help, value_name = "DURATION")]
+    pub checkpoint_every: Option<String>,
+    #[arg(long, env = WATCH_NOTICES.name, help = WATCH_NOTICES.help, value_name = "on|off")]
+    pub watch_notices: Option<String>,
+    #[arg(long, env = ATTEMPT.name, help = ATTEMPT.help, value_name = "N")]
+    pub attempt: Option<String>,
+    /// AWS Batch's own attempt number (1-based), the default of RTB_ATTEMPT.
+    #[arg(long, env = "AWS_BATCH_JOB_ATTEMPT", hide = true)]
+    pub aws_batch_job_attempt: Option<String>,
+    #[arg(long, env = RESUME_FROM.name, help = RESUME_FROM.help, value_name = "S3_URL|previous")]
+    pub resume_from: Option<String>,
 }
 
 /// Help for a setting whose default is applied after parsing (an empty value means it too),
@@ -157,7 +170,33 @@ pub struct Settings {
     pub interpreter: Interpreter,
     pub records: Option<JobRecords>,
     pub timeout: Option<Duration>,
+    /// How often OUTPUT_SCRATCH is checkpointed while the command runs.
+    pub checkpoint_every: Option<Duration>,
+    /// Watch IMDS for spot notices.
+    pub watch_notices: bool,
+    /// The attempt's number, when one was given (RTB_ATTEMPT, AWS Batch's).
+    pub attempt: Option<u32>,
+    pub resume_from: Option<ResumeFrom>,
 }
+
+impl Settings {
+    /// This attempt's number: 1 unless told otherwise.
+    pub fn attempt_number(&self) -> u32 {
+        self.attempt.unwrap_or(1)
+    }
+}
+
+/// Where an attempt finds the checkpoint it resumes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResumeFrom {
+    /// That attempt's records folder, as the client named it.
+    Records(JobRecords),
+    /// The newest earlier attempt beside this one's records (`<run>-a<N>`) that saved one.
+    Previous,
+}
+
+/// A checkpoint more often than this would spend the job's time walking its folder.
+const CHECKPOINT_MIN: Duration = Duration::from_secs(1);
 
 /// A setting that cannot be used, named as the user wrote it.
 #[derive(Debug, thiserror::Error)]
@@ -257,6 +296,80 @@ impl Args {
             return Err(bad(contract::TIMEOUT.name, "must be longer than zero"));
         }
 
+        let checkpoint_every = given(&self.checkpoint_every)
+            .map(|t| {
+                humantime::parse_duration(t).map_err(|e| {
+                    bad(
+                        CHECKPOINT_EVERY.name,
+                        format!("'{t}' is not a duration ({e}); write e.g. 15m or 1h"),
+                    )
+                })
+            })
+            .transpose()?;
+        if let Some(every) = checkpoint_every {
+            if every < CHECKPOINT_MIN {
+                return Err(bad(CHECKPOINT_EVERY.name, "must be at least 1s"));
+            }
+            if output.is_none() {
+                return Err(bad(
+                    CHECKPOINT_EVERY.name,
+                    "checkpoints save OUTPUT_SCRATCH for a later attempt of the job, which needs OUTPUT_BUCKET",
+                ));
+            }
+        }
+        let watch_notices = match given(&self.watch_notices) {
+            None => checkpoint_every.is_some(),
+            Some(v) => on_off(v)
+                .ok_or_else(|| bad(WATCH_NOTICES.name, format!("'{v}' is not on or off")))?,
+        };
+        let attempt = match (given(&self.attempt), given(&self.aws_batch_job_attempt)) {
+            (Some(n), _) => Some(attempt_number(ATTEMPT.name, n)?),
+            (None, Some(n)) => Some(attempt_number("AWS_BATCH_JOB_ATTEMPT", n)?),
+            (None, None) => None,
+        };
+        let resume_from = match given(&self.resume_from) {
+            None => None,
+            Some("previous") => {
+                let attempt_folder = records
+                    .as_ref()
+                    .and_then(|r| {
+                        r.root()
+                            .key()
+                            .trim_end_matches('/')
+                            .rsplit('/')
+                            .next()
+                            .map(str::to_string)
+                    })
+                    .filter(|name| rtb_model::layout::parse_attempt_folder(name).is_some());
+                if attempt_folder.is_none() {
+                    return Err(bad(
+                        RESUME_FROM.name,
+                        format!(
+                            "'previous' finds earlier attempts beside this one's records folder, which must be an attempt's (<run>-a<N>); it is {}",
+                            records.as_ref().map_or("not set (no OUTPUT_BUCKET or LOG_BUCKET)".to_string(), |r| r.root().to_string())
+                        ),
+                    ));
+                }
+                Some(ResumeFrom::Previous)
+            }
+            Some(url) => {
+                let url: S3Url = url.parse().map_err(|e: rtb_model::S3UrlError| {
+                    bad(
+                        RESUME_FROM.name,
+                        format!("{e}; or write 'previous' for the attempt before this one"),
+                    )
+                })?;
+                let from = JobRecords::at(url);
+                if records.as_ref().is_some_and(|r| r.root() == from.root()) {
+                    return Err(bad(
+                        RESUME_FROM.name,
+                        "names this attempt's own records folder; name the earlier attempt's",
+                    ));
+                }
+                Some(ResumeFrom::Records(from))
+            }
+        };
+
         let style = MatlabStyle::parse(&self.matlab_style).ok_or_else(|| {
             bad(
                 contract::MATLAB_STYLE.name,
@@ -299,8 +412,33 @@ impl Args {
             interpreter,
             records,
             timeout,
+            checkpoint_every,
+            watch_notices,
+            attempt,
+            resume_from,
         })
     }
+}
+
+fn on_off(value: &str) -> Option<bool> {
+    match value.to_ascii_lowercase().as_str() {
+        "on" | "true" | "yes" | "1" => Some(true),
+        "off" | "false" | "no" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+fn attempt_number(setting: &'static str, value: &str) -> Result<u32, SettingError> {
+    value
+        .parse::<u32>()
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| {
+            bad(
+                setting,
+                format!("'{value}' is not an attempt number (1, 2, ...)"),
+            )
+        })
 }
 
 impl Args {
@@ -481,5 +619,146 @@ mod tests {
         assert_eq!(r.result_key(), "run/_rtb-job/j1/result.json");
         assert_eq!(s.toolboxes, "''");
         assert_eq!(s.command, "ver");
+    }
+
+    #[test]
+    fn checkpoint_and_resume_settings() {
+        let ok = |extra: &[&str]| {
+            args(extra)
+                .check(std::time::SystemTime::now())
+                .unwrap_or_else(|e| panic!("{extra:?}: {e}"))
+        };
+        // Off by default: no checkpoints, no watching, no attempt, no resume.
+        let s = ok(&["--output-bucket", "s3://bkt/run"]);
+        assert_eq!(s.checkpoint_every, None);
+        assert!(!s.watch_notices);
+        assert_eq!((s.attempt, s.attempt_number()), (None, 1));
+        assert_eq!(s.resume_from, None);
+
+        let s = ok(&[
+            "--output-bucket",
+            "s3://bkt/run",
+            "--checkpoint-every",
+            "15m",
+        ]);
+        assert_eq!(s.checkpoint_every, Some(Duration::from_secs(900)));
+        assert!(s.watch_notices, "checkpoints watch the notice by default");
+        let s = ok(&[
+            "--output-bucket",
+            "s3://bkt/run",
+            "--checkpoint-every",
+            "15m",
+            "--watch-notices",
+            "off",
+        ]);
+        assert!(!s.watch_notices);
+        assert!(ok(&["--watch-notices", "on"]).watch_notices);
+
+        let s = ok(&["--attempt", "3"]);
+        assert_eq!(s.attempt, Some(3));
+        let s = ok(&["--aws-batch-job-attempt", "2"]);
+        assert_eq!(s.attempt, Some(2), "AWS Batch's number is the default");
+        let s = ok(&["--aws-batch-job-attempt", "2", "--attempt", "5"]);
+        assert_eq!(s.attempt, Some(5), "RTB_ATTEMPT wins");
+
+        let s = ok(&[
+            "--output-bucket",
+            "s3://bkt/run",
+            "--job-id",
+            "j2",
+            "--resume-from",
+            "s3://bkt/run/_rtb-job/j1",
+        ]);
+        match s.resume_from {
+            Some(ResumeFrom::Records(r)) => {
+                assert_eq!(r.root().to_string(), "s3://bkt/run/_rtb-job/j1/")
+            }
+            other => panic!("{other:?}"),
+        }
+        let s = ok(&[
+            "--log-bucket",
+            "s3://bkt/run/_rtb-job/j1/r1-a2",
+            "--resume-from",
+            "previous",
+        ]);
+        assert_eq!(s.resume_from, Some(ResumeFrom::Previous));
+    }
+
+    #[test]
+    fn bad_checkpoint_and_resume_settings_name_themselves() {
+        let table: &[(&[&str], &str)] = &[
+            (
+                &[
+                    "--output-bucket",
+                    "s3://bkt/r",
+                    "--checkpoint-every",
+                    "often",
+                ],
+                "RTB_CHECKPOINT_EVERY: 'often' is not a duration",
+            ),
+            (
+                &[
+                    "--output-bucket",
+                    "s3://bkt/r",
+                    "--checkpoint-every",
+                    "500ms",
+                ],
+                "RTB_CHECKPOINT_EVERY: must be at least 1s",
+            ),
+            (
+                &["--checkpoint-every", "15m"],
+                "RTB_CHECKPOINT_EVERY: checkpoints save OUTPUT_SCRATCH",
+            ),
+            (
+                &["--watch-notices", "maybe"],
+                "RTB_WATCH_NOTICES: 'maybe' is not on or off",
+            ),
+            (
+                &["--attempt", "0"],
+                "RTB_ATTEMPT: '0' is not an attempt number",
+            ),
+            (
+                &["--attempt", "two"],
+                "RTB_ATTEMPT: 'two' is not an attempt number",
+            ),
+            (
+                &["--aws-batch-job-attempt", "x"],
+                "AWS_BATCH_JOB_ATTEMPT: 'x' is not",
+            ),
+            (
+                &["--resume-from", "bucket/x"],
+                "RTB_RESUME_FROM: 'bucket/x' is not an S3 URL",
+            ),
+            (
+                &[
+                    "--output-bucket",
+                    "s3://bkt/r",
+                    "--job-id",
+                    "j1",
+                    "--resume-from",
+                    "s3://bkt/r/_rtb-job/j1/",
+                ],
+                "RTB_RESUME_FROM: names this attempt's own records",
+            ),
+            (
+                &[
+                    "--output-bucket",
+                    "s3://bkt/r",
+                    "--job-id",
+                    "j1",
+                    "--resume-from",
+                    "previous",
+                ],
+                "RTB_RESUME_FROM: 'previous' finds earlier attempts",
+            ),
+            (
+                &["--resume-from", "previous"],
+                "not set (no OUTPUT_BUCKET or LOG_BUCKET)",
+            ),
+        ];
+        for (extra, want) in table {
+            let e = error_of(extra);
+            assert!(e.contains(want), "{extra:?}: {e}");
+        }
     }
 }
