@@ -364,7 +364,9 @@ mod tests {
     #[test]
     fn a_retry_resumes_from_the_attempt_that_lost_its_instance() {
         use Outcome::*;
-        let table: Vec<(&[(u32, Outcome)], Option<u32>)> = vec![
+        /// Every attempt so far, and the one the next resumes from.
+        type Case<'a> = (&'a [(u32, Outcome)], Option<u32>);
+        let table: Vec<Case> = vec![
             (&[], None),
             (&[(1, InstanceLost)], Some(1)),
             (&[(1, InstanceLost), (2, InstanceLost)], Some(2)),

@@ -297,7 +297,7 @@ async fn checkpoints_send_only_what_changed() {
         "one manifest per checkpoint that sent something"
     );
     assert!(
-        manifests >= 2 && manifests <= 4,
+        (2..=4).contains(&manifests),
         "{manifests} manifests:\n{text}"
     );
     check_entries(&m).await;

@@ -17,6 +17,7 @@
 
 mod download;
 mod error;
+mod files;
 mod options;
 mod plan;
 mod sink;
@@ -34,8 +35,9 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 
 pub use download::{Fetched, Wanted};
 pub use error::{S3Cause, TransferError};
+pub use files::{list_files, LocalFile, SentFile};
 pub use options::{CopyOptions, Filter, FlagsError, Pattern};
-pub use upload::{list_files, survey, LocalFile, SentFile, Stamp};
+pub use upload::{survey, Stamp};
 
 use error::Failure;
 
@@ -171,7 +173,7 @@ impl Transfers {
         };
         let mut copy = Session::new(self, &opts, log, "upload");
         copy.cancel = Some(cancel);
-        upload::put_each(&copy, files).await
+        files::put_each(&copy, files).await
     }
 
     /// Each wanted object, in exactly the version its ETag names, to its path; a file appears

@@ -54,44 +54,26 @@ impl Stamp {
 }
 
 #[derive(Debug, Clone)]
-struct Put {
-    path: PathBuf,
+pub(super) struct Put {
+    pub(super) path: PathBuf,
     /// Its key below the uploaded folder (the name alone for one file).
-    rel: String,
-    url: S3Url,
-    stamp: Stamp,
+    pub(super) rel: String,
+    pub(super) url: S3Url,
+    pub(super) stamp: Stamp,
 }
 
 /// One file uploaded: the stamp it had before and after (so the bytes in S3 are that
 /// version's), and the object's ETag as S3 answered.
 #[derive(Debug, Clone)]
-struct PutDone {
-    stamp: Stamp,
-    etag: Option<String>,
+pub(super) struct PutDone {
+    pub(super) stamp: Stamp,
+    pub(super) etag: Option<String>,
 }
 
 impl super::Moved for PutDone {
     fn bytes(&self) -> u64 {
         self.stamp.size
     }
-}
-
-/// A regular file below a folder: its path, its key below the folder (with `/`), and how it
-/// looked when the folder was walked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LocalFile {
-    pub path: PathBuf,
-    pub rel: String,
-    pub stamp: Stamp,
-}
-
-/// A file sent by [`super::Transfers::upload_files`]: where it went, the version of it that
-/// did (its stamp, unchanged during the upload), and the object's ETag.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SentFile {
-    pub file: LocalFile,
-    pub url: S3Url,
-    pub etag: Option<String>,
 }
 
 pub(super) async fn run(
@@ -209,72 +191,6 @@ async fn walk_all(
     Ok((puts, walked.skipped))
 }
 
-/// Every regular file below `root` that an upload with `opts` would take, sorted by key, with
-/// what cannot be taken and why (blocking: run it off the async threads). Only an unreadable
-/// `root` is an error.
-pub fn list_files(
-    root: &Path,
-    opts: &CopyOptions,
-) -> Result<(Vec<LocalFile>, Vec<Skipped>), TransferError> {
-    let walked = walk(root)?;
-    let files = walked
-        .found
-        .into_iter()
-        .filter(|f| opts.includes(&f.rel))
-        .map(|f| LocalFile {
-            path: f.path,
-            rel: f.rel,
-            stamp: f.stamp,
-        })
-        .collect();
-    Ok((files, walked.skipped))
-}
-
-/// Upload each file to its URL, at most the session's limit at once; a file that changed while
-/// it was uploaded is sent again as in a folder upload, and reported failed when it kept
-/// changing. What each sent file's upload returned is kept (its stamp and ETag).
-pub(super) async fn put_each(
-    copy: &Session<'_>,
-    files: Vec<(LocalFile, S3Url)>,
-) -> Result<(Vec<SentFile>, Vec<Skipped>), TransferError> {
-    let puts: Vec<Put> = files
-        .into_iter()
-        .map(|(f, url)| Put {
-            path: f.path,
-            rel: f.rel,
-            url,
-            stamp: f.stamp,
-        })
-        .collect();
-    let limit = copy.limits.requests_in_flight;
-    let done = copy.rounds(puts, limit, |p| put(copy, p)).await;
-    if let Some(e) = done.fatal {
-        return Err(e);
-    }
-    let sent = done
-        .done
-        .into_iter()
-        .map(|(p, d)| SentFile {
-            file: LocalFile {
-                path: p.path,
-                rel: p.rel,
-                stamp: d.stamp,
-            },
-            url: p.url,
-            etag: d.etag,
-        })
-        .collect();
-    let skipped = done
-        .failed
-        .into_iter()
-        .map(|(p, e)| Skipped {
-            path: p.path.display().to_string(),
-            reason: e.skip_reason(),
-        })
-        .collect();
-    Ok((sent, skipped))
-}
-
 /// How many files and bytes an upload of `src` with `opts` would copy now (for a person: what
 /// a stop will save). Unreadable parts are left out.
 pub fn survey(src: &Path, opts: &CopyOptions) -> (u64, u64) {
@@ -288,16 +204,16 @@ pub fn survey(src: &Path, opts: &CopyOptions) -> (u64, u64) {
     }
 }
 
-struct Found {
-    path: PathBuf,
-    rel: String,
-    stamp: Stamp,
+pub(super) struct Found {
+    pub(super) path: PathBuf,
+    pub(super) rel: String,
+    pub(super) stamp: Stamp,
 }
 
-struct Walked {
-    found: Vec<Found>,
+pub(super) struct Walked {
+    pub(super) found: Vec<Found>,
     /// What should have been uploaded but cannot be.
-    skipped: Vec<Skipped>,
+    pub(super) skipped: Vec<Skipped>,
     /// What is left out on purpose (symlinked folders, sockets), for the log.
     notes: Vec<String>,
 }
@@ -313,7 +229,7 @@ fn skip(skipped: &mut Vec<Skipped>, path: &Path, reason: impl Into<String>) {
 /// reached through symlinks are not entered (no loops, nothing outside the folder); sockets,
 /// FIFOs and devices are left out with a note. What cannot be read or named is skipped, with
 /// why; only an unreadable `root` is an error.
-fn walk(root: &Path) -> Result<Walked, TransferError> {
+pub(super) fn walk(root: &Path) -> Result<Walked, TransferError> {
     let mut w = Walked {
         found: Vec::new(),
         skipped: Vec::new(),
@@ -419,7 +335,7 @@ fn skip_unreadable(skipped: &mut Vec<Skipped>, path: &Path, e: &std::io::Error) 
 }
 
 /// Upload one file; again when it changed meanwhile (its size or time differ before and after).
-async fn put(copy: &Session<'_>, p: Put) -> Result<PutDone, TransferError> {
+pub(super) async fn put(copy: &Session<'_>, p: Put) -> Result<PutDone, TransferError> {
     let mut stamp = p.stamp;
     for attempt in 1..=CHANGE_ATTEMPTS {
         let sent = if stamp.size > copy.limits.multipart_threshold {
