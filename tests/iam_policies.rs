@@ -140,7 +140,8 @@ fn instance_role_reads_back_only_checkpoints_of_the_output_bucket() {
         "{reads:?}"
     );
     // The layout the runner reads from matches it, a single run's and a batch attempt's.
-    let job = rtb_model::JobRecords::under_output(&"s3://lab-renders/renders/1".parse().unwrap(), "j1");
+    let job =
+        rtb_model::JobRecords::under_output(&"s3://lab-renders/renders/1".parse().unwrap(), "j1");
     for key in [
         job.checkpoint_manifest_key(),
         job.attempt("r1", 2)
