@@ -242,6 +242,10 @@ mod tests {
             log_lines: 0,
             skipped: Vec::new(),
             error: None,
+            attempt: None,
+            resumed: None,
+            checkpoints: None,
+            notice: None,
         }
     }
 

@@ -164,6 +164,10 @@ mod tests {
             log_lines: 1,
             skipped: Vec::new(),
             error: error.map(str::to_string),
+            attempt: None,
+            resumed: None,
+            checkpoints: None,
+            notice: None,
         }
     }
 

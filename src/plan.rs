@@ -1,5 +1,8 @@
 //! Raw arguments checked into a [`Plan`]: everything a launch needs, decided before any AWS
-//! call, so bad input is refused before money is spent.
+//! call, so bad input is refused before money is spent. The runner's settings (the container's
+//! environment) are written in [`runner`].
+
+mod runner;
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
@@ -220,7 +223,9 @@ impl Plan {
                 return Err(bad("--command", "is empty"))
             }
             (Some(command), None) => {
-                let given = RunnerSettings {
+                let checkpoint_every =
+                    runner::checkpoint_every(args.job.work.checkpoint_every.as_deref(), &output)?;
+                let given = runner::RunnerSettings {
                     command,
                     toolboxes: args.job.work.toolboxes,
                     startup: args.job.work.startup,
@@ -229,6 +234,7 @@ impl Plan {
                     output: output.clone(),
                     matlab_root: args.job.work.matlab_root.is_some(),
                     timeout,
+                    checkpoint_every,
                     extra: args.job.work.env,
                 };
                 let env = given.env(&job_id)?;
@@ -321,10 +327,6 @@ impl Plan {
     }
 }
 
-/// Runner settings only the client may set: it must know them to follow the job.
-// Where the records go (LOG_BUCKET, RTB_RUN_ID) and what they are named: the client follows them.
-const RESERVED: &[&str] = &["LOG_BUCKET", "RTB_RUN_ID", "RTB_JOB_ID", "RTB_TIMEOUT"];
-
 impl Launch {
     /// The token for the launch of `instance_types[variant]`: a retried request reuses it, a
     /// different instance type gets its own (EC2 refuses one token with other parameters).
@@ -335,85 +337,6 @@ impl Launch {
             "{}{suffix}",
             &self.client_token[..self.client_token.len().min(keep)]
         )
-    }
-}
-
-/// The runner settings the client sets from its own flags.
-struct RunnerSettings {
-    command: String,
-    toolboxes: Option<String>,
-    startup: Option<String>,
-    interpreter: Option<String>,
-    input: Option<S3Url>,
-    output: Option<S3Url>,
-    matlab_root: bool,
-    timeout: Option<Duration>,
-    extra: Vec<String>,
-}
-
-impl RunnerSettings {
-    fn env(self, job_id: &str) -> Result<Vec<(String, String)>, PlanError> {
-        let mut env: Vec<(String, String)> = Vec::new();
-        let mut set = |var: contract::Var, value: String| env.push((var.name.to_string(), value));
-        set(contract::COMMAND, self.command);
-        if let Some(t) = self.toolboxes {
-            set(contract::TOOLBOXES, t);
-        }
-        if let Some(s) = self.startup {
-            set(contract::STARTUP, s);
-        }
-        if let Some(i) = &self.input {
-            set(contract::INPUT_BUCKET, i.to_string());
-        }
-        if let Some(o) = &self.output {
-            set(contract::OUTPUT_BUCKET, o.to_string());
-        }
-        match (self.interpreter, self.matlab_root) {
-            (Some(i), _) => set(contract::MATLAB_EXECUTABLE, i),
-            (None, true) => set(
-                contract::MATLAB_EXECUTABLE,
-                format!("{}/bin/matlab", contract::MATLAB_MOUNT_POINT),
-            ),
-            (None, false) => {}
-        }
-        if let Some(t) = self.timeout {
-            set(contract::TIMEOUT, humantime::format_duration(t).to_string());
-        }
-        set(contract::JOB_ID, job_id.to_string());
-
-        for pair in self.extra {
-            let (name, value) = pair
-                .split_once('=')
-                .ok_or_else(|| bad("--env", format!("'{pair}' is not NAME=VALUE")))?;
-            let valid = !name.is_empty()
-                && !name.starts_with(|c: char| c.is_ascii_digit())
-                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-            if !valid {
-                return Err(bad("--env", format!("'{name}' is not a variable name")));
-            }
-            if let Some((_, _)) = env.iter().find(|(n, _)| n == name) {
-                return Err(bad(
-                    "--env",
-                    format!("{name} is already set by a run-render flag; set it there"),
-                ));
-            }
-            if RESERVED.contains(&name) {
-                return Err(bad(
-                    "--env",
-                    format!(
-                        "{name} is set by run-render (the client follows the log where it puts it)"
-                    ),
-                ));
-            }
-            if name.starts_with("AWS_") {
-                return Err(bad(
-                    "--env",
-                    format!("{name}: AWS settings and credentials are not passed to the job; the instance uses its profile"),
-                ));
-            }
-            env.push((name.to_string(), value.to_string()));
-        }
-        Ok(env)
     }
 }
 

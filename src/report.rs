@@ -154,6 +154,35 @@ impl fmt::Display for Report {
                 r.output.files,
                 r.output.bytes
             )?;
+            if let Some(x) = &r.resumed {
+                writeln!(
+                    f,
+                    "  resumed:  from attempt {}'s checkpoint: {} file{} restored ({} bytes){}",
+                    x.from_attempt,
+                    x.files,
+                    if x.files == 1 { "" } else { "s" },
+                    x.bytes,
+                    if x.missed > 0 {
+                        format!(", {} could not be and were made again", x.missed)
+                    } else {
+                        String::new()
+                    }
+                )?;
+            }
+            if let Some(c) = r.checkpoints.as_ref().filter(|c| c.count > 0) {
+                writeln!(
+                    f,
+                    "  checkpoints: {} ({} files sent, {:.1}s beside the command)",
+                    c.count, c.files, c.seconds
+                )?;
+            }
+            if let Some(n) = &r.notice {
+                writeln!(
+                    f,
+                    "  notice:   {} at {} (AWS: {})",
+                    n.notice, n.seen_at, n.time
+                )?;
+            }
         }
         if let Some(o) = &self.output {
             writeln!(f, "  output:   {o}")?;

@@ -115,6 +115,50 @@ fn instance_role_reads_inputs_writes_outputs_and_trusts_ec2() {
     assert!(trust.contains("ec2.amazonaws.com"), "{trust}");
 }
 
+/// A retry restores an earlier attempt's checkpoint: the instance reads its job records'
+/// checkpoint objects back, and nothing else of the output bucket.
+#[test]
+fn instance_role_reads_back_only_checkpoints_of_the_output_bucket() {
+    let p = policy("instance-role-policy.json");
+    let reads: Vec<String> = p["Statement"]
+        .as_array()
+        .expect("statements")
+        .iter()
+        .filter(|s| s["Action"].to_string().contains("s3:GetObject"))
+        .flat_map(|s| {
+            s["Resource"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|r| r.as_str().map(str::to_string))
+        })
+        .collect();
+    let output: Vec<&String> = reads
+        .iter()
+        .filter(|r| r.contains("OUTPUT_BUCKET"))
+        .collect();
+    assert_eq!(
+        output,
+        ["arn:aws:s3:::OUTPUT_BUCKET/*_rtb-job/*/checkpoint/*"],
+        "{reads:?}"
+    );
+    // The layout the runner reads from matches it, a single run's and a batch attempt's.
+    let job =
+        rtb_model::JobRecords::under_output(&"s3://lab-renders/renders/1".parse().unwrap(), "j1");
+    for key in [
+        job.checkpoint_manifest_key(),
+        job.attempt("r1", 2)
+            .checkpoint_files()
+            .join("frames/f01.png")
+            .key()
+            .to_string(),
+    ] {
+        let pattern = output[0].trim_start_matches("arn:aws:s3:::OUTPUT_BUCKET/");
+        assert!(matches(pattern, &key), "{key}");
+    }
+}
+
 /// A policy allows every action of `actions`, and no action beyond them, with no wildcard.
 fn allows_exactly(policy_name: &str, actions: &[&str]) {
     let allowed = allowed_actions(&policy(policy_name));

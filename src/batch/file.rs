@@ -37,6 +37,8 @@ pub struct Settings {
     pub retry_on_job_error: Option<bool>,
     pub spot: Option<bool>,
     pub spot_fallback: Option<bool>,
+    /// Spot reclaims retried on spot, beyond `retries`, before a job goes on demand.
+    pub spot_retries: Option<u32>,
     pub engine: Option<String>,
     pub queue: Option<String>,
     /// AWS Batch: what each job asks for [default: what the instance type has].

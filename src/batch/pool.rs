@@ -206,13 +206,17 @@ impl<'a> Pool<'a> {
                 outcome: report.outcome,
                 capacity,
                 spot,
+                // Not wired yet: the attempt's interruption record tells a reclaim.
+                reclaimed: false,
                 attempts,
+                reclaims: 0,
                 stopping: self.interrupts.count() > 0,
             },
             &Rules {
                 retries: self.policy.retries,
                 retry_on_job_error: self.policy.retry_on_job_error,
                 spot_fallback: self.policy.spot_fallback,
+                spot_retries: self.policy.spot_retries,
             },
         );
         let mut attempt = Attempt {

@@ -41,6 +41,11 @@ pub struct WorkArgs {
     /// s3://bucket/prefix that receives the outputs, the log and the result (OUTPUT_BUCKET).
     #[arg(long, env = "RUN_RENDER_OUTPUT", value_name = "S3_URL")]
     pub output: Option<String>,
+    /// Save what changed in the job's output folder to its records this often while it runs
+    /// (e.g. 15m), so that a retry after a lost (spot) instance resumes from it; off by default
+    /// (RTB_CHECKPOINT_EVERY). The job's code finds RTB_ATTEMPT and RTB_RESUMED_FROM.
+    #[arg(long, env = "RUN_RENDER_CHECKPOINT_EVERY", value_name = "DURATION")]
+    pub checkpoint_every: Option<String>,
     /// More runner settings, NAME=VALUE (e.g. OUTPUT_SCRATCH=/home/ubuntu/work); repeatable.
     #[arg(long = "env", value_name = "NAME=VALUE", allow_hyphen_values = true)]
     pub env: Vec<String>,
@@ -180,4 +185,5 @@ pub const CONTAINER_FLAGS: &[(&str, &str)] = &[
     ("matlab_root", "--matlab-root"),
     ("interpreter", "--interpreter"),
     ("volumes", "--volume"),
+    ("checkpoint_every", "--checkpoint-every"),
 ];

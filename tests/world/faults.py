@@ -21,7 +21,7 @@ A rule: {"action": "RunInstances" | "*", "service": "ec2", "path_contains": "out
 "skip": 0, "times": 1 | null, "fault": {"kind": ...}}. The first rule that matches a call and
 has budget left takes it: its first `skip` calls pass untouched, the next `times` (null: all)
 get the fault. Fault kinds: delay, stall, error, throttle, drop_request, drop_response,
-corrupt_body, rewrite_etag, set_header. See tests/world/README.md ("Fault injection").
+corrupt_body, rewrite_etag, set_header, respond. See tests/world/README.md ("Fault injection").
 
 Bodies over 1 MiB, or of unknown length, stream through (a 256 MiB upload is never held
 whole). The addon decides that per call instead of mitmproxy's global stream_large_bodies
@@ -60,9 +60,10 @@ KINDS = {
     "corrupt_body",
     "rewrite_etag",
     "set_header",
+    "respond",
 }
 # Faults decided before forwarding that answer (or cut) instead of the emulator.
-NOT_FORWARDED = {"stall", "error", "throttle", "drop_request"}
+NOT_FORWARDED = {"stall", "error", "throttle", "drop_request", "respond"}
 
 # Services on the query protocol (form-encoded POST with Action=...). EC2 has its own error format.
 QUERY_SERVICES = {
@@ -438,6 +439,17 @@ def check_rule(raw):
     if kind == "set_header":
         if not isinstance(fault.get("name"), str) or not isinstance(fault.get("value"), str):
             raise RuleError("set_header needs a name and a value (strings)")
+    if kind == "respond":
+        st = fault.get("status", 200)
+        if not isinstance(st, int) or isinstance(st, bool) or not 100 <= st <= 599:
+            raise RuleError("respond needs a status between 100 and 599")
+        headers = fault.get("headers", {})
+        if not isinstance(headers, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+        ):
+            raise RuleError("respond's headers must be an object of strings")
+        if not isinstance(fault.get("body", ""), str):
+            raise RuleError("respond's body must be a string")
     return {
         "action": action,
         "service": raw.get("service"),
@@ -580,6 +592,13 @@ class Faults:
         elif kind == "throttle":
             status, code, message = THROTTLE[protocol]
             flow.response = error_response(req, protocol, status, code, message)
+        elif kind == "respond":
+            # Any answer at all, as given: e.g. an IMDS stand-in's spot notice.
+            flow.response = http.Response.make(
+                int(fault.get("status", 200)),
+                fault.get("body", "").encode(),
+                dict(fault.get("headers", {})),
+            )
         else:
             flow.metadata["faults.response"] = fault
 

@@ -2,18 +2,29 @@
 //! command (error, timeout, signal), the outputs, the log and the result record are uploaded.
 
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rtb_model::checkpoint::Interrupted;
+use rtb_model::contract;
 use rtb_model::exit::runner as exit;
-use rtb_model::{JobRecords, JobResult, Outcome, Skipped, Timings, Transfer, RESULT_SCHEMA};
+use rtb_model::{
+    Checkpoints, JobRecords, JobResult, Outcome, Resumed, Skipped, Timings, Transfer, RESULT_SCHEMA,
+};
 use tokio::sync::watch;
 
+use crate::checkpoint::{self, Checkpointer};
 use crate::compose;
-use crate::logsink::{Log, LogSink};
+use crate::logsink::{Log, LogSink, INTERPRETER_LOG};
 use crate::mount;
+use crate::notice;
 use crate::process::{self, Ended, Stop};
 use crate::settings::Settings;
 use crate::transfer::{self, Transfers};
+
+/// The newest spot notice, when notices are watched.
+type Notices = Option<watch::Receiver<Option<Interrupted>>>;
 
 /// Check that every bucket the job names exists and is reachable, before any work starts.
 pub async fn check_buckets(settings: &Settings, s3: &aws_sdk_s3::Client) -> Result<(), String> {
@@ -52,7 +63,7 @@ pub async fn run(settings: Settings, s3: aws_sdk_s3::Client) -> i32 {
     let started_at = SystemTime::now();
     let t0 = Instant::now();
     let sink = LogSink::start(
-        settings.output_scratch.join("matlab.log"),
+        settings.output_scratch.join(INTERPRETER_LOG),
         settings.records.clone().map(|r| (s3.clone(), r)),
     );
     let log = sink.log();
@@ -90,6 +101,19 @@ pub async fn run(settings: Settings, s3: aws_sdk_s3::Client) -> i32 {
     }
     let input_rate = Arc::new(OnceLock::new());
     spawn_stop_notice(stop.clone(), &settings, input_rate.clone(), log.clone());
+    let notices: Notices = if settings.watch_notices {
+        notice::Watcher {
+            log: log.clone(),
+            s3: s3.clone(),
+            records: settings.records.clone(),
+            job_id: settings.job_id.clone(),
+            attempt: settings.attempt_number(),
+            checkpoints: checkpoints_possible(&settings),
+        }
+        .spawn()
+    } else {
+        None
+    };
 
     // Each phase runs as a task of its own: should one panic, the others still run and the
     // result record is still written.
@@ -99,6 +123,7 @@ pub async fn run(settings: Settings, s3: aws_sdk_s3::Client) -> i32 {
         log.clone(),
         stop,
         input_rate,
+        notices.clone(),
     ))
     .await
     {
@@ -154,6 +179,10 @@ pub async fn run(settings: Settings, s3: aws_sdk_s3::Client) -> i32 {
         log_lines: stats.lines,
         skipped: state.skipped,
         error: (!state.errors.is_empty()).then(|| state.errors.join("; ")),
+        attempt: (settings.attempt > 1 || settings.attempts.is_some()).then_some(settings.attempt),
+        resumed: state.resumed,
+        checkpoints: state.checkpoints,
+        notice: notices.and_then(|n| n.borrow().clone()),
     };
     if let Some(records) = &settings.records {
         if let Err(e) = write_record(&s3, records, &result).await {
@@ -180,18 +209,32 @@ struct State {
     input: Transfer,
     output: Transfer,
     skipped: Vec<Skipped>,
+    /// What was restored from an earlier attempt's checkpoint.
+    resumed: Option<Resumed>,
+    checkpoints: Option<Checkpoints>,
 }
 
 impl State {
+    fn new() -> State {
+        State {
+            code: 0,
+            outcome: Outcome::Succeeded,
+            errors: Vec::new(),
+            timings: Timings::default(),
+            input: Transfer::default(),
+            output: Transfer::default(),
+            skipped: Vec::new(),
+            resumed: None,
+            checkpoints: None,
+        }
+    }
+
     fn broken(error: String) -> State {
         State {
             code: exit::OUTPUT_FAILED,
             outcome: Outcome::RunnerError,
             errors: vec![error],
-            timings: Timings::default(),
-            input: Transfer::default(),
-            output: Transfer::default(),
-            skipped: Vec::new(),
+            ..State::new()
         }
     }
 
@@ -233,16 +276,9 @@ async fn before_outputs(
     log: Log,
     mut stop: watch::Receiver<Option<Stop>>,
     input_rate: Arc<OnceLock<f64>>,
+    notices: Notices,
 ) -> State {
-    let mut state = State {
-        code: 0,
-        outcome: Outcome::Succeeded,
-        errors: Vec::new(),
-        timings: Timings::default(),
-        input: Transfer::default(),
-        output: Transfer::default(),
-        skipped: Vec::new(),
-    };
+    let mut state = State::new();
     let mut failed = false;
     let mut mounted = None;
     if let Some(m) = &settings.mount {
@@ -293,12 +329,10 @@ async fn before_outputs(
         }
     }
     if !failed {
-        let t = Instant::now();
-        let (c, o, e) = run_command(&settings, &log, &mut stop).await;
+        let (c, o, e) = resume_and_run(&settings, &s3, &log, &mut stop, notices, &mut state).await;
         state.code = c;
         state.outcome = o;
         state.errors.extend(e);
-        state.timings.command_s = t.elapsed().as_secs_f64();
     }
     if let Some(m) = mounted {
         if let Err(e) = m.unmount().await {
@@ -308,13 +342,98 @@ async fn before_outputs(
     state
 }
 
+/// Restore an earlier attempt's checkpoint (if asked), then run the command with checkpoints
+/// beside it (if on). The command sees RTB_ATTEMPT, and RTB_RESUMED_FROM when files came back.
+async fn resume_and_run(
+    settings: &Settings,
+    s3: &aws_sdk_s3::Client,
+    log: &Log,
+    stop: &mut watch::Receiver<Option<Stop>>,
+    notices: Notices,
+    state: &mut State,
+) -> (i32, Outcome, Option<String>) {
+    let attempt = settings.attempt_number();
+    let mut env = vec![(contract::ATTEMPT.name, attempt.to_string())];
+    let restored = match &settings.resume_from {
+        Some(from) => {
+            checkpoint::restore(
+                s3,
+                from,
+                settings.records.as_ref(),
+                &settings.output_scratch,
+                log,
+            )
+            .await
+        }
+        None => None,
+    };
+    if let Some(r) = &restored {
+        env.push((contract::RESUMED_FROM_ENV, r.from_attempt.to_string()));
+        state.resumed = Some(Resumed {
+            from_attempt: r.from_attempt,
+            from: r.from.root().to_string(),
+            files: r.saved.len() as u64,
+            bytes: r.bytes,
+            missed: r.missed,
+            seconds: r.seconds,
+        });
+    }
+    let mut checkpointer = match (&settings.records, &settings.output) {
+        (Some(records), Some(output)) if checkpoints_possible(settings) => Some(Checkpointer::new(
+            s3.clone(),
+            records.clone(),
+            settings.output_scratch.clone(),
+            output.options.clone(),
+            settings.job_id.clone(),
+            attempt,
+        )),
+        _ => None,
+    };
+    let cancel = AtomicBool::new(false);
+    if let (Some(cp), Some(r)) = (checkpointer.as_mut(), restored) {
+        // This attempt's records list the restored files at once: should it be lost before
+        // its first checkpoint, the next attempt still finds them.
+        cp.seed(r.saved);
+        cp.checkpoint(log, &cancel, true).await;
+    }
+
+    let t = Instant::now();
+    let (done_tx, done_rx) = watch::channel(false);
+    let command = async {
+        let ended = run_command(settings, log, stop, &env).await;
+        cancel.store(true, Ordering::Relaxed);
+        let _ = done_tx.send(true);
+        ended
+    };
+    let beside = async {
+        if let Some(cp) = checkpointer.as_mut() {
+            checkpoint::run_beside(
+                cp,
+                settings.checkpoint_every,
+                notices,
+                done_rx,
+                &cancel,
+                log,
+            )
+            .await;
+        }
+    };
+    let (ended, ()) = tokio::join!(command, beside);
+    state.timings.command_s = t.elapsed().as_secs_f64();
+    state.checkpoints = checkpointer.map(|cp| cp.stats());
+    ended
+}
+
+/// Checkpoints are made when asked for (every RTB_CHECKPOINT_EVERY, or on a watched notice)
+/// and there is somewhere to keep them.
+fn checkpoints_possible(settings: &Settings) -> bool {
+    (settings.checkpoint_every.is_some() || settings.watch_notices)
+        && settings.output.is_some()
+        && settings.records.is_some()
+}
+
 /// An input copy smaller than this gives no rate for the stop notice's estimate.
 const RATE_MIN_BYTES: u64 = 8 << 20;
-
-/// Attempts at the result record, and the pauses between them: it is the proof that the
-/// outputs were saved, worth more than one try.
-const RECORD_PAUSES: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(3)];
-const RECORD_TIMEOUT: Duration = Duration::from_secs(60);
 
 async fn write_record(
     s3: &aws_sdk_s3::Client,
@@ -322,31 +441,7 @@ async fn write_record(
     result: &JobResult,
 ) -> Result<(), String> {
     let body = result.to_json().into_bytes();
-    let mut pauses = RECORD_PAUSES.iter();
-    loop {
-        let put = s3
-            .put_object()
-            .bucket(records.bucket())
-            .key(records.result_key())
-            .content_type("application/json")
-            .body(body.clone().into())
-            .send();
-        let why = match tokio::time::timeout(RECORD_TIMEOUT, put).await {
-            Ok(Ok(_)) => return Ok(()),
-            Ok(Err(e)) => crate::transfer::S3Cause::from_sdk(&e).to_string(),
-            Err(_) => format!(
-                "no answer within {}",
-                humantime::format_duration(RECORD_TIMEOUT)
-            ),
-        };
-        match pauses.next() {
-            Some(pause) => {
-                eprintln!("[rtb-job] writing the result record failed ({why}); trying again");
-                tokio::time::sleep(*pause).await;
-            }
-            None => return Err(why),
-        }
-    }
+    crate::record::put_json(s3, records.bucket(), &records.result_key(), body).await
 }
 
 /// On the first stop signal, one line saying what the output copy will save and about how
@@ -394,6 +489,7 @@ async fn run_command(
     settings: &Settings,
     log: &Log,
     stop: &mut watch::Receiver<Option<Stop>>,
+    extra_env: &[(&str, String)],
 ) -> (i32, Outcome, Option<String>) {
     let octave = matches!(settings.interpreter.kind, compose::Kind::Octave);
     let dir = std::env::temp_dir().join(format!("rtb-job-{}", std::process::id()));
@@ -433,6 +529,7 @@ async fn run_command(
     if let Some(m) = &settings.mount {
         env.push(("MOUNT_SCRATCH", m.point.display().to_string()));
     }
+    env.extend(extra_env.iter().cloned());
     let ended = process::run(
         &settings.interpreter,
         &path,

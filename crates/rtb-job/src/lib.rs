@@ -10,14 +10,20 @@
 //! - [`logsink`]: stdout, `matlab.log` and the S3 log chunks
 //! - [`transfer`]: the S3 copies in and out
 //! - [`mount`]: MOUNT_BUCKET through mount-s3
+//! - [`checkpoint`]: OUTPUT_SCRATCH saved while the command runs, and restored by a retry
+//! - [`notice`]: the spot interruption notice (the two-minute warning) from IMDS
+//! - [`record`]: the small JSON records in S3
 //! - [`job`]: the phases, in order, and the result record
 
+pub mod checkpoint;
 pub mod compose;
 pub mod job;
 pub mod logsink;
 pub mod manifest;
 pub mod mount;
+pub mod notice;
 pub mod process;
+pub mod record;
 pub mod scratch;
 pub mod settings;
 pub mod transfer;

@@ -18,6 +18,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+/// The interpreter's log file in OUTPUT_SCRATCH (uploaded with the outputs; never part of a
+/// checkpoint, since each attempt writes its own).
+pub const INTERPRETER_LOG: &str = "matlab.log";
+
 /// A chunk is written at most this long after its first line: the client promises to show a
 /// new line within about 2 s. A PUT a second costs ~$0.02 an hour of output (S3 standard
 /// request pricing), small next to the instance.

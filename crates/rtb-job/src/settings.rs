@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
 use rtb_model::contract::{
-    self, ATTEMPT, COMMAND, EMPTY_SCRATCH, INPUT_BUCKET, INPUT_FLAGS, INPUT_SCRATCH, JOB_ID,
-    LOG_BUCKET, MATLAB_EXECUTABLE, MATLAB_PRELOAD, MATLAB_STYLE, MOUNT_BUCKET, MOUNT_FLAGS,
-    MOUNT_SCRATCH, OUTPUT_BUCKET, OUTPUT_FLAGS, OUTPUT_SCRATCH, RUN_ID, STARTUP, TIMEOUT,
-    TOOLBOXES,
+    self, ATTEMPT, CHECKPOINT_EVERY, COMMAND, EMPTY_SCRATCH, INPUT_BUCKET, INPUT_FLAGS,
+    INPUT_SCRATCH, JOB_ID, LOG_BUCKET, MATLAB_EXECUTABLE, MATLAB_PRELOAD, MATLAB_STYLE,
+    MOUNT_BUCKET, MOUNT_FLAGS, MOUNT_SCRATCH, OUTPUT_BUCKET, OUTPUT_FLAGS, OUTPUT_SCRATCH,
+    RESUME_FROM, RUN_ID, STARTUP, TIMEOUT, TOOLBOXES, WATCH_NOTICES,
 };
 use rtb_model::exit::runner as exit;
 use rtb_model::manifest::BATCH_ATTEMPT_VAR;
@@ -138,6 +138,12 @@ pub struct Args {
     /// AWS Batch's attempt number, which AWS Batch sets in every job's environment.
     #[arg(long = "aws-batch-job-attempt", env = BATCH_ATTEMPT_VAR, hide = true)]
     pub batch_attempt: Option<String>,
+    #[arg(long, env = CHECKPOINT_EVERY.name, help = CHECKPOINT_EVERY.help, value_name = "DURATION")]
+    pub checkpoint_every: Option<String>,
+    #[arg(long, env = WATCH_NOTICES.name, help = WATCH_NOTICES.help, value_name = "on|off")]
+    pub watch_notices: Option<String>,
+    #[arg(long, env = RESUME_FROM.name, help = RESUME_FROM.help, value_name = "S3_URL|previous")]
+    pub resume_from: Option<String>,
 }
 
 /// Help for a setting whose default is applied after parsing (an empty value means it too),
@@ -171,20 +177,42 @@ pub struct Settings {
     pub timeout: Option<Duration>,
     /// The scratch folders emptied before the job (RTB_EMPTY_SCRATCH), for its log.
     pub emptied: Vec<crate::scratch::Emptied>,
-    /// This attempt's number, from 1.
+    /// This attempt's number, from 1 (RTB_ATTEMPT, else AWS Batch's, else 1).
     pub attempt: u32,
     /// With a run id: the job's records folder and the run, under which every attempt of the
     /// run has its folder ([`Settings::attempt_records`]).
     pub attempts: Option<(JobRecords, String)>,
+    /// How often OUTPUT_SCRATCH is checkpointed while the command runs.
+    pub checkpoint_every: Option<Duration>,
+    /// Watch IMDS for spot notices.
+    pub watch_notices: bool,
+    pub resume_from: Option<ResumeFrom>,
 }
 
 impl Settings {
+    /// This attempt's number, from 1.
+    pub fn attempt_number(&self) -> u32 {
+        self.attempt
+    }
+
     /// The records of attempt `n` of this run (an earlier attempt's, say), when attempts have
     /// folders of their own (a run id was given).
     pub fn attempt_records(&self, n: u32) -> Option<JobRecords> {
         self.attempts.as_ref().map(|(job, run)| job.attempt(run, n))
     }
 }
+
+/// Where an attempt finds the checkpoint it resumes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResumeFrom {
+    /// That attempt's records folder, as the client named it.
+    Records(JobRecords),
+    /// The newest earlier attempt beside this one's records (`<run>-a<N>`) that saved one.
+    Previous,
+}
+
+/// A checkpoint more often than this would spend the job's time walking its folder.
+const CHECKPOINT_MIN: Duration = Duration::from_secs(1);
 
 /// A setting that cannot be used, named as the user wrote it.
 #[derive(Debug, thiserror::Error)]
@@ -309,6 +337,75 @@ impl Args {
             return Err(bad(contract::TIMEOUT.name, "must be longer than zero"));
         }
 
+        let checkpoint_every = given(&self.checkpoint_every)
+            .map(|t| {
+                humantime::parse_duration(t).map_err(|e| {
+                    bad(
+                        CHECKPOINT_EVERY.name,
+                        format!("'{t}' is not a duration ({e}); write e.g. 15m or 1h"),
+                    )
+                })
+            })
+            .transpose()?;
+        if let Some(every) = checkpoint_every {
+            if every < CHECKPOINT_MIN {
+                return Err(bad(CHECKPOINT_EVERY.name, "must be at least 1s"));
+            }
+            if output.is_none() {
+                return Err(bad(
+                    CHECKPOINT_EVERY.name,
+                    "checkpoints save OUTPUT_SCRATCH for a later attempt of the job, which needs OUTPUT_BUCKET",
+                ));
+            }
+        }
+        let watch_notices = match given(&self.watch_notices) {
+            None => checkpoint_every.is_some(),
+            Some(v) => on_off(v)
+                .ok_or_else(|| bad(WATCH_NOTICES.name, format!("'{v}' is not on or off")))?,
+        };
+        let resume_from = match given(&self.resume_from) {
+            None => None,
+            Some("previous") => {
+                let attempt_folder = records
+                    .as_ref()
+                    .and_then(|r| {
+                        r.root()
+                            .key()
+                            .trim_end_matches('/')
+                            .rsplit('/')
+                            .next()
+                            .map(str::to_string)
+                    })
+                    .filter(|name| rtb_model::layout::parse_attempt_dir(name).is_some());
+                if attempt_folder.is_none() {
+                    return Err(bad(
+                        RESUME_FROM.name,
+                        format!(
+                            "'previous' finds earlier attempts beside this one's records folder, which must be an attempt's (<run>-a<N>); it is {}",
+                            records.as_ref().map_or("not set (no OUTPUT_BUCKET or LOG_BUCKET)".to_string(), |r| r.root().to_string())
+                        ),
+                    ));
+                }
+                Some(ResumeFrom::Previous)
+            }
+            Some(url) => {
+                let url: S3Url = url.parse().map_err(|e: rtb_model::S3UrlError| {
+                    bad(
+                        RESUME_FROM.name,
+                        format!("{e}; or write 'previous' for the attempt before this one"),
+                    )
+                })?;
+                let from = JobRecords::at(url);
+                if records.as_ref().is_some_and(|r| r.root() == from.root()) {
+                    return Err(bad(
+                        RESUME_FROM.name,
+                        "names this attempt's own records folder; name the earlier attempt's",
+                    ));
+                }
+                Some(ResumeFrom::Records(from))
+            }
+        };
+
         let style = MatlabStyle::parse(&self.matlab_style).ok_or_else(|| {
             bad(
                 contract::MATLAB_STYLE.name,
@@ -374,7 +471,18 @@ impl Args {
             emptied,
             attempt,
             attempts,
+            checkpoint_every,
+            watch_notices,
+            resume_from,
         })
+    }
+}
+
+fn on_off(value: &str) -> Option<bool> {
+    match value.to_ascii_lowercase().as_str() {
+        "on" | "true" | "yes" | "1" => Some(true),
+        "off" | "false" | "no" | "0" => Some(false),
+        _ => None,
     }
 }
 
@@ -454,229 +562,4 @@ fn usable_dir(dir: &Path) -> Result<(), String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn args(extra: &[&str]) -> Args {
-        let dir = std::env::temp_dir().join(format!("rtb-settings-{}", std::process::id()));
-        let mut v = vec![
-            "rtb-job".to_string(),
-            "--interpreter".into(),
-            "octave-cli".into(),
-        ];
-        for (flag, sub) in [("--input-scratch", "in"), ("--output-scratch", "out")] {
-            if !extra.contains(&flag) {
-                v.extend([flag.to_string(), dir.join(sub).display().to_string()]);
-            }
-        }
-        v.extend(extra.iter().map(|s| s.to_string()));
-        Args::try_parse_from(v).unwrap()
-    }
-
-    fn error_of(extra: &[&str]) -> String {
-        args(extra)
-            .check(std::time::SystemTime::now())
-            .unwrap_err()
-            .to_string()
-    }
-
-    #[test]
-    fn bad_values_name_their_setting() {
-        assert!(error_of(&["--input-bucket", "bucket/x"]).starts_with("INPUT_BUCKET: "));
-        assert!(error_of(&["--output-bucket", "s3://"]).starts_with("OUTPUT_BUCKET: "));
-        assert!(error_of(&["--timeout", "soon"]).starts_with("RTB_TIMEOUT: "));
-        assert!(error_of(&["--matlab-style", "x"]).starts_with("MATLAB_STYLE: "));
-        let e = error_of(&["--input-bucket", "s3://bkt/x", "--input-flags", "--sse"]);
-        assert!(e.starts_with("INPUT_FLAGS: ") && e.contains("--sse"), "{e}");
-        assert!(error_of(&["--job-id", "a/b"]).starts_with("RTB_JOB_ID: "));
-        let e = error_of(&[
-            "--output-bucket",
-            "s3://bkt/x",
-            "--output-flags",
-            "--exclude",
-        ]);
-        assert!(e.starts_with("OUTPUT_FLAGS: "), "{e}");
-    }
-
-    /// RTB_EMPTY_SCRATCH=1 empties both scratch folders (an earlier job's files), and only
-    /// when asked; a value that is not 1 or 0 is refused.
-    #[test]
-    fn scratch_is_emptied_only_when_asked() {
-        let d = tempfile::tempdir().unwrap();
-        let (inp, out) = (d.path().join("in"), d.path().join("out"));
-        let flags = |empty: Option<&str>| {
-            let mut v = vec![
-                "--input-scratch".to_string(),
-                inp.display().to_string(),
-                "--output-scratch".to_string(),
-                out.display().to_string(),
-            ];
-            if let Some(e) = empty {
-                v.extend(["--empty-scratch".to_string(), e.to_string()]);
-            }
-            v
-        };
-        let check = |extra: Vec<String>| {
-            let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
-            args(&extra).check(std::time::SystemTime::now())
-        };
-        for dir in [&inp, &out] {
-            std::fs::create_dir_all(dir.join("old")).unwrap();
-            std::fs::write(dir.join("old/frame.exr"), "left by job 1").unwrap();
-        }
-        let s = check(flags(None)).unwrap();
-        assert!(s.emptied.is_empty());
-        assert!(
-            out.join("old/frame.exr").exists(),
-            "not asked: nothing goes"
-        );
-        let s = check(flags(Some("1"))).unwrap();
-        assert_eq!(s.emptied.len(), 2);
-        assert!(s.emptied.iter().all(|e| e.removed == 1), "{:?}", s.emptied);
-        for dir in [&inp, &out] {
-            assert_eq!(
-                std::fs::read_dir(dir).unwrap().count(),
-                0,
-                "{}",
-                dir.display()
-            );
-        }
-        let e = check(flags(Some("yes"))).unwrap_err().to_string();
-        assert!(
-            e.starts_with("RTB_EMPTY_SCRATCH: 'yes' is not 1 or 0"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn unknown_interpreter_is_refused() {
-        let dir = std::env::temp_dir();
-        let e = Args::try_parse_from([
-            "rtb-job",
-            "--interpreter",
-            "python3",
-            "--output-scratch",
-            dir.to_str().unwrap(),
-            "--input-scratch",
-            dir.to_str().unwrap(),
-        ])
-        .unwrap()
-        .check(std::time::SystemTime::now())
-        .unwrap_err()
-        .to_string();
-        assert!(e.starts_with("MATLAB_EXECUTABLE: "), "{e}");
-    }
-
-    #[test]
-    fn unwritable_scratch_is_refused() {
-        let e = error_of(&["--output-scratch", "/proc/rtb-job-cannot-exist"]);
-        assert!(e.starts_with("OUTPUT_SCRATCH: cannot create"), "{e}");
-    }
-
-    #[test]
-    fn empty_values_mean_defaults_as_in_the_original() {
-        let s = args(&[
-            "--output-bucket",
-            "s3://bkt/run",
-            "--output-flags",
-            " ",
-            "--input-flags",
-            "",
-        ])
-        .check(std::time::SystemTime::now())
-        .unwrap();
-        assert!(s.output.unwrap().options.recursive);
-        let mut a =
-            Args::try_parse_from(["rtb-job", "--output-scratch", "", "--interpreter", ""]).unwrap();
-        a.empty_means_default();
-        assert_eq!(a.interpreter, "matlab");
-        assert_eq!(a.output_scratch, PathBuf::from("/output-scratch"));
-    }
-
-    #[test]
-    fn help_lists_the_contract_and_every_exit_code() {
-        let help = command().render_long_help().to_string();
-        for var in contract::ALL {
-            assert!(help.contains(&format!("env: {}", var.name)), "{}", var.name);
-            assert!(help.contains(var.help), "{}", var.name);
-        }
-        for (code, meaning) in exit::TABLE {
-            let line = if *code == exit::SIGNAL_BASE {
-                "128+N  stopped by signal N".to_string()
-            } else {
-                format!("{code:<6} {meaning}")
-            };
-            assert!(help.contains(&line), "{line}\n{help}");
-        }
-        assert!(help.contains("[default: /output-scratch]"), "{help}");
-    }
-
-    #[test]
-    fn attempts_of_a_run_get_folders_of_their_own() {
-        let check = |extra: &[&str]| args(extra).check(std::time::SystemTime::now());
-        let base = ["--output-bucket", "s3://bkt/run", "--job-id", "j1"];
-        let with = |more: &[&'static str]| -> Vec<&str> {
-            base.iter().chain(more.iter()).copied().collect()
-        };
-        // No run id: the job's folder, attempt 1 (a plain `run`, the original contract).
-        let s = check(&base).unwrap();
-        assert_eq!(s.attempt, 1);
-        assert_eq!(
-            s.records.unwrap().result_key(),
-            "run/_rtb-job/j1/result.json"
-        );
-        // A run id: the attempt's folder; AWS Batch's attempt number, unless one is given.
-        let s = check(&with(&[
-            "--run-id",
-            "r20261201T101500",
-            "--aws-batch-job-attempt",
-            "3",
-        ]))
-        .unwrap();
-        assert_eq!(s.attempt, 3);
-        assert_eq!(
-            s.records.as_ref().unwrap().result_key(),
-            "run/_rtb-job/j1/r20261201T101500-a3/result.json"
-        );
-        assert_eq!(
-            s.attempt_records(2).unwrap().root().to_string(),
-            "s3://bkt/run/_rtb-job/j1/r20261201T101500-a2/"
-        );
-        let s = check(&with(&[
-            "--run-id",
-            "r1",
-            "--attempt",
-            "2",
-            "--aws-batch-job-attempt",
-            "5",
-            "--log-bucket",
-            "s3://logs/j1",
-        ]))
-        .unwrap();
-        assert_eq!(s.attempt, 2);
-        assert_eq!(s.records.unwrap().root().to_string(), "s3://logs/j1/r1-a2/");
-        // Bad values name their setting.
-        for (extra, want) in [
-            (&["--attempt", "0"][..], "RTB_ATTEMPT: "),
-            (
-                &["--aws-batch-job-attempt", "x"][..],
-                "AWS_BATCH_JOB_ATTEMPT: ",
-            ),
-            (&["--run-id", "../x"][..], "RTB_RUN_ID: "),
-        ] {
-            let e = check(&with(extra)).unwrap_err().to_string();
-            assert!(e.starts_with(want), "{e}");
-        }
-    }
-
-    #[test]
-    fn records_default_under_output() {
-        let s = args(&["--output-bucket", "s3://bkt/run", "--job-id", "j1"])
-            .check(std::time::SystemTime::now())
-            .unwrap();
-        let r = s.records.unwrap();
-        assert_eq!(r.result_key(), "run/_rtb-job/j1/result.json");
-        assert_eq!(s.toolboxes, "''");
-        assert_eq!(s.command, "ver");
-    }
-}
+mod tests;

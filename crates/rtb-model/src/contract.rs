@@ -111,12 +111,28 @@ pub const EMPTY_SCRATCH: Var = Var {
 pub const ATTEMPT: Var = Var {
     name: "RTB_ATTEMPT",
     default: None,
-    help: "this attempt's number, from 1 (default: AWS Batch's AWS_BATCH_JOB_ATTEMPT, else 1)",
+    help: "this attempt's number, from 1; the command sees it as RTB_ATTEMPT (default: AWS Batch's AWS_BATCH_JOB_ATTEMPT, else 1)",
 };
 pub const RUN_ID: Var = Var {
     name: "RTB_RUN_ID",
     default: None,
     help: "the batch run this attempt belongs to: its records go to <records>/<run>-a<attempt>/, one folder per attempt, where <records> is LOG_BUCKET or OUTPUT_BUCKET/_rtb-job/<job id>",
+};
+
+pub const CHECKPOINT_EVERY: Var = Var {
+    name: "RTB_CHECKPOINT_EVERY",
+    default: None,
+    help: "while the command runs, save what changed in OUTPUT_SCRATCH to the job's records this often, e.g. 15m, so a later attempt can resume (default: off)",
+};
+pub const WATCH_NOTICES: Var = Var {
+    name: "RTB_WATCH_NOTICES",
+    default: None,
+    help: "watch the instance metadata for a spot interruption or rebalance notice and checkpoint at once when one comes: on or off (default: on with RTB_CHECKPOINT_EVERY, else off)",
+};
+pub const RESUME_FROM: Var = Var {
+    name: "RTB_RESUME_FROM",
+    default: None,
+    help: "restore an earlier attempt's checkpointed outputs into OUTPUT_SCRATCH before the command: its records folder (s3://...), or 'previous' for the newest earlier attempt beside this one's records (<run>-a<N>)",
 };
 
 /// Every variable, in the order a reader meets them.
@@ -142,7 +158,14 @@ pub const ALL: &[Var] = &[
     EMPTY_SCRATCH,
     ATTEMPT,
     RUN_ID,
+    CHECKPOINT_EVERY,
+    WATCH_NOTICES,
+    RESUME_FROM,
 ];
+
+/// What the runner puts in the interpreter's environment for a resumed attempt (besides
+/// RTB_ATTEMPT): the number of the attempt whose checkpoint was restored.
+pub const RESUMED_FROM_ENV: &str = "RTB_RESUMED_FROM";
 
 /// Where the original image expected the host's MATLAB to be mounted.
 pub const MATLAB_MOUNT_POINT: &str = "/usr/local/MATLAB/from-host";

@@ -7,11 +7,17 @@
 //!                                   .../000002.log   log chunks: whole lines, in order, each
 //!                                                     written once, ~1 s apart while lines come
 //! <OUTPUT_BUCKET>/_rtb-job/<job-id>/result.json       the result record, written last
+//! <OUTPUT_BUCKET>/_rtb-job/<job-id>/checkpoint/manifest.json
+//!                                   .../checkpoint/files/<path>   checkpoints (RTB_CHECKPOINT_EVERY):
+//!                                                     OUTPUT_SCRATCH's files as last saved, and
+//!                                                     the manifest of those that are complete
+//! <OUTPUT_BUCKET>/_rtb-job/<job-id>/interrupted.json  written when a spot interruption notice came
 //! ```
 //!
 //! A batch job's attempts (a retry on the EC2 engine, AWS Batch's attempts, a resumed run)
-//! each have a folder of their own under the job's: `<job records>/<run>-a<attempt>/`, with the
-//! same log/ and result.json inside; the newest attempt is the job's current state.
+//! each have a folder of their own under the job's: `<job records>/<run>-a<attempt>/` (see
+//! [`JobRecords::attempt`]), with the same layout inside; the newest attempt is the job's
+//! current state.
 //!
 //! A per-job folder keeps a re-run into the same output location from mixing its log with an
 //! earlier run's. Chunk names are zero-padded so S3's lexicographic listing is their order and a
@@ -23,6 +29,10 @@ use crate::S3Url;
 pub const RECORDS_DIR: &str = "_rtb-job";
 /// The name of the result record inside a job's records folder.
 pub const RESULT_NAME: &str = "result.json";
+/// The folder, inside a job's or an attempt's records, that holds its checkpoints.
+pub const CHECKPOINT_DIR: &str = "checkpoint";
+/// The record a runner writes when a spot interruption notice comes.
+pub const INTERRUPTED_NAME: &str = "interrupted.json";
 /// How many digits a chunk sequence number is padded to (a million chunks at one a second is
 /// eleven days of continuous output, well past the longest job).
 const CHUNK_DIGITS: usize = 6;
@@ -82,6 +92,20 @@ impl JobRecords {
         format!("{}{RESULT_NAME}", self.root.dir_prefix())
     }
 
+    /// Where checkpointed copies of OUTPUT_SCRATCH's files go: `<root>checkpoint/files/`.
+    pub fn checkpoint_files(&self) -> S3Url {
+        self.root.join(&format!("{CHECKPOINT_DIR}/files/"))
+    }
+
+    /// The manifest of the newest checkpoint: which files are complete, and where.
+    pub fn checkpoint_manifest_key(&self) -> String {
+        format!("{}{CHECKPOINT_DIR}/manifest.json", self.root.dir_prefix())
+    }
+
+    pub fn interrupted_key(&self) -> String {
+        format!("{}{INTERRUPTED_NAME}", self.root.dir_prefix())
+    }
+
     /// The records of attempt `attempt` (from 1) of run `run`, under this job's folder.
     pub fn attempt(&self, run: &str, attempt: u32) -> JobRecords {
         JobRecords::at(self.root.join(&format!("{}/", attempt_dir(run, attempt))))
@@ -101,6 +125,27 @@ impl JobRecords {
         };
         Some((base, run.to_string(), attempt))
     }
+
+    /// The records of the earlier attempts of the same run, newest first, when this folder is
+    /// an attempt's (`.../<run>-a<N>/`): where a retry finds what the attempts before it saved.
+    pub fn earlier_attempts(&self) -> Vec<(u32, JobRecords)> {
+        let Some((base, run, n)) = self.as_attempt() else {
+            return Vec::new();
+        };
+        (1..n).rev().map(|m| (m, base.attempt(&run, m))).collect()
+    }
+
+    /// The folder that holds this one (`s3://b/x/` for `s3://b/x/y/`), or None at the bucket's
+    /// root.
+    pub fn parent(&self) -> Option<S3Url> {
+        let prefix = self.root.dir_prefix();
+        let inner = prefix.strip_suffix('/')?;
+        let parent = match inner.rsplit_once('/') {
+            Some((p, _)) => format!("{p}/"),
+            None => String::new(),
+        };
+        S3Url::new(self.root.bucket(), &parent).ok()
+    }
 }
 
 /// An attempt's folder name: `<run>-a<attempt>`.
@@ -109,11 +154,12 @@ pub fn attempt_dir(run: &str, attempt: u32) -> String {
 }
 
 /// The run and attempt of an attempt's folder name; `None` for any other name. Run ids start
-/// with `r` (`r<UTC time>`).
+/// with `r` (`r<UTC time>`), and the attempt is written as a plain number from 1.
 pub fn parse_attempt_dir(name: &str) -> Option<(&str, u32)> {
-    let (run, attempt) = name.trim_end_matches('/').rsplit_once("-a")?;
+    let name = name.trim_end_matches('/');
+    let (run, attempt) = name.rsplit_once("-a")?;
     let n: u32 = attempt.parse().ok().filter(|n| *n >= 1)?;
-    run.starts_with('r').then_some((run, n))
+    (run.starts_with('r') && n.to_string() == attempt).then_some((run, n))
 }
 
 #[cfg(test)]
@@ -175,5 +221,71 @@ mod tests {
         assert_eq!(r.chunk_key(1), "here/log/000001.log");
         let r = JobRecords::at("s3://logs".parse().unwrap());
         assert_eq!(r.result_key(), "result.json");
+    }
+
+    #[test]
+    fn checkpoint_and_interruption_records_live_in_the_attempt() {
+        let job = JobRecords::under_output(&"s3://out/run".parse().unwrap(), "j1");
+        let a2 = job.attempt("r20261201T101500Z", 2);
+        assert_eq!(
+            a2.root().to_string(),
+            "s3://out/run/_rtb-job/j1/r20261201T101500Z-a2/"
+        );
+        assert_eq!(
+            a2.checkpoint_manifest_key(),
+            "run/_rtb-job/j1/r20261201T101500Z-a2/checkpoint/manifest.json"
+        );
+        assert_eq!(
+            a2.checkpoint_files().join("img/f 1.png").key(),
+            "run/_rtb-job/j1/r20261201T101500Z-a2/checkpoint/files/img/f 1.png"
+        );
+        assert_eq!(
+            a2.interrupted_key(),
+            "run/_rtb-job/j1/r20261201T101500Z-a2/interrupted.json"
+        );
+        assert_eq!(a2.parent().unwrap(), *job.root());
+    }
+
+    #[test]
+    fn earlier_attempts_are_the_same_runs_newest_first() {
+        let job = JobRecords::under_output(&"s3://out".parse().unwrap(), "j1");
+        let roots = |r: &JobRecords| {
+            r.earlier_attempts()
+                .into_iter()
+                .map(|(n, r)| (n, r.root().to_string()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            roots(&job.attempt("r1", 3)),
+            vec![
+                (2, "s3://out/_rtb-job/j1/r1-a2/".to_string()),
+                (1, "s3://out/_rtb-job/j1/r1-a1/".to_string())
+            ]
+        );
+        assert!(roots(&job.attempt("r1", 1)).is_empty());
+        // A single run's folder is no attempt's: nothing earlier to find.
+        assert!(roots(&job).is_empty());
+        let top = JobRecords::at("s3://logs/r9-a2".parse().unwrap());
+        assert_eq!(roots(&top), vec![(1, "s3://logs/r9-a1/".to_string())]);
+    }
+
+    #[test]
+    fn attempt_folder_names_round_trip() {
+        let table = [
+            ("r20261201T101500Z-a1", Some(("r20261201T101500Z", 1))),
+            ("r1-a12", Some(("r1", 12))),
+            ("rx-a-a3", Some(("rx-a", 3))),
+            ("x-a3", None),
+            ("r1-a0", None),
+            ("r1-a01", None),
+            ("r1-a+1", None),
+            ("-a1", None),
+            ("checkpoint", None),
+            ("log", None),
+        ];
+        for (name, want) in table {
+            assert_eq!(parse_attempt_dir(name), want, "{name}");
+        }
+        assert_eq!(attempt_dir("r1", 7), "r1-a7");
     }
 }

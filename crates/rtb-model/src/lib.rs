@@ -2,6 +2,7 @@
 //! contract, S3 locations, where log chunks and the result record live, and the record's shape.
 //! A type that crosses the client/runner line lives here, once.
 
+pub mod checkpoint;
 pub mod contract;
 pub mod errors;
 pub mod exit;
@@ -12,5 +13,7 @@ pub mod result;
 mod s3url;
 
 pub use layout::JobRecords;
-pub use result::{JobResult, Outcome, Skipped, Timings, Transfer, RESULT_SCHEMA};
+pub use result::{
+    Checkpoints, JobResult, Outcome, Resumed, Skipped, Timings, Transfer, RESULT_SCHEMA,
+};
 pub use s3url::{S3Url, S3UrlError};

@@ -48,6 +48,38 @@ pub struct Timings {
     pub total_s: f64,
 }
 
+/// What an attempt restored from an earlier attempt's checkpoint before its command ran.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Resumed {
+    /// The attempt whose checkpoint it was (the command sees it as RTB_RESUMED_FROM).
+    pub from_attempt: u32,
+    /// That attempt's records folder.
+    pub from: String,
+    /// Files and bytes restored into OUTPUT_SCRATCH.
+    pub files: u64,
+    pub bytes: u64,
+    /// Files the checkpoint listed that could not be restored (the job makes them again).
+    #[serde(default)]
+    pub missed: u64,
+    pub seconds: f64,
+}
+
+/// The checkpoints an attempt wrote while its command ran.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoints {
+    /// Manifests written.
+    pub count: u64,
+    /// Files and bytes uploaded by them (unchanged files are not sent again).
+    pub files: u64,
+    pub bytes: u64,
+    /// Time spent in them (they run beside the command, not instead of it).
+    pub seconds: f64,
+    /// Files in the newest manifest.
+    pub saved: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_at: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobResult {
     pub schema: u32,
@@ -73,6 +105,18 @@ pub struct JobResult {
     /// What went wrong, for every outcome but `succeeded`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The attempt's number, when the runner was given one (RTB_ATTEMPT, AWS Batch's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    /// What this attempt restored from an earlier attempt's checkpoint, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed: Option<Resumed>,
+    /// The checkpoints this attempt wrote, when checkpoints were on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoints: Option<Checkpoints>,
+    /// A spot notice that came while the job ran (it may still have finished in time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notice: Option<crate::checkpoint::Interrupted>,
 }
 
 impl JobResult {
@@ -110,10 +154,42 @@ mod tests {
                 reason: "PUT failed: 503".into(),
             }],
             error: Some("timed out after 1s".into()),
+            attempt: Some(2),
+            resumed: Some(Resumed {
+                from_attempt: 1,
+                from: "s3://out/_rtb-job/rr-1/r1-a1/".into(),
+                files: 12,
+                bytes: 1200,
+                missed: 0,
+                seconds: 0.5,
+            }),
+            checkpoints: Some(Checkpoints {
+                count: 2,
+                ..Checkpoints::default()
+            }),
+            notice: None,
         };
         let text = r.to_json();
         assert!(text.contains("\"outcome\": \"timed_out\""), "{text}");
         let back: JobResult = serde_json::from_str(&text).unwrap();
         assert_eq!(back, r);
+    }
+
+    #[test]
+    fn a_record_without_the_resume_fields_still_reads() {
+        // What runners before checkpoints wrote.
+        let old = r#"{"schema":1,"job_id":"j","outcome":"succeeded","exit_code":0,
+            "interpreter":"octave","executable":"octave-cli","started_at":"t","finished_at":"t",
+            "timings":{"input_s":0,"command_s":0,"output_s":0,"total_s":0},
+            "input":{"files":0,"bytes":0},"output":{"files":0,"bytes":0},
+            "log_chunks":1,"log_lines":1}"#;
+        let r: JobResult = serde_json::from_str(old).unwrap();
+        assert_eq!(r.attempt, None);
+        assert!(r.resumed.is_none() && r.checkpoints.is_none() && r.notice.is_none());
+        // And a record without them writes none of their keys.
+        let text = r.to_json();
+        for key in ["attempt", "resumed", "checkpoints", "notice"] {
+            assert!(!text.contains(&format!("\"{key}\"")), "{key}: {text}");
+        }
     }
 }

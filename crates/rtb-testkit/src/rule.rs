@@ -26,6 +26,11 @@ enum Fault {
         name: String,
         value: String,
     },
+    Respond {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: String,
+    },
 }
 
 /// One rule: the calls it matches (action, and optionally service and a path substring), its
@@ -149,6 +154,19 @@ impl Rule {
         })
     }
 
+    /// Answer with exactly this status, headers and body, without forwarding: a stand-in for
+    /// what the emulator does not serve (e.g. IMDS `spot/instance-action` with a notice).
+    pub fn respond(self, status: u16, headers: &[(&str, &str)], body: &str) -> Rule {
+        self.fault(Fault::Respond {
+            status,
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            body: body.to_string(),
+        })
+    }
+
     fn fault(mut self, fault: Fault) -> Rule {
         if let Some(old) = &self.fault {
             panic!("Rule::on({:?}) already has a fault ({old:?})", self.action);
@@ -183,6 +201,15 @@ impl Rule {
             Some(Fault::RewriteEtag) => json!({"kind": "rewrite_etag"}),
             Some(Fault::SetHeader { name, value }) => {
                 json!({"kind": "set_header", "name": name, "value": value})
+            }
+            Some(Fault::Respond {
+                status,
+                headers,
+                body,
+            }) => {
+                let headers: serde_json::Map<String, Value> =
+                    headers.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+                json!({"kind": "respond", "status": status, "headers": headers, "body": body})
             }
         };
         let mut rule = json!({
@@ -247,6 +274,24 @@ mod tests {
         assert_eq!(
             r.to_json()["fault"],
             json!({"kind": "error", "status": 400, "code": "InvalidInstanceId", "message": "not online"})
+        );
+    }
+
+    #[test]
+    fn respond_carries_status_headers_and_body() {
+        let r = Rule::on("GetMetadata")
+            .service("imds")
+            .path_contains("spot/instance-action")
+            .respond(
+                200,
+                &[("Content-Type", "text/plain")],
+                "{\"action\":\"terminate\"}",
+            );
+        assert_eq!(
+            r.to_json()["fault"],
+            json!({"kind": "respond", "status": 200,
+                   "headers": {"Content-Type": "text/plain"},
+                   "body": "{\"action\":\"terminate\"}"})
         );
     }
 

@@ -25,6 +25,65 @@ struct Fetch {
     dest: PathBuf,
     size: u64,
     etag: Option<String>,
+    /// The ETag names the one version wanted (a checkpoint's manifest): every GET asks for it
+    /// with If-Match, and another version is [`TransferError::ObjectChanged`].
+    exact: bool,
+}
+
+/// An object wanted in exactly one version, by [`super::Transfers::download_exact`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wanted {
+    pub url: S3Url,
+    pub dest: PathBuf,
+    pub size: u64,
+    pub etag: String,
+}
+
+/// What [`super::Transfers::download_exact`] fetched, and what it could not, with why.
+#[derive(Debug, Default)]
+pub struct Fetched {
+    pub copied: Transfer,
+    pub done: Vec<Wanted>,
+    pub failed: Vec<(Wanted, TransferError)>,
+}
+
+/// Fetch each wanted object (folders created first); unlike a prefix download, what can be
+/// fetched is kept when others fail.
+pub(super) async fn fetch_each(
+    copy: &Session<'_>,
+    wanted: Vec<Wanted>,
+) -> Result<Fetched, TransferError> {
+    let dirs: BTreeSet<PathBuf> = wanted
+        .iter()
+        .filter_map(|w| w.dest.parent().map(Path::to_path_buf))
+        .collect();
+    let first = wanted.first().map(|w| w.dest.clone()).unwrap_or_default();
+    sink::blocking(move || dirs.iter().try_for_each(std::fs::create_dir_all))
+        .await
+        .map_err(TransferError::local("prepare", first))?;
+    let fetches: Vec<(Wanted, Fetch)> = wanted
+        .into_iter()
+        .map(|w| {
+            let f = Fetch {
+                url: w.url.clone(),
+                dest: w.dest.clone(),
+                size: w.size,
+                etag: Some(w.etag.clone()),
+                exact: true,
+            };
+            (w, f)
+        })
+        .collect();
+    let limit = copy.limits.requests_in_flight;
+    let done = copy.rounds(fetches, limit, |(_, f)| fetch(copy, f)).await;
+    if let Some(e) = done.fatal {
+        return Err(e);
+    }
+    Ok(Fetched {
+        copied: done.copied,
+        done: done.done.into_iter().map(|((w, _), _)| w).collect(),
+        failed: done.failed.into_iter().map(|((w, _), e)| (w, e)).collect(),
+    })
 }
 
 pub(super) async fn run(
@@ -173,6 +232,7 @@ fn plan_prefix(
                 dest: dest.join(p),
                 size,
                 etag,
+                exact: false,
             }),
         }
     }
@@ -220,6 +280,7 @@ async fn single(copy: &Session<'_>, src: &S3Url, dest: &Path) -> Result<Vec<Fetc
         dest: dest.join(name),
         size: head.content_length().unwrap_or(0).max(0) as u64,
         etag: head.e_tag().map(str::to_string),
+        exact: false,
     }])
 }
 
@@ -273,6 +334,7 @@ async fn fetch_whole(copy: &Session<'_>, f: &Fetch) -> Result<(), TransferError>
         .bucket(f.url.bucket())
         .key(f.url.key())
         .checksum_mode(ChecksumMode::Enabled)
+        .set_if_match(f.etag.clone().filter(|_| f.exact))
         .send()
         .await
         .map_err(|e| get_error(f, S3Cause::from_sdk(&e)))?;

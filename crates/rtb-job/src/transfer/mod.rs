@@ -17,6 +17,7 @@
 
 mod download;
 mod error;
+mod files;
 mod options;
 mod plan;
 mod sink;
@@ -32,9 +33,11 @@ use futures::StreamExt;
 use rtb_model::{S3Url, Skipped, Transfer};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
+pub use download::{Fetched, Wanted};
 pub use error::{S3Cause, TransferError};
+pub use files::{list_files, LocalFile, SentFile};
 pub use options::{CopyOptions, Filter, FlagsError, Pattern};
-pub use upload::survey;
+pub use upload::{survey, Stamp};
 
 use error::Failure;
 
@@ -153,6 +156,42 @@ impl Transfers {
     }
 }
 
+impl Transfers {
+    /// Each listed file to its URL (no line per file), starting no further file once `cancel`
+    /// is set. Returns the files sent, with the version of each that went up (unchanged during
+    /// its upload) and its ETag, and those that could not be, with why. `Err` only when none
+    /// can be (the bucket is gone).
+    pub async fn upload_files(
+        &self,
+        files: Vec<(LocalFile, S3Url)>,
+        log: Log<'_>,
+        cancel: &AtomicBool,
+    ) -> Result<(Vec<SentFile>, Vec<Skipped>), TransferError> {
+        let opts = CopyOptions {
+            quiet: true,
+            ..CopyOptions::default()
+        };
+        let mut copy = Session::new(self, &opts, log, "upload");
+        copy.cancel = Some(cancel);
+        files::put_each(&copy, files).await
+    }
+
+    /// Each wanted object, in exactly the version its ETag names, to its path; a file appears
+    /// only once complete and verified. What can be fetched is, whatever happens to the rest.
+    pub async fn download_exact(
+        &self,
+        wanted: Vec<Wanted>,
+        log: Log<'_>,
+    ) -> Result<Fetched, TransferError> {
+        let opts = CopyOptions {
+            quiet: true,
+            ..CopyOptions::default()
+        };
+        let copy = Session::new(self, &opts, log, "download");
+        download::fetch_each(&copy, wanted).await
+    }
+}
+
 fn limits_sane(into: &mut Limits, asked: Limits) {
     // S3 refuses parts under 5 MiB (but the last); zero concurrency would never finish.
     into.requests_in_flight = asked.requests_in_flight.max(1);
@@ -186,16 +225,31 @@ pub(crate) struct Session<'a> {
     verified: verify::Tally,
     /// Bytes of finished files and parts, for the progress line.
     done_bytes: AtomicU64,
+    /// Set by the caller to start no further file (those running finish).
+    cancel: Option<&'a AtomicBool>,
 }
 
-/// What a run over many items left: what was copied, what could not be, and the failure that
-/// stopped it early, if one did.
-pub(crate) struct Rounds<T> {
+/// What a run over many items left: what was copied (and what each item's work returned),
+/// what could not be, and the failure that stopped it early, if one did.
+pub(crate) struct Rounds<T, O> {
     pub copied: Transfer,
+    /// Items done, with what their work returned, in no particular order.
+    pub done: Vec<(T, O)>,
     /// Items that could not be copied, in their original order, with the last error.
     pub failed: Vec<(T, TransferError)>,
     /// What ended the copy early; items still waiting for a round then are in neither list.
     pub fatal: Option<TransferError>,
+}
+
+/// What one item's work moved, for the byte count.
+pub(crate) trait Moved {
+    fn bytes(&self) -> u64;
+}
+
+impl Moved for u64 {
+    fn bytes(&self) -> u64 {
+        *self
+    }
 }
 
 impl<'a> Session<'a> {
@@ -210,7 +264,12 @@ impl<'a> Session<'a> {
             started: Instant::now(),
             verified: verify::Tally::default(),
             done_bytes: AtomicU64::new(0),
+            cancel: None,
         }
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel.is_some_and(|c| c.load(Ordering::Relaxed))
     }
 
     async fn permit(&self) -> Option<SemaphorePermit<'_>> {
@@ -276,14 +335,16 @@ impl<'a> Session<'a> {
     /// ([`ROUND_PAUSES`]); one that failed for good is reported in `failed`. A fatal failure
     /// stops new items from starting, but those running finish (so a multipart upload aborts
     /// itself rather than being dropped half-way).
-    async fn rounds<T, F, Fut>(&self, items: Vec<T>, limit: usize, work: F) -> Rounds<T>
+    async fn rounds<T, O, F, Fut>(&self, items: Vec<T>, limit: usize, work: F) -> Rounds<T, O>
     where
         T: Clone,
+        O: Moved,
         F: Fn(T) -> Fut,
-        Fut: Future<Output = Result<u64, TransferError>>,
+        Fut: Future<Output = Result<O, TransferError>>,
     {
         let stop = AtomicBool::new(false);
         let mut copied = Transfer::default();
+        let mut done = Vec::new();
         let mut failed: Vec<(usize, TransferError)> = Vec::new();
         let mut fatal = None;
         let mut pending: Vec<usize> = (0..items.len()).collect();
@@ -305,14 +366,14 @@ impl<'a> Session<'a> {
                 tokio::time::sleep(pause).await;
             }
             let last_round = round == ROUND_PAUSES.len();
-            let results: Vec<(usize, Option<Result<u64, TransferError>>)> =
+            let results: Vec<(usize, Option<Result<O, TransferError>>)> =
                 futures::stream::iter(std::mem::take(&mut pending))
                     .map(|i| {
                         let stop = &stop;
                         let item = items[i].clone();
                         let work = &work;
                         async move {
-                            if stop.load(Ordering::Relaxed) {
+                            if stop.load(Ordering::Relaxed) || self.cancelled() {
                                 return (i, None);
                             }
                             let r = work(item).await;
@@ -329,9 +390,10 @@ impl<'a> Session<'a> {
                     .await;
             for (i, r) in results {
                 match r {
-                    Some(Ok(bytes)) => {
+                    Some(Ok(out)) => {
                         copied.files += 1;
-                        copied.bytes += bytes;
+                        copied.bytes += out.bytes();
+                        done.push((items[i].clone(), out));
                     }
                     Some(Err(e)) => match e.failure() {
                         Failure::Fatal => {
@@ -348,6 +410,7 @@ impl<'a> Session<'a> {
         failed.sort_by_key(|(i, _)| *i);
         Rounds {
             copied,
+            done,
             failed: failed
                 .into_iter()
                 .map(|(i, e)| (items[i].clone(), e))
@@ -374,6 +437,15 @@ fn human_secs(secs: f64) -> String {
 }
 
 pub use plan::human_bytes;
+
+/// Where a file's key, relative to a copied prefix, lands below the destination folder: its
+/// relative path, None for a folder marker, or why it would leave the folder.
+pub fn placement(relative_key: &str) -> Result<Option<std::path::PathBuf>, &'static str> {
+    match plan::placement(relative_key)? {
+        plan::Placement::File(p) => Ok(Some(p)),
+        plan::Placement::Root | plan::Placement::Folder(_) => Ok(None),
+    }
+}
 
 /// An estimate of how long `bytes` take at `bytes_per_s`, for a person.
 pub fn estimate(bytes: u64, bytes_per_s: f64) -> String {

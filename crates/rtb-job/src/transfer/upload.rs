@@ -39,13 +39,13 @@ const SKIPPED_IN_LOG: usize = 50;
 
 /// What a file looked like: a change in either means it was written to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stamp {
-    size: u64,
-    modified: Option<SystemTime>,
+pub struct Stamp {
+    pub size: u64,
+    pub modified: Option<SystemTime>,
 }
 
 impl Stamp {
-    fn of(meta: &Metadata) -> Self {
+    pub fn of(meta: &Metadata) -> Self {
         Stamp {
             size: meta.len(),
             modified: meta.modified().ok(),
@@ -54,10 +54,26 @@ impl Stamp {
 }
 
 #[derive(Debug, Clone)]
-struct Put {
-    path: PathBuf,
-    url: S3Url,
-    stamp: Stamp,
+pub(super) struct Put {
+    pub(super) path: PathBuf,
+    /// Its key below the uploaded folder (the name alone for one file).
+    pub(super) rel: String,
+    pub(super) url: S3Url,
+    pub(super) stamp: Stamp,
+}
+
+/// One file uploaded: the stamp it had before and after (so the bytes in S3 are that
+/// version's), and the object's ETag as S3 answered.
+#[derive(Debug, Clone)]
+pub(super) struct PutDone {
+    pub(super) stamp: Stamp,
+    pub(super) etag: Option<String>,
+}
+
+impl super::Moved for PutDone {
+    fn bytes(&self) -> u64 {
+        self.stamp.size
+    }
 }
 
 pub(super) async fn run(
@@ -143,6 +159,7 @@ fn one_file(
     };
     Ok(vec![Put {
         path: src.into(),
+        rel: name.to_string(),
         url,
         stamp,
     }])
@@ -165,8 +182,9 @@ async fn walk_all(
         .into_iter()
         .filter(|f| copy.opts.includes(&f.rel))
         .map(|f| Put {
-            path: f.path,
             url: dest.join(&f.rel),
+            path: f.path,
+            rel: f.rel,
             stamp: f.stamp,
         })
         .collect();
@@ -186,16 +204,16 @@ pub fn survey(src: &Path, opts: &CopyOptions) -> (u64, u64) {
     }
 }
 
-struct Found {
-    path: PathBuf,
-    rel: String,
-    stamp: Stamp,
+pub(super) struct Found {
+    pub(super) path: PathBuf,
+    pub(super) rel: String,
+    pub(super) stamp: Stamp,
 }
 
-struct Walked {
-    found: Vec<Found>,
+pub(super) struct Walked {
+    pub(super) found: Vec<Found>,
     /// What should have been uploaded but cannot be.
-    skipped: Vec<Skipped>,
+    pub(super) skipped: Vec<Skipped>,
     /// What is left out on purpose (symlinked folders, sockets), for the log.
     notes: Vec<String>,
 }
@@ -211,7 +229,7 @@ fn skip(skipped: &mut Vec<Skipped>, path: &Path, reason: impl Into<String>) {
 /// reached through symlinks are not entered (no loops, nothing outside the folder); sockets,
 /// FIFOs and devices are left out with a note. What cannot be read or named is skipped, with
 /// why; only an unreadable `root` is an error.
-fn walk(root: &Path) -> Result<Walked, TransferError> {
+pub(super) fn walk(root: &Path) -> Result<Walked, TransferError> {
     let mut w = Walked {
         found: Vec::new(),
         skipped: Vec::new(),
@@ -317,7 +335,7 @@ fn skip_unreadable(skipped: &mut Vec<Skipped>, path: &Path, e: &std::io::Error) 
 }
 
 /// Upload one file; again when it changed meanwhile (its size or time differ before and after).
-async fn put(copy: &Session<'_>, p: Put) -> Result<u64, TransferError> {
+pub(super) async fn put(copy: &Session<'_>, p: Put) -> Result<PutDone, TransferError> {
     let mut stamp = p.stamp;
     for attempt in 1..=CHANGE_ATTEMPTS {
         let sent = if stamp.size > copy.limits.multipart_threshold {
@@ -333,12 +351,12 @@ async fn put(copy: &Session<'_>, p: Put) -> Result<u64, TransferError> {
             Err(e) => {
                 return Err(match sent {
                     Err(failed) => failed,
-                    Ok(()) => TransferError::local("inspect", &p.path)(e),
+                    Ok(_) => TransferError::local("inspect", &p.path)(e),
                 })
             }
         };
         match sent {
-            Ok(()) if now == stamp => {
+            Ok(etag) if now == stamp => {
                 if stamp.size <= copy.limits.multipart_threshold {
                     // A multipart upload counted its parts as they went.
                     copy.moved(stamp.size);
@@ -351,12 +369,12 @@ async fn put(copy: &Session<'_>, p: Put) -> Result<u64, TransferError> {
                         plan::human_bytes(stamp.size)
                     )
                 });
-                return Ok(stamp.size);
+                return Ok(PutDone { stamp, etag });
             }
             // A failure of a file that did not change is the failure's own story.
             Err(e) if now == stamp => return Err(e),
             // Changed under us (grown, shrunk, rewritten): what went up may be wrong.
-            Ok(()) | Err(_) => {}
+            Ok(_) | Err(_) => {}
         }
         if attempt < CHANGE_ATTEMPTS {
             copy.warn(format!(
@@ -374,10 +392,16 @@ async fn put(copy: &Session<'_>, p: Put) -> Result<u64, TransferError> {
     })
 }
 
-async fn put_whole(copy: &Session<'_>, p: &Put, size: u64) -> Result<(), TransferError> {
+/// The object's ETag as S3 answered the PUT.
+async fn put_whole(
+    copy: &Session<'_>,
+    p: &Put,
+    size: u64,
+) -> Result<Option<String>, TransferError> {
     let _permit = copy.permit().await;
     let (body, len, crc) = body(p, 0, size, true).await?;
-    copy.client
+    let out = copy
+        .client
         .put_object()
         .bucket(p.url.bucket())
         .key(p.url.key())
@@ -390,10 +414,14 @@ async fn put_whole(copy: &Session<'_>, p: &Put, size: u64) -> Result<(), Transfe
         .send()
         .await
         .map_err(|e| put_error(p, "PutObject", S3Cause::from_sdk(&e)))?;
-    Ok(())
+    Ok(out.e_tag().map(str::to_string))
 }
 
-async fn put_multipart(copy: &Session<'_>, p: &Put, size: u64) -> Result<(), TransferError> {
+async fn put_multipart(
+    copy: &Session<'_>,
+    p: &Put,
+    size: u64,
+) -> Result<Option<String>, TransferError> {
     let created = copy
         .client
         .create_multipart_upload()
@@ -431,7 +459,7 @@ async fn put_parts(
     p: &Put,
     size: u64,
     upload_id: &str,
-) -> Result<(), TransferError> {
+) -> Result<Option<String>, TransferError> {
     let part_size = plan::part_size(size, copy.limits.part_size);
     let mut parts: Vec<CompletedPart> =
         futures::stream::iter(plan::parts(size, part_size).into_iter().enumerate())
@@ -440,7 +468,8 @@ async fn put_parts(
             .try_collect()
             .await?;
     parts.sort_by_key(|part| part.part_number());
-    copy.client
+    let out = copy
+        .client
         .complete_multipart_upload()
         .bucket(p.url.bucket())
         .key(p.url.key())
@@ -453,7 +482,7 @@ async fn put_parts(
         .send()
         .await
         .map_err(|e| put_error(p, "CompleteMultipartUpload", S3Cause::from_sdk(&e)))?;
-    Ok(())
+    Ok(out.e_tag().map(str::to_string))
 }
 
 /// One part, sent again after a pause when it failed transiently.
