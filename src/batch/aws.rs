@@ -489,6 +489,7 @@ pub async fn run(
             seconds,
             error: error.clone(),
             retried_because: None,
+            ran: status.and_then(|st| st.started_at.zip(st.stopped_at)),
         });
         ends[j].report = Some(Report {
             job_id: s.job_id.clone(),

@@ -133,6 +133,8 @@ pub struct RunArgs {
     /// Same as the `policy` subcommand.
     #[arg(long, hide = true)]
     pub print_policy: bool,
+    #[command(flatten)]
+    pub cost: CostArgs,
     /// Take the job's flags from a job file's [job] table (a batch file without csv); flags
     /// given here override it.
     #[arg(long, value_name = "FILE.toml", help_heading = "Output")]
@@ -166,6 +168,20 @@ Examples:
   run-render batch vwcc2.toml --instance-type c5.4xlarge   # a flag overrides the file
   run-render status --batch vwcc2";
 
+/// What the job may cost: the price to count with, and a budget (`run` and `batch`).
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Cost")]
+pub struct CostArgs {
+    /// The instance's price in USD per hour, for labs on a negotiated rate or credits; wins
+    /// over the AWS Price List and spot price history [default: from AWS; [batch] price]
+    #[arg(long, env = "RUN_RENDER_PRICE", value_name = "USD_PER_HOUR")]
+    pub price: Option<String>,
+    /// Never spend more than this many USD on instances: nothing starts that would pass it,
+    /// and a detached instance's deadline is set so its worst case fits [[batch] max-cost]
+    #[arg(long, env = "RUN_RENDER_MAX_COST", value_name = "USD")]
+    pub max_cost: Option<String>,
+}
+
 /// `batch FILE`.
 #[derive(Debug, Clone, Args)]
 pub struct BatchArgs {
@@ -191,6 +207,10 @@ pub struct BatchArgs {
     /// The AWS Batch job queue (overrides [batch] queue).
     #[arg(long, help_heading = "Batch")]
     pub queue: Option<String>,
+    /// At the budget (--max-cost): "finish" lets running jobs complete, "stop" stops them as
+    /// Ctrl-C does, outputs saved (overrides [batch] on-budget) [default: finish]
+    #[arg(long, value_name = "finish|stop", help_heading = "Cost")]
+    pub on_budget: Option<String>,
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -394,6 +414,9 @@ pub const COMMAND_FLAGS: &[&str] = &[
     "parallel",
     "engine",
     "queue",
+    "price",
+    "max_cost",
+    "on_budget",
 ];
 
 /// The job flags given on the command line, as `--long=value` arguments (one per value), in

@@ -207,6 +207,254 @@ pub async fn read(cloud: &Cloud, at: &JobRecords) -> Result<Option<CostRecord>, 
         .and_then(|b| serde_json::from_slice(&b).ok()))
 }
 
+/// A `run`'s cost, for its report.
+#[derive(Debug, Clone, Default)]
+pub struct RunCost {
+    pub record: Option<CostRecord>,
+    pub usd: Option<f64>,
+    /// Why there is no figure, or where it could not be written.
+    pub note: Option<String>,
+    pub so_far: bool,
+}
+
+impl RunCost {
+    /// `cost_usd`, `currency`, `price_source` and the whole record, into a job's JSON document.
+    pub fn add_to(&self, doc: &mut serde_json::Value) {
+        if let Some(map) = doc.as_object_mut() {
+            map.insert("cost_usd".into(), serde_json::json!(self.usd));
+            map.insert("currency".into(), serde_json::json!(record::CURRENCY));
+            map.insert(
+                "price_source".into(),
+                serde_json::json!(self.record.as_ref().and_then(|r| r.price_source.clone())),
+            );
+            map.insert("cost_so_far".into(), serde_json::json!(self.so_far));
+            map.insert("cost".into(), serde_json::json!(self.record));
+            if let Some(n) = &self.note {
+                map.insert("cost_note".into(), serde_json::json!(n));
+            }
+        }
+    }
+
+    /// "$0.0016 for 62 s of m6i.large at $0.0960/h ... (so far)", or "unknown: why".
+    pub fn line(&self) -> String {
+        let Some(usd) = self.usd else {
+            return format!("unknown: {}", self.note.as_deref().unwrap_or("no price"));
+        };
+        let Some(r) = &self.record else {
+            return format!(
+                "{} ({})",
+                record::usd_text(Some(usd)),
+                self.note.as_deref().unwrap_or("")
+            );
+        };
+        let prices: Vec<String> = r.prices.iter().map(|p| p.provenance()).collect();
+        format!(
+            "{} for {:.0} instance-seconds at {}{}{}",
+            record::usd_text(Some(usd)),
+            r.seconds,
+            prices.join(", "),
+            if self.so_far {
+                " (so far: the instance still runs)"
+            } else {
+                ""
+            },
+            self.note
+                .as_deref()
+                .map(|n| format!("; {n}"))
+                .unwrap_or_default()
+        )
+    }
+}
+
+/// What one `run` cost: its instance's times from EC2 at its price, written beside its
+/// result (and into the registry) once the instance has ended.
+pub async fn of_run(
+    cloud: &Cloud,
+    prices: &Prices<'_>,
+    registry: &Registry,
+    plan: &crate::plan::Plan,
+    report: &crate::report::Report,
+) -> RunCost {
+    use crate::report::{InstanceFate, Outcome};
+    let Some(id) = &report.instance_id else {
+        return RunCost {
+            usd: Some(0.0),
+            note: Some("no instance was launched".into()),
+            ..RunCost::default()
+        };
+    };
+    let now = SystemTime::now();
+    let ended = matches!(report.instance, InstanceFate::Terminated).then_some(now);
+    let start = now
+        .checked_sub(std::time::Duration::from_secs_f64(
+            report.phases.total_s.max(0.0),
+        ))
+        .unwrap_or(now);
+    let seen = [Seen {
+        id: id.clone(),
+        instance_type: report.instance_type.clone(),
+        spot: plan.launch.spot,
+        launched: Some(start),
+        ended,
+    }];
+    let uses = [Use {
+        job_id: plan.job_id.clone(),
+        attempt: 1,
+        instance_id: id.clone(),
+        start,
+        end: now,
+        failed: report.outcome != Outcome::Succeeded,
+    }];
+    let accounted = match account(cloud, prices, &seen, &uses, now).await {
+        Ok(a) => a,
+        Err(e) => {
+            return RunCost {
+                note: Some(format!("the instance's times could not be read: {e}")),
+                ..RunCost::default()
+            }
+        }
+    };
+    let Some(rec) = accounted
+        .records(plan.batch.as_deref(), &crate::plan::owner())
+        .into_iter()
+        .next()
+    else {
+        return RunCost::default();
+    };
+    let mut out = RunCost {
+        usd: rec.cost_usd,
+        so_far: rec.so_far,
+        note: rec.unknown.clone(),
+        record: Some(rec.clone()),
+    };
+    if !rec.so_far {
+        let at = plan.work_records().cloned();
+        if let Err(e) = write(cloud, registry, &[(rec, at)]).await {
+            out.note = Some(e);
+        }
+    }
+    out
+}
+
+/// What a batch cost: each job's record (by job id) and the whole.
+#[derive(Debug, Clone, Default)]
+pub struct BatchCost {
+    pub jobs: BTreeMap<String, CostRecord>,
+    pub total_usd: Option<f64>,
+    pub failed_usd: Option<f64>,
+    pub spot_savings_usd: Option<f64>,
+    pub billed_s: u64,
+    pub sources: Vec<String>,
+    /// Why there is no figure, or where a record could not be written.
+    pub note: Option<String>,
+}
+
+impl BatchCost {
+    pub fn unknown(why: impl Into<String>) -> BatchCost {
+        BatchCost {
+            note: Some(why.into()),
+            ..BatchCost::default()
+        }
+    }
+
+    pub fn job_usd(&self, job_id: &str, ran: bool) -> Option<f64> {
+        match self.jobs.get(job_id) {
+            Some(r) => r.cost_usd,
+            // A job that launched nothing cost nothing.
+            None if !ran => self.total_usd.map(|_| 0.0),
+            None => None,
+        }
+    }
+}
+
+/// What a batch's jobs cost on the EC2 engine: the pool's instances' times from EC2 at their
+/// prices, shared among the attempts by the times they ran; each job's record written beside
+/// its newest attempt's result and into the registry.
+pub async fn of_batch(
+    cloud: &Cloud,
+    prices: &Prices<'_>,
+    registry: &Registry,
+    batch: &str,
+    jobs: &[crate::batch::BatchJob],
+    ends: &[crate::batch::pool::JobEnd],
+) -> BatchCost {
+    let mut seen: Vec<Seen> = Vec::new();
+    let mut uses = Vec::new();
+    for (job, end) in jobs.iter().zip(ends) {
+        for (n, a) in end.attempts.iter().enumerate() {
+            let Some(id) = &a.instance_id else { continue };
+            if !seen.iter().any(|s| &s.id == id) {
+                seen.push(Seen {
+                    id: id.clone(),
+                    instance_type: job
+                        .plan
+                        .launch
+                        .instance_types
+                        .first()
+                        .cloned()
+                        .unwrap_or_default(),
+                    spot: a.spot,
+                    launched: a.ran.map(|r| r.0),
+                    ended: None,
+                });
+            }
+            if let Some((start, end_at)) = a.ran {
+                uses.push(Use {
+                    job_id: job.job_id.clone(),
+                    attempt: n as u32 + 1,
+                    instance_id: id.clone(),
+                    start,
+                    end: end_at,
+                    failed: a.outcome != crate::report::Outcome::Succeeded,
+                });
+            }
+        }
+    }
+    if seen.is_empty() {
+        return BatchCost {
+            total_usd: Some(0.0),
+            failed_usd: Some(0.0),
+            spot_savings_usd: Some(0.0),
+            ..BatchCost::default()
+        };
+    }
+    let accounted = match account(cloud, prices, &seen, &uses, SystemTime::now()).await {
+        Ok(a) => a,
+        Err(e) => {
+            return BatchCost::unknown(format!("the instances' times could not be read: {e}"))
+        }
+    };
+    let records = accounted.records(Some(batch), &crate::plan::owner());
+    let mut out = BatchCost {
+        total_usd: accounted.bill.total_usd(),
+        failed_usd: records.iter().try_fold(0.0, |t, r| Some(t + r.failed_usd?)),
+        spot_savings_usd: accounted.bill.spot_savings_usd(),
+        billed_s: accounted.bill.billed_seconds(),
+        sources: accounted.sources(),
+        note: accounted.unknown().map(str::to_string),
+        jobs: BTreeMap::new(),
+    };
+    let mut to_write = Vec::new();
+    for rec in records {
+        let at = jobs
+            .iter()
+            .zip(ends)
+            .find(|(j, _)| j.job_id == rec.job_id)
+            .and_then(|(_, e)| e.report.as_ref())
+            .and_then(|r| r.records.as_deref())
+            .and_then(|r| r.parse::<rtb_model::S3Url>().ok())
+            .map(JobRecords::at);
+        if !rec.so_far {
+            to_write.push((rec.clone(), at));
+        }
+        out.jobs.insert(rec.job_id.clone(), rec);
+    }
+    if let Err(e) = write(cloud, registry, &to_write).await {
+        out.note.get_or_insert(e);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -319,6 +319,103 @@ impl Meter {
     }
 }
 
+/// A budget as a pool keeps it: the rate it counts with, the live meter, and whether it has
+/// been reached (after which nothing starts again).
+#[derive(Debug)]
+pub struct Spend {
+    pub budget: Budget,
+    /// USD per hour counted for every instance (the user's price, else the highest on-demand
+    /// price of the types the pool may launch: a bound for spot too).
+    pub rate: f64,
+    meter: std::sync::Mutex<Meter>,
+    reached: std::sync::Mutex<Option<String>>,
+}
+
+impl Spend {
+    pub fn new(budget: Budget, rate: f64) -> Spend {
+        Spend {
+            budget,
+            rate,
+            meter: std::sync::Mutex::new(Meter::default()),
+            reached: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn meter(&self) -> std::sync::MutexGuard<'_, Meter> {
+        self.meter.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Why the budget stopped the pool, once it has.
+    pub fn reached(&self) -> Option<String> {
+        self.reached
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn reach(&self, why: String) {
+        let mut r = self.reached.lock().unwrap_or_else(|p| p.into_inner());
+        if r.is_none() {
+            *r = Some(why);
+        }
+    }
+
+    /// Before a start, on instance `on` (None: a new instance): Ok to start, or why not (the
+    /// words contain "budget"). Once the budget holds a start, nothing starts again.
+    pub fn may_start(&self, on: Option<&str>, now: SystemTime) -> Result<(), String> {
+        if let Some(why) = self.reached() {
+            return Err(why);
+        }
+        let projected = self.meter().projected_with_next(now, on, Some(self.rate));
+        match gate(&self.budget, projected) {
+            Gate::Start => Ok(()),
+            Gate::Hold { projected_usd } => {
+                let accrued = self.meter().accrued_usd(now);
+                let why = format!(
+                    "not started: the budget of ${:.2} was reached (accrued ${accrued:.4}; with what the running instances are committed to and this job, ${projected_usd:.4})",
+                    self.budget.max_usd
+                );
+                self.reach(why.clone());
+                Err(why)
+            }
+        }
+    }
+
+    /// Whether running jobs must be stopped now ("stop", and the budget reached).
+    pub fn should_stop(&self, now: SystemTime) -> bool {
+        let projected = self.meter().projected_usd(now);
+        let stop = must_stop(&self.budget, projected);
+        if stop {
+            self.reach(format!(
+                "not started: the budget of ${:.2} was reached (running jobs were stopped, on-budget = \"stop\")",
+                self.budget.max_usd
+            ));
+        }
+        stop
+    }
+
+    pub fn launched(&self, id: &str, at: SystemTime, spot: bool) {
+        self.meter().launched(id, at, Some(self.rate), spot);
+    }
+
+    pub fn ended(&self, id: &str, at: SystemTime) {
+        self.meter().ended(id, at);
+    }
+
+    pub fn job_started(&self, job: &str, attempt: u32, id: &str, at: SystemTime) {
+        self.meter().job_started(job, attempt, id, at);
+    }
+
+    pub fn job_ended(&self, job: &str, attempt: u32, id: &str, at: SystemTime, failed: bool) {
+        self.meter().job_ended(job, attempt, id, at, failed);
+    }
+
+    /// What has accrued by `now`.
+    pub fn accrued_usd(&self, now: SystemTime) -> f64 {
+        self.meter().accrued_usd(now)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -438,5 +535,45 @@ mod tests {
             gate(&budget, m.projected_usd(t(61))),
             Gate::Hold { .. }
         ));
+    }
+
+    #[test]
+    fn a_pool_under_a_budget_of_about_three_jobs() {
+        // 40 s jobs, 2 s boots, $3.6/h; a budget of 160 instance-seconds.
+        let s = Spend::new(
+            Budget {
+                max_usd: 0.16,
+                on_budget: OnBudget::Finish,
+            },
+            3.6,
+        );
+        assert_eq!(s.may_start(None, t(0)), Ok(()));
+        s.launched("i-a", t(0), false);
+        assert_eq!(s.may_start(None, t(0)), Ok(()));
+        s.launched("i-b", t(0), false);
+        s.job_started("j1", 1, "i-a", t(2));
+        s.job_started("j2", 1, "i-b", t(2));
+        s.job_ended("j1", 1, "i-a", t(42), false);
+        // j3 on i-a: i-a to 82 s, i-b its minute: 142 s fits.
+        assert_eq!(s.may_start(Some("i-a"), t(42)), Ok(()));
+        s.job_started("j3", 1, "i-a", t(42));
+        s.job_ended("j2", 1, "i-b", t(42), false);
+        // j4 on i-b: 82 + 82 = 164 s: held, and nothing starts after.
+        let why = s.may_start(Some("i-b"), t(43)).unwrap_err();
+        assert!(why.contains("budget of $0.16"), "{why}");
+        assert!(s.may_start(None, t(200)).is_err());
+        assert!(!s.should_stop(t(43)), "finish lets running jobs complete");
+        let stop = Spend::new(
+            Budget {
+                max_usd: 0.1,
+                on_budget: OnBudget::Stop,
+            },
+            3.6,
+        );
+        stop.launched("i-a", t(0), false);
+        stop.job_started("j1", 1, "i-a", t(2));
+        assert!(!stop.should_stop(t(30)));
+        assert!(stop.should_stop(t(100)));
+        assert!(stop.reached().unwrap().contains("budget"));
     }
 }
