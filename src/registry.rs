@@ -172,6 +172,18 @@ impl Registry {
         serde_json::from_str(&text).ok()
     }
 
+    /// Every cost record this workstation keeps.
+    pub fn costs(&self) -> Vec<crate::cost::CostRecord> {
+        let Ok(dir) = std::fs::read_dir(self.costs_dir()) else {
+            return Vec::new();
+        };
+        dir.filter_map(Result::ok)
+            .filter(|d| d.path().extension().is_some_and(|x| x == "json"))
+            .filter_map(|d| std::fs::read_to_string(d.path()).ok())
+            .filter_map(|t| serde_json::from_str(&t).ok())
+            .collect()
+    }
+
     /// Entries of one batch.
     pub fn of_batch(&self, batch: &str) -> Vec<Entry> {
         self.recent(SystemTime::now(), Duration::MAX)

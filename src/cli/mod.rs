@@ -100,6 +100,12 @@ pub enum Cmd {
         after_help = "Examples:\n  run-render cleanup --dry-run\n  run-render cleanup --yes --older-than 2h"
     )]
     Cleanup(CleanupArgs),
+    /// What jobs cost: this workstation's cost records (or the jobs under --output), by job,
+    /// batch or owner, with the price each figure came from.
+    #[command(
+        after_help = "Examples:\n  run-render cost                          # the last 7 days, by job\n  run-render cost --batch vwcc2 --by batch\n  run-render cost --since 30d --by owner --json\n  run-render cost --output s3://lab-renders/run-1   # from any machine: the records in S3"
+    )]
+    Cost(CostReportArgs),
     /// Print the IAM policies the client and the instance need (ami/iam/).
     Policy,
     /// AWS Batch, the engine for queued batches with no client: set up or tear down its
@@ -291,6 +297,28 @@ pub struct AwsBatchSetupArgs {
     pub output_buckets: Vec<String>,
     #[arg(long)]
     pub dry_run: bool,
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
+/// `cost`.
+#[derive(Debug, Clone, Args)]
+pub struct CostReportArgs {
+    /// Only this batch's jobs.
+    #[arg(long, value_name = "NAME")]
+    pub batch: Option<String>,
+    /// How far back [default: 7d]
+    #[arg(long, default_value = "7d", value_name = "DURATION")]
+    pub since: String,
+    /// One row per job, batch or owner.
+    #[arg(long, default_value = "job", value_parser = ["job", "batch", "owner"])]
+    pub by: String,
+    /// Read the records of the jobs under this output in S3 (from any workstation).
+    #[arg(long, value_name = "S3_URL")]
+    pub output: Option<String>,
+    /// Print one JSON document on stdout.
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
