@@ -210,6 +210,77 @@ fn dry_runs_show_the_worst_case() {
     assert_eq!(cost["detached_lifetime_s"], 4800, "{cost}");
 }
 
+#[test]
+fn a_cached_price_is_reused_and_expires() {
+    let desk = Desk::new();
+    // Every call goes through the proxy, which counts them; MiniStack behind it has no Price
+    // List API, so a price asked for is not found.
+    let proxy = rtb_testkit::FaultProxy::start();
+    let cache = desk.cache.path().join("run-render/prices.json");
+    std::fs::create_dir_all(cache.parent().unwrap()).unwrap();
+    let fetched = |ago: u64| {
+        let t = std::time::SystemTime::now() - Duration::from_secs(ago);
+        let doc = serde_json::json!({"prices": [{
+            "usd_per_hour": 0.0104, "market": "on-demand", "instance_type": "t3.micro",
+            "place": "us-east-1", "source": "price-list",
+            "fetched_at": humantime::format_rfc3339_seconds(t).to_string(), "cached": false,
+        }]});
+        std::fs::write(&cache, doc.to_string()).unwrap();
+    };
+    let dry_run = || {
+        let mut c = desk.cmd(&[
+            "run",
+            "--ami",
+            "ami-0123456789abcdef0",
+            "--instance-type",
+            "t3.micro",
+            "--command",
+            "ver",
+            "--output",
+            "s3://lab-bucket/x",
+            "--timeout",
+            "1h",
+            "--deadline-margin",
+            "30m",
+            "--region",
+            "us-east-1",
+            "--dry-run",
+            "--json",
+        ]);
+        c.env("AWS_ENDPOINT_URL", proxy.endpoint());
+        let o = c.output().expect("run");
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        serde_json::from_str::<serde_json::Value>(&text)
+            .unwrap_or_else(|e| panic!("{e}: {text}{}", String::from_utf8_lossy(&o.stderr)))
+    };
+    // Fetched 23 h ago: within a day, reused, and AWS is not asked.
+    fetched(23 * 3600);
+    let doc = dry_run();
+    let cost = &doc["cost"];
+    assert_eq!(cost["usd_per_hour"], 0.0104, "{cost}");
+    let source = cost["price_source"].as_str().unwrap();
+    assert!(
+        source.contains("AWS Price List API") && source.contains("cached"),
+        "{source}"
+    );
+    assert!(
+        (f(&cost["worst_case_usd"]) - 0.0156).abs() < 0.0001,
+        "{cost}"
+    );
+    assert_eq!(proxy.count("GetProducts"), 0);
+    // Fetched 25 h ago: expired, so the Price List API is asked (here it has no answer: the
+    // figure is unknown, never the stale price).
+    fetched(25 * 3600);
+    let doc = dry_run();
+    let cost = &doc["cost"];
+    assert!(cost["worst_case_usd"].is_null(), "{cost}");
+    assert!(
+        cost["unknown"].as_str().unwrap().contains("GetProducts"),
+        "{cost}"
+    );
+    assert!(proxy.count("GetProducts") >= 1);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_budget_without_a_price_is_refused_before_launch() {
     let w = World::new().await;
