@@ -143,6 +143,17 @@ impl Summary<'_> {
         if let Some(c) = self.cost {
             o.push_str(&cost_lines(c));
         }
+        if self.stats.budget_reached.is_some() {
+            let held = self
+                .ends
+                .iter()
+                .filter(|e| e.not_run.as_deref().is_some_and(|w| w.contains("budget")))
+                .count();
+            let _ = writeln!(
+                o,
+                "the budget was reached: {held} job(s) not run (not_run, budget); --resume runs them later"
+            );
+        }
         for id in &self.stats.unconfirmed {
             let _ = writeln!(o, "instance {id} MAY STILL BE RUNNING: aws ec2 terminate-instances --instance-ids {id}");
         }
@@ -258,5 +269,36 @@ fn succeeded(e: &JobEnd) -> bool {
         (_, Some(why)) => why.starts_with("succeeded"),
         (Some(r), None) => r.outcome == Outcome::Succeeded,
         (None, None) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cost::account::BatchCost;
+
+    #[test]
+    fn the_cost_lines_name_the_total_the_sources_failures_and_savings() {
+        let c = BatchCost {
+            total_usd: Some(1.5),
+            failed_usd: Some(0.25),
+            spot_savings_usd: Some(2.0),
+            billed_s: 5400,
+            sources: vec!["EC2 spot price history".into()],
+            ..BatchCost::default()
+        };
+        let text = cost_lines(&c);
+        for want in [
+            "cost: $1.5000 in all (5400 billed instance-seconds; prices from EC2 spot price history)",
+            "failed attempts $0.2500 of it",
+            "spot saved $2.0000 against on-demand",
+        ] {
+            assert!(text.contains(want), "{want} not in {text}");
+        }
+        let text = cost_lines(&BatchCost::unknown("no answer from the Price List API"));
+        assert!(
+            text.contains("cost: unknown (no answer from the Price List API); give --price"),
+            "{text}"
+        );
     }
 }
