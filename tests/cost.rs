@@ -380,6 +380,11 @@ async fn summary_status_and_cost_agree_with_ec2s_instance_times() {
                 .find(|(e, _)| e == id)
                 .unwrap_or_else(|| panic!("{id} not in EC2's {ec2:?}"));
             assert_eq!(launched, *t, "{id}");
+            // Its end: EC2's transition time, or (MiniStack gives none) when the pool saw it.
+            assert!(
+                matches!(i["end_from"].as_str(), Some("ec2" | "client")),
+                "{i}"
+            );
             let ended = humantime::parse_rfc3339(i["ended"].as_str().unwrap()).unwrap();
             let secs = ended.duration_since(launched).unwrap().as_secs().max(60);
             assert!(i["billed_s"].as_u64().unwrap().abs_diff(secs) <= 1, "{i}");

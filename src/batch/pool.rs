@@ -67,6 +67,9 @@ pub struct PoolStats {
     /// Why the budget stopped the batch, when it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub budget_reached: Option<String>,
+    /// When the pool saw each instance end (the ledger's end where EC2 gives no time).
+    #[serde(skip)]
+    pub ended_at: std::collections::BTreeMap<String, std::time::SystemTime>,
 }
 
 struct State {
@@ -361,11 +364,14 @@ impl<'a> Pool<'a> {
                 Ok(i) => i,
                 Err(report) => {
                     let launched = report.instance_id.is_some();
-                    if let (Some(spend), Some(id)) = (&self.spend, &report.instance_id) {
+                    if let Some(id) = &report.instance_id {
                         // Launched, then lost before its job: its time counts all the same.
                         let now = std::time::SystemTime::now();
-                        spend.launched(id, now.checked_sub(up.elapsed()).unwrap_or(now), spot);
-                        spend.ended(id, now);
+                        self.lock().stats.ended_at.insert(id.clone(), now);
+                        if let Some(spend) = &self.spend {
+                            spend.launched(id, now.checked_sub(up.elapsed()).unwrap_or(now), spot);
+                            spend.ended(id, now);
+                        }
                     }
                     self.finish(first, report, &ui, spot);
                     if launched {
@@ -459,9 +465,14 @@ impl<'a> Pool<'a> {
                 // A lane's job ended it (terminated and confirmed there, or reported).
                 instance.abandon();
             }
-            self.lock().live -= 1;
+            let now = std::time::SystemTime::now();
+            {
+                let mut st = self.lock();
+                st.live -= 1;
+                st.stats.ended_at.insert(id.clone(), now);
+            }
             if let Some(spend) = &self.spend {
-                spend.ended(&id, std::time::SystemTime::now());
+                spend.ended(&id, now);
             }
             self.account(up, true);
         }

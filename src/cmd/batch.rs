@@ -312,7 +312,16 @@ async fn run(
             "the jobs run on by themselves (--detach): `run-render status --batch` and `run-render cost` show what they cost",
         )
     } else {
-        cost::account::of_batch(&cloud, &prices, &registry, &name, &jobs, &ends).await
+        cost::account::of_batch(
+            &cloud,
+            &prices,
+            &registry,
+            &name,
+            &jobs,
+            &ends,
+            &stats.ended_at,
+        )
+        .await
     };
     // A stop the budget asked for is not the user's Ctrl-C.
     let interrupted = interrupts.count() > 0 && stats.budget_reached.is_none();

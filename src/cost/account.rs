@@ -377,6 +377,7 @@ pub async fn of_batch(
     batch: &str,
     jobs: &[crate::batch::BatchJob],
     ends: &[crate::batch::pool::JobEnd],
+    ended_at: &BTreeMap<String, SystemTime>,
 ) -> BatchCost {
     let mut seen: Vec<Seen> = Vec::new();
     let mut uses = Vec::new();
@@ -395,7 +396,7 @@ pub async fn of_batch(
                         .unwrap_or_default(),
                     spot: a.spot,
                     launched: a.ran.map(|r| r.0),
-                    ended: None,
+                    ended: ended_at.get(id).copied(),
                 });
             }
             if let Some((start, end_at)) = a.ran {
