@@ -437,6 +437,70 @@ async fn summary_status_and_cost_agree_with_ec2s_instance_times() {
     assert!((f(&doc["cost_usd"]) - total).abs() < 0.005, "{doc}");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_detached_run_under_a_budget_gets_a_deadline_that_fits() {
+    let w = World::new().await;
+    let desk = Desk::new();
+    let bucket = w.bucket("cost-detach").await;
+    let ami = w.test_ami().await;
+    let job = unique("detach");
+    // $36/h (a cent a second) and $3: the instance may live 300 s; its 24h30m deadline moves
+    // in, and the job's timeout with it (keeping the 1 minute margin).
+    let (code, out, err) = desk.out(&[
+        "run",
+        "--ami",
+        &ami,
+        "--instance-type",
+        "t3.micro",
+        "--image",
+        &support_image(),
+        "--interpreter",
+        "octave-cli",
+        "--command",
+        "pause(60)",
+        "--output",
+        &format!("s3://{bucket}/d"),
+        "--job-id",
+        &job,
+        "--deadline-margin",
+        "1m",
+        "--price",
+        "36",
+        "--max-cost",
+        "3",
+        "--detach",
+        "--json",
+    ]);
+    let started = std::time::SystemTime::now();
+    let instances = w.instances_of(&job).await;
+    for (id, _) in &instances {
+        w.terminate(id).await;
+    }
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        err.contains("budget $3.00") && err.contains("powers itself off 5m00s after launch"),
+        "{err}"
+    );
+    let doc: serde_json::Value = serde_json::from_str(&out).expect("one JSON document");
+    assert_eq!(doc["outcome"], "detached");
+    assert_eq!(doc["cost_so_far"], true, "{doc}");
+    assert_eq!(doc["currency"], "USD");
+    // What it has cost so far: at least its first minute.
+    assert!(f(&doc["cost_usd"]) >= 0.6 - 1e-9, "{doc}");
+    // The deadline the instance carries is launch + 300 s, not 24h30m.
+    let entry = std::fs::read_to_string(
+        desk.state
+            .path()
+            .join(format!("run-render/jobs/{job}.json")),
+    )
+    .expect("registry entry");
+    let entry: serde_json::Value = serde_json::from_str(&entry).unwrap();
+    let deadline = humantime::parse_rfc3339(entry["deadline"].as_str().expect("deadline")).unwrap();
+    let left = deadline.duration_since(started).unwrap_or_default();
+    assert!(left <= Duration::from_secs(300) && left >= Duration::from_secs(240), "{left:?}");
+    assert!(instances.len() == 1, "{instances:?}");
+}
+
 /// The summary's job outcomes: (done, not run for the budget, other).
 fn outcomes(summary: &serde_json::Value) -> (usize, usize, Vec<String>) {
     let mut done = 0;
