@@ -497,7 +497,10 @@ async fn a_detached_run_under_a_budget_gets_a_deadline_that_fits() {
     let entry: serde_json::Value = serde_json::from_str(&entry).unwrap();
     let deadline = humantime::parse_rfc3339(entry["deadline"].as_str().expect("deadline")).unwrap();
     let left = deadline.duration_since(started).unwrap_or_default();
-    assert!(left <= Duration::from_secs(300) && left >= Duration::from_secs(240), "{left:?}");
+    assert!(
+        left <= Duration::from_secs(300) && left >= Duration::from_secs(240),
+        "{left:?}"
+    );
     assert!(instances.len() == 1, "{instances:?}");
 }
 

@@ -307,12 +307,20 @@ async fn run(
         }
     };
     view.finish();
-    let cost = if args.run.detach {
+    let outage = ends
+        .iter()
+        .flat_map(|e| &e.attempts)
+        .any(|a| a.outcome == Outcome::Unknown);
+    let cost = if outage {
+        cost::account::BatchCost::unknown(
+            "AWS stopped answering, so the instances' times could not be read; `run-render cost` shows the recorded figures",
+        )
+    } else if args.run.detach {
         cost::account::BatchCost::unknown(
             "the jobs run on by themselves (--detach): `run-render status --batch` and `run-render cost` show what they cost",
         )
     } else {
-        cost::account::of_batch(
+        let costed = cost::account::of_batch(
             &cloud,
             &prices,
             &registry,
@@ -320,8 +328,16 @@ async fn run(
             &jobs,
             &ends,
             &stats.ended_at,
-        )
-        .await
+        );
+        // Not a minute more for a figure: an exit held by an API that stopped answering is
+        // worse than a cost shown later by `status` and `cost`.
+        tokio::time::timeout(cost::account::COST_LIMIT * 2, costed)
+            .await
+            .unwrap_or_else(|_| {
+                cost::account::BatchCost::unknown(
+                    "AWS did not answer in time for the cost (instance times, prices)",
+                )
+            })
     };
     // A stop the budget asked for is not the user's Ctrl-C.
     let interrupted = interrupts.count() > 0 && stats.budget_reached.is_none();

@@ -164,7 +164,17 @@ async fn run(mut plan: Plan, limits: Limits, json: bool) -> i32 {
     let registry = Registry::open();
     let report = lifecycle::run(&plan, &cloud, &ui, &interrupts, &registry).await;
     ui.finish();
-    let cost = crate::cost::account::of_run(&cloud, &prices, &registry, &plan, &report).await;
+    let cost = tokio::time::timeout(
+        crate::cost::account::COST_LIMIT,
+        crate::cost::account::of_run(&cloud, &prices, &registry, &plan, &report),
+    )
+    .await
+    .unwrap_or_else(|_| crate::cost::account::RunCost {
+        note: Some(
+            "AWS did not answer in time for the cost; `run-render status` shows it later".into(),
+        ),
+        ..Default::default()
+    });
     if json {
         let mut doc = serde_json::to_value(&report).unwrap_or_default();
         cost.add_to(&mut doc);

@@ -266,6 +266,9 @@ impl RunCost {
     }
 }
 
+/// How long working out a cost may hold the client's exit (reading instance times, prices).
+pub const COST_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// What one `run` cost: its instance's times from EC2 at its price, written beside its
 /// result (and into the registry) once the instance has ended.
 pub async fn of_run(
@@ -283,6 +286,13 @@ pub async fn of_run(
             ..RunCost::default()
         };
     };
+    if report.outcome == Outcome::Unknown || report.instance == InstanceFate::Unconfirmed {
+        // AWS stopped answering: asking it again only delays the exit the user is owed.
+        return RunCost {
+            note: Some("AWS stopped answering, so the instance's times could not be read; `run-render status` shows the cost later".into()),
+            ..RunCost::default()
+        };
+    }
     let now = SystemTime::now();
     let ended = matches!(report.instance, InstanceFate::Terminated).then_some(now);
     let start = now
