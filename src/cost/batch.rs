@@ -157,5 +157,19 @@ pub async fn spend(
         return Ok(None);
     };
     let p = before::budget_price(prices, &jobs[0].plan.launch.instance_types).await?;
-    Ok(Some((Spend::new(b, p.usd_per_hour), p.usd_per_hour)))
+    let spend = Spend::new(b, p.usd_per_hour).expect(earlier_median(jobs));
+    Ok(Some((spend, p.usd_per_hour)))
+}
+
+/// The median instance time per job of an earlier run of these jobs, from this
+/// workstation's cost records.
+fn earlier_median(jobs: &[BatchJob]) -> Option<Duration> {
+    let registry = Registry::open();
+    let times: Vec<Duration> = jobs
+        .iter()
+        .filter_map(|j| registry.cost(&j.job_id))
+        .filter(|c| c.seconds > 0.0)
+        .map(|c| Duration::from_secs_f64(c.seconds / c.attempts.len().max(1) as f64))
+        .collect();
+    budget::median(&times)
 }

@@ -143,6 +143,8 @@ pub struct Meter {
     done: Vec<Duration>,
     /// Launch to first job start, per instance: the estimate for a new instance's boot.
     boots: Vec<Duration>,
+    /// An earlier run's median job time: the estimate until a job of this run finishes.
+    earlier: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -212,9 +214,15 @@ impl Meter {
         });
     }
 
-    /// The expected run time of a job: the median of those that finished.
+    /// The expected run time of a job: the median of those that finished, else an earlier
+    /// run's.
     pub fn expected_job(&self) -> Option<Duration> {
-        median(&self.done)
+        median(&self.done).or(self.earlier)
+    }
+
+    /// Until a job of this run finishes, expect jobs to take `d` (an earlier run's median).
+    pub fn expect(&mut self, d: Duration) {
+        self.earlier = Some(d);
     }
 
     /// Whether every instance has a price (a budget needs it).
@@ -398,6 +406,15 @@ impl Spend {
         self.meter().launched(id, at, Some(self.rate), spot);
     }
 
+    /// Until a job of this run finishes, expect jobs to take `d` (an earlier run's median):
+    /// the first starts are then gated on it too.
+    pub fn expect(self, d: Option<Duration>) -> Spend {
+        if let Some(d) = d {
+            self.meter().expect(d);
+        }
+        self
+    }
+
     pub fn ended(&self, id: &str, at: SystemTime) {
         self.meter().ended(id, at);
     }
@@ -575,5 +592,21 @@ mod tests {
         assert!(!stop.should_stop(t(30)));
         assert!(stop.should_stop(t(100)));
         assert!(stop.reached().unwrap().contains("budget"));
+        // An earlier run's job time gates the first starts too: 100 s jobs, a 150 s budget.
+        let s = Spend::new(
+            Budget {
+                max_usd: 0.15,
+                on_budget: OnBudget::Finish,
+            },
+            3.6,
+        )
+        .expect(Some(Duration::from_secs(100)));
+        assert_eq!(s.may_start(None, t(0)), Ok(()));
+        s.launched("i-a", t(0), false);
+        s.job_started("j1", 1, "i-a", t(0));
+        assert!(
+            s.may_start(None, t(1)).is_err(),
+            "a second 100 s job would pass $0.15"
+        );
     }
 }
