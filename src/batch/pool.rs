@@ -364,6 +364,9 @@ impl<'a> Pool<'a> {
                 Ok(i) => i,
                 Err(report) => {
                     let launched = report.instance_id.is_some();
+                    if let (Some(spend), None) = (&self.spend, &report.instance_id) {
+                        spend.launch_failed();
+                    }
                     if let Some(id) = &report.instance_id {
                         // Launched, then lost before its job: its time counts all the same.
                         let now = std::time::SystemTime::now();

@@ -145,6 +145,8 @@ pub struct Meter {
     boots: Vec<Duration>,
     /// An earlier run's median job time: the estimate until a job of this run finishes.
     earlier: Option<Duration>,
+    /// New instances a start was allowed for and not launched yet: what each will cost.
+    reserved: Vec<f64>,
 }
 
 #[derive(Debug, Clone)]
@@ -242,7 +244,21 @@ impl Meter {
         self.instances
             .values()
             .map(|i| self.projected_one(i, now, None))
-            .sum()
+            .sum::<f64>()
+            + self.reserved.iter().sum::<f64>()
+    }
+
+    /// A start on a new instance was allowed: count it until the instance is launched (or
+    /// its launch fails), so starts decided at the same moment see each other.
+    pub fn reserve(&mut self, usd: f64) {
+        self.reserved.push(usd);
+    }
+
+    /// One reserved launch happened, or failed.
+    pub fn release(&mut self) {
+        if !self.reserved.is_empty() {
+            self.reserved.remove(0);
+        }
     }
 
     /// The projection with the next job added: on instance `on` (a lane free there), or on a
@@ -374,9 +390,20 @@ impl Spend {
         if let Some(why) = self.reached() {
             return Err(why);
         }
-        let projected = self.meter().projected_with_next(now, on, Some(self.rate));
+        let (projected, before) = {
+            let m = self.meter();
+            (
+                m.projected_with_next(now, on, Some(self.rate)),
+                m.projected_usd(now),
+            )
+        };
         match gate(&self.budget, projected) {
-            Gate::Start => Ok(()),
+            Gate::Start => {
+                if on.is_none() {
+                    self.meter().reserve(projected - before);
+                }
+                Ok(())
+            }
             Gate::Hold { projected_usd } => {
                 let accrued = self.meter().accrued_usd(now);
                 let why = format!(
@@ -403,7 +430,14 @@ impl Spend {
     }
 
     pub fn launched(&self, id: &str, at: SystemTime, spot: bool) {
-        self.meter().launched(id, at, Some(self.rate), spot);
+        let mut m = self.meter();
+        m.release();
+        m.launched(id, at, Some(self.rate), spot);
+    }
+
+    /// A launch this budget allowed failed before any instance existed.
+    pub fn launch_failed(&self) {
+        self.meter().release();
     }
 
     /// Until a job of this run finishes, expect jobs to take `d` (an earlier run's median):
@@ -592,6 +626,31 @@ mod tests {
         assert!(!stop.should_stop(t(30)));
         assert!(stop.should_stop(t(100)));
         assert!(stop.reached().unwrap().contains("budget"));
+        // Two starts decided at once, before either instance exists, see each other.
+        let s = Spend::new(
+            Budget {
+                max_usd: 0.1,
+                on_budget: OnBudget::Finish,
+            },
+            3.6,
+        );
+        assert_eq!(s.may_start(None, t(0)), Ok(()));
+        assert!(
+            s.may_start(None, t(0)).is_err(),
+            "a second minute would pass $0.10"
+        );
+        let s = Spend::new(
+            Budget {
+                max_usd: 0.12,
+                on_budget: OnBudget::Finish,
+            },
+            3.6,
+        );
+        assert_eq!(s.may_start(None, t(0)), Ok(()));
+        s.launch_failed();
+        assert_eq!(s.may_start(None, t(0)), Ok(()));
+        s.launched("i-a", t(0), false);
+        assert_eq!(s.may_start(None, t(0)), Ok(()));
         // An earlier run's job time gates the first starts too: 100 s jobs, a 150 s budget.
         let s = Spend::new(
             Budget {
