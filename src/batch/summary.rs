@@ -77,7 +77,8 @@ impl Summary<'_> {
                 (Some(r), None) => (outcome_word(r.outcome).to_string(), r.exit_code.to_string()),
                 (None, None) => ("not run".to_string(), "-".to_string()),
             };
-            let secs: f64 = end.attempts.iter().map(|a| a.seconds).sum();
+            // + 0.0: an empty sum is -0.0, which would print as "-0.000".
+            let secs: f64 = end.attempts.iter().map(|a| a.seconds).sum::<f64>() + 0.0;
             let _ = writeln!(
                 o,
                 "{:<w$}  {:<18} {:>4}  {:>8} {:>9} {:>8.3} {:>10}  {}",
