@@ -11,6 +11,7 @@
 //! - [`preflight`] checks before spending money; [`patience`] how long AWS may not answer
 //! - [`registry`] the workstation's record of its jobs; [`inventory`] pure decisions over
 //!   fetched state for `status` / `list` / `cleanup`
+//! - [`cost`] prices, the ledger of what each job cost, budgets
 //! - [`logs`] following the runner's S3 log chunks; [`report`] a job's result
 //! - [`cloud`] the thin seam over the AWS SDK; [`ui`] progress; [`signals`] Ctrl-C
 
@@ -18,6 +19,7 @@ pub mod batch;
 pub mod cli;
 pub mod cloud;
 pub mod cmd;
+pub mod cost;
 pub mod engine;
 pub mod inventory;
 pub mod lifecycle;

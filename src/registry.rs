@@ -144,6 +144,46 @@ impl Registry {
         entries
     }
 
+    /// Where jobs' cost records are kept: beside the entries (`run-render/costs/`).
+    fn costs_dir(&self) -> PathBuf {
+        self.dir
+            .parent()
+            .map(|p| p.join("costs"))
+            .unwrap_or_else(|| self.dir.join("costs"))
+    }
+
+    /// Keep a job's cost record (replacing an earlier one), atomically.
+    pub fn save_cost(&self, c: &crate::cost::CostRecord) -> Result<(), RegistryError> {
+        let dir = self.costs_dir();
+        let path = dir.join(format!("{}.json", c.job_id));
+        let err = |source| RegistryError::Write {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&dir).map_err(err)?;
+        let tmp = dir.join(format!(".{}.{}.tmp", c.job_id, std::process::id()));
+        std::fs::write(&tmp, serde_json::to_string_pretty(c).unwrap_or_default()).map_err(err)?;
+        std::fs::rename(&tmp, &path).map_err(err)
+    }
+
+    /// A job's cost record, when this workstation computed one.
+    pub fn cost(&self, job_id: &str) -> Option<crate::cost::CostRecord> {
+        let text = std::fs::read_to_string(self.costs_dir().join(format!("{job_id}.json"))).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// Every cost record this workstation keeps.
+    pub fn costs(&self) -> Vec<crate::cost::CostRecord> {
+        let Ok(dir) = std::fs::read_dir(self.costs_dir()) else {
+            return Vec::new();
+        };
+        dir.filter_map(Result::ok)
+            .filter(|d| d.path().extension().is_some_and(|x| x == "json"))
+            .filter_map(|d| std::fs::read_to_string(d.path()).ok())
+            .filter_map(|t| serde_json::from_str(&t).ok())
+            .collect()
+    }
+
     /// Entries of one batch.
     pub fn of_batch(&self, batch: &str) -> Vec<Entry> {
         self.recent(SystemTime::now(), Duration::MAX)

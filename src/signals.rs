@@ -7,6 +7,8 @@ use tokio::sync::watch;
 #[derive(Clone)]
 pub struct Interrupts {
     count: watch::Receiver<u32>,
+    /// Stops asked for by the program itself (a budget reached), counted as signals.
+    raised: std::sync::Arc<watch::Sender<u32>>,
 }
 
 impl Interrupts {
@@ -20,6 +22,8 @@ impl Interrupts {
     /// first Ctrl-C given: the next real one is the second).
     pub fn listen_from(n: u32) -> Interrupts {
         let (tx, rx) = watch::channel(n);
+        let tx = std::sync::Arc::new(tx);
+        let raised = tx.clone();
         // Registered here, before anything is launched, not later inside the task: a signal
         // that came first would otherwise still kill the process the default way.
         let streams = (
@@ -39,7 +43,13 @@ impl Interrupts {
                 }
             });
         }
-        Interrupts { count: rx }
+        Interrupts { count: rx, raised }
+    }
+
+    /// Ask for a clean stop as the first Ctrl-C does (once: a raise never ends anything at
+    /// once, as a second signal would).
+    pub fn raise(&self) {
+        self.raised.send_modify(|n| *n = (*n).max(1));
     }
 
     pub fn count(&self) -> u32 {

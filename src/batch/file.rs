@@ -46,6 +46,12 @@ pub struct Settings {
     pub memory_mib: Option<u32>,
     /// AWS Batch: "array" (one array job, rows in an S3 manifest; the default) or "per-row".
     pub submit: Option<String>,
+    /// The instances' price in USD per hour (wins over AWS's prices).
+    pub price: Option<f64>,
+    /// The budget in USD.
+    pub max_cost: Option<f64>,
+    /// At the budget: "finish" (running jobs complete) or "stop" (they are stopped).
+    pub on_budget: Option<String>,
 }
 
 /// One data row: its number (1 = the first after the header), its line in the CSV, and its
@@ -130,6 +136,18 @@ impl BatchFile {
                     format!("'{e}' is not an engine (ec2 or aws-batch)"),
                 ));
             }
+        }
+        for (key, v) in [("price", settings.price), ("max-cost", settings.max_cost)] {
+            if v.is_some_and(|v| !(v.is_finite() && v > 0.0)) {
+                return Err(err(
+                    format!("{at}: [batch] {key}"),
+                    "must be an amount in US dollars above zero",
+                ));
+            }
+        }
+        if let Some(o) = &settings.on_budget {
+            crate::cost::OnBudget::parse(o)
+                .map_err(|p| err(format!("{at}: [batch] on-budget"), p))?;
         }
         if let Some(s) = &settings.submit {
             if !matches!(s.as_str(), "array" | "per-row") {

@@ -42,6 +42,9 @@ pub struct Attempt {
     /// Why it was tried again, when it was.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retried_because: Option<String>,
+    /// When it began and ended on its instance: the ledger's times.
+    #[serde(skip)]
+    pub ran: Option<(std::time::SystemTime, std::time::SystemTime)>,
 }
 
 /// What became of one job.
@@ -64,6 +67,12 @@ pub struct PoolStats {
     pub instance_hours: f64,
     /// Instances whose termination could not be confirmed.
     pub unconfirmed: Vec<String>,
+    /// Why the budget stopped the batch, when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget_reached: Option<String>,
+    /// When the pool saw each instance end (the ledger's end where EC2 gives no time).
+    #[serde(skip)]
+    pub ended_at: std::collections::BTreeMap<String, std::time::SystemTime>,
 }
 
 struct State {
@@ -87,6 +96,8 @@ pub struct Pool<'a> {
     pub checked: Checked,
     pub view: &'a View,
     pub log_dir: Option<PathBuf>,
+    /// The budget, when the batch has one: asked before each start.
+    pub spend: Option<crate::cost::budget::Spend>,
     state: Mutex<State>,
 }
 
@@ -116,6 +127,7 @@ impl<'a> Pool<'a> {
             checked,
             view,
             log_dir,
+            spend: None,
             state: Mutex::new(State {
                 queue: run.iter().copied().collect(),
                 ends: vec![JobEnd::default(); jobs.len()],
@@ -133,29 +145,73 @@ impl<'a> Pool<'a> {
         policy.parallel.div_ceil(per).min(jobs.div_ceil(per)).max(1)
     }
 
+    /// Under a budget: nothing starts that would pass it.
+    pub fn with_budget(mut self, spend: crate::cost::budget::Spend) -> Self {
+        self.spend = Some(spend);
+        self
+    }
+
     /// Run every queued job; every instance is ended when this returns.
     pub async fn run(self) -> (Vec<JobEnd>, PoolStats) {
         let queued = self.lock().queue.len();
         let slots = Pool::size(self.policy, queued);
         self.update_view();
-        futures::future::join_all((0..slots).map(|_| self.instance_task())).await;
+        let work = futures::future::join_all((0..slots).map(|_| self.instance_task()));
+        tokio::select! {
+            _ = work => {}
+            _ = self.watch_budget() => {}
+        }
         let mut st = self.lock();
-        // Jobs still queued when the batch stopped.
+        // Jobs still queued when the batch stopped (or the budget was reached).
+        let why = self
+            .spend
+            .as_ref()
+            .and_then(|s| s.reached())
+            .unwrap_or_else(|| "not started: the batch was stopped".into());
         let stopped: Vec<usize> = st.queue.drain(..).collect();
         for j in stopped {
-            st.ends[j].not_run = Some("not started: the batch was stopped".into());
+            st.ends[j].not_run = Some(why.clone());
         }
+        st.stats.budget_reached = self.spend.as_ref().and_then(|s| s.reached());
         (std::mem::take(&mut st.ends), std::mem::take(&mut st.stats))
+    }
+
+    /// With on-budget = "stop": once the budget is reached, running jobs are stopped as the
+    /// first Ctrl-C stops them (outputs saved). Never ends by itself.
+    async fn watch_budget(&self) {
+        if let Some(spend) = &self.spend {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if spend.should_stop(std::time::SystemTime::now()) {
+                    self.view
+                        .note("run-render: the budget is reached: stopping the running jobs (outputs saved)");
+                    self.interrupts.raise();
+                    break;
+                }
+            }
+        }
+        std::future::pending::<()>().await
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The next job to run, unless the batch is stopping.
-    fn take(&self) -> Option<usize> {
+    /// The next job to run on instance `on` (None: a new one), unless the batch is stopping
+    /// or the budget would be passed.
+    fn take(&self, on: Option<&str>) -> Option<usize> {
         if self.interrupts.count() > 0 {
             return None;
+        }
+        if let Some(spend) = &self.spend {
+            if self.lock().queue.is_empty() {
+                return None;
+            }
+            if let Err(why) = spend.may_start(on, std::time::SystemTime::now()) {
+                self.view
+                    .note(&format!("run-render: {why}; nothing more starts"));
+                return None;
+            }
         }
         let mut st = self.lock();
         let j = st.queue.pop_front()?;
@@ -227,6 +283,7 @@ impl<'a> Pool<'a> {
             seconds: report.phases.total_s,
             error: report.error.clone(),
             retried_because: None,
+            ran: ran_until_now(report.phases.total_s),
         };
         match next {
             Next::Retry { why, spot } => {
@@ -297,7 +354,7 @@ impl<'a> Pool<'a> {
     /// queued (per-instance of them at once), end it; again while jobs remain.
     async fn instance_task(&self) {
         loop {
-            let Some(first) = self.take() else { return };
+            let Some(first) = self.take(None) else { return };
             let (plan, ui) = self.begin(first);
             let spot = plan.launch.spot;
             let up = Instant::now();
@@ -314,6 +371,18 @@ impl<'a> Pool<'a> {
                 Ok(i) => i,
                 Err(report) => {
                     let launched = report.instance_id.is_some();
+                    if let (Some(spend), None) = (&self.spend, &report.instance_id) {
+                        spend.launch_failed();
+                    }
+                    if let Some(id) = &report.instance_id {
+                        // Launched, then lost before its job: its time counts all the same.
+                        let now = std::time::SystemTime::now();
+                        self.lock().stats.ended_at.insert(id.clone(), now);
+                        if let Some(spend) = &self.spend {
+                            spend.launched(id, now.checked_sub(up.elapsed()).unwrap_or(now), spot);
+                            spend.ended(id, now);
+                        }
+                    }
                     self.finish(first, report, &ui, spot);
                     if launched {
                         self.account(up, false);
@@ -334,6 +403,11 @@ impl<'a> Pool<'a> {
             }
             self.account(up, false);
             let host = Host::new(instance, plan.api_patience);
+            let id = host.id.clone();
+            if let Some(spend) = &self.spend {
+                let now = std::time::SystemTime::now();
+                spend.launched(&id, now.checked_sub(up.elapsed()).unwrap_or(now), spot);
+            }
             let first_job = Cell::new(Some((first, plan, ui)));
             let lanes = (0..self.policy.per_instance.max(1)).map(|_| self.lane(&host, &first_job));
             futures::future::join_all(lanes).await;
@@ -348,7 +422,15 @@ impl<'a> Pool<'a> {
                 self.view.note(&format!("run-render: {e}"));
                 self.lock().stats.unconfirmed.push(host.id.clone());
             }
-            self.lock().live -= 1;
+            let now = std::time::SystemTime::now();
+            {
+                let mut st = self.lock();
+                st.live -= 1;
+                st.stats.ended_at.insert(id.clone(), now);
+            }
+            if let Some(spend) = &self.spend {
+                spend.ended(&id, now);
+            }
             self.account(up, true);
         }
     }
@@ -364,7 +446,9 @@ impl<'a> Pool<'a> {
                     if !host.open() {
                         return;
                     }
-                    let Some(j) = self.take() else { return };
+                    let Some(j) = self.take(Some(&host.id)) else {
+                        return;
+                    };
                     let (p, u) = self.begin(j);
                     (j, p, u)
                 }
@@ -385,6 +469,11 @@ impl<'a> Pool<'a> {
             }
             let shared = host.start(j, &plan);
             let spot = plan.launch.spot;
+            let attempt = self.lock().ends[j].attempts.len() as u32 + 1;
+            if let Some(spend) = &self.spend {
+                let now = std::time::SystemTime::now();
+                spend.job_started(&self.jobs[j].job_id, attempt, &host.id, now);
+            }
             let (report, back) = lifecycle::run_on(
                 &plan,
                 &host.id,
@@ -397,6 +486,11 @@ impl<'a> Pool<'a> {
             .await;
             if let Some(why) = host.finish(j, &back) {
                 self.retired(host, &why);
+            }
+            if let Some(spend) = &self.spend {
+                let failed = report.outcome != Outcome::Succeeded;
+                let now = std::time::SystemTime::now();
+                spend.job_ended(&self.jobs[j].job_id, attempt, &host.id, now, failed);
             }
             self.finish(j, report, &ui, spot);
         }
@@ -434,6 +528,13 @@ impl<'a> Pool<'a> {
             st.stats.instances_launched += 1;
         }
     }
+}
+
+/// An attempt that took `seconds` and ended now: when it began and ended.
+pub fn ran_until_now(seconds: f64) -> Option<(std::time::SystemTime, std::time::SystemTime)> {
+    let now = std::time::SystemTime::now();
+    let took = Duration::try_from_secs_f64(seconds).ok()?;
+    Some((now.checked_sub(took)?, now))
 }
 
 pub fn outcome_word(o: Outcome) -> &'static str {

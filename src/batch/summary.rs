@@ -1,6 +1,6 @@
 //! The end of a batch: one table (job, outcome, exit code, attempts, duration, instance-hours,
-//! output, and for each job that did not succeed its error), or one JSON document; and the
-//! batch's exit code.
+//! cost, output, and for each job that did not succeed its error) with the batch's cost under
+//! it, or one JSON document; and the batch's exit code.
 
 use std::fmt::Write as _;
 
@@ -15,6 +15,8 @@ pub struct Summary<'a> {
     pub stats: &'a PoolStats,
     pub wall_s: f64,
     pub interrupted: bool,
+    /// What it cost (None: not computed for this engine).
+    pub cost: Option<&'a crate::cost::account::BatchCost>,
 }
 
 impl Summary<'_> {
@@ -63,8 +65,8 @@ impl Summary<'_> {
             .max(3);
         let _ = writeln!(
             o,
-            "{:<w$}  {:<18} {:>4}  {:>8} {:>9} {:>8}  OUTPUT",
-            "JOB", "OUTCOME", "EXIT", "ATTEMPTS", "DURATION", "INST-H"
+            "{:<w$}  {:<18} {:>4}  {:>8} {:>9} {:>8} {:>10}  OUTPUT",
+            "JOB", "OUTCOME", "EXIT", "ATTEMPTS", "DURATION", "INST-H", "COST"
         );
         for (job, end) in self.jobs.iter().zip(self.ends) {
             let (word, code) = match (&end.report, &end.not_run) {
@@ -75,10 +77,11 @@ impl Summary<'_> {
                 (Some(r), None) => (outcome_word(r.outcome).to_string(), r.exit_code.to_string()),
                 (None, None) => ("not run".to_string(), "-".to_string()),
             };
-            let secs: f64 = end.attempts.iter().map(|a| a.seconds).sum();
+            // + 0.0: an empty sum is -0.0, which would print as "-0.000".
+            let secs: f64 = end.attempts.iter().map(|a| a.seconds).sum::<f64>() + 0.0;
             let _ = writeln!(
                 o,
-                "{:<w$}  {:<18} {:>4}  {:>8} {:>9} {:>8.3}  {}",
+                "{:<w$}  {:<18} {:>4}  {:>8} {:>9} {:>8.3} {:>10}  {}",
                 job.job_id,
                 word,
                 code,
@@ -89,6 +92,7 @@ impl Summary<'_> {
                     crate::cmd::short_duration(std::time::Duration::from_secs_f64(secs))
                 },
                 secs / 3600.0,
+                self.job_cost_text(job, end),
                 job.plan
                     .output
                     .as_ref()
@@ -137,6 +141,20 @@ impl Summary<'_> {
                 }
             }
         }
+        if let Some(c) = self.cost {
+            o.push_str(&cost_lines(c));
+        }
+        if self.stats.budget_reached.is_some() {
+            let held = self
+                .ends
+                .iter()
+                .filter(|e| e.not_run.as_deref().is_some_and(|w| w.contains("budget")))
+                .count();
+            let _ = writeln!(
+                o,
+                "the budget was reached: {held} job(s) not run (not_run, budget); --resume runs them later"
+            );
+        }
         for id in &self.stats.unconfirmed {
             let _ = writeln!(o, "instance {id} MAY STILL BE RUNNING: aws ec2 terminate-instances --instance-ids {id}");
         }
@@ -164,6 +182,8 @@ impl Summary<'_> {
                     "output": job.plan.output.as_ref().map(|o| o.to_string()),
                     "error": r.filter(|_| !succeeded(end)).and_then(|r| r.error.clone()),
                     "not_run": end.not_run,
+                    "cost_usd": self.job_usd(job, end),
+                    "cost": self.cost.and_then(|c| c.jobs.get(&job.job_id)),
                 })
             })
             .collect();
@@ -174,9 +194,75 @@ impl Summary<'_> {
             "jobs_succeeded": self.ends.iter().filter(|e| succeeded(e)).count(),
             "wall_s": self.wall_s,
             "pool": self.stats,
+            "cost_usd": self.cost.and_then(|c| c.total_usd),
+            "currency": crate::cost::CURRENCY,
+            "price_source": self.cost.filter(|c| !c.sources.is_empty()).map(|c| c.sources.join(", ")),
+            "cost": self.cost.map(|c| serde_json::json!({
+                "total_usd": c.total_usd,
+                "failed_attempts_usd": c.failed_usd,
+                "spot_savings_usd": c.spot_savings_usd,
+                "billed_instance_seconds": c.billed_s,
+                "note": c.note,
+            })),
             "jobs": jobs,
         })
     }
+
+    fn job_usd(&self, job: &BatchJob, end: &JobEnd) -> Option<f64> {
+        let ran = end.attempts.iter().any(|a| a.instance_id.is_some());
+        self.cost.and_then(|c| c.job_usd(&job.job_id, ran))
+    }
+
+    fn job_cost_text(&self, job: &BatchJob, end: &JobEnd) -> String {
+        let usd = self.job_usd(job, end);
+        match (usd, self.cost.and_then(|c| c.jobs.get(&job.job_id))) {
+            (Some(u), Some(r)) if r.failed_attempts > 0 => {
+                format!("{}*", crate::cost::record::usd_text(Some(u)))
+            }
+            (u, _) => crate::cost::record::usd_text(u),
+        }
+    }
+}
+
+/// The cost lines under the table: the total, where prices came from, what failures cost,
+/// what spot saved.
+fn cost_lines(c: &crate::cost::account::BatchCost) -> String {
+    use crate::cost::record::usd_text;
+    let mut o = String::new();
+    match c.total_usd {
+        Some(t) => {
+            let _ = write!(
+                o,
+                "cost: {} in all ({} billed instance-seconds{})",
+                usd_text(Some(t)),
+                c.billed_s,
+                if c.sources.is_empty() {
+                    String::new()
+                } else {
+                    format!("; prices from {}", c.sources.join(", "))
+                }
+            );
+            if let Some(f) = c.failed_usd.filter(|f| *f > 0.0) {
+                let _ = write!(
+                    o,
+                    "; failed attempts {} of it (* in COST)",
+                    usd_text(Some(f))
+                );
+            }
+            if let Some(s) = c.spot_savings_usd.filter(|s| *s > 0.0) {
+                let _ = write!(o, "; spot saved {} against on-demand", usd_text(Some(s)));
+            }
+            o.push('\n');
+        }
+        None => {
+            let _ = writeln!(
+                o,
+                "cost: unknown ({}); give --price USD_PER_HOUR for a figure",
+                c.note.as_deref().unwrap_or("no price")
+            );
+        }
+    }
+    o
 }
 
 fn succeeded(e: &JobEnd) -> bool {
@@ -184,5 +270,36 @@ fn succeeded(e: &JobEnd) -> bool {
         (_, Some(why)) => why.starts_with("succeeded"),
         (Some(r), None) => r.outcome == Outcome::Succeeded,
         (None, None) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cost::account::BatchCost;
+
+    #[test]
+    fn the_cost_lines_name_the_total_the_sources_failures_and_savings() {
+        let c = BatchCost {
+            total_usd: Some(1.5),
+            failed_usd: Some(0.25),
+            spot_savings_usd: Some(2.0),
+            billed_s: 5400,
+            sources: vec!["EC2 spot price history".into()],
+            ..BatchCost::default()
+        };
+        let text = cost_lines(&c);
+        for want in [
+            "cost: $1.5000 in all (5400 billed instance-seconds; prices from EC2 spot price history)",
+            "failed attempts $0.2500 of it",
+            "spot saved $2.0000 against on-demand",
+        ] {
+            assert!(text.contains(want), "{want} not in {text}");
+        }
+        let text = cost_lines(&BatchCost::unknown("no answer from the Price List API"));
+        assert!(
+            text.contains("cost: unknown (no answer from the Price List API); give --price"),
+            "{text}"
+        );
     }
 }

@@ -100,6 +100,12 @@ pub enum Cmd {
         after_help = "Examples:\n  run-render cleanup --dry-run\n  run-render cleanup --yes --older-than 2h"
     )]
     Cleanup(CleanupArgs),
+    /// What jobs cost: this workstation's cost records (or the jobs under --output), by job,
+    /// batch or owner, with the price each figure came from.
+    #[command(
+        after_help = "Examples:\n  run-render cost                          # the last 7 days, by job\n  run-render cost --batch vwcc2 --by batch\n  run-render cost --since 30d --by owner --json\n  run-render cost --output s3://lab-renders/run-1   # from any machine: the records in S3"
+    )]
+    Cost(CostReportArgs),
     /// Print the IAM policies the client and the instance need (ami/iam/).
     Policy,
     /// AWS Batch, the engine for queued batches with no client: set up or tear down its
@@ -133,6 +139,8 @@ pub struct RunArgs {
     /// Same as the `policy` subcommand.
     #[arg(long, hide = true)]
     pub print_policy: bool,
+    #[command(flatten)]
+    pub cost: CostArgs,
     /// Take the job's flags from a job file's [job] table (a batch file without csv); flags
     /// given here override it.
     #[arg(long, value_name = "FILE.toml", help_heading = "Output")]
@@ -166,6 +174,20 @@ Examples:
   run-render batch vwcc2.toml --instance-type c5.4xlarge   # a flag overrides the file
   run-render status --batch vwcc2";
 
+/// What the job may cost: the price to count with, and a budget (`run` and `batch`).
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Cost")]
+pub struct CostArgs {
+    /// The instance's price in USD per hour, for labs on a negotiated rate or credits; wins
+    /// over the AWS Price List and spot price history [default: from AWS; [batch] price]
+    #[arg(long, env = "RUN_RENDER_PRICE", value_name = "USD_PER_HOUR")]
+    pub price: Option<String>,
+    /// Never spend more than this many USD on instances: nothing starts that would pass it,
+    /// and a detached instance's deadline is set so its worst case fits [[batch] max-cost]
+    #[arg(long, env = "RUN_RENDER_MAX_COST", value_name = "USD")]
+    pub max_cost: Option<String>,
+}
+
 /// `batch FILE`.
 #[derive(Debug, Clone, Args)]
 pub struct BatchArgs {
@@ -191,6 +213,10 @@ pub struct BatchArgs {
     /// The AWS Batch job queue (overrides [batch] queue).
     #[arg(long, help_heading = "Batch")]
     pub queue: Option<String>,
+    /// At the budget (--max-cost): "finish" lets running jobs complete, "stop" stops them as
+    /// Ctrl-C does, outputs saved (overrides [batch] on-budget) [default: finish]
+    #[arg(long, value_name = "finish|stop", help_heading = "Cost")]
+    pub on_budget: Option<String>,
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -271,6 +297,28 @@ pub struct AwsBatchSetupArgs {
     pub output_buckets: Vec<String>,
     #[arg(long)]
     pub dry_run: bool,
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
+/// `cost`.
+#[derive(Debug, Clone, Args)]
+pub struct CostReportArgs {
+    /// Only this batch's jobs.
+    #[arg(long, value_name = "NAME")]
+    pub batch: Option<String>,
+    /// How far back [default: 7d]
+    #[arg(long, default_value = "7d", value_name = "DURATION")]
+    pub since: String,
+    /// One row per job, batch or owner.
+    #[arg(long, default_value = "job", value_parser = ["job", "batch", "owner"])]
+    pub by: String,
+    /// Read the records of the jobs under this output in S3 (from any workstation).
+    #[arg(long, value_name = "S3_URL")]
+    pub output: Option<String>,
+    /// Print one JSON document on stdout.
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
@@ -395,6 +443,9 @@ pub const COMMAND_FLAGS: &[&str] = &[
     "parallel",
     "engine",
     "queue",
+    "price",
+    "max_cost",
+    "on_budget",
 ];
 
 /// The job flags given on the command line, as `--long=value` arguments (one per value), in

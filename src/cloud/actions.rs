@@ -20,6 +20,11 @@ pub const ACTIONS: &[&str] = &[
     "ssm:CancelCommand",
     // logs and result
     "s3:GetObject",
+    // what a job cost, beside its result (cost.json in its records folder)
+    "s3:PutObject",
+    // prices: the Price List API (asked in us-east-1) and spot price history
+    "pricing:GetProducts",
+    "ec2:DescribeSpotPriceHistory",
 ];
 
 /// The AWS Batch engine's calls while submitting, following and stopping a batch

@@ -5,6 +5,7 @@
 pub mod actions;
 mod ec2;
 mod iam;
+pub mod pricing;
 mod s3;
 mod ssm;
 

@@ -111,6 +111,25 @@ impl Cloud {
         Ok(bytes.and_then(|b| serde_json::from_slice(&b).ok()))
     }
 
+    /// Write a small object (one of the batch's own records), replacing it.
+    pub async fn put_bytes(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+    ) -> Result<(), CloudError> {
+        self.s3
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .content_type("application/json")
+            .body(aws_sdk_s3::primitives::ByteStream::from(body))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| cloud_error("S3 PutObject", e))
+    }
+
     /// Whether the runner has written a first log chunk: the job has started.
     pub async fn log_started(&self, records: &rtb_model::JobRecords) -> Result<bool, CloudError> {
         let keys = self

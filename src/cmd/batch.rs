@@ -15,6 +15,11 @@ use crate::batch::view::View;
 use crate::batch::BatchFile;
 use crate::cli::BatchArgs;
 use crate::cloud::{Cloud, Select};
+use crate::cost::{
+    self,
+    before::Limits,
+    prices::{Cache, Prices},
+};
 use crate::engine::ec2::instance::Instance;
 use crate::lifecycle;
 use crate::registry::Registry;
@@ -47,9 +52,25 @@ pub fn main(args: BatchArgs) -> i32 {
             return super::bad_input(&e.to_string(), json);
         }
     }
+    let limits = match Limits::settle(
+        &args.run.cost,
+        args.on_budget.as_deref(),
+        Some(&file.settings),
+    ) {
+        Ok(l) => l,
+        Err(e) => return super::bad_input(&e, json),
+    };
     if args.run.dry_run {
-        super::emit(&dry_run(&file, &policy, &jobs, json));
-        return 0;
+        let detach = args.run.detach;
+        return super::block_on(async {
+            match cost::batch::dry_run(&policy, &jobs, &limits, detach).await {
+                Ok(figures) => {
+                    super::emit(&dry_run(&file, &policy, &jobs, json, &figures));
+                    0
+                }
+                Err(e) => super::bad_input(&e, json),
+            }
+        });
     }
     if args.run.detach && policy.engine == Engine::Ec2 && policy.parallel < jobs.len() {
         return super::bad_input(
@@ -65,7 +86,7 @@ pub fn main(args: BatchArgs) -> i32 {
         .log_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from("run-render-logs").join(&file.name));
-    super::block_on(run(file, policy, jobs, args, log_dir))
+    super::block_on(run(file, policy, jobs, args, log_dir, limits))
 }
 
 async fn run(
@@ -74,12 +95,37 @@ async fn run(
     jobs: Vec<BatchJob>,
     args: BatchArgs,
     log_dir: PathBuf,
+    limits: Limits,
 ) -> i32 {
     let json = args.run.json;
     let name = file.name.clone();
     let cloud = super::connect_for(&jobs[0].plan).await;
     let interrupts = Interrupts::listen();
     let registry = Registry::open();
+    let prices = Prices::new(limits.price, Some(&cloud), Some(Cache::open()));
+    // A budget is settled before anything is launched or submitted: it needs a price, and
+    // where no client watches the spend, deadlines that keep the worst case within it.
+    let spend = match cost::batch::spend(&prices, &jobs, &limits).await {
+        Ok(s) => s,
+        Err(e) => return super::bad_input(&format!("batch {name}: {e}"), json),
+    };
+    let mut detached_lifetime = None;
+    if let Some((s, rate)) = &spend {
+        if args.run.detach || policy.engine == Engine::AwsBatch {
+            match cost::batch::client_less(&policy, &jobs, *rate, s.budget.max_usd, args.run.detach)
+            {
+                Ok(l) => detached_lifetime = l,
+                Err(e) => return super::bad_input(&format!("batch {name}: {e}"), json),
+            }
+            if let Some(l) = detached_lifetime {
+                crate::ui::stderr_line(&format!(
+                    "run-render: batch {name}: budget ${:.2} at ${rate:.4}/h: each instance powers itself off {} after launch, so the worst case stays within it",
+                    s.budget.max_usd,
+                    super::short_duration(l)
+                ));
+            }
+        }
+    }
 
     // What an earlier run of this batch left: results, and instances still running.
     let earlier = match earlier_run(&cloud, &name, &jobs, policy.engine == Engine::Ec2).await {
@@ -200,6 +246,11 @@ async fn run(
             }
             return 0;
         }
+        // AWS Batch does not say which instance ran a job here (ECS container instance ->
+        // EC2 instance is not looked up): the jobs' cost is not known to this client.
+        let cost = cost::account::BatchCost::unknown(
+            "AWS Batch: the instance each job ran on is not looked up, and the compute environment's idle minutes are the queue's, not a job's",
+        );
         return summarize(
             &name,
             &jobs,
@@ -209,6 +260,7 @@ async fn run(
             t0,
             false,
             json,
+            Some(&cost),
         );
     }
     let first = jobs[run_list[0]].plan_attempt(&name, &run_id, 1, false);
@@ -242,10 +294,11 @@ async fn run(
             &registry,
             &view,
             &log_dir,
+            detached_lifetime,
         )
         .await
     } else {
-        Pool::new(
+        let pool = Pool::new(
             &name,
             &run_id,
             &jobs,
@@ -257,11 +310,47 @@ async fn run(
             checked,
             &view,
             Some(log_dir),
-        )
-        .run()
-        .await
+        );
+        match spend {
+            Some((s, _)) => pool.with_budget(s).run().await,
+            None => pool.run().await,
+        }
     };
     view.finish();
+    let outage = ends
+        .iter()
+        .flat_map(|e| &e.attempts)
+        .any(|a| a.outcome == Outcome::Unknown);
+    let cost = if outage {
+        cost::account::BatchCost::unknown(
+            "AWS stopped answering, so the instances' times could not be read; `run-render cost` shows the recorded figures",
+        )
+    } else if args.run.detach {
+        cost::account::BatchCost::unknown(
+            "the jobs run on by themselves (--detach): `run-render status --batch` and `run-render cost` show what they cost",
+        )
+    } else {
+        let costed = cost::account::of_batch(
+            &cloud,
+            &prices,
+            &registry,
+            &name,
+            &jobs,
+            &ends,
+            &stats.ended_at,
+        );
+        // Not a minute more for a figure: an exit held by an API that stopped answering is
+        // worse than a cost shown later by `status` and `cost`.
+        tokio::time::timeout(cost::account::COST_LIMIT * 2, costed)
+            .await
+            .unwrap_or_else(|_| {
+                cost::account::BatchCost::unknown(
+                    "AWS did not answer in time for the cost (instance times, prices)",
+                )
+            })
+    };
+    // A stop the budget asked for is not the user's Ctrl-C.
+    let interrupted = interrupts.count() > 0 && stats.budget_reached.is_none();
     let code = summarize(
         &name,
         &jobs,
@@ -269,8 +358,9 @@ async fn run(
         ends_before,
         &stats,
         t0,
-        interrupts.count() > 0,
+        interrupted,
         json,
+        Some(&cost),
     );
     if args.run.detach {
         let started = ends.iter().all(|e| {
@@ -301,6 +391,7 @@ fn summarize(
     t0: Instant,
     interrupted: bool,
     json: bool,
+    cost: Option<&cost::account::BatchCost>,
 ) -> i32 {
     for (e, before) in ends.iter_mut().zip(ends_before) {
         if before.is_some() {
@@ -314,6 +405,7 @@ fn summarize(
         stats,
         wall_s: t0.elapsed().as_secs_f64(),
         interrupted,
+        cost,
     };
     if json {
         super::emit(&format!(
@@ -338,11 +430,16 @@ async fn detached(
     registry: &Registry,
     view: &View,
     log_dir: &std::path::Path,
+    lifetime: Option<std::time::Duration>,
 ) -> (Vec<JobEnd>, crate::batch::pool::PoolStats) {
     let mut ends = vec![JobEnd::default(); jobs.len()];
     let reports = futures::future::join_all(run_list.iter().map(|&j| async move {
         let mut plan = jobs[j].plan_attempt(name, run_id, 1, false);
         plan.detach = true;
+        if let Some(l) = lifetime {
+            // Under a budget: the worst case of every instance together stays within it.
+            cost::before::cap_lifetime(&mut plan, l, std::time::SystemTime::now());
+        }
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -367,6 +464,7 @@ async fn detached(
             seconds: r.phases.total_s,
             error: r.error.clone(),
             retried_because: None,
+            ran: crate::batch::pool::ran_until_now(r.phases.total_s),
         });
         ends[j].report = Some(r);
     }
@@ -436,7 +534,13 @@ async fn latest_result(
     cloud.job_result(&records).await
 }
 
-fn dry_run(file: &BatchFile, policy: &Policy, jobs: &[BatchJob], json: bool) -> String {
+fn dry_run(
+    file: &BatchFile,
+    policy: &Policy,
+    jobs: &[BatchJob],
+    json: bool,
+    figures: &cost::before::Figures,
+) -> String {
     let instances = Pool::size(policy, jobs.len());
     if json {
         let doc = serde_json::json!({
@@ -451,6 +555,7 @@ fn dry_run(file: &BatchFile, policy: &Policy, jobs: &[BatchJob], json: bool) -> 
                 "spot": policy.spot,
                 "instances": instances,
             },
+            "cost": figures,
             "jobs": jobs.iter().map(|j| serde_json::json!({
                 "job_id": j.job_id,
                 "name": j.name,
@@ -478,6 +583,7 @@ fn dry_run(file: &BatchFile, policy: &Policy, jobs: &[BatchJob], json: bool) -> 
         jobs[0].plan.launch.ami,
         policy.retries,
     );
+    o.push_str(&figures.lines());
     for j in jobs {
         o.push_str(&format!(
             "\n{}  (row {}, instance name {})\n  output:    {}\n",

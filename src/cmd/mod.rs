@@ -5,6 +5,7 @@ pub mod attach;
 pub mod aws_batch;
 pub mod batch;
 pub mod cleanup;
+pub mod cost;
 pub mod list;
 pub mod logs;
 pub mod run;

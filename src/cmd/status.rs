@@ -26,6 +26,15 @@ pub struct Row {
     pub exit_code: Option<i32>,
     pub output: Option<String>,
     pub records: Option<String>,
+    /// What the job cost in USD (all its attempts); null when no price could be had.
+    pub cost_usd: Option<f64>,
+    pub currency: &'static str,
+    pub price_source: Option<String>,
+    /// Its instance still runs: the figure is what has accrued so far.
+    pub cost_so_far: bool,
+    /// Why there is no figure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_note: Option<String>,
 }
 
 pub fn main(args: StatusArgs) -> i32 {
@@ -191,6 +200,7 @@ pub async fn row(
         return Ok(None);
     }
     let mut row = make_row(&found, result.as_ref(), log_started, SystemTime::now());
+    cost_of(cloud, registry, &found, &mut row).await;
     // A job on AWS Batch without a final result record: AWS Batch knows where it is (queued,
     // running, or retrying after an attempt that wrote its record).
     if result.as_ref().is_none_or(|r| r.exit_code != 0) {
@@ -280,6 +290,56 @@ pub fn make_row(
             .and_then(|e| e.output.clone())
             .or_else(|| found.records.as_ref().map(output_of)),
         records: found.records.as_ref().map(|r| r.root().to_string()),
+        cost_usd: None,
+        currency: crate::cost::CURRENCY,
+        price_source: None,
+        cost_so_far: false,
+        cost_note: None,
+    }
+}
+
+/// The job's cost: its record (this workstation's, else the one beside its result in S3),
+/// else what its instance has accrued so far, from EC2's times and the price.
+async fn cost_of(cloud: &Cloud, registry: &Registry, found: &Found, row: &mut Row) {
+    use crate::cost::account;
+    let mut rec = registry.cost(&found.job_id);
+    if rec.is_none() {
+        if let Some(r) = &found.records {
+            rec = account::read(cloud, r).await.ok().flatten();
+        }
+    }
+    if rec.is_none() {
+        if let Some(i) = found.instance.as_ref().filter(|i| !i.state.is_gone()) {
+            let prices = crate::cost::Prices::new(
+                None,
+                Some(cloud),
+                Some(crate::cost::prices::Cache::open()),
+            );
+            let seen = [account::Seen {
+                id: i.id.clone(),
+                instance_type: i.instance_type.clone(),
+                spot: false,
+                launched: i.launched,
+                ended: None,
+            }];
+            if let Ok(a) = account::account(cloud, &prices, &seen, &[], SystemTime::now()).await {
+                let usd = a.bill.total_usd();
+                row.cost_usd = usd;
+                row.cost_so_far = true;
+                row.price_source = (!a.sources().is_empty()).then(|| a.sources().join(", "));
+                row.cost_note = a.unknown().map(str::to_string);
+            }
+            return;
+        }
+    }
+    match rec {
+        Some(r) => {
+            row.cost_usd = r.cost_usd;
+            row.price_source = r.price_source.clone();
+            row.cost_so_far = r.so_far;
+            row.cost_note = r.unknown.clone();
+        }
+        None => row.cost_note = Some("no cost record (the client that ran it wrote none)".into()),
     }
 }
 
@@ -294,12 +354,12 @@ fn output_of(r: &rtb_model::JobRecords) -> String {
 
 pub fn table(rows: &[Row]) -> String {
     let mut out = format!(
-        "{:<28} {:<11} {:<32} {:<20} {:>9} {:>4}  {}\n",
-        "JOB", "STATE", "INSTANCE", "STARTED", "ELAPSED", "EXIT", "OUTPUT"
+        "{:<28} {:<11} {:<32} {:<20} {:>9} {:>4} {:>10}  {}\n",
+        "JOB", "STATE", "INSTANCE", "STARTED", "ELAPSED", "EXIT", "COST", "OUTPUT"
     );
     for r in rows {
         out.push_str(&format!(
-            "{:<28} {:<11} {:<32} {:<20} {:>9} {:>4}  {}\n",
+            "{:<28} {:<11} {:<32} {:<20} {:>9} {:>4} {:>10}  {}\n",
             r.job_id,
             r.state.as_str(),
             match (&r.instance_id, &r.instance_state) {
@@ -314,11 +374,43 @@ pub fn table(rows: &[Row]) -> String {
             r.exit_code
                 .map(|c| c.to_string())
                 .unwrap_or_else(|| "-".into()),
+            match (r.cost_usd, r.cost_so_far) {
+                (Some(u), false) => crate::cost::record::usd_text(Some(u)),
+                (Some(u), true) => format!("{}+", crate::cost::record::usd_text(Some(u))),
+                (None, _) => "unknown".into(),
+            },
             r.output.as_deref().unwrap_or("-"),
         ));
         if let Some(d) = &r.detail {
             out.push_str(&format!("    {}\n", crate::ui::printable(d)));
         }
+    }
+    let known: Vec<f64> = rows.iter().filter_map(|r| r.cost_usd).collect();
+    if rows.len() > 1 && !known.is_empty() {
+        out.push_str(&format!(
+            "total {}{}{}\n",
+            crate::cost::record::usd_text(Some(known.iter().sum())),
+            if rows.iter().any(|r| r.cost_so_far) {
+                " so far"
+            } else {
+                ""
+            },
+            if known.len() < rows.len() {
+                format!(" ({} job(s) of unknown cost)", rows.len() - known.len())
+            } else {
+                String::new()
+            }
+        ));
+    }
+    let sources: std::collections::BTreeSet<&str> = rows
+        .iter()
+        .filter_map(|r| r.price_source.as_deref())
+        .collect();
+    if !sources.is_empty() {
+        out.push_str(&format!(
+            "costs in USD, prices from {}; a + is what a running instance has cost so far\n",
+            sources.into_iter().collect::<Vec<_>>().join(", ")
+        ));
     }
     out
 }

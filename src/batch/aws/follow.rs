@@ -193,6 +193,7 @@ impl Follow<'_> {
                 seconds,
                 error: error.clone(),
                 retried_because: None,
+                ran: status.and_then(|st| st.started_at.zip(st.stopped_at)),
             });
             ends[j].report = Some(Report {
                 job_id: s.job_id.clone(),
