@@ -242,6 +242,8 @@ mod tests {
             log_lines: 0,
             skipped: Vec::new(),
             error: None,
+            picture: None,
+            instance_id: None,
         }
     }
 

@@ -164,6 +164,8 @@ mod tests {
             log_lines: 1,
             skipped: Vec::new(),
             error: error.map(str::to_string),
+            picture: None,
+            instance_id: None,
         }
     }
 

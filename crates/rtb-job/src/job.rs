@@ -71,6 +71,8 @@ pub async fn run(settings: Settings, s3: aws_sdk_s3::Client) -> i32 {
     }
     let input_rate = Arc::new(OnceLock::new());
     spawn_stop_notice(stop.clone(), &settings, input_rate.clone(), log.clone());
+    // Asked now, while the command runs: ready when the record is written.
+    let instance_id = tokio::spawn(crate::host::instance_id());
 
     // Each phase runs as a task of its own: should one panic, the others still run and the
     // result record is still written.
@@ -87,6 +89,18 @@ pub async fn run(settings: Settings, s3: aws_sdk_s3::Client) -> i32 {
         Err(e) => State::broken(format!("the runner failed before the output copy: {e}")),
     };
     log.close_file().await;
+    // The job's picture, from what the output copy takes, beside the copy.
+    let picture = settings.records.clone().map(|records| {
+        let (scratch, s3, log) = (settings.output_scratch.clone(), s3.clone(), log.clone());
+        let opts = settings
+            .output
+            .as_ref()
+            .map(|c| c.options.clone())
+            .unwrap_or_default();
+        tokio::spawn(async move {
+            crate::thumbnail::record(&scratch, &opts, &s3, &records, &log).await
+        })
+    });
     if let Some(copy) = settings.output.clone() {
         let t = Instant::now();
         let (scratch, upload_log) = (settings.output_scratch.clone(), log.clone());
@@ -104,6 +118,10 @@ pub async fn run(settings: Settings, s3: aws_sdk_s3::Client) -> i32 {
         state.outputs(uploaded);
         state.timings.output_s = t.elapsed().as_secs_f64();
     }
+    let picture = match picture {
+        Some(task) => task.await.ok(),
+        None => None,
+    };
     state.timings.total_s = t0.elapsed().as_secs_f64();
     for e in &state.errors {
         log.info(format!("error: {e}"));
@@ -135,6 +153,8 @@ pub async fn run(settings: Settings, s3: aws_sdk_s3::Client) -> i32 {
         log_lines: stats.lines,
         skipped: state.skipped,
         error: (!state.errors.is_empty()).then(|| state.errors.join("; ")),
+        picture,
+        instance_id: instance_id.await.ok().flatten(),
     };
     if let Some(records) = &settings.records {
         if let Err(e) = write_record(&s3, records, &result).await {

@@ -9,13 +9,17 @@
 //! - [`logsink`]: stdout, `matlab.log` and the S3 log chunks
 //! - [`transfer`]: the S3 copies in and out
 //! - [`mount`]: MOUNT_BUCKET through mount-s3
+//! - [`thumbnail`]: the job's picture, found among the outputs, as a small PNG in the records
+//! - [`host`]: the EC2 instance the runner is on, best effort
 //! - [`job`]: the phases, in order, and the result record
 
 pub mod compose;
+pub mod host;
 pub mod job;
 pub mod logsink;
 pub mod manifest;
 pub mod mount;
 pub mod process;
 pub mod settings;
+pub mod thumbnail;
 pub mod transfer;

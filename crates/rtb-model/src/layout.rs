@@ -6,6 +6,7 @@
 //! <OUTPUT_BUCKET>/_rtb-job/<job-id>/log/000001.log
 //!                                   .../000002.log   log chunks: whole lines, in order, each
 //!                                                     written once, ~1 s apart while lines come
+//! <OUTPUT_BUCKET>/_rtb-job/<job-id>/thumbnail.png     the job's main picture, ~320 px wide
 //! <OUTPUT_BUCKET>/_rtb-job/<job-id>/result.json       the result record, written last
 //! ```
 //!
@@ -19,6 +20,11 @@ use crate::S3Url;
 pub const RECORDS_DIR: &str = "_rtb-job";
 /// The name of the result record inside a job's records folder.
 pub const RESULT_NAME: &str = "result.json";
+/// The name of the job's thumbnail inside its records folder.
+pub const THUMBNAIL_NAME: &str = "thumbnail.png";
+/// The runner keeps a thumbnail under this size, so that a batch's page with 100 of them
+/// embedded stays under 2 MB.
+pub const THUMBNAIL_BUDGET: usize = 10 * 1024;
 /// How many digits a chunk sequence number is padded to (a million chunks at one a second is
 /// eleven days of continuous output, well past the longest job).
 const CHUNK_DIGITS: usize = 6;
@@ -77,6 +83,10 @@ impl JobRecords {
     pub fn result_key(&self) -> String {
         format!("{}{RESULT_NAME}", self.root.dir_prefix())
     }
+
+    pub fn thumbnail_key(&self) -> String {
+        format!("{}{THUMBNAIL_NAME}", self.root.dir_prefix())
+    }
 }
 
 #[cfg(test)]
@@ -88,6 +98,7 @@ mod tests {
         let r = JobRecords::under_output(&"s3://out/job 1".parse().unwrap(), "rr-abc");
         assert_eq!(r.log_prefix(), "job 1/_rtb-job/rr-abc/log/");
         assert_eq!(r.result_key(), "job 1/_rtb-job/rr-abc/result.json");
+        assert_eq!(r.thumbnail_key(), "job 1/_rtb-job/rr-abc/thumbnail.png");
         let keys: Vec<String> = [1, 2, 10, 999].iter().map(|n| r.chunk_key(*n)).collect();
         let mut sorted = keys.clone();
         sorted.sort();

@@ -12,5 +12,7 @@ pub mod result;
 mod s3url;
 
 pub use layout::JobRecords;
-pub use result::{JobResult, Outcome, Skipped, Timings, Transfer, RESULT_SCHEMA};
+pub use result::{
+    JobResult, Outcome, Picture, PictureFlag, Skipped, Thumbnail, Timings, Transfer, RESULT_SCHEMA,
+};
 pub use s3url::{S3Url, S3UrlError};

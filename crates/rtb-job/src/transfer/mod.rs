@@ -34,7 +34,7 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 
 pub use error::{S3Cause, TransferError};
 pub use options::{CopyOptions, Filter, FlagsError, Pattern};
-pub use upload::survey;
+pub use upload::{listing, survey, Listed};
 
 use error::Failure;
 
