@@ -6,12 +6,13 @@
 //!   checks it; the batch's policy
 //! - [`pool`] the EC2 engine: a pool of instances that take queued jobs in turn
 //! - [`retry`] which failed attempts are tried again, and how (pure)
-//! - [`view`] the progress view; [`summary`] the end
+//! - [`view`] the progress view; [`summary`] the end; [`page`] the batch's page (HTML)
 
 pub mod aws;
 pub mod expand;
 pub mod file;
 pub mod jobs;
+pub mod page;
 pub mod pool;
 pub mod retry;
 pub mod summary;

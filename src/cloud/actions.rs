@@ -20,6 +20,8 @@ pub const ACTIONS: &[&str] = &[
     "ssm:CancelCommand",
     // logs and result
     "s3:GetObject",
+    // a batch's page, next to its outputs (`_rtb-batch/<batch>/report.html`)
+    "s3:PutObject",
 ];
 
 /// The AWS Batch engine's calls while submitting, following and stopping a batch

@@ -1,4 +1,5 @@
-//! S3: bucket checks for preflight, and reading the runner's log chunks and result record.
+//! S3: bucket checks for preflight, reading the runner's log chunks, result record and
+//! thumbnail, and writing a batch's page.
 
 use super::{cloud_error, Cloud, CloudError};
 
@@ -98,6 +99,26 @@ impl Cloud {
             )
         })?;
         Ok(Some(bytes.into_bytes().to_vec()))
+    }
+
+    /// Write an object (a batch's page, next to its jobs' outputs).
+    pub async fn put_bytes(
+        &self,
+        bucket: &str,
+        key: &str,
+        bytes: Vec<u8>,
+        content_type: &str,
+    ) -> Result<(), CloudError> {
+        self.s3
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .content_type(content_type)
+            .body(bytes.into())
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| cloud_error("S3 PutObject", e))
     }
 
     /// The runner's result record of a job, once it has written it.
