@@ -1,6 +1,6 @@
 //! The end of a batch: one table (job, outcome, exit code, attempts, duration, instance-hours,
-//! output, and for each job that did not succeed its error), or one JSON document; and the
-//! batch's exit code.
+//! output, and for each job that did not succeed its error; for one that succeeded without a
+//! usable image, the runner's flag), or one JSON document; and the batch's exit code.
 
 use std::fmt::Write as _;
 
@@ -119,7 +119,16 @@ impl Summary<'_> {
                 if let Some(why) = &end.not_run {
                     let _ = writeln!(o, "{:<w$}    {why}", "");
                 }
-            } else if end.attempts.len() > 1 {
+            } else if let Some((flag, note)) = picture_flag(end) {
+                let _ = writeln!(
+                    o,
+                    "{:<w$}    FLAGGED: {}{}",
+                    "",
+                    flag.describe(),
+                    note.map(|n| format!(" ({n})")).unwrap_or_default()
+                );
+            }
+            if succeeded(end) && end.attempts.len() > 1 {
                 for (n, a) in end
                     .attempts
                     .iter()
@@ -164,6 +173,7 @@ impl Summary<'_> {
                     "output": job.plan.output.as_ref().map(|o| o.to_string()),
                     "error": r.filter(|_| !succeeded(end)).and_then(|r| r.error.clone()),
                     "not_run": end.not_run,
+                    "picture_flag": picture_flag(end).map(|(f, _)| f),
                 })
             })
             .collect();
@@ -177,6 +187,15 @@ impl Summary<'_> {
             "jobs": jobs,
         })
     }
+}
+
+/// The runner's flag on a job that succeeded without a usable image, and why.
+fn picture_flag(e: &JobEnd) -> Option<(rtb_model::PictureFlag, Option<&str>)> {
+    if !succeeded(e) {
+        return None;
+    }
+    let p = e.report.as_ref()?.result.as_ref()?.picture.as_ref()?;
+    Some((p.flag?, p.note.as_deref()))
 }
 
 fn succeeded(e: &JobEnd) -> bool {

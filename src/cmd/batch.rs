@@ -3,13 +3,17 @@
 //! checks every job and launches nothing; `--detach` starts them all on self-terminating
 //! instances when they fit at once.
 
+use std::convert::Infallible;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use futures::StreamExt;
 
 use crate::batch::jobs::{self, BatchJob, Engine, Policy};
-use crate::batch::pool::{JobEnd, Pool};
+use crate::batch::page::collect::{self, Known, RunFacts};
+use crate::batch::page::publish::{Published, Publisher};
+use crate::batch::page::{store, Page, LIVE_EVERY};
+use crate::batch::pool::{JobEnd, Pool, Snapshot};
 use crate::batch::summary::Summary;
 use crate::batch::view::View;
 use crate::batch::BatchFile;
@@ -157,7 +161,10 @@ async fn run(
     );
     if policy.engine == Engine::AwsBatch {
         let t0 = Instant::now();
+        let started = SystemTime::now();
         let view = View::new(&name, run_list.len());
+        let say = |line: &str| view.note(line);
+        let publisher = publisher(&cloud, &name, &jobs, &log_dir, &say);
         let ran = crate::batch::aws::run(
             &name,
             &run_id,
@@ -170,8 +177,54 @@ async fn run(
             &registry,
             &view,
             args.run.detach,
-        )
-        .await;
+        );
+        // The live page from the jobs' records (AWS Batch runs them, not this client).
+        let known: Vec<Known> = run_list
+            .iter()
+            .map(|&j| Known {
+                job_id: jobs[j].job_id.clone(),
+                output: jobs[j].plan.output.clone(),
+                ..Known::default()
+            })
+            .collect();
+        let base = collect::from_run(&RunFacts {
+            batch: &name,
+            engine: "aws-batch",
+            jobs: &jobs,
+            snapshot: &Snapshot {
+                ends: ends_before
+                    .iter()
+                    .map(|b| JobEnd {
+                        not_run: b.clone(),
+                        ..JobEnd::default()
+                    })
+                    .collect(),
+                ..Snapshot::default()
+            },
+            started,
+            now: started,
+            wall_s: None,
+        });
+        let live = || {
+            let (cloud, name, base, known) = (&cloud, &name, &base, &known);
+            async move {
+                let page = collect::from_records(
+                    cloud,
+                    name,
+                    "aws-batch",
+                    Some(base.clone()),
+                    known.clone(),
+                    SystemTime::now(),
+                )
+                .await
+                .unwrap_or_else(|_| base.clone());
+                Page {
+                    started_at: Some(started),
+                    ..page
+                }
+            }
+        };
+        let ran = with_live_page(ran, &publisher, live).await;
         view.finish();
         let (mut ends, stats, left) = match ran {
             Ok(x) => x,
@@ -191,15 +244,21 @@ async fn run(
             return 0;
         }
         return summarize(
-            &name,
-            &jobs,
+            &Ending {
+                name: &name,
+                engine: "aws-batch",
+                jobs: &jobs,
+                stats: &stats,
+                t0,
+                started,
+                interrupted: false,
+                json,
+            },
             &mut ends,
             ends_before,
-            &stats,
-            t0,
-            false,
-            json,
-        );
+            &publisher,
+        )
+        .await;
     }
     let first = jobs[run_list[0]].plan_attempt(&name, &run_id, 1, false);
     let checked = match crate::preflight::check(&first, &cloud).await {
@@ -220,7 +279,10 @@ async fn run(
         log_dir.display()
     ));
     let t0 = Instant::now();
+    let started = SystemTime::now();
     let view = View::new(&name, run_list.len());
+    let say = |line: &str| view.note(line);
+    let publisher = publisher(&cloud, &name, &jobs, &log_dir, &say);
     let (mut ends, stats) = if args.run.detach {
         detached(
             &name,
@@ -235,7 +297,7 @@ async fn run(
         )
         .await
     } else {
-        Pool::new(
+        let pool = Pool::new(
             &name,
             &run_id,
             &jobs,
@@ -246,22 +308,45 @@ async fn run(
             &registry,
             checked,
             &view,
-            Some(log_dir),
-        )
-        .run()
-        .await
+            Some(log_dir.clone()),
+        );
+        let snapshot = || {
+            let mut snap = pool.snapshot();
+            for (e, before) in snap.ends.iter_mut().zip(&ends_before) {
+                if before.is_some() {
+                    e.not_run = before.clone();
+                }
+            }
+            let page = collect::from_run(&RunFacts {
+                batch: &name,
+                engine: "ec2",
+                jobs: &jobs,
+                snapshot: &snap,
+                started,
+                now: SystemTime::now(),
+                wall_s: None,
+            });
+            async move { page }
+        };
+        with_live_page(pool.run(), &publisher, snapshot).await
     };
     view.finish();
     let code = summarize(
-        &name,
-        &jobs,
+        &Ending {
+            name: &name,
+            engine: "ec2",
+            jobs: &jobs,
+            stats: &stats,
+            t0,
+            started,
+            interrupted: interrupts.count() > 0,
+            json,
+        },
         &mut ends,
         ends_before,
-        &stats,
-        t0,
-        interrupts.count() > 0,
-        json,
-    );
+        &publisher,
+    )
+    .await;
     if args.run.detach {
         let started = ends.iter().all(|e| {
             e.not_run.is_some()
@@ -279,41 +364,124 @@ async fn run(
     code
 }
 
-/// The end of a batch on either engine: jobs that were not run by this batch keep why
-/// (`ends_before`), then the summary (table or JSON) and the batch's exit code.
-#[allow(clippy::too_many_arguments)]
-fn summarize(
+/// The batch's page: beside its logs, and next to its outputs in S3; `say` prints a problem.
+fn publisher<'a>(
+    cloud: &'a Cloud,
     name: &str,
     jobs: &[BatchJob],
-    ends: &mut [JobEnd],
-    ends_before: Vec<Option<String>>,
-    stats: &crate::batch::pool::PoolStats,
+    log_dir: &std::path::Path,
+    say: &'a (dyn Fn(&str) + Sync),
+) -> Publisher<'a> {
+    let outputs: Vec<rtb_model::S3Url> =
+        jobs.iter().filter_map(|j| j.plan.output.clone()).collect();
+    Publisher::new(
+        cloud,
+        log_dir.join(store::PAGE_NAME),
+        store::s3_folder(name, &outputs),
+        say,
+    )
+}
+
+/// How a batch ended, for its summary and its page.
+struct Ending<'a> {
+    name: &'a str,
+    engine: &'a str,
+    jobs: &'a [BatchJob],
+    stats: &'a crate::batch::pool::PoolStats,
     t0: Instant,
+    started: SystemTime,
     interrupted: bool,
     json: bool,
+}
+
+/// The end of a batch on either engine: jobs that were not run by this batch keep why
+/// (`ends_before`), then the final page (beside the logs and in S3), the summary (table or
+/// JSON) ending with the page's places, and the batch's exit code.
+async fn summarize(
+    end: &Ending<'_>,
+    ends: &mut [JobEnd],
+    ends_before: Vec<Option<String>>,
+    publisher: &Publisher<'_>,
 ) -> i32 {
     for (e, before) in ends.iter_mut().zip(ends_before) {
         if before.is_some() {
             e.not_run = before;
         }
     }
+    let wall_s = end.t0.elapsed().as_secs_f64();
+    let page = collect::from_run(&RunFacts {
+        batch: end.name,
+        engine: end.engine,
+        jobs: end.jobs,
+        snapshot: &Snapshot {
+            ends: ends.to_vec(),
+            ..Snapshot::default()
+        },
+        started: end.started,
+        now: SystemTime::now(),
+        wall_s: Some(wall_s),
+    });
+    let published: Published = publisher.finish(page).await;
     let summary = Summary {
-        name,
-        jobs,
+        name: end.name,
+        jobs: end.jobs,
         ends,
-        stats,
-        wall_s: t0.elapsed().as_secs_f64(),
-        interrupted,
+        stats: end.stats,
+        wall_s,
+        interrupted: end.interrupted,
     };
-    if json {
+    if end.json {
+        let mut doc = summary.json();
+        doc["report"] = published.json();
         super::emit(&format!(
             "{}\n",
-            serde_json::to_string_pretty(&summary.json()).unwrap_or_default()
+            serde_json::to_string_pretty(&doc).unwrap_or_default()
         ));
+        for p in &published.problems {
+            crate::ui::stderr_line(&format!("run-render: report: {p}"));
+        }
     } else {
-        crate::ui::stderr_line(&summary.table());
+        let mut text = summary.table();
+        for line in published.lines() {
+            text.push_str(&line);
+            text.push('\n');
+        }
+        crate::ui::stderr_line(&text);
     }
     summary.exit_code()
+}
+
+/// Run `work` while rewriting the live page every [`LIVE_EVERY`] (from the page `page()`
+/// makes), and return what `work` returns. The live page never holds the work up: both go on
+/// side by side, and the page stops with the work.
+async fn with_live_page<T, P, F>(
+    work: impl std::future::Future<Output = T>,
+    publisher: &Publisher<'_>,
+    page: P,
+) -> T
+where
+    P: Fn() -> F,
+    F: std::future::Future<Output = Page>,
+{
+    let (work, live) = (
+        std::pin::pin!(work),
+        std::pin::pin!(live_pages(publisher, page)),
+    );
+    match futures::future::select(work, live).await {
+        futures::future::Either::Left((out, _)) => out,
+        futures::future::Either::Right((never, _)) => match never {},
+    }
+}
+
+async fn live_pages<P, F>(publisher: &Publisher<'_>, page: P) -> Infallible
+where
+    P: Fn() -> F,
+    F: std::future::Future<Output = Page>,
+{
+    loop {
+        publisher.live(page().await).await;
+        tokio::time::sleep(LIVE_EVERY).await;
+    }
 }
 
 /// `--detach`: every job as a detached `run`, all at once.
