@@ -12,6 +12,7 @@ fn main() {
         Cmd::Attach(args) => cmd::attach::main(args),
         Cmd::List(args) => cmd::list::main(args),
         Cmd::Cleanup(args) => cmd::cleanup::main(args),
+        Cmd::Report(args) => cmd::report::main(args),
         Cmd::Policy => {
             cmd::emit(&run_render::policies::text());
             0

@@ -7,6 +7,7 @@ pub mod batch;
 pub mod cleanup;
 pub mod list;
 pub mod logs;
+pub mod report;
 pub mod run;
 pub mod status;
 pub mod stop;
