@@ -136,10 +136,7 @@ mod tests {
             on(|s| s.board_asset_tag = Some("Not Specified".into())),
             Lookup::NotOnEc2
         );
-        assert_eq!(
-            on(|s| s.metadata_endpoint = true),
-            Lookup::AskMetadata
-        );
+        assert_eq!(on(|s| s.metadata_endpoint = true), Lookup::AskMetadata);
         assert_eq!(
             on(|s| {
                 s.metadata_endpoint = true;

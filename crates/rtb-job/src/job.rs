@@ -97,9 +97,9 @@ pub async fn run(settings: Settings, s3: aws_sdk_s3::Client) -> i32 {
             .as_ref()
             .map(|c| c.options.clone())
             .unwrap_or_default();
-        tokio::spawn(async move {
-            crate::thumbnail::record(&scratch, &opts, &s3, &records, &log).await
-        })
+        tokio::spawn(
+            async move { crate::thumbnail::record(&scratch, &opts, &s3, &records, &log).await },
+        )
     });
     if let Some(copy) = settings.output.clone() {
         let t = Instant::now();

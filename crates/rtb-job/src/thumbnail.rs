@@ -375,19 +375,30 @@ mod tests {
 
     #[test]
     fn the_newest_of_the_largest_images_is_chosen() {
-        // (files, the one chosen)
-        let table: &[(&[(&str, u64, u64)], Option<&str>)] = &[
+        // (files: key, bytes, age in seconds; the one chosen)
+        type Files = &'static [(&'static str, u64, u64)];
+        let table: &[(Files, Option<&str>)] = &[
             (&[], None),
             (&[("matlab.log", 900, 0), ("scene.mat", 10_000, 0)], None),
             (&[("a.png", 100, 5), ("b.PNG", 300, 9)], Some("b.PNG")),
             // A sequence of frames about the same size: the last one written.
             (
-                &[("f1.exr", 1000, 30), ("f2.exr", 990, 20), ("f3.exr", 1010, 10)],
+                &[
+                    ("f1.exr", 1000, 30),
+                    ("f2.exr", 990, 20),
+                    ("f3.exr", 1010, 10),
+                ],
                 Some("f3.exr"),
             ),
             // A small preview written after the render does not win.
-            (&[("render.hdr", 5000, 60), ("preview.jpg", 40, 1)], Some("render.hdr")),
-            (&[("x/deep.tiff", 10, 1), ("notes.txt", 99_999, 0)], Some("x/deep.tiff")),
+            (
+                &[("render.hdr", 5000, 60), ("preview.jpg", 40, 1)],
+                Some("render.hdr"),
+            ),
+            (
+                &[("x/deep.tiff", 10, 1), ("notes.txt", 99_999, 0)],
+                Some("x/deep.tiff"),
+            ),
             // All empty: the newest empty one (then flagged).
             (&[("a.ppm", 0, 5), ("b.pgm", 0, 1)], Some("b.pgm")),
             // The same time: the last by key.
@@ -476,7 +487,9 @@ mod tests {
         assert_eq!(p.path.as_deref(), Some("renders/scene.png"));
         assert_eq!(
             p.bytes,
-            std::fs::metadata(s.path("renders/scene.png")).unwrap().len()
+            std::fs::metadata(s.path("renders/scene.png"))
+                .unwrap()
+                .len()
         );
         assert_eq!((p.width, p.height), (Some(640), Some(480)));
         assert_eq!(p.flag, None, "{p:?}");
@@ -560,7 +573,10 @@ mod tests {
         s.write("matlab.log", b"ok\n");
         s.write("result.mat", &[1, 2, 3]);
         let (p, png) = s.make();
-        assert_eq!((p.flag, p.images, png.is_none()), (Some(PictureFlag::NoImage), 0, true));
+        assert_eq!(
+            (p.flag, p.images, png.is_none()),
+            (Some(PictureFlag::NoImage), 0, true)
+        );
 
         // An empty file.
         let s = Scratch::new();
@@ -575,7 +591,10 @@ mod tests {
         s.write("render.ppm", b"P6\n0 0\n255\n");
         let (p, png) = s.make();
         assert!(
-            matches!(p.flag, Some(PictureFlag::NoPixels | PictureFlag::Unreadable)),
+            matches!(
+                p.flag,
+                Some(PictureFlag::NoPixels | PictureFlag::Unreadable)
+            ),
             "{p:?}"
         );
         assert!(png.is_none());
@@ -612,7 +631,10 @@ mod tests {
             let out = tone_map(&img);
             let reds: Vec<u8> = out.pixels().map(|p| p[0]).collect();
             // Brighter in, brighter out; neither all black nor all white.
-            assert!(reds.windows(2).all(|w| w[0] <= w[1]), "{exposure}: {reds:?}");
+            assert!(
+                reds.windows(2).all(|w| w[0] <= w[1]),
+                "{exposure}: {reds:?}"
+            );
             assert!(reds[0] > 10 && reds[7] < 255, "{exposure}: {reds:?}");
             assert!(out.pixels().all(|p| p[2] == 0), "NaN is black");
         }

@@ -214,7 +214,10 @@ mod tests {
         let r: JobResult = serde_json::from_str(old).unwrap();
         assert!(r.picture.is_none() && r.instance_id.is_none());
         let text = r.to_json();
-        assert!(!text.contains("picture") && !text.contains("instance_id"), "{text}");
+        assert!(
+            !text.contains("picture") && !text.contains("instance_id"),
+            "{text}"
+        );
         let p = Picture {
             flag: Some(PictureFlag::NoImage),
             ..Picture::default()
