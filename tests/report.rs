@@ -382,6 +382,49 @@ timeout = "10m"
     assert!(live.is_empty(), "{live:?}");
 }
 
+/// The README's lines work as written: the lab's vwcc2 batch ships in examples/ over its
+/// unchanged CSV, and the demo's batch expands too.
+#[test]
+fn the_shipped_examples_expand_in_a_dry_run() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shipped = std::fs::read(repo.join("examples/vwcc2-short-test-jobs.csv")).unwrap();
+    let fixture = std::fs::read(repo.join("tests/fixtures/vwcc2-short-test-jobs.csv")).unwrap();
+    assert_eq!(shipped, fixture, "the lab's CSV, unchanged");
+    let run = |args: &[&str]| {
+        let o = run_render(args)
+            .current_dir(repo)
+            // No AWS at all: an endpoint nobody listens on would fail any call.
+            .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {err}");
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).expect("one JSON document")
+    };
+    let vwcc2 = run(&["batch", "examples/vwcc2.toml", "--dry-run", "--json"]);
+    let jobs = vwcc2["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 2);
+    assert_eq!(jobs[0]["job_id"], "vwcc2-1");
+    assert_eq!(jobs[1]["output"], "s3://render-toolbox-test/vwcc2/job-2");
+    let demo = run(&[
+        "batch",
+        "examples/demo.toml",
+        "--dry-run",
+        "--json",
+        "--ami",
+        "ami-0123456789abcdef0",
+        "--image",
+        "rtb-world/support:test",
+    ]);
+    let ids: Vec<&str> = demo["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["job_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["demo-dawn", "demo-noon", "demo-dusk", "demo-night"]);
+}
+
 #[test]
 fn report_refuses_a_batch_it_knows_nothing_of() {
     let desk = Desk::new();

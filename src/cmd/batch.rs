@@ -75,6 +75,7 @@ async fn run(
 ) -> i32 {
     let json = args.run.json;
     let name = file.name.clone();
+    let columns: Vec<String> = file.csv.as_ref().map(|c| c.1.clone()).unwrap_or_default();
     let cloud = super::connect_for(&jobs[0].plan).await;
     let interrupts = Interrupts::listen();
     let registry = Registry::open();
@@ -191,6 +192,7 @@ async fn run(
             batch: &name,
             engine: "aws-batch",
             jobs: &jobs,
+            columns: &columns,
             snapshot: &Snapshot {
                 ends: ends_before
                     .iter()
@@ -248,6 +250,7 @@ async fn run(
                 name: &name,
                 engine: "aws-batch",
                 jobs: &jobs,
+                columns: &columns,
                 stats: &stats,
                 t0,
                 started,
@@ -321,6 +324,7 @@ async fn run(
                 batch: &name,
                 engine: "ec2",
                 jobs: &jobs,
+                columns: &columns,
                 snapshot: &snap,
                 started,
                 now: SystemTime::now(),
@@ -336,6 +340,7 @@ async fn run(
             name: &name,
             engine: "ec2",
             jobs: &jobs,
+            columns: &columns,
             stats: &stats,
             t0,
             started,
@@ -387,6 +392,7 @@ struct Ending<'a> {
     name: &'a str,
     engine: &'a str,
     jobs: &'a [BatchJob],
+    columns: &'a [String],
     stats: &'a crate::batch::pool::PoolStats,
     t0: Instant,
     started: SystemTime,
@@ -413,6 +419,7 @@ async fn summarize(
         batch: end.name,
         engine: end.engine,
         jobs: end.jobs,
+        columns: end.columns,
         snapshot: &Snapshot {
             ends: ends.to_vec(),
             ..Snapshot::default()

@@ -28,6 +28,8 @@ pub struct RunFacts<'a> {
     pub batch: &'a str,
     pub engine: &'a str,
     pub jobs: &'a [BatchJob],
+    /// The CSV's columns, in the file's order (a card lists its row's values so).
+    pub columns: &'a [String],
     pub snapshot: &'a Snapshot,
     pub started: SystemTime,
     pub now: SystemTime,
@@ -56,6 +58,21 @@ fn time(rfc3339: &str) -> Option<SystemTime> {
     humantime::parse_rfc3339_weak(rfc3339).ok()
 }
 
+/// A row's values in the CSV's column order (then any other, by name).
+fn row_values(job: &BatchJob, columns: &[String]) -> Vec<(String, String)> {
+    let values = &job.row.values;
+    let mut out: Vec<(String, String)> = columns
+        .iter()
+        .filter_map(|c| values.get(c).map(|v| (c.clone(), v.clone())))
+        .collect();
+    for (k, v) in values {
+        if !columns.contains(k) {
+            out.push((k.clone(), v.clone()));
+        }
+    }
+    out
+}
+
 /// The page of a batch that runs here.
 pub fn from_run(f: &RunFacts<'_>) -> Page {
     let live = f.wall_s.is_none();
@@ -75,12 +92,7 @@ pub fn from_run(f: &RunFacts<'_>) -> Page {
         let report = end.report.as_ref();
         let result = report.and_then(|r| r.result.as_ref());
         let mut card = Card::new(&job.job_id, State::Queued, "queued");
-        card.row = job
-            .row
-            .values
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        card.row = row_values(job, f.columns);
         card.output = job.plan.output.as_ref().map(|o| o.to_string());
         card.records = report.and_then(|r| r.records.clone());
         card.picture = result.and_then(|r| r.picture.clone());
@@ -543,6 +555,7 @@ mod tests {
             batch: "b",
             engine: "ec2",
             jobs: &jobs,
+            columns: &["scene".to_string(), "n".to_string()],
             snapshot: &snap,
             started: at(0),
             now: at(30),
@@ -565,9 +578,10 @@ mod tests {
             ]
         );
         let j1 = &page.jobs[0];
+        // In the CSV's order as given, not by name.
         assert_eq!(
             j1.row,
-            [("n".into(), "1".into()), ("scene".into(), "s1".into())]
+            [("scene".into(), "s1".into()), ("n".into(), "1".into())]
         );
         assert_eq!(j1.output.as_deref(), Some("s3://out/1"));
         assert_eq!(j1.attempts[0].start, Some(at(0)));
@@ -598,6 +612,7 @@ mod tests {
             batch: "b",
             engine: "ec2",
             jobs: &jobs,
+            columns: &["scene".to_string(), "n".to_string()],
             snapshot: &snap,
             started: at(0),
             now: at(30),

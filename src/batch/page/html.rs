@@ -47,7 +47,7 @@ figcaption{color:var(--muted);font-size:12px;margin-bottom:4px}
 svg text{font:11px ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;fill:#444}
 svg .axis{text-anchor:middle}svg .from{text-anchor:start}svg .count{text-anchor:middle;fill:#222}
 svg .tick{stroke:#eee}svg .alive{stroke:#bbb;stroke-width:2}
-svg .bar.ok{fill:var(--ok)}svg .bar.bad{fill:var(--bad)}svg .bar.retried{fill:var(--retried)}svg .bar.live{fill:var(--live)}
+svg .bar{stroke:#fff;stroke-width:1}svg .bar.ok{fill:var(--ok)}svg .bar.bad{fill:var(--bad)}svg .bar.retried{fill:var(--retried)}svg .bar.live{fill:var(--live)}
 svg .boot{fill:#ccc}svg .hbar{fill:#7a8ca5}
 .legend span{margin-right:10px;font-size:12px;color:var(--muted)}
 .legend i{display:inline-block;width:10px;height:10px;margin-right:4px;vertical-align:-1px}
