@@ -382,6 +382,187 @@ timeout = "10m"
     assert!(live.is_empty(), "{live:?}");
 }
 
+/// `aws-batch setup` of a fresh queue over moto's default VPC; the queue's name.
+async fn moto_queue(desk: &Desk, moto: &str, ec2: &aws_sdk_ec2::Client) -> String {
+    let subnet = ec2
+        .describe_subnets()
+        .send()
+        .await
+        .expect("subnets")
+        .subnets()[0]
+        .subnet_id()
+        .unwrap_or_default()
+        .to_string();
+    let sg = ec2
+        .describe_security_groups()
+        .send()
+        .await
+        .expect("groups")
+        .security_groups()[0]
+        .group_id()
+        .unwrap_or_default()
+        .to_string();
+    let q = unique("rtbq");
+    let o = desk
+        .cmd(&[
+            "aws-batch",
+            "setup",
+            "--queue",
+            &q,
+            "--ami",
+            "ami-12345678",
+            "--instance-type",
+            "m5.large",
+            "--max-vcpus",
+            "16",
+            "--subnet",
+            &subnet,
+            "--security-group",
+            &sg,
+            "--output-bucket",
+            "renders",
+        ])
+        .env("AWS_ENDPOINT_URL", moto)
+        .output()
+        .expect("setup");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    q
+}
+
+/// The AWS Batch engine (moto runs each row as a real container of the rtb-support test image)
+/// writes the same page: a card and a thumbnail per job, the failed job's error, a bar per
+/// attempt from the runner's own times; beside the logs and in S3. `report` writes it again.
+#[tokio::test]
+async fn the_aws_batch_engine_writes_the_page_too() {
+    let moto = match std::env::var("RTB_WORLD_MOTO_URL") {
+        Ok(u) if u.starts_with("http://127.0.0.1:") => u,
+        _ => {
+            eprintln!("skipped: RTB_WORLD_MOTO_URL is not set (moto is not in this test world)");
+            return;
+        }
+    };
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(&moto)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "test", "test", None, None, "t",
+        ))
+        .load()
+        .await;
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&config)
+            .force_path_style(true)
+            .build(),
+    );
+    let ec2 = aws_sdk_ec2::Client::new(&config);
+    let desk = Desk::new();
+    let q = moto_queue(&desk, &moto, &ec2).await;
+    let bucket = unique("rtbpg");
+    s3.create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("bucket");
+    let name = unique("abpage");
+    let rows = [
+        (1, image(120, 90, [200, 80, 40])),
+        (2, image(90, 90, [40, 160, 200])),
+        (3, "error('no lamp in row 3');".to_string()),
+    ];
+    let mut csv = String::from("n,cmd\n");
+    for (n, cmd) in &rows {
+        csv.push_str(&format!("{n},{}\n", quoted(cmd)));
+    }
+    desk.write(&format!("{name}.csv"), &csv);
+    let file = desk.write(
+        &format!("{name}.toml"),
+        &format!(
+            r#"[batch]
+csv = "{name}.csv"
+vcpus = 1
+memory-mib = 1024
+
+[job]
+ami = "ami-12345678"
+image = "{image}"
+interpreter = "octave-cli"
+command = "${{cmd}}"
+output = "s3://{bucket}/run/${{n}}"
+job-id = "{name}-${{n}}"
+timeout = "10m"
+"#,
+            image = support_image()
+        ),
+    );
+    let batch = |args: &[&str]| {
+        let o = desk
+            .cmd(args)
+            .env("AWS_ENDPOINT_URL", &moto)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .output()
+            .expect("run");
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = batch(&[
+        "batch",
+        &file,
+        "--engine",
+        "aws-batch",
+        "--queue",
+        &q,
+        "--json",
+    ]);
+    assert_eq!(code, Some(71), "{err}\n{out}");
+    let doc: serde_json::Value = serde_json::from_str(&out).expect("one JSON document");
+    let key = format!("run/_rtb-batch/{name}/report.html");
+    assert_eq!(doc["report"]["s3_url"], format!("s3://{bucket}/{key}"));
+    let html = std::fs::read_to_string(desk.path(&format!("run-render-logs/{name}/report.html")))
+        .expect("the page beside the logs");
+    let copy = s3
+        .get_object()
+        .bucket(&bucket)
+        .key(&key)
+        .send()
+        .await
+        .expect("the page in S3")
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .to_vec();
+    assert_eq!(copy, html.as_bytes());
+    assert!(html.contains("engine aws-batch"));
+    assert_eq!(html.matches("<article class=\"card").count(), 3);
+    for n in 1..=2 {
+        assert!(
+            html.contains(&format!(
+                "<img alt=\"{name}-{n}\" src=\"data:image/png;base64,"
+            )),
+            "job {n}"
+        );
+    }
+    assert!(html.contains("no lamp in row 3"));
+    assert_eq!(
+        html.matches("<rect class=\"bar ").count(),
+        3,
+        "a bar per attempt"
+    );
+
+    // `report` again, from the registry and the records in moto's S3.
+    let (code, _, err) = batch(&["report", "--batch", &name, "--out", "again.html"]);
+    assert_eq!(code, Some(0), "{err}");
+    let again = std::fs::read_to_string(desk.path("again.html")).unwrap();
+    assert_eq!(again.matches("<img alt=").count(), 2);
+    assert!(again.contains("engine aws-batch") && again.contains("no lamp in row 3"));
+
+    let _ = batch(&["aws-batch", "teardown", "--queue", &q]);
+}
+
 /// The README's lines work as written: the lab's vwcc2 batch ships in examples/ over its
 /// unchanged CSV, and the demo's batch expands too.
 #[test]
