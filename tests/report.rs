@@ -560,6 +560,44 @@ timeout = "10m"
     assert_eq!(again.matches("<img alt=").count(), 2);
     assert!(again.contains("engine aws-batch") && again.contains("no lamp in row 3"));
 
+    // Detached: the page says where the jobs stood when the client left (and does not claim
+    // to be live); `report` later brings it up to date from the records.
+    let (code, _, err) = batch(&[
+        "batch",
+        &file,
+        "--engine",
+        "aws-batch",
+        "--queue",
+        &q,
+        "--rerun",
+        "--detach",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains(&format!("run-render report --batch {name}")),
+        "{err}"
+    );
+    let left =
+        std::fs::read_to_string(desk.path(&format!("run-render-logs/{name}/report.html"))).unwrap();
+    assert!(!left.contains("http-equiv=\"refresh\""));
+    let started = Instant::now();
+    let later = loop {
+        let (code, _, err) = batch(&["report", "--batch", &name, "--out", "later.html"]);
+        assert_eq!(code, Some(0), "{err}");
+        let later = std::fs::read_to_string(desk.path("later.html")).unwrap();
+        let ended = !later.contains("<span class=\"running\">")
+            && !later.contains("<span class=\"queued\">");
+        if ended || started.elapsed() > Duration::from_secs(120) {
+            break later;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
+    assert!(
+        later.contains("<span class=\"succeeded\">2 succeeded</span>"),
+        "{later}"
+    );
+    assert_eq!(later.matches("<img alt=").count(), 2);
+
     let _ = batch(&["aws-batch", "teardown", "--queue", &q]);
 }
 

@@ -207,36 +207,29 @@ async fn run(
             now: started,
             wall_s: None,
         });
-        let live = || {
-            let (cloud, name, base, known) = (&cloud, &name, &base, &known);
-            async move {
-                let page = collect::from_records(
-                    cloud,
-                    name,
-                    "aws-batch",
-                    Some(base.clone()),
-                    known.clone(),
-                    SystemTime::now(),
-                )
-                .await
-                .unwrap_or_else(|_| base.clone());
-                Page {
-                    started_at: Some(started),
-                    ..page
-                }
-            }
-        };
-        let ran = with_live_page(ran, &publisher, live).await;
+        let records = collect::Refresh::new(&cloud, base, known);
+        let live = || records.page();
+        let ran = with_live_page(ran, &publisher, &live).await;
         view.finish();
         let (mut ends, stats, left) = match ran {
             Ok(x) => x,
-            Err(e) => return super::fail(&format!("batch {name}: {e}"), exit::PREFLIGHT),
+            Err(e) => {
+                // The live page must not go on claiming to be live.
+                let _ = publisher.finish(live().await).await;
+                return super::fail(&format!("batch {name}: {e}"), exit::PREFLIGHT);
+            }
         };
         if left {
+            // The jobs go on without this client: the page says where they stand now, and
+            // `report` brings it up to date later.
+            let published = publisher.finish(live().await).await;
             crate::ui::stderr_line(&format!(
-                "run-render: batch {name}: submitted to AWS Batch queue {}; it needs no client. Follow with `run-render status --batch {name}`, cancel with `run-render stop --batch {name}`",
+                "run-render: batch {name}: submitted to AWS Batch queue {}; it needs no client. Follow with `run-render status --batch {name}`, cancel with `run-render stop --batch {name}`, see it with `run-render report --batch {name}`",
                 policy.queue.as_deref().unwrap_or_default()
             ));
+            for line in published.lines() {
+                crate::ui::stderr_line(&format!("run-render: {line}"));
+            }
             if json {
                 super::emit(&format!(
                     "{}\n",

@@ -263,6 +263,39 @@ pub async fn from_records(
     Ok(page)
 }
 
+/// The page of a batch that runs elsewhere (AWS Batch): its first page, brought up to date
+/// from the jobs' records each time it is asked for.
+pub struct Refresh<'a> {
+    cloud: &'a Cloud,
+    base: Page,
+    known: Vec<Known>,
+}
+
+impl<'a> Refresh<'a> {
+    pub fn new(cloud: &'a Cloud, base: Page, known: Vec<Known>) -> Refresh<'a> {
+        Refresh { cloud, base, known }
+    }
+
+    /// The page now; the first page when S3 does not answer.
+    pub async fn page(&self) -> Page {
+        let b = &self.base;
+        let page = from_records(
+            self.cloud,
+            &b.batch,
+            &b.engine,
+            Some(b.clone()),
+            self.known.clone(),
+            SystemTime::now(),
+        )
+        .await
+        .unwrap_or_else(|_| b.clone());
+        Page {
+            started_at: b.started_at,
+            ..page
+        }
+    }
+}
+
 /// One job's card from its records: every attempt of its newest run (or the job's own folder,
 /// for a job run alone), each from its `result.json`.
 async fn card_from_records(cloud: &Cloud, k: &Known, output: &S3Url) -> Result<Card, CloudError> {
