@@ -64,15 +64,12 @@ impl Fetched {
         while let Some((_, key, t, l)) = got.next().await {
             match t {
                 Some(Ok(bytes)) => {
-                    let bytes = bytes.filter(|b| {
-                        let fits = b.len() <= THUMBNAIL_EMBED_MAX;
-                        if !fits {
-                            notes.push(format!(
-                                "thumbnail of {key} is {} bytes, over {THUMBNAIL_EMBED_MAX}: not embedded",
-                                b.len()
-                            ));
+                    let bytes = bytes.filter(|b| match embeddable(b) {
+                        Ok(()) => true,
+                        Err(why) => {
+                            notes.push(format!("thumbnail of {key}: {why}: not embedded"));
+                            false
                         }
-                        fits
                     });
                     self.thumbnails.insert(key.clone(), bytes);
                 }
@@ -99,6 +96,19 @@ impl Fetched {
         }
         notes
     }
+}
+
+/// A thumbnail goes into the page only if it is a PNG (what the runner writes) of a size a
+/// page of many can carry.
+fn embeddable(bytes: &[u8]) -> Result<(), String> {
+    const PNG: &[u8] = b"\x89PNG\r\n\x1a\n";
+    if !bytes.starts_with(PNG) {
+        return Err("not a PNG".into());
+    }
+    if bytes.len() > THUMBNAIL_EMBED_MAX {
+        return Err(format!("{} bytes, over {THUMBNAIL_EMBED_MAX}", bytes.len()));
+    }
+    Ok(())
 }
 
 /// The last [`LOG_TAIL_LINES`] lines of a job's log: its last chunks, newest first until
@@ -144,4 +154,24 @@ async fn log_tail(cloud: &Cloud, records: &JobRecords) -> Result<Vec<String>, Cl
     }
     let skip = lines.len().saturating_sub(LOG_TAIL_LINES);
     Ok(lines.split_off(skip))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_small_pngs_are_embedded() {
+        let png = |n: usize| {
+            let mut b = b"\x89PNG\r\n\x1a\n".to_vec();
+            b.resize(n, 0);
+            b
+        };
+        assert!(embeddable(&png(100)).is_ok());
+        assert!(embeddable(&png(THUMBNAIL_EMBED_MAX)).is_ok());
+        assert!(embeddable(&png(THUMBNAIL_EMBED_MAX + 1))
+            .unwrap_err()
+            .contains("over"));
+        assert_eq!(embeddable(b"<html>").unwrap_err(), "not a PNG");
+    }
 }
