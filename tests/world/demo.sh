@@ -94,8 +94,8 @@ echo
 batch_status=0
 target/debug/run-render batch examples/demo.toml --ami "$ami" --image "$RTB_WORLD_SUPPORT_IMAGE" \
     --rerun || batch_status=$?
-page=run-render-logs/demo/report.html
-page_s3=s3://rtb-demo-renders/demo-batch/_rtb-batch/demo/report.html
+page="run-render-logs/demo/report.html"
+page_s3="s3://rtb-demo-renders/demo-batch/_rtb-batch/demo/report.html"
 echo
 echo "demo: the batch's page (every job's picture, the instances' timeline, the durations):"
 echo "  $REPO/$page"
