@@ -246,6 +246,8 @@ mod tests {
             resumed: None,
             checkpoints: None,
             notice: None,
+            picture: None,
+            instance_id: None,
         }
     }
 

@@ -13,6 +13,7 @@ fn main() {
         Cmd::List(args) => cmd::list::main(args),
         Cmd::Cleanup(args) => cmd::cleanup::main(args),
         Cmd::Cost(args) => cmd::cost::main(args),
+        Cmd::Report(args) => cmd::report::main(args),
         Cmd::Policy => {
             cmd::emit(&run_render::policies::text());
             0

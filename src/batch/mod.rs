@@ -9,13 +9,14 @@
 //!   its end
 //! - [`scratch`] where each job's scratch folders lie, checked before a pool runs them
 //! - [`retry`] which failed attempts are tried again, and how (pure)
-//! - [`view`] the progress view; [`summary`] the end
+//! - [`view`] the progress view; [`summary`] the end; [`page`] the batch's page (HTML)
 
 pub mod aws;
 pub mod expand;
 pub mod file;
 pub mod host;
 pub mod jobs;
+pub mod page;
 pub mod pool;
 pub mod retry;
 pub mod scratch;

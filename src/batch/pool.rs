@@ -12,10 +12,10 @@
 //! terminates at once. Every instance ends before this returns.
 
 use std::cell::Cell;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::host::{Ending, Host};
 use super::jobs::{BatchJob, Policy};
@@ -47,10 +47,39 @@ pub struct Attempt {
     pub ran: Option<(std::time::SystemTime, std::time::SystemTime)>,
 }
 
+/// When an attempt ran (for the page's timeline): from its start (the launch, when it
+/// launched its instance) to its end, of which `boot_s` launching and booting.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Span {
+    pub started: SystemTime,
+    pub ended: SystemTime,
+    pub boot_s: f64,
+}
+
+/// An attempt under way, for the live page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Running {
+    pub attempt: u32,
+    pub since: SystemTime,
+    pub instance_id: Option<String>,
+    /// Seconds from `since` until its instance was ready, when it launched one.
+    pub boot_s: f64,
+}
+
+/// The pool's state at one moment, for the live page.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub ends: Vec<JobEnd>,
+    pub running: BTreeMap<usize, Running>,
+    pub queued: Vec<usize>,
+}
+
 /// What became of one job.
 #[derive(Debug, Clone, Default)]
 pub struct JobEnd {
     pub attempts: Vec<Attempt>,
+    /// When each attempt ran, in order, when the pool timed them.
+    pub spans: Vec<Span>,
     /// The last attempt's report.
     pub report: Option<Report>,
     /// When the job was not run by this batch (it succeeded earlier, or the batch stopped
@@ -82,6 +111,8 @@ struct State {
     running: usize,
     live: usize,
     stats: PoolStats,
+    /// The attempts under way.
+    now: BTreeMap<usize, Running>,
 }
 
 pub struct Pool<'a> {
@@ -135,6 +166,7 @@ impl<'a> Pool<'a> {
                 running: 0,
                 live: 0,
                 stats: PoolStats::default(),
+                now: BTreeMap::new(),
             }),
         }
     }
@@ -152,7 +184,7 @@ impl<'a> Pool<'a> {
     }
 
     /// Run every queued job; every instance is ended when this returns.
-    pub async fn run(self) -> (Vec<JobEnd>, PoolStats) {
+    pub async fn run(&self) -> (Vec<JobEnd>, PoolStats) {
         let queued = self.lock().queue.len();
         let slots = Pool::size(self.policy, queued);
         self.update_view();
@@ -193,6 +225,16 @@ impl<'a> Pool<'a> {
         std::future::pending::<()>().await
     }
 
+    /// The jobs' ends so far, the attempts under way and the queue.
+    pub fn snapshot(&self) -> Snapshot {
+        let st = self.lock();
+        Snapshot {
+            ends: st.ends.clone(),
+            running: st.now.clone(),
+            queued: st.queue.iter().copied().collect(),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -221,11 +263,21 @@ impl<'a> Pool<'a> {
         Some(j)
     }
 
-    /// The plan and the view line of job `j`'s next attempt.
-    fn begin(&self, j: usize) -> (crate::plan::Plan, Ui) {
+    /// The plan and the view line of job `j`'s next attempt, on `instance` when it has one.
+    fn begin(&self, j: usize, instance: Option<&str>) -> (crate::plan::Plan, Ui) {
         let (attempt, spot) = {
-            let st = self.lock();
-            (st.ends[j].attempts.len() as u32 + 1, st.next_spot[j])
+            let mut st = self.lock();
+            let (attempt, spot) = (st.ends[j].attempts.len() as u32 + 1, st.next_spot[j]);
+            st.now.insert(
+                j,
+                Running {
+                    attempt,
+                    since: SystemTime::now(),
+                    instance_id: instance.map(str::to_string),
+                    boot_s: 0.0,
+                },
+            );
+            (attempt, spot)
         };
         let job = &self.jobs[j];
         let plan = job.plan_attempt(self.name, self.run, attempt, spot);
@@ -256,6 +308,16 @@ impl<'a> Pool<'a> {
                 .is_some_and(|e| e.to_ascii_lowercase().contains("capacity"));
         let mut st = self.lock();
         st.running = st.running.saturating_sub(1);
+        let ended = SystemTime::now();
+        let (started, boot_s) = st
+            .now
+            .remove(&j)
+            .map_or((ended, 0.0), |r| (r.since, r.boot_s));
+        st.ends[j].spans.push(Span {
+            started,
+            ended,
+            boot_s,
+        });
         let attempts = st.ends[j].attempts.len() as u32 + 1;
         let next = retry::decide(
             &Attempted {
@@ -355,7 +417,7 @@ impl<'a> Pool<'a> {
     async fn instance_task(&self) {
         loop {
             let Some(first) = self.take(None) else { return };
-            let (plan, ui) = self.begin(first);
+            let (plan, ui) = self.begin(first, None);
             let spot = plan.launch.spot;
             let up = Instant::now();
             let instance = match lifecycle::acquire(
@@ -400,6 +462,10 @@ impl<'a> Pool<'a> {
                 let mut st = self.lock();
                 st.live += 1;
                 st.stats.peak_instances = st.stats.peak_instances.max(st.live);
+                if let Some(r) = st.now.get_mut(&first) {
+                    r.instance_id = Some(instance.id.clone());
+                    r.boot_s = up.elapsed().as_secs_f64();
+                }
             }
             self.account(up, false);
             let host = Host::new(instance, plan.api_patience);
@@ -449,7 +515,7 @@ impl<'a> Pool<'a> {
                     let Some(j) = self.take(Some(&host.id)) else {
                         return;
                     };
-                    let (p, u) = self.begin(j);
+                    let (p, u) = self.begin(j, Some(&host.id));
                     (j, p, u)
                 }
             };
@@ -513,6 +579,7 @@ impl<'a> Pool<'a> {
         {
             let mut st = self.lock();
             st.running = st.running.saturating_sub(1);
+            st.now.remove(&j);
             st.queue.push_front(j);
         }
         ui.finish();

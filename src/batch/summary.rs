@@ -1,6 +1,7 @@
 //! The end of a batch: one table (job, outcome, exit code, attempts, duration, instance-hours,
-//! cost, output, and for each job that did not succeed its error) with the batch's cost under
-//! it, or one JSON document; and the batch's exit code.
+//! cost, output, and for each job that did not succeed its error; for one that succeeded without
+//! a usable image, the runner's flag) with the batch's cost under it, or one JSON document; and
+//! the batch's exit code.
 
 use std::fmt::Write as _;
 
@@ -123,7 +124,16 @@ impl Summary<'_> {
                 if let Some(why) = &end.not_run {
                     let _ = writeln!(o, "{:<w$}    {why}", "");
                 }
-            } else if end.attempts.len() > 1 {
+            } else if let Some((flag, note)) = picture_flag(end) {
+                let _ = writeln!(
+                    o,
+                    "{:<w$}    FLAGGED: {}{}",
+                    "",
+                    flag.describe(),
+                    note.map(|n| format!(" ({n})")).unwrap_or_default()
+                );
+            }
+            if succeeded(end) && end.attempts.len() > 1 {
                 for (n, a) in end
                     .attempts
                     .iter()
@@ -184,6 +194,7 @@ impl Summary<'_> {
                     "not_run": end.not_run,
                     "cost_usd": self.job_usd(job, end),
                     "cost": self.cost.and_then(|c| c.jobs.get(&job.job_id)),
+                    "picture_flag": picture_flag(end).map(|(f, _)| f),
                 })
             })
             .collect();
@@ -263,6 +274,15 @@ fn cost_lines(c: &crate::cost::account::BatchCost) -> String {
         }
     }
     o
+}
+
+/// The runner's flag on a job that succeeded without a usable image, and why.
+fn picture_flag(e: &JobEnd) -> Option<(rtb_model::PictureFlag, Option<&str>)> {
+    if !succeeded(e) {
+        return None;
+    }
+    let p = e.report.as_ref()?.result.as_ref()?.picture.as_ref()?;
+    Some((p.flag?, p.note.as_deref()))
 }
 
 fn succeeded(e: &JobEnd) -> bool {

@@ -106,6 +106,10 @@ pub enum Cmd {
         after_help = "Examples:\n  run-render cost                          # the last 7 days, by job\n  run-render cost --batch vwcc2 --by batch\n  run-render cost --since 30d --by owner --json\n  run-render cost --output s3://lab-renders/run-1   # from any machine: the records in S3"
     )]
     Cost(CostReportArgs),
+    /// Write a batch's page: one self-contained HTML file with every job's picture, a
+    /// timeline of the instances and attempts, and each failed job's error and log tail.
+    #[command(after_help = REPORT_HELP)]
+    Report(ReportArgs),
     /// Print the IAM policies the client and the instance need (ami/iam/).
     Policy,
     /// AWS Batch, the engine for queued batches with no client: set up or tear down its
@@ -234,6 +238,36 @@ pub struct StatusArgs {
     /// The jobs of this batch (its name: the batch file's [batch] name or file name).
     #[arg(long, value_name = "NAME")]
     pub batch: Option<String>,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
+const REPORT_HELP: &str = "\
+The batch writes its page by itself (beside its logs, every 30 s while it runs, and at the
+end, with a copy next to its outputs in S3); `report` writes it again, up to date, from the
+registry and the jobs' records in S3.
+
+Examples:
+  run-render report --batch vwcc2                  # run-render-logs/vwcc2/report.html
+  run-render report --batch vwcc2 --open           # ... and open it in the browser
+  run-render report --batch vwcc2 --output s3://lab-renders/vwcc2 --out vwcc2.html
+                                                   # from any machine: S3 alone";
+
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// The batch (its [batch] name, or its file's name).
+    #[arg(long, value_name = "NAME")]
+    pub batch: String,
+    /// Where to write the page [default: run-render-logs/<batch>/report.html]
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<std::path::PathBuf>,
+    /// Where the batch's outputs are (the folder its rows' outputs share): find its jobs, and
+    /// the page it left, from S3 alone.
+    #[arg(long, value_name = "S3_URL")]
+    pub output: Option<String>,
+    /// Open the page in the browser once it is written.
+    #[arg(long)]
+    pub open: bool,
     #[command(flatten)]
     pub aws: AwsArgs,
 }

@@ -20,7 +20,8 @@ pub const ACTIONS: &[&str] = &[
     "ssm:CancelCommand",
     // logs and result
     "s3:GetObject",
-    // what a job cost, beside its result (cost.json in its records folder)
+    // what a job cost, beside its result (cost.json in its records folder), and a batch's page
+    // next to its outputs (`_rtb-batch/<batch>/report.html`)
     "s3:PutObject",
     // prices: the Price List API (asked in us-east-1) and spot price history
     "pricing:GetProducts",

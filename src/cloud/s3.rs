@@ -1,4 +1,5 @@
-//! S3: bucket checks for preflight, and reading the runner's log chunks and result record.
+//! S3: bucket checks for preflight, reading the runner's log chunks, result record and
+//! thumbnail, and writing a batch's page.
 
 use super::{cloud_error, Cloud, CloudError};
 
@@ -100,6 +101,26 @@ impl Cloud {
         Ok(Some(bytes.into_bytes().to_vec()))
     }
 
+    /// Write an object, replacing it: one of the batch's own records (its page, a job's cost).
+    pub async fn put_bytes(
+        &self,
+        bucket: &str,
+        key: &str,
+        bytes: Vec<u8>,
+        content_type: &str,
+    ) -> Result<(), CloudError> {
+        self.s3
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .content_type(content_type)
+            .body(bytes.into())
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| cloud_error("S3 PutObject", e))
+    }
+
     /// The runner's result record of a job, once it has written it.
     pub async fn job_result(
         &self,
@@ -109,25 +130,6 @@ impl Cloud {
             .get_bytes(records.bucket(), &records.result_key())
             .await?;
         Ok(bytes.and_then(|b| serde_json::from_slice(&b).ok()))
-    }
-
-    /// Write a small object (one of the batch's own records), replacing it.
-    pub async fn put_bytes(
-        &self,
-        bucket: &str,
-        key: &str,
-        body: Vec<u8>,
-    ) -> Result<(), CloudError> {
-        self.s3
-            .put_object()
-            .bucket(bucket)
-            .key(key)
-            .content_type("application/json")
-            .body(aws_sdk_s3::primitives::ByteStream::from(body))
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| cloud_error("S3 PutObject", e))
     }
 
     /// Whether the runner has written a first log chunk: the job has started.

@@ -3,13 +3,17 @@
 //! checks every job and launches nothing; `--detach` starts them all on self-terminating
 //! instances when they fit at once.
 
+use std::convert::Infallible;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use futures::StreamExt;
 
 use crate::batch::jobs::{self, BatchJob, Engine, Policy};
-use crate::batch::pool::{JobEnd, Pool};
+use crate::batch::page::collect::{self, Known, RunFacts};
+use crate::batch::page::publish::{Published, Publisher};
+use crate::batch::page::{store, Page, LIVE_EVERY};
+use crate::batch::pool::{JobEnd, Pool, Snapshot};
 use crate::batch::summary::Summary;
 use crate::batch::view::View;
 use crate::batch::BatchFile;
@@ -99,6 +103,7 @@ async fn run(
 ) -> i32 {
     let json = args.run.json;
     let name = file.name.clone();
+    let columns: Vec<String> = file.csv.as_ref().map(|c| c.1.clone()).unwrap_or_default();
     let cloud = super::connect_for(&jobs[0].plan).await;
     let interrupts = Interrupts::listen();
     let registry = Registry::open();
@@ -209,7 +214,10 @@ async fn run(
     );
     if policy.engine == Engine::AwsBatch {
         let t0 = Instant::now();
+        let started = SystemTime::now();
         let view = View::new(&name, run_list.len());
+        let say = |line: &str| view.note(line);
+        let publisher = publisher(&cloud, &name, &jobs, &log_dir, &say);
         let ran = crate::batch::aws::run(
             &name,
             &run_id,
@@ -222,22 +230,62 @@ async fn run(
             &registry,
             &view,
             args.run.detach,
-        )
-        .await;
+        );
+        // The live page from the jobs' records (AWS Batch runs them, not this client).
+        let known: Vec<Known> = run_list
+            .iter()
+            .map(|&j| Known {
+                job_id: jobs[j].job_id.clone(),
+                output: jobs[j].plan.output.clone(),
+                ..Known::default()
+            })
+            .collect();
+        let base = collect::from_run(&RunFacts {
+            batch: &name,
+            engine: "aws-batch",
+            jobs: &jobs,
+            columns: &columns,
+            snapshot: &Snapshot {
+                ends: ends_before
+                    .iter()
+                    .map(|b| JobEnd {
+                        not_run: b.clone(),
+                        ..JobEnd::default()
+                    })
+                    .collect(),
+                ..Snapshot::default()
+            },
+            started,
+            now: started,
+            wall_s: None,
+        });
+        let records = collect::Refresh::new(&cloud, base, known);
+        let live = || records.page();
+        let ran = with_live_page(ran, &publisher, &live).await;
         view.finish();
         let (mut ends, stats, left) = match ran {
             Ok(x) => x,
             Err(e @ crate::batch::aws::RunError::Spec(_)) => {
-                return super::bad_input(&format!("batch {name}: {e}"), json)
+                let _ = publisher.finish(live().await).await;
+                return super::bad_input(&format!("batch {name}: {e}"), json);
             }
-            // Its lines name the batch already.
-            Err(e) => return super::fail(&e.to_string(), e.code()),
+            Err(e) => {
+                // The live page must not go on claiming to be live. Its lines name the batch.
+                let _ = publisher.finish(live().await).await;
+                return super::fail(&e.to_string(), e.code());
+            }
         };
         if left {
+            // The jobs go on without this client: the page says where they stand now, and
+            // `report` brings it up to date later.
+            let published = publisher.finish(live().await).await;
             crate::ui::stderr_line(&format!(
-                "run-render: batch {name}: submitted to AWS Batch queue {}; it needs no client. Follow with `run-render status --batch {name}`, cancel with `run-render stop --batch {name}`",
+                "run-render: batch {name}: submitted to AWS Batch queue {}; it needs no client. Follow with `run-render status --batch {name}`, cancel with `run-render stop --batch {name}`, see it with `run-render report --batch {name}`",
                 policy.queue.as_deref().unwrap_or_default()
             ));
+            for line in published.lines() {
+                crate::ui::stderr_line(&format!("run-render: {line}"));
+            }
             if json {
                 super::emit(&format!(
                     "{}\n",
@@ -252,16 +300,23 @@ async fn run(
             "AWS Batch: the instance each job ran on is not looked up, and the compute environment's idle minutes are the queue's, not a job's",
         );
         return summarize(
-            &name,
-            &jobs,
+            &Ending {
+                name: &name,
+                engine: "aws-batch",
+                jobs: &jobs,
+                columns: &columns,
+                stats: &stats,
+                t0,
+                started,
+                interrupted: false,
+                json,
+                cost: Some(&cost),
+            },
             &mut ends,
             ends_before,
-            &stats,
-            t0,
-            false,
-            json,
-            Some(&cost),
-        );
+            &publisher,
+        )
+        .await;
     }
     let first = jobs[run_list[0]].plan_attempt(&name, &run_id, 1, false);
     let checked = match crate::preflight::check(&first, &cloud).await {
@@ -282,7 +337,10 @@ async fn run(
         log_dir.display()
     ));
     let t0 = Instant::now();
+    let started = SystemTime::now();
     let view = View::new(&name, run_list.len());
+    let say = |line: &str| view.note(line);
+    let publisher = publisher(&cloud, &name, &jobs, &log_dir, &say);
     let (mut ends, stats) = if args.run.detach {
         detached(
             &name,
@@ -309,12 +367,32 @@ async fn run(
             &registry,
             checked,
             &view,
-            Some(log_dir),
+            Some(log_dir.clone()),
         );
-        match spend {
-            Some((s, _)) => pool.with_budget(s).run().await,
-            None => pool.run().await,
-        }
+        let pool = match spend {
+            Some((s, _)) => pool.with_budget(s),
+            None => pool,
+        };
+        let snapshot = || {
+            let mut snap = pool.snapshot();
+            for (e, before) in snap.ends.iter_mut().zip(&ends_before) {
+                if before.is_some() {
+                    e.not_run = before.clone();
+                }
+            }
+            let page = collect::from_run(&RunFacts {
+                batch: &name,
+                engine: "ec2",
+                jobs: &jobs,
+                columns: &columns,
+                snapshot: &snap,
+                started,
+                now: SystemTime::now(),
+                wall_s: None,
+            });
+            async move { page }
+        };
+        with_live_page(pool.run(), &publisher, snapshot).await
     };
     view.finish();
     let outage = ends
@@ -352,16 +430,23 @@ async fn run(
     // A stop the budget asked for is not the user's Ctrl-C.
     let interrupted = interrupts.count() > 0 && stats.budget_reached.is_none();
     let code = summarize(
-        &name,
-        &jobs,
+        &Ending {
+            name: &name,
+            engine: "ec2",
+            jobs: &jobs,
+            columns: &columns,
+            stats: &stats,
+            t0,
+            started,
+            interrupted,
+            json,
+            cost: Some(&cost),
+        },
         &mut ends,
         ends_before,
-        &stats,
-        t0,
-        interrupted,
-        json,
-        Some(&cost),
-    );
+        &publisher,
+    )
+    .await;
     if args.run.detach {
         let started = ends.iter().all(|e| {
             e.not_run.is_some()
@@ -379,43 +464,128 @@ async fn run(
     code
 }
 
-/// The end of a batch on either engine: jobs that were not run by this batch keep why
-/// (`ends_before`), then the summary (table or JSON) and the batch's exit code.
-#[allow(clippy::too_many_arguments)]
-fn summarize(
+/// The batch's page: beside its logs, and next to its outputs in S3; `say` prints a problem.
+fn publisher<'a>(
+    cloud: &'a Cloud,
     name: &str,
     jobs: &[BatchJob],
-    ends: &mut [JobEnd],
-    ends_before: Vec<Option<String>>,
-    stats: &crate::batch::pool::PoolStats,
+    log_dir: &std::path::Path,
+    say: &'a (dyn Fn(&str) + Sync),
+) -> Publisher<'a> {
+    let outputs: Vec<rtb_model::S3Url> =
+        jobs.iter().filter_map(|j| j.plan.output.clone()).collect();
+    Publisher::new(
+        cloud,
+        log_dir.join(store::PAGE_NAME),
+        store::s3_folder(name, &outputs),
+        say,
+    )
+}
+
+/// How a batch ended, for its summary and its page.
+struct Ending<'a> {
+    name: &'a str,
+    engine: &'a str,
+    jobs: &'a [BatchJob],
+    columns: &'a [String],
+    stats: &'a crate::batch::pool::PoolStats,
     t0: Instant,
+    started: SystemTime,
     interrupted: bool,
     json: bool,
-    cost: Option<&cost::account::BatchCost>,
+    cost: Option<&'a cost::account::BatchCost>,
+}
+
+/// The end of a batch on either engine: jobs that were not run by this batch keep why
+/// (`ends_before`), then the final page (beside the logs and in S3), the summary (table or
+/// JSON) ending with the page's places, and the batch's exit code.
+async fn summarize(
+    end: &Ending<'_>,
+    ends: &mut [JobEnd],
+    ends_before: Vec<Option<String>>,
+    publisher: &Publisher<'_>,
 ) -> i32 {
     for (e, before) in ends.iter_mut().zip(ends_before) {
         if before.is_some() {
             e.not_run = before;
         }
     }
+    let wall_s = end.t0.elapsed().as_secs_f64();
+    let page = collect::from_run(&RunFacts {
+        batch: end.name,
+        engine: end.engine,
+        jobs: end.jobs,
+        columns: end.columns,
+        snapshot: &Snapshot {
+            ends: ends.to_vec(),
+            ..Snapshot::default()
+        },
+        started: end.started,
+        now: SystemTime::now(),
+        wall_s: Some(wall_s),
+    });
+    let published: Published = publisher.finish(page).await;
     let summary = Summary {
-        name,
-        jobs,
+        name: end.name,
+        jobs: end.jobs,
         ends,
-        stats,
-        wall_s: t0.elapsed().as_secs_f64(),
-        interrupted,
-        cost,
+        stats: end.stats,
+        wall_s,
+        interrupted: end.interrupted,
+        cost: end.cost,
     };
-    if json {
+    if end.json {
+        let mut doc = summary.json();
+        doc["report"] = published.json();
         super::emit(&format!(
             "{}\n",
-            serde_json::to_string_pretty(&summary.json()).unwrap_or_default()
+            serde_json::to_string_pretty(&doc).unwrap_or_default()
         ));
+        for p in &published.problems {
+            crate::ui::stderr_line(&format!("run-render: report: {p}"));
+        }
     } else {
-        crate::ui::stderr_line(&summary.table());
+        let mut text = summary.table();
+        for line in published.lines() {
+            text.push_str(&line);
+            text.push('\n');
+        }
+        crate::ui::stderr_line(&text);
     }
     summary.exit_code()
+}
+
+/// Run `work` while rewriting the live page every [`LIVE_EVERY`] (from the page `page()`
+/// makes), and return what `work` returns. The live page never holds the work up: both go on
+/// side by side, and the page stops with the work.
+async fn with_live_page<T, P, F>(
+    work: impl std::future::Future<Output = T>,
+    publisher: &Publisher<'_>,
+    page: P,
+) -> T
+where
+    P: Fn() -> F,
+    F: std::future::Future<Output = Page>,
+{
+    let (work, live) = (
+        std::pin::pin!(work),
+        std::pin::pin!(live_pages(publisher, page)),
+    );
+    match futures::future::select(work, live).await {
+        futures::future::Either::Left((out, _)) => out,
+        futures::future::Either::Right((never, _)) => match never {},
+    }
+}
+
+async fn live_pages<P, F>(publisher: &Publisher<'_>, page: P) -> Infallible
+where
+    P: Fn() -> F,
+    F: std::future::Future<Output = Page>,
+{
+    loop {
+        publisher.live(page().await).await;
+        tokio::time::sleep(LIVE_EVERY).await;
+    }
 }
 
 /// `--detach`: every job as a detached `run`, all at once.

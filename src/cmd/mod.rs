@@ -8,6 +8,7 @@ pub mod cleanup;
 pub mod cost;
 pub mod list;
 pub mod logs;
+pub mod report;
 pub mod run;
 pub mod status;
 pub mod stop;

@@ -185,7 +185,10 @@ pub async fn write(
         let Some(at) = at else { continue };
         let key = format!("{}{}", at.root().dir_prefix(), record::COST_NAME);
         let body = serde_json::to_vec_pretty(rec).unwrap_or_default();
-        if let Err(e) = cloud.put_bytes(at.bucket(), &key, body).await {
+        if let Err(e) = cloud
+            .put_bytes(at.bucket(), &key, body, "application/json")
+            .await
+        {
             first_error.get_or_insert(format!(
                 "could not write the cost record s3://{}/{key}: {e}",
                 at.bucket()

@@ -4,7 +4,8 @@
 # AMI, uploads a small scene to S3, and runs `run-render`: it launches an "instance", runs the
 # rtb-support container through SSM (GNU Octave standing in for MATLAB), streams the job's log
 # live, saves the rendered image to S3 and terminates the instance. Then it shows the outputs
-# and the instance's final state.
+# and the instance's final state, runs a small batch of four renders (examples/demo.toml) and
+# prints where the batch's page is, on disk and in S3.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -83,4 +84,21 @@ aws ec2 describe-instances --filters Name=tag:rtb:tool,Values=run-render Name=im
     --output text | tail -n 5
 echo
 echo "demo: run-render exited with $status"
-exit "$status"
+[[ $status == 0 ]] || exit "$status"
+
+# A small batch: four renders of the sphere, one per row of examples/demo.csv (each its own
+# light and colour), on a pool of two instances. Every run of the demo runs it again (--rerun).
+echo
+echo "demo: target/debug/run-render batch examples/demo.toml --ami $ami --image $RTB_WORLD_SUPPORT_IMAGE --rerun"
+echo
+batch_status=0
+target/debug/run-render batch examples/demo.toml --ami "$ami" --image "$RTB_WORLD_SUPPORT_IMAGE" \
+    --rerun || batch_status=$?
+page="run-render-logs/demo/report.html"
+page_s3="s3://rtb-demo-renders/demo-batch/_rtb-batch/demo/report.html"
+echo
+echo "demo: the batch's page (every job's picture, the instances' timeline, the durations):"
+echo "  $REPO/$page"
+aws s3 ls "$page_s3" >/dev/null && echo "  its copy in S3: $page_s3"
+echo "demo: run-render batch exited with $batch_status"
+exit "$batch_status"

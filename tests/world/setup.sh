@@ -14,6 +14,7 @@ VENV=$WORLD/venv
 FAULTS_VENV=$WORLD/faults-venv
 FAULTS_CONFDIR=$WORLD/mitmproxy
 MOTO_VENV=$WORLD/moto-venv
+BROWSER_VENV=$WORLD/browser-venv
 PORT=${RTB_WORLD_PORT:-45660}
 ENDPOINT=http://127.0.0.1:$PORT
 MOTO_PORT=${RTB_WORLD_MOTO_PORT:-45670}
@@ -59,12 +60,14 @@ tmp_paths=()
 images_pid=
 faults_pid=
 moto_pid=
+browser_pid=
 cleanup() {
     local p
     # A failure here must not orphan the background jobs (the image build and its temp rootfs).
     if [[ -n $images_pid ]]; then wait "$images_pid" 2>/dev/null || true; fi
     if [[ -n $faults_pid ]]; then wait "$faults_pid" 2>/dev/null || true; fi
     if [[ -n $moto_pid ]]; then wait "$moto_pid" 2>/dev/null || true; fi
+    if [[ -n $browser_pid ]]; then wait "$browser_pid" 2>/dev/null || true; fi
     for p in "${tmp_paths[@]}"; do
         if [[ -e $p ]]; then as_root rm -rf "$p" || true; fi
     done
@@ -89,15 +92,18 @@ have() { command -v "$1" >/dev/null 2>&1 || [[ -x /usr/sbin/$1 || -x /sbin/$1 ]]
 apt_get() {
     as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 "$@"
 }
+# chromium and chromium-driver: the browser test opens a batch's page in Debian's own browser
+# (tests/report.rs, tests/world/browser.py); nothing downloads one at test time.
 system_packages() {
-    if have octave-cli && have debootstrap && have shellcheck; then
-        say "system packages present (octave, debootstrap, shellcheck)"
+    if have octave-cli && have debootstrap && have shellcheck && have chromium && have chromedriver; then
+        say "system packages present (octave, debootstrap, shellcheck, chromium, chromedriver)"
         return
     fi
-    say "installing system packages: octave debootstrap shellcheck (1-2 min)"
+    say "installing system packages: octave debootstrap shellcheck chromium chromium-driver (1-3 min)"
     apt_get update -qq >"$WORLD/apt.log" 2>&1 ||
         { tail -n 30 "$WORLD/apt.log" >&2; die "apt-get update failed (log: $WORLD/apt.log)"; }
     apt_get install -y -qq --no-install-recommends octave debootstrap shellcheck \
+        chromium chromium-driver \
         >>"$WORLD/apt.log" 2>&1 ||
         { tail -n 30 "$WORLD/apt.log" >&2; die "apt-get install failed (log: $WORLD/apt.log)"; }
     say "installed system packages"
@@ -254,6 +260,15 @@ faults_pid=$!
 ) &
 moto_pid=$!
 
+# Selenium's venv, for the browser test (it drives the system's chromium), in the background.
+(
+    trap - EXIT
+    make_venv "$BROWSER_VENV" "$here/browser-requirements.txt" python
+    "$BROWSER_VENV/bin/python" -c 'import selenium' ||
+        die "selenium does not import in $BROWSER_VENV"
+) &
+browser_pid=$!
+
 # ── c. The job runner ───────────────────────────────────────────────────────────────────────
 # One build of the whole workspace: the demo, the tests and the runner image all use these
 # artifacts, and building a single package would unify the SDK's features differently and
@@ -373,6 +388,8 @@ faults_pid=
 # tests' manifests and outputs. .world/moto.{pid,log} for the default port, moto-PORT.* else.
 wait "$moto_pid" || die "moto's venv failed (see above)"
 moto_pid=
+wait "$browser_pid" || die "the browser test's venv failed (see above)"
+browser_pid=
 moto_healthy() {
     if command -v curl >/dev/null 2>&1; then
         curl -fsS --max-time 2 -o /dev/null "$MOTO_URL/moto-api/" 2>/dev/null
@@ -528,6 +545,10 @@ export RTB_WORLD_MOTO_URL=$MOTO_URL
 # principals with them): in front of MiniStack (instances use it too) and in front of moto.
 export RTB_WORLD_IAM_URL=$IAM_URL
 export RTB_WORLD_MOTO_IAM_URL=$MOTO_IAM_URL
+# The browser test (tests/report.rs): Selenium's python, and Debian's chromium and driver.
+export RTB_WORLD_BROWSER_PYTHON=$BROWSER_VENV/bin/python
+export RTB_WORLD_CHROMIUM=$(command -v chromium || echo /usr/bin/chromium)
+export RTB_WORLD_CHROMEDRIVER=$(command -v chromedriver || echo /usr/bin/chromedriver)
 # The venv's bin goes last: aws and s5cmd resolve, the system python is not shadowed.
 case ":\$PATH:" in
     *":$VENV/bin:"*) ;;

@@ -114,6 +114,8 @@ pub async fn run(settings: Settings, s3: aws_sdk_s3::Client) -> i32 {
     } else {
         None
     };
+    // Asked now, while the command runs: ready when the record is written.
+    let instance_id = tokio::spawn(crate::host::instance_id());
 
     // Each phase runs as a task of its own: should one panic, the others still run and the
     // result record is still written.
@@ -131,6 +133,18 @@ pub async fn run(settings: Settings, s3: aws_sdk_s3::Client) -> i32 {
         Err(e) => State::broken(format!("the runner failed before the output copy: {e}")),
     };
     log.close_file().await;
+    // The job's picture, from what the output copy takes, beside the copy.
+    let picture = settings.records.clone().map(|records| {
+        let (scratch, s3, log) = (settings.output_scratch.clone(), s3.clone(), log.clone());
+        let opts = settings
+            .output
+            .as_ref()
+            .map(|c| c.options.clone())
+            .unwrap_or_default();
+        tokio::spawn(
+            async move { crate::thumbnail::record(&scratch, &opts, &s3, &records, &log).await },
+        )
+    });
     if let Some(copy) = settings.output.clone() {
         let t = Instant::now();
         let (scratch, upload_log) = (settings.output_scratch.clone(), log.clone());
@@ -148,6 +162,10 @@ pub async fn run(settings: Settings, s3: aws_sdk_s3::Client) -> i32 {
         state.outputs(uploaded);
         state.timings.output_s = t.elapsed().as_secs_f64();
     }
+    let picture = match picture {
+        Some(task) => task.await.ok(),
+        None => None,
+    };
     state.timings.total_s = t0.elapsed().as_secs_f64();
     for e in &state.errors {
         log.info(format!("error: {e}"));
@@ -183,6 +201,8 @@ pub async fn run(settings: Settings, s3: aws_sdk_s3::Client) -> i32 {
         resumed: state.resumed,
         checkpoints: state.checkpoints,
         notice: notices.and_then(|n| n.borrow().clone()),
+        picture,
+        instance_id: instance_id.await.ok().flatten(),
     };
     if let Some(records) = &settings.records {
         if let Err(e) = write_record(&s3, records, &result).await {

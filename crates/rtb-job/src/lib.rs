@@ -13,10 +13,13 @@
 //! - [`checkpoint`]: OUTPUT_SCRATCH saved while the command runs, and restored by a retry
 //! - [`notice`]: the spot interruption notice (the two-minute warning) from IMDS
 //! - [`record`]: the small JSON records in S3
+//! - [`thumbnail`]: the job's picture, found among the outputs, as a small PNG in the records
+//! - [`host`]: the EC2 instance the runner is on, best effort
 //! - [`job`]: the phases, in order, and the result record
 
 pub mod checkpoint;
 pub mod compose;
+pub mod host;
 pub mod job;
 pub mod logsink;
 pub mod manifest;
@@ -26,4 +29,5 @@ pub mod process;
 pub mod record;
 pub mod scratch;
 pub mod settings;
+pub mod thumbnail;
 pub mod transfer;

@@ -6,6 +6,7 @@
 //! <OUTPUT_BUCKET>/_rtb-job/<job-id>/log/000001.log
 //!                                   .../000002.log   log chunks: whole lines, in order, each
 //!                                                     written once, ~1 s apart while lines come
+//! <OUTPUT_BUCKET>/_rtb-job/<job-id>/thumbnail.png     the job's main picture, ~320 px wide
 //! <OUTPUT_BUCKET>/_rtb-job/<job-id>/result.json       the result record, written last
 //! <OUTPUT_BUCKET>/_rtb-job/<job-id>/checkpoint/manifest.json
 //!                                   .../checkpoint/files/<path>   checkpoints (RTB_CHECKPOINT_EVERY):
@@ -33,6 +34,11 @@ pub const RESULT_NAME: &str = "result.json";
 pub const CHECKPOINT_DIR: &str = "checkpoint";
 /// The record a runner writes when a spot interruption notice comes.
 pub const INTERRUPTED_NAME: &str = "interrupted.json";
+/// The name of the job's thumbnail inside its records folder.
+pub const THUMBNAIL_NAME: &str = "thumbnail.png";
+/// The runner keeps a thumbnail under this size, so that a batch's page with 100 of them
+/// embedded stays under 2 MB.
+pub const THUMBNAIL_BUDGET: usize = 10 * 1024;
 /// How many digits a chunk sequence number is padded to (a million chunks at one a second is
 /// eleven days of continuous output, well past the longest job).
 const CHUNK_DIGITS: usize = 6;
@@ -146,6 +152,10 @@ impl JobRecords {
         };
         S3Url::new(self.root.bucket(), &parent).ok()
     }
+
+    pub fn thumbnail_key(&self) -> String {
+        format!("{}{THUMBNAIL_NAME}", self.root.dir_prefix())
+    }
 }
 
 /// An attempt's folder name: `<run>-a<attempt>`.
@@ -171,6 +181,7 @@ mod tests {
         let r = JobRecords::under_output(&"s3://out/job 1".parse().unwrap(), "rr-abc");
         assert_eq!(r.log_prefix(), "job 1/_rtb-job/rr-abc/log/");
         assert_eq!(r.result_key(), "job 1/_rtb-job/rr-abc/result.json");
+        assert_eq!(r.thumbnail_key(), "job 1/_rtb-job/rr-abc/thumbnail.png");
         let keys: Vec<String> = [1, 2, 10, 999].iter().map(|n| r.chunk_key(*n)).collect();
         let mut sorted = keys.clone();
         sorted.sort();

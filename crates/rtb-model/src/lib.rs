@@ -14,6 +14,7 @@ mod s3url;
 
 pub use layout::JobRecords;
 pub use result::{
-    Checkpoints, JobResult, Outcome, Resumed, Skipped, Timings, Transfer, RESULT_SCHEMA,
+    Checkpoints, JobResult, Outcome, Picture, PictureFlag, Resumed, Skipped, Thumbnail, Timings,
+    Transfer, RESULT_SCHEMA,
 };
 pub use s3url::{S3Url, S3UrlError};

@@ -80,6 +80,70 @@ pub struct Checkpoints {
     pub last_at: Option<String>,
 }
 
+/// The job's main picture, as the runner found it among the outputs when it uploaded them:
+/// what the batch's page shows, and what flags a job that "succeeded" without a usable image.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Picture {
+    /// Image files (by extension) among the outputs.
+    pub images: u64,
+    /// The one chosen (the newest of the largest), as its key below the output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub bytes: u64,
+    /// Its pixels, when its header could be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    /// The small PNG written into the job's records, when one was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thumbnail: Option<Thumbnail>,
+    /// Why the picture is suspect, when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flag: Option<PictureFlag>,
+    /// In words: why the flag, or why there is no thumbnail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// A thumbnail in the job's records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Thumbnail {
+    /// Its name inside the records folder (`thumbnail.png`).
+    pub name: String,
+    pub width: u32,
+    pub height: u32,
+    pub bytes: u64,
+}
+
+/// What is wrong with a job's picture. Renderers are known to exit 0 having written nothing,
+/// an empty file, or a truncated one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PictureFlag {
+    /// No image file among the outputs.
+    NoImage,
+    /// The image file is empty (0 bytes).
+    Empty,
+    /// The image has no pixels (0 wide or 0 high).
+    NoPixels,
+    /// The image cannot be decoded: truncated or corrupt.
+    Unreadable,
+}
+
+impl PictureFlag {
+    /// A few words for a summary line or a card.
+    pub fn describe(self) -> &'static str {
+        match self {
+            PictureFlag::NoImage => "no image",
+            PictureFlag::Empty => "empty image",
+            PictureFlag::NoPixels => "image without pixels",
+            PictureFlag::Unreadable => "unreadable image",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobResult {
     pub schema: u32,
@@ -117,6 +181,12 @@ pub struct JobResult {
     /// A spot notice that came while the job ran (it may still have finished in time).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notice: Option<crate::checkpoint::Interrupted>,
+    /// The job's main picture, when the runner looked (it has records to write a thumbnail to).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub picture: Option<Picture>,
+    /// The EC2 instance the runner ran on, from the instance metadata, when it could tell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
 }
 
 impl JobResult {
@@ -168,6 +238,22 @@ mod tests {
                 ..Checkpoints::default()
             }),
             notice: None,
+            picture: Some(Picture {
+                images: 2,
+                path: Some("renders/a.exr".into()),
+                bytes: 1 << 20,
+                width: Some(640),
+                height: Some(480),
+                thumbnail: Some(Thumbnail {
+                    name: "thumbnail.png".into(),
+                    width: 320,
+                    height: 240,
+                    bytes: 9000,
+                }),
+                flag: None,
+                note: None,
+            }),
+            instance_id: Some("i-0123456789abcdef0".into()),
         };
         let text = r.to_json();
         assert!(text.contains("\"outcome\": \"timed_out\""), "{text}");
@@ -176,8 +262,8 @@ mod tests {
     }
 
     #[test]
-    fn a_record_without_the_resume_fields_still_reads() {
-        // What runners before checkpoints wrote.
+    fn an_older_record_still_reads_and_flags_are_snake_case() {
+        // What runners before checkpoints and pictures wrote.
         let old = r#"{"schema":1,"job_id":"j","outcome":"succeeded","exit_code":0,
             "interpreter":"octave","executable":"octave-cli","started_at":"t","finished_at":"t",
             "timings":{"input_s":0,"command_s":0,"output_s":0,"total_s":0},
@@ -191,5 +277,17 @@ mod tests {
         for key in ["attempt", "resumed", "checkpoints", "notice"] {
             assert!(!text.contains(&format!("\"{key}\"")), "{key}: {text}");
         }
+        assert!(r.picture.is_none() && r.instance_id.is_none());
+        assert!(
+            !text.contains("picture") && !text.contains("instance_id"),
+            "{text}"
+        );
+        let p = Picture {
+            flag: Some(PictureFlag::NoImage),
+            ..Picture::default()
+        };
+        let v = serde_json::to_value(&p).unwrap();
+        assert_eq!(v["flag"], "no_image");
+        assert_eq!(v["images"], 0);
     }
 }

@@ -182,6 +182,8 @@ mod tests {
             resumed: None,
             checkpoints: None,
             notice: None,
+            picture: None,
+            instance_id: None,
         }
     }
 

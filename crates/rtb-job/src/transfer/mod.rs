@@ -37,7 +37,7 @@ pub use download::{Fetched, Wanted};
 pub use error::{S3Cause, TransferError};
 pub use files::{list_files, LocalFile, SentFile};
 pub use options::{CopyOptions, Filter, FlagsError, Pattern};
-pub use upload::{survey, Stamp};
+pub use upload::{listing, survey, Listed, Stamp};
 
 use error::Failure;
 

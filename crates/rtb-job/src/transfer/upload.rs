@@ -194,13 +194,37 @@ async fn walk_all(
 /// How many files and bytes an upload of `src` with `opts` would copy now (for a person: what
 /// a stop will save). Unreadable parts are left out.
 pub fn survey(src: &Path, opts: &CopyOptions) -> (u64, u64) {
+    listing(src, opts)
+        .iter()
+        .fold((0, 0), |(n, b), f| (n + 1, b + f.size))
+}
+
+/// A file an upload would copy: where it is, its key below the destination, its size and
+/// modification time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub path: PathBuf,
+    pub rel: String,
+    pub size: u64,
+    pub modified: Option<SystemTime>,
+}
+
+/// The files an upload of the folder `src` with `opts` would copy now, by key. Unreadable
+/// parts are left out.
+pub fn listing(src: &Path, opts: &CopyOptions) -> Vec<Listed> {
     match walk(src) {
         Ok(w) => w
             .found
-            .iter()
+            .into_iter()
             .filter(|f| opts.includes(&f.rel))
-            .fold((0, 0), |(n, b), f| (n + 1, b + f.stamp.size)),
-        Err(_) => (0, 0),
+            .map(|f| Listed {
+                path: f.path,
+                rel: f.rel,
+                size: f.stamp.size,
+                modified: f.stamp.modified,
+            })
+            .collect(),
+        Err(_) => Vec::new(),
     }
 }
 
