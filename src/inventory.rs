@@ -157,6 +157,10 @@ pub fn verdict(c: &Candidate, now: SystemTime, older_than: Duration) -> Verdict 
     if i.state.is_gone() {
         return Verdict::Keep("already ending".into());
     }
+    if let Some(m) = &i.managed_by {
+        // A compute environment's instance carries our tag (its launch tags) and no job.
+        return Verdict::Keep(format!("managed by {m}, which ends it"));
+    }
     if c.result {
         return Verdict::JobEnded;
     }
@@ -222,6 +226,7 @@ mod tests {
                     now - Duration::from_secs((-s) as u64)
                 }
             }),
+            managed_by: None,
         }
     }
 
@@ -401,6 +406,17 @@ mod tests {
         );
         let gone = instance(Lifecycle::Terminated, 7200, Some(-5), true);
         assert!(matches!(c(&gone, true, true, false), Verdict::Keep(_)));
+        let batch_ce = TaggedInstance {
+            job_id: None,
+            records: None,
+            deadline: None,
+            managed_by: Some("AWS Batch".into()),
+            ..orphan.clone()
+        };
+        assert!(
+            matches!(c(&batch_ce, false, false, false), Verdict::Keep(why) if why.contains("AWS Batch")),
+            "a compute environment's instance: no job, old, but not ours to end"
+        );
         let shell = instance(Lifecycle::Running, 7200, Some(3600), false);
         assert!(
             matches!(c(&shell, false, false, false), Verdict::Keep(_)),

@@ -368,6 +368,46 @@ mod tests {
     }
 
     #[test]
+    fn instances_that_a_service_manages_are_known_by_their_tags() {
+        let table: &[(&[(&str, &str)], Option<&str>)] = &[
+            (&[("rtb:tool", "run-render"), ("rtb:job-id", "j")], None),
+            (
+                &[("rtb:tool", "run-render"), ("AWSBatchServiceTag", "batch")],
+                Some("AWS Batch"),
+            ),
+            (
+                &[
+                    ("aws:autoscaling:groupName", "AWSBatch-lab-ce-asg-1f2e"),
+                    ("rtb:tool", "run-render"),
+                ],
+                Some("AWS Batch (Auto Scaling group AWSBatch-lab-ce-asg-1f2e)"),
+            ),
+            (
+                &[
+                    ("aws:autoscaling:groupName", "web"),
+                    ("AWSBatchServiceTag", "batch"),
+                ],
+                Some("AWS Batch"),
+            ),
+            (&[("AmazonECSManaged", "")], Some("ECS (managed scaling)")),
+            (&[("aws:autoscaling:groupName", "web")], Some("Auto Scaling group web")),
+            (
+                &[("aws:ec2spot:fleet-request-id", "sfr-1")],
+                Some("Spot Fleet sfr-1"),
+            ),
+            (&[("aws:ec2:fleet-id", "fleet-1")], Some("EC2 Fleet fleet-1")),
+            (&[("aws:batch:compute-environment", "ce")], Some("AWS Batch")),
+        ];
+        for (tags, want) in table {
+            assert_eq!(
+                managed_by(tags.iter().copied()).as_deref(),
+                *want,
+                "{tags:?}"
+            );
+        }
+    }
+
+    #[test]
     fn launch_errors_are_classified_by_code() {
         assert!(matches!(
             classify_launch(err("InsufficientInstanceCapacity")),
@@ -406,6 +446,40 @@ pub struct TaggedInstance {
     pub launch_token: Option<String>,
     /// Its deadline (tag rtb:deadline).
     pub deadline: Option<std::time::SystemTime>,
+    /// The service that launched and ends it (AWS Batch, ECS, an Auto Scaling group or a
+    /// fleet), when its tags say so: run-render only ever calls RunInstances, so such an
+    /// instance carries our tag (a compute environment's launch tags) but is not ours to end.
+    pub managed_by: Option<String>,
+}
+
+/// Who manages an instance, from the tags AWS puts on the instances it launches for a
+/// service: AWS Batch (`AWSBatchServiceTag`, an Auto Scaling group named `AWSBatch-...`),
+/// ECS managed scaling (`AmazonECSManaged`), Auto Scaling, EC2 and Spot fleets.
+pub fn managed_by<'a>(tags: impl IntoIterator<Item = (&'a str, &'a str)>) -> Option<String> {
+    let mut found = None;
+    for (k, v) in tags {
+        let this = match k {
+            "AWSBatchServiceTag" => "AWS Batch".to_string(),
+            "aws:autoscaling:groupName" if v.starts_with("AWSBatch-") => {
+                format!("AWS Batch (Auto Scaling group {v})")
+            }
+            "AmazonECSManaged" => "ECS (managed scaling)".to_string(),
+            k if k.starts_with("aws:batch:") => "AWS Batch".to_string(),
+            k if k.starts_with("aws:ecs:") => "ECS".to_string(),
+            "aws:autoscaling:groupName" => format!("Auto Scaling group {v}"),
+            "aws:ec2spot:fleet-request-id" => format!("Spot Fleet {v}"),
+            "aws:ec2:fleet-id" => format!("EC2 Fleet {v}"),
+            _ => continue,
+        };
+        // AWS Batch (or ECS) says the most; an Auto Scaling group or fleet only how.
+        let better = found
+            .as_deref()
+            .is_none_or(|f: &str| !f.starts_with("AWS Batch") && !f.starts_with("ECS"));
+        if better {
+            found = Some(this);
+        }
+    }
+    found
 }
 
 /// Which of the tool's instances to list.
@@ -492,6 +566,11 @@ impl Cloud {
                     launch_token: tag(LAUNCH_TOKEN_TAG),
                     deadline: tag(crate::plan::DEADLINE_TAG)
                         .and_then(|d| humantime::parse_rfc3339(&d).ok()),
+                    managed_by: managed_by(
+                        i.tags()
+                            .iter()
+                            .filter_map(|t| Some((t.key()?, t.value().unwrap_or_default()))),
+                    ),
                 });
             }
         }

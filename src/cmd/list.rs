@@ -19,6 +19,9 @@ pub struct Row {
     pub deadline_in_s: Option<i64>,
     pub instance_type: String,
     pub batch: Option<String>,
+    /// The service that manages it (an AWS Batch compute environment's instance).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub managed_by: Option<String>,
 }
 
 pub fn main(args: ListArgs) -> i32 {
@@ -78,6 +81,7 @@ pub fn row(i: &TaggedInstance, now: SystemTime) -> Row {
         }),
         instance_type: i.instance_type.clone(),
         batch: i.batch.clone(),
+        managed_by: i.managed_by.clone(),
     }
 }
 
@@ -98,7 +102,11 @@ fn table(rows: &[Row]) -> String {
         out.push_str(&format!(
             "{:<21} {:<28} {:<12} {:<13} {:>8} {:>10}  {}\n",
             r.instance_id,
-            r.job_id.as_deref().unwrap_or("-"),
+            match (&r.job_id, &r.managed_by) {
+                (Some(j), _) => j.clone(),
+                (None, Some(m)) => format!("({m})"),
+                (None, None) => "-".into(),
+            },
             r.owner.as_deref().unwrap_or("-"),
             r.state,
             r.age_s
