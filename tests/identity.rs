@@ -7,8 +7,10 @@
 mod common;
 
 use std::process::Command;
+use std::time::{Duration, Instant};
 
-use common::{run_render, unique};
+use common::{run_render, support_image, unique, Watched, World};
+use rtb_testkit::{FaultProxy, Rule};
 
 /// A test's own workstation (registry, owner) and folder for its batch files.
 struct Desk {
@@ -27,7 +29,6 @@ impl Desk {
     }
 
     /// Another workstation of the same user: its own registry, the same `$USER`.
-    #[allow(dead_code)]
     fn elsewhere(&self) -> Desk {
         Desk {
             state: tempfile::tempdir().expect("tmp"),
@@ -75,7 +76,12 @@ fn rows_sharing_an_output_prefix_are_refused_before_launch() {
     );
     // Nothing may reach AWS: an endpoint nobody listens on would fail any call.
     for extra in [&[][..], &["--dry-run"][..]] {
-        let mut args = vec!["batch", file.as_str(), "--endpoint-url", "http://127.0.0.1:9"];
+        let mut args = vec![
+            "batch",
+            file.as_str(),
+            "--endpoint-url",
+            "http://127.0.0.1:9",
+        ];
         args.extend_from_slice(extra);
         let (code, out, err) = desk.out(&args);
         assert_eq!(code, Some(2), "{err}");
@@ -147,7 +153,11 @@ async fn state(ec2: &aws_sdk_ec2::Client, id: &str) -> String {
                 .iter()
                 .flat_map(|r| r.instances())
                 .next()
-                .and_then(|i| i.state().and_then(|s| s.name()).map(|n| n.as_str().to_string()))
+                .and_then(|i| {
+                    i.state()
+                        .and_then(|s| s.name())
+                        .map(|n| n.as_str().to_string())
+                })
         })
         .unwrap_or_else(|| "gone".into())
 }
@@ -222,14 +232,335 @@ async fn cleanup_all_owners_leaves_a_compute_environments_instances_alone() {
         "{kept}"
     );
     assert_eq!(line(&orphan)["terminate"], true, "{doc}");
-    assert_eq!(state(&ec2, &ce).await, "running", "the Batch instance runs on");
+    assert_eq!(
+        state(&ec2, &ce).await,
+        "running",
+        "the Batch instance runs on"
+    );
     assert_ne!(state(&ec2, &orphan).await, "running", "the orphan is ended");
     // `list` shows it for what it is.
     let (code, out, err) = run(&["list", "--all-owners"]);
     assert_eq!(code, Some(0), "{err}");
     assert!(
-        out.lines().any(|l| l.starts_with(&ce) && l.contains("(AWS Batch")),
+        out.lines()
+            .any(|l| l.starts_with(&ce) && l.contains("(AWS Batch")),
         "{out}"
     );
     let _ = ec2.terminate_instances().instance_ids(&ce).send().await;
+}
+
+/// Octave code that writes `frame.txt` holding `text` into the job's outputs.
+fn frame(text: &str) -> String {
+    format!("fid = fopen(fullfile(getenv('OUTPUT_SCRATCH'), 'frame.txt'), 'w'); fprintf(fid, '{text}'); fclose(fid);")
+}
+
+/// A CSV field, quoted (RFC 4180).
+fn quoted(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// The batch file for rows (n, cmd) on the test AMI, outputs under s3://bucket/<n>, with
+/// `batch_extra` lines added to `[batch]`.
+async fn batch_file(
+    w: &World,
+    desk: &Desk,
+    name: &str,
+    bucket: &str,
+    rows: &[(u32, String)],
+    batch_extra: &str,
+) -> String {
+    let ami = w.test_ami().await;
+    let mut csv = String::from("n,cmd\n");
+    for (n, cmd) in rows {
+        csv.push_str(&format!("{n},{}\n", quoted(cmd)));
+    }
+    desk.write(&format!("{name}.csv"), &csv);
+    desk.write(
+        &format!("{name}.toml"),
+        &format!(
+            r#"[batch]
+csv = "{name}.csv"
+retries = 2
+{batch_extra}
+
+[job]
+ami = "{ami}"
+instance-type = "t3.micro"
+image = "{image}"
+interpreter = "octave-cli"
+command = "${{cmd}}"
+output = "s3://{bucket}/${{n}}"
+job-id = "{name}-${{n}}"
+timeout = "10m"
+"#,
+            image = support_image()
+        ),
+    )
+}
+
+/// Wait until job `job`'s log under `s3://bucket/<n>/` has started.
+async fn log_started(w: &World, bucket: &str, n: u32, job: &str, limit: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        let keys = w.keys(bucket, &format!("{n}/_rtb-job/{job}/")).await;
+        if keys.iter().any(|k| k.contains("/log/")) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    false
+}
+
+/// Every instance of the batch ended (bounded wait); the live ones otherwise.
+async fn all_ended(w: &World, batch: &str, limit: Duration) -> Vec<(String, String)> {
+    let start = Instant::now();
+    loop {
+        let live: Vec<_> = w
+            .instances_tagged("rtb:batch", batch)
+            .await
+            .into_iter()
+            .filter(|(_, s)| s != "terminated")
+            .collect();
+        if live.is_empty() || start.elapsed() > limit {
+            return live;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The shipped client policy allows CreateTags only inside RunInstances, so a pool instance
+/// keeps its launch tags for life (here the proxy refuses CreateTags as AWS does). While
+/// row 2 runs on the instance row 1 ran on, a workstation that never saw the batch is right
+/// about it: `list` names row 2's job, `status` says running, `cleanup --yes` leaves the
+/// instance alone; and every row succeeds.
+#[tokio::test]
+async fn a_reused_instance_is_known_by_the_job_it_runs_now() {
+    let w = World::new().await;
+    let desk = Desk::new();
+    let bucket = w.bucket("reuse").await;
+    let name = unique("reuse");
+    let rows = vec![
+        (1, format!("pause(1); {}", frame("row 1"))),
+        (2, format!("pause(30); {}", frame("row 2"))),
+        (3, format!("pause(1); {}", frame("row 3"))),
+    ];
+    let file = batch_file(&w, &desk, &name, &bucket, &rows, "parallel = 1").await;
+    let proxy = FaultProxy::start();
+    proxy.add(
+        Rule::on("CreateTags")
+            .error(403, "UnauthorizedOperation")
+            .message("You are not authorized to perform this operation."),
+    );
+    let client = Watched::spawn({
+        let mut c = desk.cmd(&["batch", &file, "--json"]);
+        c.env("AWS_ENDPOINT_URL", proxy.endpoint());
+        c
+    });
+    let job2 = format!("{name}-2");
+    assert!(
+        log_started(&w, &bucket, 2, &job2, Duration::from_secs(180)).await,
+        "row 2 did not start"
+    );
+    let live = all_ended(&w, &name, Duration::ZERO).await;
+    assert_eq!(live.len(), 1, "one instance, reused: {live:?}");
+    let instance = live[0].0.clone();
+
+    let other = desk.elsewhere();
+    let (code, out, err) = other.out(&["list", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let rows: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    let row = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["instance_id"] == instance.as_str())
+        .unwrap_or_else(|| panic!("{instance} not listed: {out}"));
+    assert_eq!(
+        row["job_id"],
+        job2.as_str(),
+        "list names the job running now: {row}"
+    );
+
+    for (who, args) in [
+        (
+            &other,
+            vec![
+                "status",
+                &job2,
+                "--output",
+                &format!("s3://{bucket}/2"),
+                "--json",
+            ],
+        ),
+        (&desk, vec!["status", &job2, "--json"]),
+    ] {
+        let args: Vec<&str> = args.iter().map(|a| a.as_ref()).collect();
+        let (code, out, err) = who.out(&args);
+        assert_eq!(code, Some(0), "{err}");
+        let st: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+        assert_eq!(st[0]["state"], "running", "{out}");
+        assert_eq!(st[0]["instance_id"], instance.as_str(), "{out}");
+    }
+
+    let (code, out, err) = other.out(&["cleanup", "--yes", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    let line = doc["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["instance_id"] == instance.as_str())
+        .cloned()
+        .unwrap_or_else(|| panic!("{instance} not judged: {doc}"));
+    assert_eq!(line["terminate"], false, "{line}");
+    assert!(line["why"].as_str().unwrap_or("").contains(&job2), "{line}");
+
+    let done = client.finish(Duration::from_secs(240));
+    assert_eq!(done.code, Some(0), "{}", done.all());
+    let doc: serde_json::Value = serde_json::from_str(&done.stdout()).expect("JSON");
+    for j in doc["jobs"].as_array().unwrap() {
+        assert_eq!(j["outcome"], "succeeded", "{j}");
+        assert_eq!(j["attempts"].as_array().unwrap().len(), 1, "{j}");
+        assert_eq!(j["attempts"][0]["instance_id"], instance.as_str(), "{j}");
+    }
+    for n in 1..=3 {
+        let got = w.get(&bucket, &format!("{n}/frame.txt")).await;
+        assert_eq!(got.as_deref(), Some(format!("row {n}").as_bytes()));
+    }
+    assert_eq!(proxy.count("CreateTags"), 0, "no tag changes after launch");
+    assert!(all_ended(&w, &name, Duration::from_secs(30))
+        .await
+        .is_empty());
+}
+
+/// `stop --batch` from a workstation that never saw the batch, while rows 2 and 3 run on the
+/// instance row 1 ran on (per-instance 2; the proxy refuses CreateTags as AWS does): the jobs
+/// stopped are the ones running, each saves its partial outputs, and the instance ends once
+/// neither runs. (The instance's tags named row 1, whose result exists: it was terminated
+/// under rows 2 and 3, with nothing saved.)
+#[tokio::test]
+async fn stop_batch_stops_the_jobs_running_now_with_their_outputs_saved() {
+    let w = World::new().await;
+    let desk = Desk::new();
+    let bucket = w.bucket("stopb").await;
+    let name = unique("stopb");
+    let rows = vec![
+        (1, format!("pause(1); {}", frame("row 1"))),
+        (2, format!("{} pause(120);", frame("partial 2"))),
+        (3, format!("{} pause(120);", frame("partial 3"))),
+    ];
+    let file = batch_file(
+        &w,
+        &desk,
+        &name,
+        &bucket,
+        &rows,
+        "parallel = 2\nper-instance = 2",
+    )
+    .await;
+    let proxy = FaultProxy::start();
+    proxy.add(Rule::on("CreateTags").error(403, "UnauthorizedOperation"));
+    let client = Watched::spawn({
+        let mut c = desk.cmd(&["batch", &file, "--json"]);
+        c.env("AWS_ENDPOINT_URL", proxy.endpoint());
+        c
+    });
+    for n in [2, 3] {
+        assert!(
+            log_started(
+                &w,
+                &bucket,
+                n,
+                &format!("{name}-{n}"),
+                Duration::from_secs(180)
+            )
+            .await,
+            "row {n} did not start"
+        );
+    }
+    let live = all_ended(&w, &name, Duration::ZERO).await;
+    assert_eq!(live.len(), 1, "one instance for all three rows: {live:?}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let other = desk.elsewhere();
+    let (code, out, err) = other.out(&["stop", "--batch", &name, "--json"]);
+    assert_eq!(code, Some(0), "{err}\n{out}");
+    for n in [2, 3] {
+        let got = w.get(&bucket, &format!("{n}/frame.txt")).await;
+        assert_eq!(
+            got.as_deref(),
+            Some(format!("partial {n}").as_bytes()),
+            "row {n}'s partial output saved: {err}"
+        );
+    }
+    assert!(
+        !err.contains(&format!("{name}-1 has already ended")),
+        "{err}"
+    );
+    assert!(all_ended(&w, &name, Duration::from_secs(30))
+        .await
+        .is_empty());
+    let done = client.finish(Duration::from_secs(120));
+    let doc: serde_json::Value = serde_json::from_str(&done.stdout()).expect("JSON");
+    let outcomes: Vec<&str> = doc["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["outcome"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(outcomes[0], "succeeded", "{doc}");
+    assert!(
+        outcomes[1..]
+            .iter()
+            .all(|o| *o != "succeeded" && *o != "instance_lost"),
+        "stopped, not lost: {doc}"
+    );
+}
+
+/// `stop --batch` on the machine where the batch's client runs asks that client to stop, as
+/// Ctrl-C does: the running job saves its outputs, queued jobs are not started, and every
+/// instance ends. (Stopping the jobs behind the client's back made it launch the next.)
+#[tokio::test]
+async fn stop_batch_asks_a_client_on_this_machine_to_stop() {
+    let w = World::new().await;
+    let desk = Desk::new();
+    let bucket = w.bucket("stopc").await;
+    let name = unique("stopc");
+    let rows = vec![
+        (1, format!("pause(1); {}", frame("row 1"))),
+        (2, format!("{} pause(120);", frame("partial 2"))),
+        (3, format!("pause(1); {}", frame("row 3"))),
+    ];
+    let file = batch_file(&w, &desk, &name, &bucket, &rows, "parallel = 1").await;
+    let client = Watched::spawn(desk.cmd(&["batch", &file, "--json"]));
+    assert!(
+        log_started(
+            &w,
+            &bucket,
+            2,
+            &format!("{name}-2"),
+            Duration::from_secs(180)
+        )
+        .await,
+        "row 2 did not start"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (code, _, err) = desk.out(&["stop", "--batch", &name]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("asking it to stop"), "{err}");
+    let done = client.finish(Duration::from_secs(30));
+    assert_eq!(done.code, Some(130), "{}", done.all());
+    let doc: serde_json::Value = serde_json::from_str(&done.stdout()).expect("JSON");
+    let outcomes: Vec<&str> = doc["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["outcome"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(outcomes, ["succeeded", "interrupted", "not_run"], "{doc}");
+    let got = w.get(&bucket, "2/frame.txt").await;
+    assert_eq!(got.as_deref(), Some(&b"partial 2"[..]));
+    assert!(all_ended(&w, &name, Duration::from_secs(30))
+        .await
+        .is_empty());
 }

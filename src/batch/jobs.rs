@@ -102,6 +102,52 @@ impl BatchJob {
     pub fn setting(&self, name: &str) -> Option<String> {
         self.settings().get(name).cloned()
     }
+
+    /// What the row asks this job to run: the image, the volumes and the runner's settings
+    /// (command, inputs, outputs...), without those that differ between attempts of one row
+    /// (its records folder, its timeout). `--resume` runs the job again when they changed.
+    pub fn what_it_runs(&self) -> BTreeMap<String, String> {
+        const PER_ATTEMPT: &[&str] = &[
+            "LOG_BUCKET",
+            "RTB_TIMEOUT",
+            "RTB_ATTEMPT",
+            "RTB_RESUMED_FROM",
+        ];
+        let Work::Container(c) = &self.plan.work else {
+            return BTreeMap::new();
+        };
+        let mut ran: BTreeMap<String, String> = c
+            .env
+            .iter()
+            .filter(|(k, _)| !PER_ATTEMPT.contains(&k.as_str()))
+            .cloned()
+            .collect();
+        ran.insert("image".into(), c.image.clone());
+        let volumes: Vec<String> = c
+            .volumes
+            .iter()
+            .map(|(h, ctr, ro)| format!("{h}:{ctr}{}", if *ro { ":ro" } else { "" }))
+            .collect();
+        ran.insert("volumes".into(), volumes.join(" "));
+        ran
+    }
+}
+
+/// The settings that differ between what an earlier attempt ran and what the row asks now
+/// (their names), for `--resume`.
+pub fn changed_settings(
+    before: &BTreeMap<String, String>,
+    now: &BTreeMap<String, String>,
+) -> Vec<String> {
+    let mut names: Vec<String> = before
+        .iter()
+        .filter(|(k, v)| now.get(*k) != Some(*v))
+        .map(|(k, _)| k.clone())
+        .chain(now.keys().filter(|k| !before.contains_key(*k)).cloned())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// The policy: `[batch]` values, then the command line's.
@@ -552,7 +598,11 @@ mod tests {
         for (csv, want) in cases {
             let got = batch(d.path(), csv, job);
             match want {
-                None => assert_eq!(got.map(|j| j.len()).unwrap(), csv.lines().count() - 1, "{csv}"),
+                None => assert_eq!(
+                    got.map(|j| j.len()).unwrap(),
+                    csv.lines().count() - 1,
+                    "{csv}"
+                ),
                 Some(want) => {
                     let e = got.unwrap_err().to_string();
                     assert!(e.contains(want), "{csv:?}: {e}");

@@ -9,6 +9,7 @@
 //!   its end
 //! - [`scratch`] where each job's scratch folders lie, checked before a pool runs them
 //! - [`retry`] which failed attempts are tried again, and how (pure)
+//! - [`records`] who runs where: the pool's records in S3 (a pool instance's tags cannot change)
 //! - [`view`] the progress view; [`summary`] the end
 
 pub mod aws;
@@ -17,6 +18,7 @@ pub mod file;
 pub mod host;
 pub mod jobs;
 pub mod pool;
+pub mod records;
 pub mod retry;
 pub mod scratch;
 pub mod summary;

@@ -242,22 +242,6 @@ impl Cloud {
             })
     }
 
-    /// Set tags on an instance (a batch's instance names the job it runs now).
-    pub async fn tag(&self, id: &str, tags: &[(&str, &str)]) -> Result<(), CloudError> {
-        self.ec2
-            .create_tags()
-            .resources(id)
-            .set_tags(Some(
-                tags.iter()
-                    .map(|(k, v)| Tag::builder().key(*k).value(*v).build())
-                    .collect(),
-            ))
-            .send()
-            .await
-            .map_err(|e| cloud_error("EC2 CreateTags", e))?;
-        Ok(())
-    }
-
     /// The instance's state; None when EC2 does not (yet) know the id, which happens for
     /// about a second after launch.
     pub async fn instance_state(&self, id: &str) -> Result<Option<InstanceState>, CloudError> {
@@ -390,13 +374,22 @@ mod tests {
                 Some("AWS Batch"),
             ),
             (&[("AmazonECSManaged", "")], Some("ECS (managed scaling)")),
-            (&[("aws:autoscaling:groupName", "web")], Some("Auto Scaling group web")),
+            (
+                &[("aws:autoscaling:groupName", "web")],
+                Some("Auto Scaling group web"),
+            ),
             (
                 &[("aws:ec2spot:fleet-request-id", "sfr-1")],
                 Some("Spot Fleet sfr-1"),
             ),
-            (&[("aws:ec2:fleet-id", "fleet-1")], Some("EC2 Fleet fleet-1")),
-            (&[("aws:batch:compute-environment", "ce")], Some("AWS Batch")),
+            (
+                &[("aws:ec2:fleet-id", "fleet-1")],
+                Some("EC2 Fleet fleet-1"),
+            ),
+            (
+                &[("aws:batch:compute-environment", "ce")],
+                Some("AWS Batch"),
+            ),
         ];
         for (tags, want) in table {
             assert_eq!(
@@ -440,9 +433,14 @@ pub struct TaggedInstance {
     pub launched: Option<std::time::SystemTime>,
     pub job_id: Option<String>,
     pub owner: Option<String>,
-    /// The job's records folder (tag rtb:records).
+    /// The job's records folder (tag rtb:records); None on a pool instance.
     pub records: Option<String>,
     pub batch: Option<String>,
+    /// A batch pool's instance: its run (tag rtb:run) and the run's records folder (its
+    /// rtb:records), where the jobs it runs are written down. It names no job itself.
+    pub pool: Option<Pool>,
+    /// EC2 says it is a spot instance.
+    pub spot: bool,
     pub launch_token: Option<String>,
     /// Its deadline (tag rtb:deadline).
     pub deadline: Option<std::time::SystemTime>,
@@ -480,6 +478,14 @@ pub fn managed_by<'a>(tags: impl IntoIterator<Item = (&'a str, &'a str)>) -> Opt
         }
     }
     found
+}
+
+/// A pool instance's batch run, from its tags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pool {
+    pub run: String,
+    /// The run's records folder (None when its tag was missing or too long to hold).
+    pub records: Option<rtb_model::RunRecords>,
 }
 
 /// Which of the tool's instances to list.
@@ -549,6 +555,12 @@ impl Cloud {
                     continue;
                 }
                 let Some(id) = i.instance_id() else { continue };
+                let pool = tag(crate::plan::RUN_TAG).map(|run| Pool {
+                    run,
+                    records: tag(crate::plan::RECORDS_TAG)
+                        .and_then(|r| r.parse::<rtb_model::S3Url>().ok())
+                        .map(rtb_model::RunRecords::at),
+                });
                 found.push(TaggedInstance {
                     id: id.to_string(),
                     state: state_of(i),
@@ -561,8 +573,14 @@ impl Cloud {
                         .and_then(|t| std::time::SystemTime::try_from(*t).ok()),
                     job_id: tag(JOB_TAG),
                     owner: tag(OWNER_TAG),
-                    records: tag(crate::plan::RECORDS_TAG),
+                    records: pool
+                        .is_none()
+                        .then(|| tag(crate::plan::RECORDS_TAG))
+                        .flatten(),
                     batch: tag(BATCH_TAG),
+                    spot: i.instance_lifecycle()
+                        == Some(&aws_sdk_ec2::types::InstanceLifecycleType::Spot),
+                    pool,
                     launch_token: tag(LAUNCH_TOKEN_TAG),
                     deadline: tag(crate::plan::DEADLINE_TAG)
                         .and_then(|d| humantime::parse_rfc3339(&d).ok()),

@@ -1,4 +1,5 @@
-//! S3: bucket checks for preflight, and reading the runner's log chunks and result record.
+//! S3: bucket checks for preflight, reading the runner's log chunks and result record, and
+//! the batch's own records of who runs where (`rtb_model::records`).
 
 use super::{cloud_error, Cloud, CloudError};
 
@@ -128,6 +129,37 @@ impl Cloud {
             .await
             .map(|_| ())
             .map_err(|e| cloud_error("S3 PutObject", e))
+    }
+
+    /// A JSON record, or None when it does not exist or is not one of ours.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<T>, CloudError> {
+        Ok(self
+            .get_bytes(bucket, key)
+            .await?
+            .and_then(|b| serde_json::from_slice(&b).ok()))
+    }
+
+    /// A pool instance's record: the jobs handed to it.
+    pub async fn instance_record(
+        &self,
+        run: &rtb_model::RunRecords,
+        instance_id: &str,
+    ) -> Result<Option<rtb_model::InstanceRecord>, CloudError> {
+        self.get_json(run.bucket(), &run.instance_key(instance_id))
+            .await
+    }
+
+    /// Where a batch attempt ran and what it ran (None for a plain `run`'s records).
+    pub async fn attempt_record(
+        &self,
+        records: &rtb_model::JobRecords,
+    ) -> Result<Option<rtb_model::AttemptRecord>, CloudError> {
+        self.get_json(records.bucket(), &records.attempt_key())
+            .await
     }
 
     /// Whether the runner has written a first log chunk: the job has started.

@@ -10,6 +10,7 @@ use futures::StreamExt;
 
 use crate::batch::jobs::{self, BatchJob, Engine, Policy};
 use crate::batch::pool::{JobEnd, Pool};
+use crate::batch::records::PoolRecords;
 use crate::batch::summary::Summary;
 use crate::batch::view::View;
 use crate::batch::BatchFile;
@@ -268,6 +269,18 @@ async fn run(
         Ok(c) => c,
         Err(e) => return super::fail(&format!("batch {name}: {e}"), exit::PREFLIGHT),
     };
+    // The pool's records of who runs where; written first, so a client that may not write
+    // them is refused before anything is launched.
+    let records = PoolRecords::new(&cloud, &name, &run_id, &jobs[run_list[0]]);
+    if !args.run.detach {
+        let started = match &records {
+            Some(r) => r.start().await.map_err(|e| e.to_string()),
+            None => Err("its first job has no output to keep the batch's records in".into()),
+        };
+        if let Err(e) = started {
+            return super::fail(&format!("batch {name}: {e}"), exit::PREFLIGHT);
+        }
+    }
     if let Err(e) = std::fs::create_dir_all(&log_dir) {
         return super::fail(
             &format!("--log-dir {}: cannot create it: {e}", log_dir.display()),
@@ -283,37 +296,41 @@ async fn run(
     ));
     let t0 = Instant::now();
     let view = View::new(&name, run_list.len());
-    let (mut ends, stats) = if args.run.detach {
-        detached(
-            &name,
-            &run_id,
-            &jobs,
-            &run_list,
-            &cloud,
-            &interrupts,
-            &registry,
-            &view,
-            &log_dir,
-            detached_lifetime,
-        )
-        .await
-    } else {
-        let pool = Pool::new(
-            &name,
-            &run_id,
-            &jobs,
-            &run_list,
-            &policy,
-            &cloud,
-            &interrupts,
-            &registry,
-            checked,
-            &view,
-            Some(log_dir),
-        );
-        match spend {
-            Some((s, _)) => pool.with_budget(s).run().await,
-            None => pool.run().await,
+    let (mut ends, stats) = match (args.run.detach, &records) {
+        (false, Some(records)) => {
+            let pool = Pool::new(
+                &name,
+                &run_id,
+                &jobs,
+                &run_list,
+                &policy,
+                &cloud,
+                &interrupts,
+                &registry,
+                checked,
+                &view,
+                Some(log_dir),
+                records,
+            );
+            match spend {
+                Some((s, _)) => pool.with_budget(s).run().await,
+                None => pool.run().await,
+            }
+        }
+        _ => {
+            detached(
+                &name,
+                &run_id,
+                &jobs,
+                &run_list,
+                &cloud,
+                &interrupts,
+                &registry,
+                &view,
+                &log_dir,
+                detached_lifetime,
+            )
+            .await
         }
     };
     view.finish();

@@ -136,8 +136,10 @@ impl Found {
 }
 
 /// Find a job: the registry's entry (this workstation started it), then its instance (by the
-/// id recorded, else by its launch tokens, else by its `rtb:job-id` tag), then its records
-/// (`--output`, the entry, or the instance's `rtb:records` tag).
+/// id recorded, else by its launch tokens, else by its `rtb:job-id` tag, else by its batch
+/// attempt's record), then its records (`--output`, the entry, or the instance's
+/// `rtb:records` tag). A batch pool's instance counts only while it runs this job: it goes
+/// on to other jobs, and its tags never name them.
 pub async fn find(
     cloud: &Cloud,
     registry: &Registry,
@@ -211,6 +213,27 @@ pub async fn find(
             .and_then(|r| r.parse::<S3Url>().ok())
             .map(JobRecords::at)
     });
+    if instance.is_none() {
+        // A batch job on a pool instance: its attempt's record names the instance.
+        if let Some(a) = match &records {
+            Some(r) => cloud.attempt_record(r).await?,
+            None => None,
+        } {
+            let ids = [a.instance_id];
+            instance = cloud
+                .tagged_instances(&Select {
+                    ids: &ids,
+                    ..Select::default()
+                })
+                .await?
+                .into_iter()
+                .next();
+        }
+    }
+    let instance = match instance {
+        Some(i) if i.pool.is_some() => running_on_pool(cloud, i, job_id).await?,
+        other => other,
+    };
     Ok(Found {
         job_id: job_id.to_string(),
         entry,
@@ -297,6 +320,31 @@ async fn from_entry(
         (Some(_), Some((base, _, _))) => newest_attempt(cloud, base).await.map(Some),
         _ => Ok(Some(records)),
     }
+}
+
+/// A pool instance, when it runs `job_id` now (with the deadline that job gave it), or None
+/// (the job ended, and the instance may be running others). An instance already gone is
+/// kept: it says how the job's instance ended.
+async fn running_on_pool(
+    cloud: &Cloud,
+    mut i: TaggedInstance,
+    job_id: &str,
+) -> Result<Option<TaggedInstance>, crate::cloud::CloudError> {
+    if i.state.is_gone() {
+        return Ok(Some(i));
+    }
+    let seen = crate::inventory::pool::fetch(cloud, &i).await?;
+    if !seen.runs(job_id) {
+        return Ok(None);
+    }
+    i.deadline = seen
+        .current
+        .iter()
+        .filter(|c| c.job_id == job_id)
+        .filter_map(|c| c.deadline)
+        .max()
+        .or(i.deadline);
+    Ok(Some(i))
 }
 
 /// A batch job keeps each attempt's records in a folder of its own under the job's
