@@ -564,3 +564,103 @@ async fn stop_batch_asks_a_client_on_this_machine_to_stop() {
         .await
         .is_empty());
 }
+
+/// `--resume` / `--rerun` ended an earlier run's instances by batch name and `$USER` alone.
+/// While that run is alive in another terminal, or may be alive elsewhere (here: another
+/// workstation of the same user name, which knows nothing of it), they are refused with one
+/// line saying how to stop it, and the earlier run goes on to succeed untouched.
+#[tokio::test]
+async fn a_live_earlier_run_keeps_its_instances_on_resume_and_rerun() {
+    let w = World::new().await;
+    let desk = Desk::new();
+    let bucket = w.bucket("alive").await;
+    let name = unique("alive");
+    let rows = vec![
+        (1, format!("pause(25); {}", frame("row 1"))),
+        (2, format!("pause(1); {}", frame("row 2"))),
+    ];
+    let file = batch_file(&w, &desk, &name, &bucket, &rows, "parallel = 1").await;
+    let client = Watched::spawn(desk.cmd(&["batch", &file, "--json"]));
+    assert!(
+        log_started(
+            &w,
+            &bucket,
+            1,
+            &format!("{name}-1"),
+            Duration::from_secs(180)
+        )
+        .await,
+        "row 1 did not start"
+    );
+    let live = all_ended(&w, &name, Duration::ZERO).await;
+    assert_eq!(live.len(), 1, "{live:?}");
+    let instance = &live[0].0;
+
+    let colleague = desk.elsewhere();
+    let (code, out, err) = colleague.out(&["batch", &file, "--rerun"]);
+    assert_eq!(code, Some(2), "{err}{out}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(
+        err.contains(instance.as_str()) && err.contains(&format!("run-render stop --batch {name}")),
+        "{err}"
+    );
+    let (code, _, err) = desk.out(&["batch", &file, "--resume"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("another terminal (pid"), "{err}");
+    assert_eq!(w.state_of(instance).await, "running");
+
+    let done = client.finish(Duration::from_secs(180));
+    assert_eq!(done.code, Some(0), "{}", done.all());
+    let doc: serde_json::Value = serde_json::from_str(&done.stdout()).expect("JSON");
+    for j in doc["jobs"].as_array().unwrap() {
+        assert_eq!(j["outcome"], "succeeded", "{j}");
+        assert_eq!(j["attempts"].as_array().unwrap().len(), 1, "{j}");
+    }
+}
+
+/// `--resume` trusted the job id alone: a row edited since (its command here; with default
+/// ids, any row moved by an inserted one) was skipped as "succeeded". Each attempt records
+/// what it ran; a row that changed runs again, and the client says so.
+#[tokio::test]
+async fn resume_runs_again_a_row_that_changed() {
+    let w = World::new().await;
+    let desk = Desk::new();
+    let bucket = w.bucket("changed").await;
+    let name = unique("changed");
+    let rows = vec![(1, frame("row 1 v1")), (2, frame("row 2 v1"))];
+    let file = batch_file(&w, &desk, &name, &bucket, &rows, "parallel = 2").await;
+    let (code, _, err) = desk.out(&["batch", &file]);
+    assert_eq!(code, Some(0), "{err}");
+    // Row 2 edited; its job id and output stay the same.
+    desk.write(
+        &format!("{name}.csv"),
+        &format!(
+            "n,cmd\n1,{}\n2,{}\n",
+            quoted(&frame("row 1 v1")),
+            quoted(&frame("row 2 v2"))
+        ),
+    );
+    let (code, out, err) = desk.out(&["batch", &file, "--resume", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{name}-2 (row 2) succeeded in an earlier run, but its row has changed since (COMMAND)"
+        )),
+        "{err}"
+    );
+    let doc: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    let ran: Vec<&str> = doc["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| !j["attempts"].as_array().unwrap().is_empty())
+        .map(|j| j["job_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ran, [format!("{name}-2")], "only the changed row: {doc}");
+    let got = w.get(&bucket, "2/frame.txt").await;
+    assert_eq!(got.as_deref(), Some(&b"row 2 v2"[..]));
+    // Nothing changed now: nothing to run.
+    let (code, _, err) = desk.out(&["batch", &file, "--resume"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("nothing to run"), "{err}");
+}

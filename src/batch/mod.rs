@@ -4,6 +4,7 @@
 //! - [`expand`] `${column}` in the template's strings
 //! - [`jobs`] each row's job, parsed by `run`'s own flag definition and checked as `run`
 //!   checks it; the batch's policy
+//! - [`earlier`] what an earlier run left: results, what they ran, instances and their client
 //! - [`pool`] the EC2 engine: a pool of instances that take queued jobs in turn
 //! - [`host`] one instance of the pool: its jobs, their deadline, the check before reuse,
 //!   its end
@@ -13,6 +14,7 @@
 //! - [`view`] the progress view; [`summary`] the end
 
 pub mod aws;
+pub mod earlier;
 pub mod expand;
 pub mod file;
 pub mod host;

@@ -162,6 +162,25 @@ impl Cloud {
             .await
     }
 
+    /// A batch job keeps each attempt's records in a folder of its own under the job's
+    /// (`<run>-a<attempt>/`): the newest attempt's, when there are any, else the job's folder.
+    pub async fn newest_attempt(
+        &self,
+        base: rtb_model::JobRecords,
+    ) -> Result<rtb_model::JobRecords, CloudError> {
+        let folders = self
+            .subfolders(base.bucket(), &base.root().dir_prefix())
+            .await?;
+        let newest = folders
+            .iter()
+            .filter_map(|f| rtb_model::layout::parse_attempt_dir(f))
+            .max();
+        Ok(match newest {
+            Some((run, n)) => base.attempt(run, n),
+            None => base,
+        })
+    }
+
     /// Whether the runner has written a first log chunk: the job has started.
     pub async fn log_started(&self, records: &rtb_model::JobRecords) -> Result<bool, CloudError> {
         let keys = self

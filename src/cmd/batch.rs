@@ -6,8 +6,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use futures::StreamExt;
-
+use crate::batch::earlier;
 use crate::batch::jobs::{self, BatchJob, Engine, Policy};
 use crate::batch::pool::{JobEnd, Pool};
 use crate::batch::records::PoolRecords;
@@ -15,7 +14,7 @@ use crate::batch::summary::Summary;
 use crate::batch::view::View;
 use crate::batch::BatchFile;
 use crate::cli::BatchArgs;
-use crate::cloud::{Cloud, Select};
+use crate::cloud::Cloud;
 use crate::cost::{
     self,
     before::Limits,
@@ -129,10 +128,16 @@ async fn run(
     }
 
     // What an earlier run of this batch left: results, and instances still running.
-    let earlier = match earlier_run(&cloud, &name, &jobs, policy.engine == Engine::Ec2).await {
+    let ec2 = policy.engine == Engine::Ec2;
+    let earlier = match earlier::earlier_run(&cloud, &registry, &name, &jobs, ec2).await {
         Ok(e) => e,
         Err(e) => return super::fail(&format!("batch {name}: {e}"), exit::PREFLIGHT),
     };
+    // Its instances are ended below only when their run is over: a run alive in another
+    // terminal, or perhaps elsewhere, keeps them, and this one does not start.
+    if let Some(line) = earlier::refusal(&name, &earlier.instances) {
+        return super::bad_input(&line, json);
+    }
     if (!earlier.results.is_empty() || !earlier.instances.is_empty()) && !args.resume && !args.rerun
     {
         let mut named: Vec<&str> = earlier
@@ -167,7 +172,7 @@ async fn run(
     }
     if !earlier.instances.is_empty() {
         // Their client is gone; their jobs are run again here, so they must not write on.
-        for id in &earlier.instances {
+        for (id, _) in &earlier.instances {
             crate::ui::stderr_line(&format!(
                 "run-render: batch {name}: {id} of an earlier run is still running: terminating it (its job is run again)"
             ));
@@ -176,7 +181,7 @@ async fn run(
             earlier
                 .instances
                 .iter()
-                .map(|id| Instance::adopt(&cloud, id.clone()).terminate()),
+                .map(|(id, _)| Instance::adopt(&cloud, id.clone()).terminate()),
         )
         .await;
         if let Some(e) = ends.into_iter().find_map(Result::err) {
@@ -186,11 +191,24 @@ async fn run(
     let mut ends_before: Vec<Option<String>> = vec![None; jobs.len()];
     let run_list: Vec<usize> = (0..jobs.len())
         .filter(|j| {
-            let done = args.resume && earlier.results.iter().any(|(k, ok)| k == j && *ok);
-            if done {
-                ends_before[*j] = Some("succeeded in an earlier run (--resume)".into());
+            let Some((_, done)) = earlier.results.iter().find(|(k, _)| k == j) else {
+                return true;
+            };
+            if !args.resume || !done.succeeded {
+                return true;
             }
-            !done
+            if !done.changed.is_empty() {
+                // Same job id, another row (a row inserted above it, or edited).
+                crate::ui::stderr_line(&format!(
+                    "run-render: batch {name}: {} (row {}) succeeded in an earlier run, but its row has changed since ({}): running it again",
+                    jobs[*j].job_id,
+                    jobs[*j].row.number,
+                    done.changed.join(", ")
+                ));
+                return true;
+            }
+            ends_before[*j] = Some("succeeded in an earlier run (--resume)".into());
+            false
         })
         .collect();
     if run_list.is_empty() {
@@ -487,68 +505,6 @@ async fn detached(
     }
     stats.peak_instances = stats.instances_launched;
     (ends, stats)
-}
-
-struct Earlier {
-    /// (job index, succeeded) for every job with a result record.
-    results: Vec<(usize, bool)>,
-    /// The batch's instances, of this owner, still running.
-    instances: Vec<String>,
-}
-
-async fn earlier_run(
-    cloud: &Cloud,
-    name: &str,
-    jobs: &[BatchJob],
-    ec2: bool,
-) -> Result<Earlier, crate::cloud::CloudError> {
-    let owner = crate::plan::owner();
-    // The EC2 engine's own instances; AWS Batch's are its own business (and a Batch-only
-    // user may not be allowed to describe instances).
-    let instances = if ec2 {
-        cloud
-            .tagged_instances(&Select {
-                batch: Some(name),
-                owner: Some(&owner),
-                ..Default::default()
-            })
-            .await?
-            .into_iter()
-            .filter(|i| !i.state.is_gone())
-            .map(|i| i.id)
-            .collect()
-    } else {
-        Vec::new()
-    };
-    // Bounded concurrency: a 10,000-row batch is not 10,000 requests at once.
-    let mut found = futures::stream::iter(
-        jobs.iter()
-            .enumerate()
-            .map(|(j, job)| async move { latest_result(cloud, job).await.map(|r| (j, r)) }),
-    )
-    .buffer_unordered(16);
-    let mut results = Vec::new();
-    while let Some(r) = found.next().await {
-        let (j, res) = r?;
-        if let Some(res) = res {
-            results.push((j, res.outcome == rtb_model::Outcome::Succeeded));
-        }
-    }
-    results.sort();
-    Ok(Earlier { results, instances })
-}
-
-/// The result record of `job`'s newest attempt (each attempt has its own folder under the
-/// job's records; a plain `run` of the same id writes at the job's folder itself).
-async fn latest_result(
-    cloud: &Cloud,
-    job: &BatchJob,
-) -> Result<Option<rtb_model::JobResult>, crate::cloud::CloudError> {
-    let Some(base) = job.records_base() else {
-        return Ok(None);
-    };
-    let records = super::newest_attempt(cloud, base).await?;
-    cloud.job_result(&records).await
 }
 
 fn dry_run(

@@ -174,7 +174,11 @@ pub async fn find(
         }
     }
     let records = match output {
-        Some(o) => Some(newest_attempt(cloud, JobRecords::under_output(o, job_id)).await?),
+        Some(o) => Some(
+            cloud
+                .newest_attempt(JobRecords::under_output(o, job_id))
+                .await?,
+        ),
         None => None,
     };
     let records = match records {
@@ -317,7 +321,7 @@ async fn from_entry(
         return Ok(None);
     };
     match (&entry.aws_batch_queue, records.as_attempt()) {
-        (Some(_), Some((base, _, _))) => newest_attempt(cloud, base).await.map(Some),
+        (Some(_), Some((base, _, _))) => cloud.newest_attempt(base).await.map(Some),
         _ => Ok(Some(records)),
     }
 }
@@ -345,25 +349,6 @@ async fn running_on_pool(
         .max()
         .or(i.deadline);
     Ok(Some(i))
-}
-
-/// A batch job keeps each attempt's records in a folder of its own under the job's
-/// (`<run>-a<attempt>/`): the newest attempt's, when there are any, else the job's folder.
-pub(crate) async fn newest_attempt(
-    cloud: &Cloud,
-    base: JobRecords,
-) -> Result<JobRecords, crate::cloud::CloudError> {
-    let folders = cloud
-        .subfolders(base.bucket(), &base.root().dir_prefix())
-        .await?;
-    let newest = folders
-        .iter()
-        .filter_map(|f| rtb_model::layout::parse_attempt_dir(f))
-        .max();
-    Ok(match newest {
-        Some((run, n)) => base.attempt(run, n),
-        None => base,
-    })
 }
 
 /// `12m`, `3h04m`, `2d05h`: ages and times left, short.
