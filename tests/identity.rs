@@ -664,3 +664,110 @@ async fn resume_runs_again_a_row_that_changed() {
     assert_eq!(code, Some(0), "{err}");
     assert!(err.contains("nothing to run"), "{err}");
 }
+
+/// Spot fallback: a job whose spot instance was lost is retried on demand, and no lane of
+/// another spot instance may take it (it did: the retry went to the front of the queue, and
+/// the first lane to finish took it, spot or not). Each attempt records what it asked for
+/// and what EC2 says it ran on (MiniStack reports every instance on demand).
+#[tokio::test]
+async fn a_job_falling_back_to_on_demand_never_runs_on_a_spot_lane() {
+    let w = World::new().await;
+    let desk = Desk::new();
+    let bucket = w.bucket("spot").await;
+    let name = unique("spot");
+    let rows: Vec<(u32, String)> = (1..=4)
+        .map(|n| (n, format!("pause(8); {}", frame(&format!("row {n}")))))
+        .collect();
+    let file = batch_file(
+        &w,
+        &desk,
+        &name,
+        &bucket,
+        &rows,
+        "parallel = 4\nper-instance = 2\nspot = true",
+    )
+    .await;
+    let proxy = FaultProxy::start();
+    // The on-demand instance for the retries comes late: the spot lane finishes first.
+    proxy.add(
+        Rule::on("RunInstances")
+            .skip(2)
+            .times(1)
+            .delay(Duration::from_secs(15)),
+    );
+    let client = Watched::spawn({
+        let mut c = desk.cmd(&["batch", &file, "--json"]);
+        c.env("AWS_ENDPOINT_URL", proxy.endpoint());
+        c
+    });
+    for n in 1..=4 {
+        assert!(
+            log_started(
+                &w,
+                &bucket,
+                n,
+                &format!("{name}-{n}"),
+                Duration::from_secs(180)
+            )
+            .await,
+            "row {n} did not start"
+        );
+    }
+    let spot: Vec<String> = all_ended(&w, &name, Duration::ZERO)
+        .await
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(spot.len(), 2, "two spot instances: {spot:?}");
+    let lost = w
+        .batch_job_instance(&bucket, &format!("1/_rtb-job/{name}-1/"))
+        .await
+        .expect("row 1's attempt record");
+    w.terminate(&lost).await;
+
+    let done = client.finish(Duration::from_secs(240));
+    assert_eq!(done.code, Some(0), "{}", done.all());
+    let doc: serde_json::Value = serde_json::from_str(&done.stdout()).expect("JSON");
+    let mut retried = 0;
+    for j in doc["jobs"].as_array().unwrap() {
+        assert_eq!(j["outcome"], "succeeded", "{j}");
+        let attempts = j["attempts"].as_array().unwrap();
+        if attempts[0]["instance_id"] == lost.as_str() {
+            retried += 1;
+            assert_eq!(attempts.len(), 2, "{j}");
+            let again = attempts[1]["instance_id"].as_str().unwrap();
+            assert!(
+                !spot.iter().any(|s| s == again),
+                "the on-demand retry ran on spot instance {again}: {j}"
+            );
+        }
+        for a in attempts {
+            assert_eq!(a["spot"], false, "EC2 (MiniStack) says on demand: {a}");
+        }
+    }
+    assert_eq!(
+        retried, 2,
+        "both jobs of the lost instance were retried: {doc}"
+    );
+    // What each attempt asked for, in its record.
+    let records: Vec<String> = w
+        .keys(&bucket, &format!("1/_rtb-job/{name}-1/"))
+        .await
+        .into_iter()
+        .filter(|k| k.ends_with("/attempt.json"))
+        .collect();
+    assert_eq!(records.len(), 2, "{records:?}");
+    let asked: Vec<bool> = {
+        let mut v = Vec::new();
+        for k in &records {
+            let doc: serde_json::Value =
+                serde_json::from_slice(&w.get(&bucket, k).await.unwrap()).unwrap();
+            v.push(doc["spot_requested"].as_bool().unwrap());
+        }
+        v
+    };
+    assert_eq!(asked, [true, false], "spot, then on demand");
+    assert!(all_ended(&w, &name, Duration::from_secs(30))
+        .await
+        .is_empty());
+}
