@@ -628,8 +628,9 @@ mod tests {
 
     #[test]
     fn a_job_falling_back_to_on_demand_is_never_taken_by_a_spot_instance() {
-        // (queue, next attempt may use spot, the instance is spot, the job taken)
-        let table: &[(&[usize], &[bool], bool, Option<usize>)] = &[
+        /// (queue, next attempt may use spot, the instance is spot, the job taken)
+        type Case<'a> = (&'a [usize], &'a [bool], bool, Option<usize>);
+        let table: &[Case] = &[
             (&[0, 1], &[true, true], true, Some(0)),
             (&[0, 1], &[false, true], true, Some(1)),
             (&[0, 1], &[false, false], true, None),

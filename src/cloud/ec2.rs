@@ -353,7 +353,8 @@ mod tests {
 
     #[test]
     fn instances_that_a_service_manages_are_known_by_their_tags() {
-        let table: &[(&[(&str, &str)], Option<&str>)] = &[
+        type Case<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>);
+        let table: &[Case] = &[
             (&[("rtb:tool", "run-render"), ("rtb:job-id", "j")], None),
             (
                 &[("rtb:tool", "run-render"), ("AWSBatchServiceTag", "batch")],
