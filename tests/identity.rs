@@ -771,3 +771,44 @@ async fn a_job_falling_back_to_on_demand_never_runs_on_a_spot_lane() {
         .await
         .is_empty());
 }
+
+/// A client that may not write the batch's records (a client policy from before they
+/// existed) is refused before anything is launched, with one line naming what it needs:
+/// without them, no other workstation could tell which job a pool instance runs.
+#[tokio::test]
+async fn a_client_that_may_not_write_the_records_launches_nothing() {
+    let w = World::new().await;
+    let desk = Desk::new();
+    let bucket = w.bucket("norec").await;
+    let name = unique("norec");
+    let rows = vec![(1, frame("row 1"))];
+    let file = batch_file(&w, &desk, &name, &bucket, &rows, "parallel = 1").await;
+    let proxy = FaultProxy::start();
+    proxy.add(
+        Rule::on("PutObject")
+            .path_contains("_rtb-batch")
+            .error(403, "AccessDenied")
+            .message("Access Denied"),
+    );
+    let (code, _, err) = {
+        let o = desk
+            .cmd(&["batch", &file])
+            .env("AWS_ENDPOINT_URL", proxy.endpoint())
+            .output()
+            .expect("run");
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    assert_eq!(code, Some(65), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(
+        err.contains("AccessDenied")
+            && err.contains("s3:PutObject")
+            && err.contains("client-policy.json"),
+        "{err}"
+    );
+    assert_eq!(proxy.count("RunInstances"), 0, "nothing launched");
+}
