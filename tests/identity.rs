@@ -483,6 +483,25 @@ async fn stop_batch_stops_the_jobs_running_now_with_their_outputs_saved() {
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let other = desk.elsewhere();
+    // Two jobs at once on it: `list` names both.
+    let (code, out, err) = other.out(&["list", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let listed: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    let row = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["instance_id"] == live[0].0.as_str())
+        .cloned()
+        .unwrap_or_else(|| panic!("not listed: {out}"));
+    let mut jobs: Vec<&str> = row["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|j| j.as_str())
+        .collect();
+    jobs.sort();
+    assert_eq!(jobs, [format!("{name}-2"), format!("{name}-3")], "{row}");
     let (code, out, err) = other.out(&["stop", "--batch", &name, "--json"]);
     assert_eq!(code, Some(0), "{err}\n{out}");
     for n in [2, 3] {
