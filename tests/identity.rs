@@ -831,3 +831,87 @@ async fn a_client_that_may_not_write_the_records_launches_nothing() {
     );
     assert_eq!(proxy.count("RunInstances"), 0, "nothing launched");
 }
+
+/// The same, under the shipped policies enforced: the client, and the instances it launches,
+/// act as their IAM principals through the world's IAM proxy, which refuses what
+/// `ami/iam/` does not allow (CreateTags after launch among it). While row 2 runs on the
+/// instance row 1 ran on, another workstation's `list` names row 2's job, `status` says
+/// running, `cleanup --yes` leaves it alone; every row succeeds, and nothing was refused.
+#[tokio::test]
+async fn under_the_enforced_client_policy_a_reused_instance_is_known_by_its_job() {
+    let w = World::enforced().await;
+    let desk = Desk::new();
+    let bucket = w.output_bucket("enf").await;
+    let name = unique("enf");
+    let rows = vec![
+        (1, format!("pause(1); {}", frame("row 1"))),
+        (2, format!("pause(30); {}", frame("row 2"))),
+        (3, format!("pause(1); {}", frame("row 3"))),
+    ];
+    let file = batch_file(&w, &desk, &name, &bucket, &rows, "parallel = 1").await;
+    let as_client = |d: &Desk, args: &[&str]| {
+        let mut c = d.cmd(args);
+        w.scope().apply(&mut c);
+        c
+    };
+    let run = |d: &Desk, args: &[&str]| {
+        let o = as_client(d, args).output().expect("run");
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let client = Watched::spawn(as_client(&desk, &["batch", &file, "--json"]));
+    let job2 = format!("{name}-2");
+    assert!(
+        log_started(&w, &bucket, 2, &job2, Duration::from_secs(180)).await,
+        "row 2 did not start"
+    );
+    let live = all_ended(&w, &name, Duration::ZERO).await;
+    assert_eq!(live.len(), 1, "one instance, reused: {live:?}");
+    let instance = live[0].0.clone();
+
+    let other = desk.elsewhere();
+    let (code, out, err) = run(&other, &["list", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let listed: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    let row = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["instance_id"] == instance.as_str())
+        .cloned()
+        .unwrap_or_else(|| panic!("{instance} not listed: {out}"));
+    assert_eq!(row["job_id"], job2.as_str(), "{row}");
+    let output = format!("s3://{bucket}/2");
+    let (code, out, err) = run(&other, &["status", &job2, "--output", &output, "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let st: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(st[0]["state"], "running", "{out}");
+    let (code, out, err) = run(&other, &["cleanup", "--yes", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    let line = doc["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["instance_id"] == instance.as_str())
+        .cloned()
+        .unwrap_or_else(|| panic!("{instance} not judged: {doc}"));
+    assert_eq!(line["terminate"], false, "{line}");
+
+    let done = client.finish(Duration::from_secs(240));
+    assert_eq!(done.code, Some(0), "{}", done.all());
+    let doc: serde_json::Value = serde_json::from_str(&done.stdout()).expect("JSON");
+    for j in doc["jobs"].as_array().unwrap() {
+        assert_eq!(j["outcome"], "succeeded", "{j}");
+        assert_eq!(j["attempts"][0]["instance_id"], instance.as_str(), "{j}");
+    }
+    for n in 1..=3 {
+        let got = w.get(&bucket, &format!("{n}/frame.txt")).await;
+        assert_eq!(got.as_deref(), Some(format!("row {n}").as_bytes()));
+    }
+    w.assert_no_denials();
+    assert!(all_ended(&w, &name, Duration::from_secs(30)).await.is_empty());
+}
