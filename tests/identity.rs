@@ -913,5 +913,7 @@ async fn under_the_enforced_client_policy_a_reused_instance_is_known_by_its_job(
         assert_eq!(got.as_deref(), Some(format!("row {n}").as_bytes()));
     }
     w.assert_no_denials();
-    assert!(all_ended(&w, &name, Duration::from_secs(30)).await.is_empty());
+    assert!(all_ended(&w, &name, Duration::from_secs(30))
+        .await
+        .is_empty());
 }
