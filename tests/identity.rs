@@ -913,6 +913,10 @@ async fn under_the_enforced_client_policy_a_reused_instance_is_known_by_its_job(
         assert_eq!(got.as_deref(), Some(format!("row {n}").as_bytes()));
     }
     w.assert_no_denials();
+    assert!(
+        w.scope().evaluated("instance") > 0,
+        "the runner's calls went through enforcement as the instance role"
+    );
     assert!(all_ended(&w, &name, Duration::from_secs(30))
         .await
         .is_empty());
