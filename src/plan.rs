@@ -18,6 +18,11 @@ pub const OWNER_TAG: &str = "rtb:owner";
 pub const DEADLINE_TAG: &str = "rtb:deadline";
 pub const RECORDS_TAG: &str = "rtb:records";
 pub const BATCH_TAG: &str = "rtb:batch";
+/// A pool instance's batch run. Its tags cannot change after launch, so it names no job:
+/// `rtb:records` is then the run's records folder, where the jobs it runs are written down.
+pub const RUN_TAG: &str = "rtb:run";
+/// The job a pool instance was launched for (its first; informative only).
+pub const LAUNCH_JOB_TAG: &str = "rtb:launch-job";
 
 #[derive(Debug, thiserror::Error)]
 #[error("{flag}: {problem}")]
@@ -135,6 +140,22 @@ impl Plan {
             .tags
             .push((BATCH_TAG.to_string(), name.to_string()));
         self.batch = Some(name.to_string());
+        self
+    }
+
+    /// This plan's launch as a batch pool's instance, which runs one job after another: its
+    /// tags (set once, at launch) name the batch run and its records folder, not a job.
+    pub fn for_pool(mut self, run: &str, records: &rtb_model::RunRecords) -> Plan {
+        let tags = &mut self.launch.tags;
+        tags.retain(|(k, _)| {
+            ![JOB_TAG, RECORDS_TAG, RUN_TAG, LAUNCH_JOB_TAG].contains(&k.as_str())
+        });
+        tags.push((LAUNCH_JOB_TAG.to_string(), self.job_id.clone()));
+        tags.push((RUN_TAG.to_string(), run.to_string()));
+        let root = records.root().to_string();
+        if root.chars().count() <= 256 {
+            tags.push((RECORDS_TAG.to_string(), root));
+        }
         self
     }
 

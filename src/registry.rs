@@ -204,11 +204,36 @@ pub fn host_name() -> Option<String> {
 /// Whether the client that wrote `e` is still running (on this machine).
 pub fn client_alive(e: &Entry) -> bool {
     match (e.client_pid, &e.client_host) {
-        (Some(pid), Some(host)) if Some(host) == host_name().as_ref() => {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            String::from_utf8_lossy(&cmdline).contains("run-render")
-        }
+        (Some(pid), Some(host)) if Some(host) == host_name().as_ref() => pid_alive(pid),
         _ => false,
+    }
+}
+
+/// The distinct clients of these entries still running on this machine.
+pub fn live_clients(entries: &[Entry]) -> Vec<u32> {
+    let mut pids: Vec<u32> = entries
+        .iter()
+        .filter(|e| client_alive(e))
+        .filter_map(|e| e.client_pid)
+        .collect();
+    pids.sort_unstable();
+    pids.dedup();
+    pids
+}
+
+/// Whether process `pid` on this machine is still a running client (an exited one that
+/// its parent has not reaped yet has no command line any more).
+pub fn pid_alive(pid: u32) -> bool {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    String::from_utf8_lossy(&cmdline).contains("run-render")
+}
+
+/// Ask a client on this machine to stop, as Ctrl-C does.
+pub fn interrupt(pid: u32) {
+    // SAFETY: kill(2) with a pid read from our own registry and a signal number; it has no
+    // memory effects on this process.
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGINT);
     }
 }
 

@@ -305,14 +305,13 @@ async fn a_batch_runs_on_a_pool_retries_a_lost_instance_and_resumes() {
         if killed.is_none() {
             let keys = w.keys(&bucket, &format!("3/_rtb-job/{lost_job}/")).await;
             if keys.iter().any(|k| k.contains("/log/")) {
-                if let Some((id, _)) = w
-                    .instances_of(&lost_job)
-                    .await
-                    .into_iter()
-                    .find(|(_, s)| s == "running")
-                {
-                    w.terminate(&id).await;
-                    killed = Some(id);
+                // A pool instance's tags name no job: the attempt's record says where it runs.
+                let prefix = format!("3/_rtb-job/{lost_job}/");
+                if let Some(id) = w.batch_job_instance(&bucket, &prefix).await {
+                    if w.state_of(&id).await == "running" {
+                        w.terminate(&id).await;
+                        killed = Some(id);
+                    }
                 }
             }
         }

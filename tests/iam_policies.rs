@@ -405,3 +405,35 @@ fn the_batch_instance_role_has_no_s3_access() {
         assert!(!d.contains("s3:"), "{d}");
     }
 }
+
+/// The client never retags: CreateTags only inside RunInstances. And the only objects it
+/// writes are the batch's own records (`_rtb-batch/`, `_rtb-job/`), never outputs.
+#[test]
+fn the_client_tags_only_while_launching_and_writes_only_its_records() {
+    let doc = policy("client-policy.json");
+    let statements = doc["Statement"].as_array().expect("statements");
+    let with = |action: &str| -> Vec<&Value> {
+        statements
+            .iter()
+            .filter(|s| s["Effect"] == "Allow" && as_list(&s["Action"]).iter().any(|a| a == action))
+            .collect()
+    };
+    let tagging = with("ec2:CreateTags");
+    assert!(!tagging.is_empty());
+    for s in tagging {
+        assert_eq!(
+            s["Condition"]["StringEquals"]["ec2:CreateAction"], "RunInstances",
+            "{s}"
+        );
+    }
+    let writing = with("s3:PutObject");
+    assert!(!writing.is_empty());
+    for s in writing {
+        for r in as_list(&s["Resource"]) {
+            assert!(
+                r.ends_with("/_rtb-batch/*") || r.ends_with("/_rtb-job/*"),
+                "the client may write only its records, not {r}"
+            );
+        }
+    }
+}

@@ -102,6 +102,52 @@ impl BatchJob {
     pub fn setting(&self, name: &str) -> Option<String> {
         self.settings().get(name).cloned()
     }
+
+    /// What the row asks this job to run: the image, the volumes and the runner's settings
+    /// (command, inputs, outputs...), without those that differ between attempts of one row
+    /// (its records folder, its timeout). `--resume` runs the job again when they changed.
+    pub fn what_it_runs(&self) -> BTreeMap<String, String> {
+        const PER_ATTEMPT: &[&str] = &[
+            "LOG_BUCKET",
+            "RTB_TIMEOUT",
+            "RTB_ATTEMPT",
+            "RTB_RESUMED_FROM",
+        ];
+        let Work::Container(c) = &self.plan.work else {
+            return BTreeMap::new();
+        };
+        let mut ran: BTreeMap<String, String> = c
+            .env
+            .iter()
+            .filter(|(k, _)| !PER_ATTEMPT.contains(&k.as_str()))
+            .cloned()
+            .collect();
+        ran.insert("image".into(), c.image.clone());
+        let volumes: Vec<String> = c
+            .volumes
+            .iter()
+            .map(|(h, ctr, ro)| format!("{h}:{ctr}{}", if *ro { ":ro" } else { "" }))
+            .collect();
+        ran.insert("volumes".into(), volumes.join(" "));
+        ran
+    }
+}
+
+/// The settings that differ between what an earlier attempt ran and what the row asks now
+/// (their names), for `--resume`.
+pub fn changed_settings(
+    before: &BTreeMap<String, String>,
+    now: &BTreeMap<String, String>,
+) -> Vec<String> {
+    let mut names: Vec<String> = before
+        .iter()
+        .filter(|(k, v)| now.get(*k) != Some(*v))
+        .map(|(k, _)| k.clone())
+        .chain(now.keys().filter(|k| !before.contains_key(*k)).cloned())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// The policy: `[batch]` values, then the command line's.
@@ -370,7 +416,61 @@ fn expand_rows(
             ami_from,
         });
     }
+    if let Some(clash) = shared_output(&out) {
+        let (a, b) = (&out[clash.first], &out[clash.second]);
+        let here = format!("{csv_name}: row {} (line {})", b.row.number, b.row.line);
+        let (oa, ob) = (output_text(a), output_text(b));
+        return Err(err(
+            here,
+            if clash.same {
+                format!("writes to the same output as row {} ({ob}); the rows would overwrite each other's files: give each row its own output (output = \"s3://...${{column}}\")", a.row.number)
+            } else {
+                format!("its output {ob} and row {}'s output {oa} are one inside the other; the rows would overwrite each other's files: give each row an output of its own, neither inside another's", a.row.number)
+            },
+        ));
+    }
     Ok(out)
+}
+
+fn output_text(j: &BatchJob) -> String {
+    j.plan
+        .output
+        .as_ref()
+        .map(|o| o.to_string())
+        .unwrap_or_default()
+}
+
+/// Two rows whose outputs are the same folder, or one inside the other (indexes into the
+/// jobs, in row order).
+#[derive(Debug, PartialEq, Eq)]
+struct Clash {
+    first: usize,
+    second: usize,
+    same: bool,
+}
+
+/// The first pair of jobs whose outputs overlap. Job ids are unique, but two rows with the
+/// same output (or one output inside another's) would upload over each other. Sorted, a
+/// folder comes right before everything inside it, so neighbours are enough.
+fn shared_output(jobs: &[BatchJob]) -> Option<Clash> {
+    let mut folders: Vec<(&str, String, usize)> = jobs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, j)| {
+            let o = j.plan.output.as_ref()?;
+            Some((o.bucket(), o.dir_prefix(), i))
+        })
+        .collect();
+    folders.sort();
+    folders
+        .windows(2)
+        .filter(|w| w[0].0 == w[1].0 && w[1].1.starts_with(&w[0].1))
+        .map(|w| Clash {
+            first: w[0].2.min(w[1].2),
+            second: w[0].2.max(w[1].2),
+            same: w[0].1 == w[1].1,
+        })
+        .min_by_key(|c| c.second)
 }
 
 /// The launch settings two jobs of one pool must share; the first that differs.
@@ -479,6 +579,36 @@ mod tests {
         );
         assert!(p.launch.spot);
         assert!(p.launch.tags.contains(&("rtb:batch".into(), "b".into())));
+    }
+
+    /// Rows whose outputs are the same folder, or one inside another's, would overwrite each
+    /// other's files: refused before anything runs, naming both rows.
+    #[test]
+    fn rows_sharing_an_output_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let job = "ami = \"ami-0123456789abcdef0\"\ncommand = \"r(${n})\"\noutput = \"${o}\"\njob-id = \"j${n}\"\n";
+        let cases: &[(&str, Option<&str>)] = &[
+            // (csv, the refusal, or None when the outputs are apart)
+            ("n,o\n1,s3://bkt/x\n2,s3://bkt/y\n3,s3://ckt/x\n", None),
+            ("n,o\n1,s3://bkt/ab\n2,s3://bkt/a\n", None),
+            ("n,o\n1,s3://bkt/x\n2,s3://bkt/y\n3,s3://bkt/x/\n", Some("row 3 (line 4): writes to the same output as row 1 (s3://bkt/x/)")),
+            ("n,o\n1,s3://bkt/a/deeper\n2,s3://bkt/z\n3,s3://bkt/a\n", Some("row 3 (line 4): its output s3://bkt/a and row 1's output s3://bkt/a/deeper are one inside the other")),
+            ("n,o\n1,s3://bkt\n2,s3://bkt/k\n", Some("row 2 (line 3): its output s3://bkt/k and row 1's output s3://bkt/ are one inside the other")),
+        ];
+        for (csv, want) in cases {
+            let got = batch(d.path(), csv, job);
+            match want {
+                None => assert_eq!(
+                    got.map(|j| j.len()).unwrap(),
+                    csv.lines().count() - 1,
+                    "{csv}"
+                ),
+                Some(want) => {
+                    let e = got.unwrap_err().to_string();
+                    assert!(e.contains(want), "{csv:?}: {e}");
+                }
+            }
+        }
     }
 
     #[test]

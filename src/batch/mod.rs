@@ -4,20 +4,24 @@
 //! - [`expand`] `${column}` in the template's strings
 //! - [`jobs`] each row's job, parsed by `run`'s own flag definition and checked as `run`
 //!   checks it; the batch's policy
+//! - [`earlier`] what an earlier run left: results, what they ran, instances and their client
 //! - [`pool`] the EC2 engine: a pool of instances that take queued jobs in turn
 //! - [`host`] one instance of the pool: its jobs, their deadline, the check before reuse,
 //!   its end
 //! - [`scratch`] where each job's scratch folders lie, checked before a pool runs them
 //! - [`retry`] which failed attempts are tried again, and how (pure)
+//! - [`records`] who runs where: the pool's records in S3 (a pool instance's tags cannot change)
 //! - [`view`] the progress view; [`summary`] the end; [`page`] the batch's page (HTML)
 
 pub mod aws;
+pub mod earlier;
 pub mod expand;
 pub mod file;
 pub mod host;
 pub mod jobs;
 pub mod page;
 pub mod pool;
+pub mod records;
 pub mod retry;
 pub mod scratch;
 pub mod summary;

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::host::{Ending, Host};
 use super::jobs::{BatchJob, Policy};
+use super::records::PoolRecords;
 use super::retry::{self, Attempted, Next, Rules};
 use super::view::{Counts, View};
 use crate::cloud::Cloud;
@@ -35,6 +36,8 @@ pub struct Attempt {
     pub outcome: Outcome,
     pub exit_code: i32,
     pub instance_id: Option<String>,
+    /// It ran on a spot instance (EC2's word, not what was asked for; the attempt's
+    /// attempt.json has both).
     pub spot: bool,
     pub seconds: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -129,6 +132,8 @@ pub struct Pool<'a> {
     pub log_dir: Option<PathBuf>,
     /// The budget, when the batch has one: asked before each start.
     pub spend: Option<crate::cost::budget::Spend>,
+    /// Who runs where, in S3: a pool instance's tags cannot change after launch.
+    pub records: &'a PoolRecords<'a>,
     state: Mutex<State>,
 }
 
@@ -146,6 +151,7 @@ impl<'a> Pool<'a> {
         checked: Checked,
         view: &'a View,
         log_dir: Option<PathBuf>,
+        records: &'a PoolRecords<'a>,
     ) -> Pool<'a> {
         Pool {
             name,
@@ -159,6 +165,7 @@ impl<'a> Pool<'a> {
             view,
             log_dir,
             spend: None,
+            records,
             state: Mutex::new(State {
                 queue: run.iter().copied().collect(),
                 ends: vec![JobEnd::default(); jobs.len()],
@@ -239,9 +246,9 @@ impl<'a> Pool<'a> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The next job to run on instance `on` (None: a new one), unless the batch is stopping
-    /// or the budget would be passed.
-    fn take(&self, on: Option<&str>) -> Option<usize> {
+    /// The next job to run on instance `on` (None: a new one, which asks for what the job
+    /// needs), a spot one or not, unless the batch is stopping or the budget would be passed.
+    fn take(&self, on: Option<&str>, on_spot: bool) -> Option<usize> {
         if self.interrupts.count() > 0 {
             return None;
         }
@@ -256,15 +263,17 @@ impl<'a> Pool<'a> {
             }
         }
         let mut st = self.lock();
-        let j = st.queue.pop_front()?;
+        let at = pick(&st.queue, &st.next_spot, on_spot)?;
+        let j = st.queue.remove(at)?;
         st.running += 1;
         drop(st);
         self.update_view();
         Some(j)
     }
 
-    /// The plan and the view line of job `j`'s next attempt, on `instance` when it has one.
-    fn begin(&self, j: usize, instance: Option<&str>) -> (crate::plan::Plan, Ui) {
+    /// The plan, the view line and the number of job `j`'s next attempt, on `instance` when
+    /// it has one.
+    fn begin(&self, j: usize, instance: Option<&str>) -> (crate::plan::Plan, Ui, u32) {
         let (attempt, spot) = {
             let mut st = self.lock();
             let (attempt, spot) = (st.ends[j].attempts.len() as u32 + 1, st.next_spot[j]);
@@ -296,11 +305,14 @@ impl<'a> Pool<'a> {
                 if spot { " (spot)" } else { "" }
             ));
         }
-        (plan, ui)
+        (plan, ui, attempt)
     }
 
     /// Record an attempt's end, and queue the job again when it is worth another attempt.
-    fn finish(&self, j: usize, report: Report, ui: &Ui, spot: bool) {
+    /// `market`: spot asked for, and whether it ran on a spot instance (EC2's word).
+    fn finish(&self, j: usize, report: Report, ui: &Ui, market: Market) {
+        // Trouble on an instance that is, or was asked as, spot falls back to on demand.
+        let spot = market.requested || market.ran;
         let capacity = report.outcome == Outcome::LaunchFailed
             && report
                 .error
@@ -341,7 +353,7 @@ impl<'a> Pool<'a> {
             outcome: report.outcome,
             exit_code: report.exit_code,
             instance_id: report.instance_id.clone(),
-            spot,
+            spot: market.ran,
             seconds: report.phases.total_s,
             error: report.error.clone(),
             retried_because: None,
@@ -354,7 +366,7 @@ impl<'a> Pool<'a> {
                     outcome_word(report.outcome),
                     if spot {
                         ""
-                    } else if attempt.spot {
+                    } else if market.requested || market.ran {
                         " on demand"
                     } else {
                         ""
@@ -416,12 +428,15 @@ impl<'a> Pool<'a> {
     /// queued (per-instance of them at once), end it; again while jobs remain.
     async fn instance_task(&self) {
         loop {
-            let Some(first) = self.take(None) else { return };
-            let (plan, ui) = self.begin(first, None);
+            let Some(first) = self.take(None, false) else {
+                return;
+            };
+            let (plan, ui, first_attempt) = self.begin(first, None);
             let spot = plan.launch.spot;
             let up = Instant::now();
+            // Launched as the pool's: its tags name the run, never a job (they cannot change).
             let instance = match lifecycle::acquire(
-                &plan,
+                &plan.clone().for_pool(self.run, self.records.root()),
                 self.checked.clone(),
                 self.cloud,
                 &ui,
@@ -445,7 +460,15 @@ impl<'a> Pool<'a> {
                             spend.ended(id, now);
                         }
                     }
-                    self.finish(first, report, &ui, spot);
+                    self.finish(
+                        first,
+                        report,
+                        &ui,
+                        Market {
+                            requested: spot,
+                            ran: false,
+                        },
+                    );
                     if launched {
                         self.account(up, false);
                         self.account(up, true);
@@ -474,8 +497,11 @@ impl<'a> Pool<'a> {
                 let now = std::time::SystemTime::now();
                 spend.launched(&id, now.checked_sub(up.elapsed()).unwrap_or(now), spot);
             }
-            let first_job = Cell::new(Some((first, plan, ui)));
-            let lanes = (0..self.policy.per_instance.max(1)).map(|_| self.lane(&host, &first_job));
+            // Asked as spot, or spot after all: it takes no job that must run on demand.
+            let on_spot = spot || self.records.instance(&id, spot).await.lock().await.spot;
+            let first_job = Cell::new(Some((first, plan, ui, first_attempt)));
+            let lanes =
+                (0..self.policy.per_instance.max(1)).map(|_| self.lane(&host, &first_job, on_spot));
             futures::future::join_all(lanes).await;
             // No job of the batch runs there any more.
             if host.open() && host.ending() == Ending::Normally && self.interrupts.count() == 0 {
@@ -504,19 +530,19 @@ impl<'a> Pool<'a> {
     /// One lane of an instance: its first job (the one it was launched for), then queued
     /// jobs while the instance takes them. An instance that has run a job is checked before
     /// each next one; one that fails the check is retired and the job goes back to the queue.
-    async fn lane(&self, host: &Host, first: &Cell<Option<(usize, crate::plan::Plan, Ui)>>) {
+    async fn lane(&self, host: &Host, first: &Cell<Option<FirstJob>>, on_spot: bool) {
         loop {
-            let (j, plan, ui) = match first.take() {
+            let (j, plan, ui, attempt) = match first.take() {
                 Some(f) => f,
                 None => {
                     if !host.open() {
                         return;
                     }
-                    let Some(j) = self.take(Some(&host.id)) else {
+                    let Some(j) = self.take(Some(&host.id), on_spot) else {
                         return;
                     };
-                    let (p, u) = self.begin(j, Some(&host.id));
-                    (j, p, u)
+                    let (p, u, a) = self.begin(j, Some(&host.id));
+                    (j, p, u, a)
                 }
             };
             if host.used() {
@@ -533,9 +559,26 @@ impl<'a> Pool<'a> {
                     return;
                 }
             }
+            let requested = plan.launch.spot;
+            // Written down before the job is sent: whoever looks at the instance (another
+            // workstation's status, list, cleanup) finds the job it runs.
+            let ran = match self
+                .records
+                .assign(&host.id, &self.jobs[j], &plan, attempt)
+                .await
+            {
+                Ok(a) => a.spot,
+                Err(e) => {
+                    let report = lifecycle::not_started(&plan, self.cloud, &host.id, e.to_string());
+                    let market = Market {
+                        requested,
+                        ran: false,
+                    };
+                    self.finish(j, report, &ui, market);
+                    continue;
+                }
+            };
             let shared = host.start(j, &plan);
-            let spot = plan.launch.spot;
-            let attempt = self.lock().ends[j].attempts.len() as u32 + 1;
             if let Some(spend) = &self.spend {
                 let now = std::time::SystemTime::now();
                 spend.job_started(&self.jobs[j].job_id, attempt, &host.id, now);
@@ -558,7 +601,15 @@ impl<'a> Pool<'a> {
                 let now = std::time::SystemTime::now();
                 spend.job_ended(&self.jobs[j].job_id, attempt, &host.id, now, failed);
             }
-            self.finish(j, report, &ui, spot);
+            let word = outcome_word(report.outcome);
+            if let Err(e) = self
+                .records
+                .ended(&host.id, &self.jobs[j].job_id, attempt, word)
+                .await
+            {
+                ui.note(e.to_string());
+            }
+            self.finish(j, report, &ui, Market { requested, ran });
         }
     }
 
@@ -604,6 +655,25 @@ pub fn ran_until_now(seconds: f64) -> Option<(std::time::SystemTime, std::time::
     Some((now.checked_sub(took)?, now))
 }
 
+/// An instance's first job, taken when it was launched: (job, plan, view line, attempt).
+type FirstJob = (usize, crate::plan::Plan, Ui, u32);
+
+/// Spot asked for, and spot run on (EC2's word).
+#[derive(Debug, Clone, Copy)]
+struct Market {
+    requested: bool,
+    ran: bool,
+}
+
+/// The queue position of the next job an instance may take. On a spot instance, only a job
+/// whose next attempt may run on spot: a job falling back to on demand after spot trouble
+/// waits for an instance launched for it on demand.
+fn pick(queue: &VecDeque<usize>, next_spot: &[bool], on_spot: bool) -> Option<usize> {
+    queue
+        .iter()
+        .position(|&j| !on_spot || next_spot.get(j).copied().unwrap_or(false))
+}
+
 pub fn outcome_word(o: Outcome) -> &'static str {
     match o {
         Outcome::Succeeded => "succeeded",
@@ -617,5 +687,29 @@ pub fn outcome_word(o: Outcome) -> &'static str {
         Outcome::InstanceLost => "instance lost",
         Outcome::Unknown => "unknown (AWS stopped answering)",
         Outcome::Detached => "detached",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_falling_back_to_on_demand_is_never_taken_by_a_spot_instance() {
+        /// (queue, next attempt may use spot, the instance is spot, the job taken)
+        type Case<'a> = (&'a [usize], &'a [bool], bool, Option<usize>);
+        let table: &[Case] = &[
+            (&[0, 1], &[true, true], true, Some(0)),
+            (&[0, 1], &[false, true], true, Some(1)),
+            (&[0, 1], &[false, false], true, None),
+            (&[0, 1], &[false, true], false, Some(0)),
+            (&[1, 0], &[true, false], false, Some(1)),
+            (&[], &[], false, None),
+        ];
+        for (queue, spot, on_spot, want) in table {
+            let q: VecDeque<usize> = queue.iter().copied().collect();
+            let got = pick(&q, spot, *on_spot).map(|at| q[at]);
+            assert_eq!(got, *want, "{queue:?} {spot:?} on spot: {on_spot}");
+        }
     }
 }

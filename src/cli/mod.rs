@@ -198,7 +198,8 @@ pub struct BatchArgs {
     /// The batch file (TOML: [batch] and [job]).
     #[arg(value_name = "FILE.toml")]
     pub path: std::path::PathBuf,
-    /// Run only the jobs without a succeeded result (after a failure or a crash).
+    /// Run only the jobs without a succeeded result, or whose row changed since (after a
+    /// failure or a crash). Refused while the earlier run may still be alive.
     #[arg(long, conflicts_with = "rerun", help_heading = "Batch")]
     pub resume: bool,
     /// Run every job again, even those that succeeded.
@@ -364,9 +365,10 @@ pub struct StopArgs {
     /// The job [or --batch NAME]
     #[arg(required_unless_present = "batch")]
     pub job: Option<String>,
-    /// Stop every job of this batch: the EC2 engine's as `stop JOB` does each; on AWS Batch
-    /// your jobs of that name on the queue (others' are left alone), one TerminateJob per
-    /// array, waiting until they ended.
+    /// Stop every job of this batch: on the EC2 engine its client here is asked to stop as
+    /// Ctrl-C does, then each job still running as `stop JOB` does (outputs saved), each
+    /// instance ended once none of its jobs runs; on AWS Batch your jobs of that name on the
+    /// queue (others' are left alone), one TerminateJob per array, waiting until they ended.
     #[arg(long, value_name = "NAME", conflicts_with = "job")]
     pub batch: Option<String>,
     /// The AWS Batch queue, when this workstation did not submit the batch.

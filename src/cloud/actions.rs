@@ -9,6 +9,7 @@ pub const ACTIONS: &[&str] = &[
     "s3:ListBucket",
     // launch and terminate
     "ec2:RunInstances",
+    // only as part of RunInstances (its TagSpecifications): nothing is tagged after launch
     "ec2:CreateTags",
     "iam:PassRole",
     "ec2:DescribeInstances",
@@ -20,8 +21,9 @@ pub const ACTIONS: &[&str] = &[
     "ssm:CancelCommand",
     // logs and result
     "s3:GetObject",
-    // what a job cost, beside its result (cost.json in its records folder), and a batch's page
-    // next to its outputs (`_rtb-batch/<batch>/report.html`)
+    // what a job cost, beside its result (cost.json in its records folder), a batch's records
+    // of who runs where (a pool instance's tags cannot change), and its page next to its
+    // outputs (`_rtb-batch/<batch>/report.html`)
     "s3:PutObject",
     // prices: the Price List API (asked in us-east-1) and spot price history
     "pricing:GetProducts",

@@ -242,22 +242,6 @@ impl Cloud {
             })
     }
 
-    /// Set tags on an instance (a batch's instance names the job it runs now).
-    pub async fn tag(&self, id: &str, tags: &[(&str, &str)]) -> Result<(), CloudError> {
-        self.ec2
-            .create_tags()
-            .resources(id)
-            .set_tags(Some(
-                tags.iter()
-                    .map(|(k, v)| Tag::builder().key(*k).value(*v).build())
-                    .collect(),
-            ))
-            .send()
-            .await
-            .map_err(|e| cloud_error("EC2 CreateTags", e))?;
-        Ok(())
-    }
-
     /// The instance's state; None when EC2 does not (yet) know the id, which happens for
     /// about a second after launch.
     pub async fn instance_state(&self, id: &str) -> Result<Option<InstanceState>, CloudError> {
@@ -368,6 +352,56 @@ mod tests {
     }
 
     #[test]
+    fn instances_that_a_service_manages_are_known_by_their_tags() {
+        type Case<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>);
+        let table: &[Case] = &[
+            (&[("rtb:tool", "run-render"), ("rtb:job-id", "j")], None),
+            (
+                &[("rtb:tool", "run-render"), ("AWSBatchServiceTag", "batch")],
+                Some("AWS Batch"),
+            ),
+            (
+                &[
+                    ("aws:autoscaling:groupName", "AWSBatch-lab-ce-asg-1f2e"),
+                    ("rtb:tool", "run-render"),
+                ],
+                Some("AWS Batch (Auto Scaling group AWSBatch-lab-ce-asg-1f2e)"),
+            ),
+            (
+                &[
+                    ("aws:autoscaling:groupName", "web"),
+                    ("AWSBatchServiceTag", "batch"),
+                ],
+                Some("AWS Batch"),
+            ),
+            (&[("AmazonECSManaged", "")], Some("ECS (managed scaling)")),
+            (
+                &[("aws:autoscaling:groupName", "web")],
+                Some("Auto Scaling group web"),
+            ),
+            (
+                &[("aws:ec2spot:fleet-request-id", "sfr-1")],
+                Some("Spot Fleet sfr-1"),
+            ),
+            (
+                &[("aws:ec2:fleet-id", "fleet-1")],
+                Some("EC2 Fleet fleet-1"),
+            ),
+            (
+                &[("aws:batch:compute-environment", "ce")],
+                Some("AWS Batch"),
+            ),
+        ];
+        for (tags, want) in table {
+            assert_eq!(
+                managed_by(tags.iter().copied()).as_deref(),
+                *want,
+                "{tags:?}"
+            );
+        }
+    }
+
+    #[test]
     fn launch_errors_are_classified_by_code() {
         assert!(matches!(
             classify_launch(err("InsufficientInstanceCapacity")),
@@ -400,12 +434,59 @@ pub struct TaggedInstance {
     pub launched: Option<std::time::SystemTime>,
     pub job_id: Option<String>,
     pub owner: Option<String>,
-    /// The job's records folder (tag rtb:records).
+    /// The job's records folder (tag rtb:records); None on a pool instance.
     pub records: Option<String>,
     pub batch: Option<String>,
+    /// A batch pool's instance: its run (tag rtb:run) and the run's records folder (its
+    /// rtb:records), where the jobs it runs are written down. It names no job itself.
+    pub pool: Option<Pool>,
+    /// EC2 says it is a spot instance.
+    pub spot: bool,
     pub launch_token: Option<String>,
     /// Its deadline (tag rtb:deadline).
     pub deadline: Option<std::time::SystemTime>,
+    /// The service that launched and ends it (AWS Batch, ECS, an Auto Scaling group or a
+    /// fleet), when its tags say so: run-render only ever calls RunInstances, so such an
+    /// instance carries our tag (a compute environment's launch tags) but is not ours to end.
+    pub managed_by: Option<String>,
+}
+
+/// Who manages an instance, from the tags AWS puts on the instances it launches for a
+/// service: AWS Batch (`AWSBatchServiceTag`, an Auto Scaling group named `AWSBatch-...`),
+/// ECS managed scaling (`AmazonECSManaged`), Auto Scaling, EC2 and Spot fleets.
+pub fn managed_by<'a>(tags: impl IntoIterator<Item = (&'a str, &'a str)>) -> Option<String> {
+    let mut found = None;
+    for (k, v) in tags {
+        let this = match k {
+            "AWSBatchServiceTag" => "AWS Batch".to_string(),
+            "aws:autoscaling:groupName" if v.starts_with("AWSBatch-") => {
+                format!("AWS Batch (Auto Scaling group {v})")
+            }
+            "AmazonECSManaged" => "ECS (managed scaling)".to_string(),
+            k if k.starts_with("aws:batch:") => "AWS Batch".to_string(),
+            k if k.starts_with("aws:ecs:") => "ECS".to_string(),
+            "aws:autoscaling:groupName" => format!("Auto Scaling group {v}"),
+            "aws:ec2spot:fleet-request-id" => format!("Spot Fleet {v}"),
+            "aws:ec2:fleet-id" => format!("EC2 Fleet {v}"),
+            _ => continue,
+        };
+        // AWS Batch (or ECS) says the most; an Auto Scaling group or fleet only how.
+        let better = found
+            .as_deref()
+            .is_none_or(|f: &str| !f.starts_with("AWS Batch") && !f.starts_with("ECS"));
+        if better {
+            found = Some(this);
+        }
+    }
+    found
+}
+
+/// A pool instance's batch run, from its tags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pool {
+    pub run: String,
+    /// The run's records folder (None when its tag was missing or too long to hold).
+    pub records: Option<rtb_model::RunRecords>,
 }
 
 /// Which of the tool's instances to list.
@@ -475,6 +556,12 @@ impl Cloud {
                     continue;
                 }
                 let Some(id) = i.instance_id() else { continue };
+                let pool = tag(crate::plan::RUN_TAG).map(|run| Pool {
+                    run,
+                    records: tag(crate::plan::RECORDS_TAG)
+                        .and_then(|r| r.parse::<rtb_model::S3Url>().ok())
+                        .map(rtb_model::RunRecords::at),
+                });
                 found.push(TaggedInstance {
                     id: id.to_string(),
                     state: state_of(i),
@@ -487,11 +574,22 @@ impl Cloud {
                         .and_then(|t| std::time::SystemTime::try_from(*t).ok()),
                     job_id: tag(JOB_TAG),
                     owner: tag(OWNER_TAG),
-                    records: tag(crate::plan::RECORDS_TAG),
+                    records: pool
+                        .is_none()
+                        .then(|| tag(crate::plan::RECORDS_TAG))
+                        .flatten(),
                     batch: tag(BATCH_TAG),
+                    spot: i.instance_lifecycle()
+                        == Some(&aws_sdk_ec2::types::InstanceLifecycleType::Spot),
+                    pool,
                     launch_token: tag(LAUNCH_TOKEN_TAG),
                     deadline: tag(crate::plan::DEADLINE_TAG)
                         .and_then(|d| humantime::parse_rfc3339(&d).ok()),
+                    managed_by: managed_by(
+                        i.tags()
+                            .iter()
+                            .filter_map(|t| Some((t.key()?, t.value().unwrap_or_default()))),
+                    ),
                 });
             }
         }

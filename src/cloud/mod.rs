@@ -12,7 +12,8 @@ mod ssm;
 use std::time::Duration;
 
 pub use ec2::{
-    ImageInfo, InstanceState, LaunchError, Lifecycle, Select, TaggedInstance, LAUNCH_TOKEN_TAG,
+    ImageInfo, InstanceState, LaunchError, Lifecycle, Pool, Select, TaggedInstance,
+    LAUNCH_TOKEN_TAG,
 };
 pub use ssm::{Invocation, InvocationStatus, MAX_EXECUTION_SECS};
 

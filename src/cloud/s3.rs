@@ -1,5 +1,6 @@
 //! S3: bucket checks for preflight, reading the runner's log chunks, result record and
-//! thumbnail, and writing a batch's page.
+//! thumbnail, and writing the batch's own records: who runs where (`rtb_model::records`), a
+//! job's cost, the batch's page.
 
 use super::{cloud_error, Cloud, CloudError};
 
@@ -130,6 +131,56 @@ impl Cloud {
             .get_bytes(records.bucket(), &records.result_key())
             .await?;
         Ok(bytes.and_then(|b| serde_json::from_slice(&b).ok()))
+    }
+
+    /// A JSON record, or None when it does not exist or is not one of ours.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<T>, CloudError> {
+        Ok(self
+            .get_bytes(bucket, key)
+            .await?
+            .and_then(|b| serde_json::from_slice(&b).ok()))
+    }
+
+    /// A pool instance's record: the jobs handed to it.
+    pub async fn instance_record(
+        &self,
+        run: &rtb_model::RunRecords,
+        instance_id: &str,
+    ) -> Result<Option<rtb_model::InstanceRecord>, CloudError> {
+        self.get_json(run.bucket(), &run.instance_key(instance_id))
+            .await
+    }
+
+    /// Where a batch attempt ran and what it ran (None for a plain `run`'s records).
+    pub async fn attempt_record(
+        &self,
+        records: &rtb_model::JobRecords,
+    ) -> Result<Option<rtb_model::AttemptRecord>, CloudError> {
+        self.get_json(records.bucket(), &records.attempt_key())
+            .await
+    }
+
+    /// A batch job keeps each attempt's records in a folder of its own under the job's
+    /// (`<run>-a<attempt>/`): the newest attempt's, when there are any, else the job's folder.
+    pub async fn newest_attempt(
+        &self,
+        base: rtb_model::JobRecords,
+    ) -> Result<rtb_model::JobRecords, CloudError> {
+        let folders = self
+            .subfolders(base.bucket(), &base.root().dir_prefix())
+            .await?;
+        let newest = folders
+            .iter()
+            .filter_map(|f| rtb_model::layout::parse_attempt_dir(f))
+            .max();
+        Ok(match newest {
+            Some((run, n)) => base.attempt(run, n),
+            None => base,
+        })
     }
 
     /// Whether the runner has written a first log chunk: the job has started.

@@ -37,7 +37,7 @@ pub fn main(args: AttachArgs) -> i32 {
         let interrupts = Interrupts::listen();
         let report = match located(&args.job, &args.output, &args.aws).await {
             Ok((cloud, registry, found)) => {
-                take_over(&cloud, &registry, &found, &ui, &interrupts).await
+                take_over(&cloud, &registry, &found, &ui, &interrupts, true).await
             }
             Err(code) => return code,
         };
@@ -76,13 +76,16 @@ pub async fn located(
 }
 
 /// Follow the job on its instance to its end, then terminate the instance (the termination
-/// policy, as for `run`).
+/// policy, as for `run`). With `end_instance` false (`stop --batch`: other jobs of the batch
+/// may still be saving their outputs there) a job that ended normally leaves the instance to
+/// the caller.
 pub async fn take_over(
     cloud: &Cloud,
     registry: &Registry,
     found: &Found,
     ui: &Ui,
     interrupts: &Interrupts,
+    end_instance: bool,
 ) -> Report {
     let t0 = Instant::now();
     let Some(tagged) = found.instance.clone() else {
@@ -90,12 +93,15 @@ pub async fn take_over(
     };
     // On a batch's shared instance the deadline tag is its first job's: the job's own is in
     // the registry (and the instance's own deadline holds without it).
+    // (A pool instance found from another workstation carries the job's own, from the pool's
+    // record: see `find`.)
     let deadline = match &tagged.batch {
         Some(_) => found
             .entry
             .as_ref()
             .and_then(|e| e.deadline.as_deref())
-            .and_then(|d| humantime::parse_rfc3339(d).ok()),
+            .and_then(|d| humantime::parse_rfc3339(d).ok())
+            .or_else(|| tagged.pool.is_some().then(|| found.deadline()).flatten()),
         None => found.deadline(),
     };
     let job = JobRef {
@@ -169,8 +175,13 @@ pub async fn take_over(
             }
         }
     };
-    match (&tagged.batch, leave) {
-        (Some(_), Leave::Normally | Leave::Now) => {
+    match (end_instance, &tagged.batch, leave) {
+        // `stop --batch` ends the instance itself once none of its jobs runs.
+        (false, _, Leave::Normally) => {
+            instance.abandon();
+            r.instance = InstanceFate::Pooled;
+        }
+        (_, Some(_), Leave::Normally | Leave::Now) => {
             leave_shared(
                 cloud, found, ui, interrupts, instance, leave, &patience, &mut r,
             )

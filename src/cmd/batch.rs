@@ -7,18 +7,18 @@ use std::convert::Infallible;
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime};
 
-use futures::StreamExt;
-
+use crate::batch::earlier;
 use crate::batch::jobs::{self, BatchJob, Engine, Policy};
 use crate::batch::page::collect::{self, Known, RunFacts};
 use crate::batch::page::publish::{Published, Publisher};
 use crate::batch::page::{store, Page, LIVE_EVERY};
 use crate::batch::pool::{JobEnd, Pool, Snapshot};
+use crate::batch::records::PoolRecords;
 use crate::batch::summary::Summary;
 use crate::batch::view::View;
 use crate::batch::BatchFile;
 use crate::cli::BatchArgs;
-use crate::cloud::{Cloud, Select};
+use crate::cloud::Cloud;
 use crate::cost::{
     self,
     before::Limits,
@@ -133,10 +133,16 @@ async fn run(
     }
 
     // What an earlier run of this batch left: results, and instances still running.
-    let earlier = match earlier_run(&cloud, &name, &jobs, policy.engine == Engine::Ec2).await {
+    let ec2 = policy.engine == Engine::Ec2;
+    let earlier = match earlier::earlier_run(&cloud, &registry, &name, &jobs, ec2).await {
         Ok(e) => e,
         Err(e) => return super::fail(&format!("batch {name}: {e}"), exit::PREFLIGHT),
     };
+    // Its instances are ended below only when their run is over: a run alive in another
+    // terminal, or perhaps elsewhere, keeps them, and this one does not start.
+    if let Some(line) = earlier::refusal(&name, &earlier.instances) {
+        return super::bad_input(&line, json);
+    }
     if (!earlier.results.is_empty() || !earlier.instances.is_empty()) && !args.resume && !args.rerun
     {
         let mut named: Vec<&str> = earlier
@@ -171,7 +177,7 @@ async fn run(
     }
     if !earlier.instances.is_empty() {
         // Their client is gone; their jobs are run again here, so they must not write on.
-        for id in &earlier.instances {
+        for (id, _) in &earlier.instances {
             crate::ui::stderr_line(&format!(
                 "run-render: batch {name}: {id} of an earlier run is still running: terminating it (its job is run again)"
             ));
@@ -180,7 +186,7 @@ async fn run(
             earlier
                 .instances
                 .iter()
-                .map(|id| Instance::adopt(&cloud, id.clone()).terminate()),
+                .map(|(id, _)| Instance::adopt(&cloud, id.clone()).terminate()),
         )
         .await;
         if let Some(e) = ends.into_iter().find_map(Result::err) {
@@ -190,11 +196,24 @@ async fn run(
     let mut ends_before: Vec<Option<String>> = vec![None; jobs.len()];
     let run_list: Vec<usize> = (0..jobs.len())
         .filter(|j| {
-            let done = args.resume && earlier.results.iter().any(|(k, ok)| k == j && *ok);
-            if done {
-                ends_before[*j] = Some("succeeded in an earlier run (--resume)".into());
+            let Some((_, done)) = earlier.results.iter().find(|(k, _)| k == j) else {
+                return true;
+            };
+            if !args.resume || !done.succeeded {
+                return true;
             }
-            !done
+            if !done.changed.is_empty() {
+                // Same job id, another row (a row inserted above it, or edited).
+                crate::ui::stderr_line(&format!(
+                    "run-render: batch {name}: {} (row {}) succeeded in an earlier run, but its row has changed since ({}): running it again",
+                    jobs[*j].job_id,
+                    jobs[*j].row.number,
+                    done.changed.join(", ")
+                ));
+                return true;
+            }
+            ends_before[*j] = Some("succeeded in an earlier run (--resume)".into());
+            false
         })
         .collect();
     if run_list.is_empty() {
@@ -323,6 +342,18 @@ async fn run(
         Ok(c) => c,
         Err(e) => return super::fail(&format!("batch {name}: {e}"), exit::PREFLIGHT),
     };
+    // The pool's records of who runs where; written first, so a client that may not write
+    // them is refused before anything is launched.
+    let records = PoolRecords::new(&cloud, &name, &run_id, &jobs[run_list[0]]);
+    if !args.run.detach {
+        let started = match &records {
+            Some(r) => r.start().await.map_err(|e| e.to_string()),
+            None => Err("its first job has no output to keep the batch's records in".into()),
+        };
+        if let Err(e) = started {
+            return super::fail(&format!("batch {name}: {e}"), exit::PREFLIGHT);
+        }
+    }
     if let Err(e) = std::fs::create_dir_all(&log_dir) {
         return super::fail(
             &format!("--log-dir {}: cannot create it: {e}", log_dir.display()),
@@ -341,58 +372,62 @@ async fn run(
     let view = View::new(&name, run_list.len());
     let say = |line: &str| view.note(line);
     let publisher = publisher(&cloud, &name, &jobs, &log_dir, &say);
-    let (mut ends, stats) = if args.run.detach {
-        detached(
-            &name,
-            &run_id,
-            &jobs,
-            &run_list,
-            &cloud,
-            &interrupts,
-            &registry,
-            &view,
-            &log_dir,
-            detached_lifetime,
-        )
-        .await
-    } else {
-        let pool = Pool::new(
-            &name,
-            &run_id,
-            &jobs,
-            &run_list,
-            &policy,
-            &cloud,
-            &interrupts,
-            &registry,
-            checked,
-            &view,
-            Some(log_dir.clone()),
-        );
-        let pool = match spend {
-            Some((s, _)) => pool.with_budget(s),
-            None => pool,
-        };
-        let snapshot = || {
-            let mut snap = pool.snapshot();
-            for (e, before) in snap.ends.iter_mut().zip(&ends_before) {
-                if before.is_some() {
-                    e.not_run = before.clone();
+    let (mut ends, stats) = match (args.run.detach, &records) {
+        (false, Some(records)) => {
+            let pool = Pool::new(
+                &name,
+                &run_id,
+                &jobs,
+                &run_list,
+                &policy,
+                &cloud,
+                &interrupts,
+                &registry,
+                checked,
+                &view,
+                Some(log_dir.clone()),
+                records,
+            );
+            let pool = match spend {
+                Some((s, _)) => pool.with_budget(s),
+                None => pool,
+            };
+            let snapshot = || {
+                let mut snap = pool.snapshot();
+                for (e, before) in snap.ends.iter_mut().zip(&ends_before) {
+                    if before.is_some() {
+                        e.not_run = before.clone();
+                    }
                 }
-            }
-            let page = collect::from_run(&RunFacts {
-                batch: &name,
-                engine: "ec2",
-                jobs: &jobs,
-                columns: &columns,
-                snapshot: &snap,
-                started,
-                now: SystemTime::now(),
-                wall_s: None,
-            });
-            async move { page }
-        };
-        with_live_page(pool.run(), &publisher, snapshot).await
+                let page = collect::from_run(&RunFacts {
+                    batch: &name,
+                    engine: "ec2",
+                    jobs: &jobs,
+                    columns: &columns,
+                    snapshot: &snap,
+                    started,
+                    now: SystemTime::now(),
+                    wall_s: None,
+                });
+                async move { page }
+            };
+            with_live_page(pool.run(), &publisher, snapshot).await
+        }
+        _ => {
+            detached(
+                &name,
+                &run_id,
+                &jobs,
+                &run_list,
+                &cloud,
+                &interrupts,
+                &registry,
+                &view,
+                &log_dir,
+                detached_lifetime,
+            )
+            .await
+        }
     };
     view.finish();
     let outage = ends
@@ -640,68 +675,6 @@ async fn detached(
     }
     stats.peak_instances = stats.instances_launched;
     (ends, stats)
-}
-
-struct Earlier {
-    /// (job index, succeeded) for every job with a result record.
-    results: Vec<(usize, bool)>,
-    /// The batch's instances, of this owner, still running.
-    instances: Vec<String>,
-}
-
-async fn earlier_run(
-    cloud: &Cloud,
-    name: &str,
-    jobs: &[BatchJob],
-    ec2: bool,
-) -> Result<Earlier, crate::cloud::CloudError> {
-    let owner = crate::plan::owner();
-    // The EC2 engine's own instances; AWS Batch's are its own business (and a Batch-only
-    // user may not be allowed to describe instances).
-    let instances = if ec2 {
-        cloud
-            .tagged_instances(&Select {
-                batch: Some(name),
-                owner: Some(&owner),
-                ..Default::default()
-            })
-            .await?
-            .into_iter()
-            .filter(|i| !i.state.is_gone())
-            .map(|i| i.id)
-            .collect()
-    } else {
-        Vec::new()
-    };
-    // Bounded concurrency: a 10,000-row batch is not 10,000 requests at once.
-    let mut found = futures::stream::iter(
-        jobs.iter()
-            .enumerate()
-            .map(|(j, job)| async move { latest_result(cloud, job).await.map(|r| (j, r)) }),
-    )
-    .buffer_unordered(16);
-    let mut results = Vec::new();
-    while let Some(r) = found.next().await {
-        let (j, res) = r?;
-        if let Some(res) = res {
-            results.push((j, res.outcome == rtb_model::Outcome::Succeeded));
-        }
-    }
-    results.sort();
-    Ok(Earlier { results, instances })
-}
-
-/// The result record of `job`'s newest attempt (each attempt has its own folder under the
-/// job's records; a plain `run` of the same id writes at the job's folder itself).
-async fn latest_result(
-    cloud: &Cloud,
-    job: &BatchJob,
-) -> Result<Option<rtb_model::JobResult>, crate::cloud::CloudError> {
-    let Some(base) = job.records_base() else {
-        return Ok(None);
-    };
-    let records = super::newest_attempt(cloud, base).await?;
-    cloud.job_result(&records).await
 }
 
 fn dry_run(

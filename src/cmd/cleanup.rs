@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::cli::CleanupArgs;
 use crate::cloud::{Cloud, Select, TaggedInstance};
 use crate::engine::ec2::instance::Instance;
-use crate::inventory::{verdict, Candidate, Verdict};
+use crate::inventory::{pool, verdict, Candidate, Verdict};
 use crate::registry::{self, Registry};
 use crate::report::exit;
 
@@ -61,9 +61,12 @@ async fn run(args: CleanupArgs) -> i32 {
     let now = SystemTime::now();
     let mut lines = Vec::new();
     for i in instances.iter().filter(|i| !i.state.is_gone()) {
-        let v = match judge(&cloud, &registry, i, now, older_than).await {
+        let (v, jobs) = match judge(&cloud, &registry, i, now, older_than).await {
             Ok(v) => v,
-            Err(e) => Verdict::Keep(format!("cannot read its records ({e})")),
+            Err(e) => (
+                Verdict::Keep(format!("cannot read its records ({e})")),
+                i.job_id.clone(),
+            ),
         };
         let (terminate, why) = match v {
             Verdict::JobEnded => (true, "its job has ended".to_string()),
@@ -79,7 +82,7 @@ async fn run(args: CleanupArgs) -> i32 {
         };
         lines.push(Line {
             instance_id: i.id.clone(),
-            job_id: i.job_id.clone(),
+            job_id: jobs,
             owner: i.owner.clone(),
             state: i.state.name.to_string(),
             terminate,
@@ -175,14 +178,27 @@ async fn run(args: CleanupArgs) -> i32 {
     )
 }
 
-/// Fetch what the decision needs about one instance, then decide.
+/// Fetch what the decision needs about one instance, then decide; and the job(s) it runs.
 async fn judge(
     cloud: &Cloud,
     registry: &Registry,
     i: &TaggedInstance,
     now: SystemTime,
     older_than: std::time::Duration,
-) -> Result<Verdict, crate::cloud::CloudError> {
+) -> Result<(Verdict, Option<String>), crate::cloud::CloudError> {
+    if let Some(v) = crate::inventory::left_alone(i) {
+        return Ok((v, i.job_id.clone()));
+    }
+    if i.pool.is_some() {
+        // A batch pool's instance: its tags name no job; its records say which run on it.
+        let seen = pool::fetch(cloud, i).await?;
+        let client_alive = registry
+            .recent(now, registry::RECENT)
+            .iter()
+            .any(|e| e.instance_id.as_deref() == Some(&i.id) && registry::client_alive(e));
+        let jobs = Some(seen.job_ids().join(", ")).filter(|j| !j.is_empty());
+        return Ok((pool::verdict(i, &seen, client_alive, now, older_than), jobs));
+    }
     let records = i
         .records
         .as_deref()
@@ -200,14 +216,17 @@ async fn judge(
         .as_deref()
         .and_then(|j| registry.get(j))
         .is_some_and(|e| e.instance_id.as_deref() == Some(&i.id) && registry::client_alive(&e));
-    Ok(verdict(
-        &Candidate {
-            instance: i,
-            result,
-            log_started,
-            client_alive,
-        },
-        now,
-        older_than,
+    Ok((
+        verdict(
+            &Candidate {
+                instance: i,
+                result,
+                log_started,
+                client_alive,
+            },
+            now,
+            older_than,
+        ),
+        i.job_id.clone(),
     ))
 }

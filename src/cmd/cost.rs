@@ -104,7 +104,7 @@ async fn from_s3(
     let mut out = Vec::new();
     for (job, under) in jobs {
         let base = rtb_model::JobRecords::under_output(&under, &job);
-        let records = super::newest_attempt(cloud, base).await?;
+        let records = cloud.newest_attempt(base).await?;
         if let Some(r) = crate::cost::account::read(cloud, &records).await? {
             out.push(r);
         }

@@ -1,4 +1,6 @@
-//! `list`: the tool's own instances (tag rtb:tool), by default only the caller's (rtb:owner).
+//! `list`: the tool's own instances (tag rtb:tool), by default only the caller's (rtb:owner),
+//! each with the job it runs now: a batch pool's instance from the pool's records (its tags,
+//! set at launch, name no job).
 
 use std::time::{Duration, SystemTime};
 
@@ -11,7 +13,10 @@ use crate::report::exit;
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
     pub instance_id: String,
+    /// The job it runs now (the first, when a pool instance runs several).
     pub job_id: Option<String>,
+    /// Every job it runs now.
+    pub jobs: Vec<String>,
     pub owner: Option<String>,
     pub state: String,
     pub age_s: Option<u64>,
@@ -19,6 +24,9 @@ pub struct Row {
     pub deadline_in_s: Option<i64>,
     pub instance_type: String,
     pub batch: Option<String>,
+    /// The service that manages it (an AWS Batch compute environment's instance).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub managed_by: Option<String>,
 }
 
 pub fn main(args: ListArgs) -> i32 {
@@ -36,11 +44,29 @@ pub fn main(args: ListArgs) -> i32 {
             Err(e) => return super::fail(&e.to_string(), exit::REMOTE),
         };
         let now = SystemTime::now();
-        let rows: Vec<Row> = instances
+        let mut rows: Vec<Row> = Vec::new();
+        for i in instances
             .iter()
             .filter(|i| i.state.name != crate::cloud::Lifecycle::Terminated)
-            .map(|i| row(i, now))
-            .collect();
+        {
+            let mut r = row(i, now);
+            if i.pool.is_some() && !i.state.is_gone() {
+                match crate::inventory::pool::fetch(&cloud, i).await {
+                    Ok(seen) => {
+                        r.jobs = seen.job_ids();
+                        r.job_id = r.jobs.first().cloned();
+                        if let Some(d) = seen.deadline() {
+                            r.deadline_in_s = Some(seconds_until(d, now));
+                        }
+                    }
+                    Err(e) => crate::ui::stderr_line(&format!(
+                        "run-render: {}: cannot read its batch's records ({e})",
+                        i.id
+                    )),
+                }
+            }
+            rows.push(r);
+        }
         if args.json {
             super::emit(&format!(
                 "{}\n",
@@ -66,18 +92,25 @@ pub fn row(i: &TaggedInstance, now: SystemTime) -> Row {
     Row {
         instance_id: i.id.clone(),
         job_id: i.job_id.clone(),
+        jobs: i.job_id.iter().cloned().collect(),
         owner: i.owner.clone(),
         state: i.state.name.to_string(),
         age_s: i
             .launched
             .and_then(|t| now.duration_since(t).ok())
             .map(|d| d.as_secs()),
-        deadline_in_s: i.deadline.map(|d| match d.duration_since(now) {
-            Ok(left) => left.as_secs() as i64,
-            Err(past) => -(past.duration().as_secs() as i64),
-        }),
+        deadline_in_s: i.deadline.map(|d| seconds_until(d, now)),
         instance_type: i.instance_type.clone(),
         batch: i.batch.clone(),
+        managed_by: i.managed_by.clone(),
+    }
+}
+
+/// Seconds from `now` to `t`; negative once it is past.
+fn seconds_until(t: SystemTime, now: SystemTime) -> i64 {
+    match t.duration_since(now) {
+        Ok(left) => left.as_secs() as i64,
+        Err(past) => -(past.duration().as_secs() as i64),
     }
 }
 
@@ -98,7 +131,11 @@ fn table(rows: &[Row]) -> String {
         out.push_str(&format!(
             "{:<21} {:<28} {:<12} {:<13} {:>8} {:>10}  {}\n",
             r.instance_id,
-            r.job_id.as_deref().unwrap_or("-"),
+            match (&r.job_id, &r.managed_by) {
+                (Some(_), _) => r.jobs.join(","),
+                (None, Some(m)) => format!("({m})"),
+                (None, None) => "-".into(),
+            },
             r.owner.as_deref().unwrap_or("-"),
             r.state,
             r.age_s

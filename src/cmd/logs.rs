@@ -155,7 +155,7 @@ async fn show(
                                 told_retry = true;
                             }
                             if let Some((base, _, _)) = attempt {
-                                if let Ok(newest) = super::newest_attempt(cloud, base).await {
+                                if let Ok(newest) = cloud.newest_attempt(base).await {
                                     if newest != records {
                                         ui.note(format!(
                                             "job {job}: following its attempt in {}",

@@ -137,8 +137,10 @@ impl Found {
 }
 
 /// Find a job: the registry's entry (this workstation started it), then its instance (by the
-/// id recorded, else by its launch tokens, else by its `rtb:job-id` tag), then its records
-/// (`--output`, the entry, or the instance's `rtb:records` tag).
+/// id recorded, else by its launch tokens, else by its `rtb:job-id` tag, else by its batch
+/// attempt's record), then its records (`--output`, the entry, or the instance's
+/// `rtb:records` tag). A batch pool's instance counts only while it runs this job: it goes
+/// on to other jobs, and its tags never name them.
 pub async fn find(
     cloud: &Cloud,
     registry: &Registry,
@@ -173,7 +175,11 @@ pub async fn find(
         }
     }
     let records = match output {
-        Some(o) => Some(newest_attempt(cloud, JobRecords::under_output(o, job_id)).await?),
+        Some(o) => Some(
+            cloud
+                .newest_attempt(JobRecords::under_output(o, job_id))
+                .await?,
+        ),
         None => None,
     };
     let records = match records {
@@ -212,6 +218,27 @@ pub async fn find(
             .and_then(|r| r.parse::<S3Url>().ok())
             .map(JobRecords::at)
     });
+    if instance.is_none() {
+        // A batch job on a pool instance: its attempt's record names the instance.
+        if let Some(a) = match &records {
+            Some(r) => cloud.attempt_record(r).await?,
+            None => None,
+        } {
+            let ids = [a.instance_id];
+            instance = cloud
+                .tagged_instances(&Select {
+                    ids: &ids,
+                    ..Select::default()
+                })
+                .await?
+                .into_iter()
+                .next();
+        }
+    }
+    let instance = match instance {
+        Some(i) if i.pool.is_some() => running_on_pool(cloud, i, job_id).await?,
+        other => other,
+    };
     Ok(Found {
         job_id: job_id.to_string(),
         entry,
@@ -295,28 +322,34 @@ async fn from_entry(
         return Ok(None);
     };
     match (&entry.aws_batch_queue, records.as_attempt()) {
-        (Some(_), Some((base, _, _))) => newest_attempt(cloud, base).await.map(Some),
+        (Some(_), Some((base, _, _))) => cloud.newest_attempt(base).await.map(Some),
         _ => Ok(Some(records)),
     }
 }
 
-/// A batch job keeps each attempt's records in a folder of its own under the job's
-/// (`<run>-a<attempt>/`): the newest attempt's, when there are any, else the job's folder.
-pub(crate) async fn newest_attempt(
+/// A pool instance, when it runs `job_id` now (with the deadline that job gave it), or None
+/// (the job ended, and the instance may be running others). An instance already gone is
+/// kept: it says how the job's instance ended.
+async fn running_on_pool(
     cloud: &Cloud,
-    base: JobRecords,
-) -> Result<JobRecords, crate::cloud::CloudError> {
-    let folders = cloud
-        .subfolders(base.bucket(), &base.root().dir_prefix())
-        .await?;
-    let newest = folders
+    mut i: TaggedInstance,
+    job_id: &str,
+) -> Result<Option<TaggedInstance>, crate::cloud::CloudError> {
+    if i.state.is_gone() {
+        return Ok(Some(i));
+    }
+    let seen = crate::inventory::pool::fetch(cloud, &i).await?;
+    if !seen.runs(job_id) {
+        return Ok(None);
+    }
+    i.deadline = seen
+        .current
         .iter()
-        .filter_map(|f| rtb_model::layout::parse_attempt_dir(f))
-        .max();
-    Ok(match newest {
-        Some((run, n)) => base.attempt(run, n),
-        None => base,
-    })
+        .filter(|c| c.job_id == job_id)
+        .filter_map(|c| c.deadline)
+        .max()
+        .or(i.deadline);
+    Ok(Some(i))
 }
 
 /// `12m`, `3h04m`, `2d05h`: ages and times left, short.

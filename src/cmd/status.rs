@@ -150,7 +150,8 @@ async fn show(
     i32::from(missing > 0)
 }
 
-/// A batch's jobs: from this workstation's registry, else from its instances' tags.
+/// A batch's jobs: from this workstation's registry, else from its instances (their tags, or
+/// a pool instance's records).
 async fn batch_jobs(
     registry: &Registry,
     aws: &crate::cli::AwsArgs,
@@ -174,7 +175,15 @@ async fn batch_jobs(
             ..Default::default()
         })
         .await?;
-    let mut ids: Vec<String> = found.into_iter().filter_map(|i| i.job_id).collect();
+    let mut ids: Vec<String> = Vec::new();
+    for i in found {
+        if i.pool.is_some() {
+            // A pool instance's tags name no job: its record lists the jobs handed to it.
+            ids.extend(crate::inventory::pool::fetch(&cloud, &i).await?.handed);
+        } else {
+            ids.extend(i.job_id);
+        }
+    }
     ids.sort();
     ids.dedup();
     Ok(ids)

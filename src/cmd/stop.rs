@@ -80,12 +80,35 @@ async fn stop_batch(batch: String, args: StopArgs) -> i32 {
         crate::ui::stderr_line(&format!("run-render: {line}{others}"));
         return 0;
     }
-    // The EC2 engine: the batch's instances still running, and their jobs.
+    stop_ec2_batch(&batch, &args).await
+}
+
+/// `stop --batch` on the EC2 engine. A client of the batch running on this machine is asked
+/// to stop as Ctrl-C asks it (it stops its running jobs with their outputs saved, starts
+/// nothing new, and ends its instances); then every job still running on the batch's
+/// instances (a pool instance's from the pool's records, as its tags name no job) is stopped
+/// the same way, and each instance is terminated once none of its jobs runs.
+async fn stop_ec2_batch(batch: &str, args: &StopArgs) -> i32 {
+    let registry = crate::registry::Registry::open();
+    let interrupts = Interrupts::listen_from(1);
+    let clients = crate::registry::live_clients(&registry.of_batch(batch));
+    for pid in &clients {
+        crate::ui::stderr_line(&format!(
+            "run-render: batch {batch}: its client runs here (pid {pid}): asking it to stop, as Ctrl-C does (its jobs save their outputs)"
+        ));
+        crate::registry::interrupt(*pid);
+    }
+    if !clients.is_empty() && !wait_for_exit(&clients, &interrupts).await {
+        crate::ui::stderr_line(&format!(
+            "run-render: batch {batch}: asked again: its client terminates its instances now"
+        ));
+        return exit::INTERRUPTED;
+    }
     let cloud = super::connect(&args.aws, None).await;
     let owner = crate::plan::owner();
     let live = match cloud
         .tagged_instances(&crate::cloud::Select {
-            batch: Some(&batch),
+            batch: Some(batch),
             owner: Some(&owner),
             ..Default::default()
         })
@@ -94,24 +117,147 @@ async fn stop_batch(batch: String, args: StopArgs) -> i32 {
         Ok(l) => l,
         Err(e) => return super::fail(&format!("batch {batch}: {e}"), exit::REMOTE),
     };
-    let jobs: Vec<String> = live
+    let mut work = Vec::new();
+    for i in live
         .into_iter()
-        .filter(|i| !i.state.is_gone())
-        .filter_map(|i| i.job_id)
-        .collect();
-    if jobs.is_empty() {
+        .filter(|i| !i.state.is_gone() && i.managed_by.is_none())
+    {
+        match jobs_on(&cloud, &registry, &i).await {
+            Ok(found) => work.push((i, found)),
+            Err(e) => return super::fail(&format!("batch {batch}: {}: {e}", i.id), exit::REMOTE),
+        }
+    }
+    if work.is_empty() {
         crate::ui::stderr_line(&format!(
-            "run-render: batch {batch}: no instance of yours tagged rtb:batch={batch} is running (an AWS Batch batch needs --queue)"
+            "run-render: batch {batch}: no instance of yours tagged rtb:batch={batch} is running{}",
+            if clients.is_empty() {
+                " (an AWS Batch batch needs --queue)"
+            } else {
+                ""
+            }
         ));
         return 0;
     }
-    let codes = futures::future::join_all(jobs.into_iter().map(|job| {
-        let mut one = args.clone();
-        one.batch = None;
-        stop_one(job, one)
-    }))
+    let codes = futures::future::join_all(
+        work.iter()
+            .map(|(i, found)| stop_instance(&cloud, &registry, &interrupts, i, found, args.json)),
+    )
     .await;
     codes.into_iter().find(|c| *c != 0).unwrap_or(0)
+}
+
+/// Wait for these processes to exit; false when asked to stop waiting (a second Ctrl-C,
+/// which is passed on to them).
+async fn wait_for_exit(pids: &[u32], interrupts: &Interrupts) -> bool {
+    loop {
+        if pids.iter().all(|p| !crate::registry::pid_alive(*p)) {
+            return true;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+            _ = interrupts.reached(2) => {
+                for p in pids {
+                    crate::registry::interrupt(*p);
+                }
+                return false;
+            }
+        }
+    }
+}
+
+/// The jobs running on one of the batch's instances, found as `stop JOB` finds a job.
+async fn jobs_on(
+    cloud: &crate::cloud::Cloud,
+    registry: &crate::registry::Registry,
+    i: &crate::cloud::TaggedInstance,
+) -> Result<Vec<super::Found>, crate::cloud::CloudError> {
+    if i.pool.is_none() {
+        // A detached batch's instance runs the one job its tags name.
+        return Ok(i
+            .job_id
+            .iter()
+            .map(|j| super::Found {
+                job_id: j.clone(),
+                entry: registry.get(j),
+                instance: Some(i.clone()),
+                records: i
+                    .records
+                    .as_deref()
+                    .and_then(|r| r.parse::<rtb_model::S3Url>().ok())
+                    .map(rtb_model::JobRecords::at),
+            })
+            .collect());
+    }
+    let seen = crate::inventory::pool::fetch(cloud, i).await?;
+    Ok(seen
+        .current
+        .into_iter()
+        .map(|c| {
+            let mut on = i.clone();
+            on.deadline = c.deadline.or(on.deadline);
+            super::Found {
+                entry: registry.get(&c.job_id),
+                job_id: c.job_id,
+                instance: Some(on),
+                records: c.records,
+            }
+        })
+        .collect())
+}
+
+/// Stop every job on one instance (their outputs saved), then terminate it.
+async fn stop_instance(
+    cloud: &crate::cloud::Cloud,
+    registry: &crate::registry::Registry,
+    interrupts: &Interrupts,
+    i: &crate::cloud::TaggedInstance,
+    jobs: &[super::Found],
+    json: bool,
+) -> i32 {
+    let ui = Ui::new(json);
+    let mut reports = futures::future::join_all(
+        jobs.iter()
+            .map(|f| super::attach::take_over(cloud, registry, f, &ui, interrupts, false)),
+    )
+    .await;
+    let pooled = reports.iter().all(|r| r.instance == InstanceFate::Pooled);
+    let mut code = 0;
+    if pooled {
+        // None of its jobs runs any more: the instance goes.
+        let ended = Instance::adopt(cloud, i.id.clone()).terminate().await;
+        for r in &mut reports {
+            match &ended {
+                Ok(_) => r.instance = InstanceFate::Terminated,
+                Err(e) => {
+                    r.instance = InstanceFate::Unconfirmed;
+                    r.exit_code = exit::UNCONFIRMED;
+                    crate::lifecycle::push_error(r, e.to_string());
+                }
+            }
+        }
+        if jobs.is_empty() {
+            match ended {
+                Ok(_) => ui.note(format!(
+                    "{}: no job of the batch runs on it; terminated",
+                    i.id
+                )),
+                Err(e) => {
+                    ui.note(e.to_string());
+                    code = exit::UNCONFIRMED;
+                }
+            }
+        }
+    }
+    for r in &reports {
+        let c = super::attach::print(&ui, r, json);
+        // Stopped, and its instance gone: what was asked.
+        let done = matches!(r.instance, InstanceFate::Terminated)
+            && (r.outcome == Outcome::Interrupted || c == exit::INTERRUPTED);
+        if !done && c != 0 && code == 0 {
+            code = c;
+        }
+    }
+    code
 }
 
 async fn stop_one(job: String, args: StopArgs) -> i32 {
@@ -200,7 +346,8 @@ async fn stop_one(job: String, args: StopArgs) -> i32 {
             return super::attach::print(&ui, &r, args.json);
         }
         let interrupts = Interrupts::listen_from(1);
-        let report = super::attach::take_over(&cloud, &registry, &found, &ui, &interrupts).await;
+        let report =
+            super::attach::take_over(&cloud, &registry, &found, &ui, &interrupts, true).await;
         let code = super::attach::print(&ui, &report, args.json);
         // The stop did what it was asked: the job stopped, and its instance is gone (or left
         // to its batch's other jobs).

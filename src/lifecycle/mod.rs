@@ -143,19 +143,9 @@ pub async fn run_on(
     interrupts: &Interrupts,
     registry: &Registry,
 ) -> (Report, Handback) {
+    // The instance's tags are its launch's for life (the client policy allows CreateTags
+    // only inside RunInstances): the pool's records in S3 say which job it runs now.
     let id = id.to_string();
-    let mut records = vec![(crate::plan::JOB_TAG, plan.job_id.as_str())];
-    let root = match &plan.work {
-        Work::Container(c) => c.records.as_ref().map(|r| r.root().to_string()),
-        Work::Shell(_) => None,
-    };
-    if let Some(root) = &root {
-        records.push((crate::plan::RECORDS_TAG, root.as_str()));
-    }
-    // The tags name the job the instance runs now: `status`, `list` and `cleanup` read them.
-    if let Err(e) = cloud.tag(&id, &records).await {
-        ui.note(format!("could not tag {id} with job {}: {e}", plan.job_id));
-    }
     let mut entry = registry_entry(plan, cloud);
     entry.instance_id = Some(id.clone());
     if let Err(e) = registry.save(&entry) {
@@ -559,6 +549,16 @@ impl Job<'_> {
             })
         });
     }
+}
+
+/// The report of a batch job that was not sent to its (ready) instance `instance_id`:
+/// nothing ran, and the instance is the pool's to hand on.
+pub fn not_started(plan: &Plan, cloud: &Cloud, instance_id: &str, why: String) -> Report {
+    let mut r = new_report(plan, cloud);
+    r.instance_id = Some(instance_id.to_string());
+    r.instance = InstanceFate::Pooled;
+    set(&mut r, Outcome::RemoteFailed, exit::REMOTE, why);
+    r
 }
 
 /// The registry's entry for a job about to be launched.

@@ -173,6 +173,20 @@ impl World {
         self.instances_tagged("rtb:job-id", job_id).await
     }
 
+    /// The instance a batch job's newest attempt was handed to, from the attempt's record
+    /// (`attempt.json` under `s3://bucket/<records prefix>`): a pool instance's tags name no job.
+    pub async fn batch_job_instance(&self, bucket: &str, records_prefix: &str) -> Option<String> {
+        let newest = self
+            .keys(bucket, records_prefix)
+            .await
+            .into_iter()
+            .filter(|k| k.ends_with("/attempt.json"))
+            .max()?;
+        let doc: serde_json::Value =
+            serde_json::from_slice(&self.get(bucket, &newest).await?).ok()?;
+        doc["instance_id"].as_str().map(str::to_string)
+    }
+
     /// (instance id, state) of every instance with tag `key` = `value`.
     pub async fn instances_tagged(&self, key: &str, value: &str) -> Vec<(String, String)> {
         let out = self

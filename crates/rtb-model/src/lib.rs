@@ -9,10 +9,12 @@ pub mod exit;
 pub mod job_id;
 pub mod layout;
 pub mod manifest;
+pub mod records;
 pub mod result;
 mod s3url;
 
 pub use layout::JobRecords;
+pub use records::{AttemptRecord, InstanceRecord, RunRecords};
 pub use result::{
     Checkpoints, JobResult, Outcome, Picture, PictureFlag, Resumed, Skipped, Thumbnail, Timings,
     Transfer, RESULT_SCHEMA,

@@ -10,6 +10,8 @@ use serde::Serialize;
 use crate::cloud::{Lifecycle, TaggedInstance};
 use crate::registry::Entry;
 
+pub mod pool;
+
 /// A job's state, as `status` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -151,11 +153,22 @@ pub struct Candidate<'a> {
     pub client_alive: bool,
 }
 
+/// Instances `cleanup` never ends, whatever their jobs: already ending, or a service's.
+pub fn left_alone(i: &TaggedInstance) -> Option<Verdict> {
+    if i.state.is_gone() {
+        return Some(Verdict::Keep("already ending".into()));
+    }
+    // A compute environment's instance carries our tag (its launch tags) and no job.
+    i.managed_by
+        .as_ref()
+        .map(|m| Verdict::Keep(format!("managed by {m}, which ends it")))
+}
+
 /// The pure decision for one instance. Only instances carrying the tool's tag reach here.
 pub fn verdict(c: &Candidate, now: SystemTime, older_than: Duration) -> Verdict {
     let i = c.instance;
-    if i.state.is_gone() {
-        return Verdict::Keep("already ending".into());
+    if let Some(v) = left_alone(i) {
+        return v;
     }
     if c.result {
         return Verdict::JobEnded;
@@ -222,6 +235,9 @@ mod tests {
                     now - Duration::from_secs((-s) as u64)
                 }
             }),
+            managed_by: None,
+            pool: None,
+            spot: false,
         }
     }
 
@@ -403,6 +419,17 @@ mod tests {
         );
         let gone = instance(Lifecycle::Terminated, 7200, Some(-5), true);
         assert!(matches!(c(&gone, true, true, false), Verdict::Keep(_)));
+        let batch_ce = TaggedInstance {
+            job_id: None,
+            records: None,
+            deadline: None,
+            managed_by: Some("AWS Batch".into()),
+            ..orphan.clone()
+        };
+        assert!(
+            matches!(c(&batch_ce, false, false, false), Verdict::Keep(why) if why.contains("AWS Batch")),
+            "a compute environment's instance: no job, old, but not ours to end"
+        );
         let shell = instance(Lifecycle::Running, 7200, Some(3600), false);
         assert!(
             matches!(c(&shell, false, false, false), Verdict::Keep(_)),
