@@ -179,16 +179,16 @@ timeout = "10m"
             }
         }
         if killed.is_none() {
-            let keys = w.keys(&bucket, &format!("run/3/_rtb-job/{lost}/")).await;
+            let records = format!("run/3/_rtb-job/{lost}/");
+            let keys = w.keys(&bucket, &records).await;
             if keys.iter().any(|k| k.contains("/log/")) {
-                if let Some((id, _)) = w
-                    .instances_of(&lost)
-                    .await
-                    .into_iter()
-                    .find(|(_, s)| s == "running")
-                {
-                    w.terminate(&id).await;
-                    killed = Some(id);
+                // A pool instance's tags name its run, not its job: the job's attempt record
+                // says where it runs.
+                if let Some(id) = w.batch_job_instance(&bucket, &records).await {
+                    if w.state_of(&id).await == "running" {
+                        w.terminate(&id).await;
+                        killed = Some(id);
+                    }
                 }
             }
         }
@@ -500,6 +500,8 @@ timeout = "10m"
             .env("AWS_ENDPOINT_URL", &moto)
             .env("AWS_ACCESS_KEY_ID", "test")
             .env("AWS_SECRET_ACCESS_KEY", "test")
+            // The jobs' own credentials in the test world (never the client's, on AWS).
+            .env("RUN_RENDER_TEST_JOB_CREDENTIALS", "test:test")
             .output()
             .expect("run");
         (

@@ -341,14 +341,59 @@ fn attempt_settings(
     base: Option<&JobRecords>,
     run_id: &str,
 ) -> BTreeMap<String, String> {
-    use rtb_model::contract::{LOG_BUCKET, RUN_ID};
+    use rtb_model::contract::{ATTEMPT, CHECKPOINT_EVERY, LOG_BUCKET, RESUME_FROM, RUN_ID};
     let mut settings: BTreeMap<String, String> = match &plan.work {
         crate::plan::Work::Container(c) => c.env.iter().cloned().collect(),
         crate::plan::Work::Shell(_) => BTreeMap::new(),
     };
+    // AWS Batch numbers the attempts (AWS_BATCH_JOB_ATTEMPT): a number of ours would name
+    // every retry's records folder after the first attempt.
+    settings.remove(ATTEMPT.name);
     if let Some(base) = base {
         settings.insert(LOG_BUCKET.name.to_string(), base.root().to_string());
         settings.insert(RUN_ID.name.to_string(), run_id.to_string());
+        // A retry that AWS Batch makes resumes from what the attempt before it checkpointed.
+        if settings.contains_key(CHECKPOINT_EVERY.name) {
+            settings.insert(RESUME_FROM.name.to_string(), "previous".to_string());
+        }
     }
     settings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::jobs::{jobs, Engine};
+
+    /// AWS Batch numbers the attempts itself, and a retry it makes resumes from the attempt
+    /// before when the job checkpoints.
+    #[test]
+    fn a_rows_settings_leave_the_attempt_to_aws_batch() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("jobs.csv"), "n\n1\n").unwrap();
+        let f = d.path().join("b.toml");
+        std::fs::write(
+            &f,
+            "[batch]\ncsv = \"jobs.csv\"\n[job]\ncommand = \"r\"\noutput = \"s3://lab-bucket/${n}\"\ncheckpoint-every = \"15m\"\n",
+        )
+        .unwrap();
+        let js = jobs(
+            &crate::batch::BatchFile::load(&f).unwrap(),
+            &[],
+            Engine::AwsBatch,
+        )
+        .unwrap();
+        let plan = js[0].plan_attempt("b", "r1", 1, false);
+        let s = attempt_settings(&plan, js[0].records_base().as_ref(), "r1");
+        assert!(!s.contains_key("RTB_ATTEMPT"), "{s:?}");
+        assert_eq!(s.get("RTB_RUN_ID").map(String::as_str), Some("r1"));
+        assert_eq!(
+            s.get("RTB_RESUME_FROM").map(String::as_str),
+            Some("previous")
+        );
+        assert_eq!(
+            s.get("LOG_BUCKET").map(String::as_str),
+            Some("s3://lab-bucket/1/_rtb-job/b-1/")
+        );
+    }
 }
