@@ -45,13 +45,13 @@ pub struct Attempt {
     /// Why it was tried again, when it was.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retried_because: Option<String>,
-    /// When it began and ended on its instance: the ledger's times.
+    /// When it ran: the ledger's times and the page's timeline.
     #[serde(skip)]
-    pub ran: Option<(std::time::SystemTime, std::time::SystemTime)>,
+    pub ran: Option<Span>,
 }
 
-/// When an attempt ran (for the page's timeline): from its start (the launch, when it
-/// launched its instance) to its end, of which `boot_s` launching and booting.
+/// When an attempt ran: from its start (the launch, when it launched its instance) to its end,
+/// of which `boot_s` launching and booting.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Span {
     pub started: SystemTime,
@@ -81,8 +81,6 @@ pub struct Snapshot {
 #[derive(Debug, Clone, Default)]
 pub struct JobEnd {
     pub attempts: Vec<Attempt>,
-    /// When each attempt ran, in order, when the pool timed them.
-    pub spans: Vec<Span>,
     /// The last attempt's report.
     pub report: Option<Report>,
     /// When the job was not run by this batch (it succeeded earlier, or the batch stopped
@@ -325,11 +323,11 @@ impl<'a> Pool<'a> {
             .now
             .remove(&j)
             .map_or((ended, 0.0), |r| (r.since, r.boot_s));
-        st.ends[j].spans.push(Span {
+        let ran = Span {
             started,
             ended,
             boot_s,
-        });
+        };
         let attempts = st.ends[j].attempts.len() as u32 + 1;
         let next = retry::decide(
             &Attempted {
@@ -357,7 +355,7 @@ impl<'a> Pool<'a> {
             seconds: report.phases.total_s,
             error: report.error.clone(),
             retried_because: None,
-            ran: ran_until_now(report.phases.total_s),
+            ran: Some(ran),
         };
         match next {
             Next::Retry { why, spot } => {
@@ -649,10 +647,14 @@ impl<'a> Pool<'a> {
 }
 
 /// An attempt that took `seconds` and ended now: when it began and ended.
-pub fn ran_until_now(seconds: f64) -> Option<(std::time::SystemTime, std::time::SystemTime)> {
-    let now = std::time::SystemTime::now();
+pub fn ran_until_now(seconds: f64) -> Option<Span> {
+    let ended = SystemTime::now();
     let took = Duration::try_from_secs_f64(seconds).ok()?;
-    Some((now.checked_sub(took)?, now))
+    Some(Span {
+        started: ended.checked_sub(took)?,
+        ended,
+        boot_s: 0.0,
+    })
 }
 
 /// An instance's first job, taken when it was launched: (job, plan, view line, attempt).

@@ -408,11 +408,16 @@ pub async fn of_batch(
                         .cloned()
                         .unwrap_or_default(),
                     spot: a.spot,
-                    launched: a.ran.map(|r| r.0),
+                    launched: a.ran.map(|r| r.started),
                     ended: ended_at.get(id).copied(),
                 });
             }
-            if let Some((start, end_at)) = a.ran {
+            if let Some(crate::batch::pool::Span {
+                started: start,
+                ended: end_at,
+                ..
+            }) = a.ran
+            {
                 uses.push(Use {
                     job_id: job.job_id.clone(),
                     attempt: n as u32 + 1,

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use super::state::{last_attempt, runnable_cause};
 use super::RunError;
 use crate::batch::jobs::BatchJob;
-use crate::batch::pool::{Attempt, JobEnd, PoolStats};
+use crate::batch::pool::{Attempt, JobEnd, PoolStats, Span};
 use crate::batch::view::{Counts, View};
 use crate::cloud::{Cloud, CloudError};
 use crate::engine::aws_batch::{sizes, AwsBatch, BatchError, JobOfBatch, JobState, Submitted};
@@ -193,7 +193,13 @@ impl Follow<'_> {
                 seconds,
                 error: error.clone(),
                 retried_because: None,
-                ran: status.and_then(|st| st.started_at.zip(st.stopped_at)),
+                ran: status.and_then(|st| st.started_at.zip(st.stopped_at)).map(
+                    |(started, ended)| Span {
+                        started,
+                        ended,
+                        boot_s: 0.0,
+                    },
+                ),
             });
             ends[j].report = Some(Report {
                 job_id: s.job_id.clone(),

@@ -99,7 +99,7 @@ pub fn from_run(f: &RunFacts<'_>) -> Page {
         for (k, a) in end.attempts.iter().enumerate() {
             let last = k + 1 == end.attempts.len();
             // Timed by the pool; else (AWS Batch, --detach) the runner's own times.
-            let (start, stop, boot_s) = match end.spans.get(k) {
+            let (start, stop, boot_s) = match a.ran {
                 Some(s) => (Some(s.started), Some(s.ended), s.boot_s),
                 None => match result.filter(|_| last) {
                     Some(r) => (time(&r.started_at), time(&r.finished_at), 0.0),
@@ -306,13 +306,13 @@ async fn card_from_records(cloud: &Cloud, k: &Known, output: &S3Url) -> Result<C
     let mut attempts: Vec<(u32, String)> = Vec::new();
     let newest_run = folders
         .iter()
-        .filter_map(|f| parse_attempt_folder(f).map(|(run, _)| run))
+        .filter_map(|f| rtb_model::layout::parse_attempt_dir(f).map(|(run, _)| run))
         .max()
         .map(str::to_string);
     if let Some(run) = &newest_run {
         attempts = folders
             .iter()
-            .filter_map(|f| parse_attempt_folder(f))
+            .filter_map(|f| rtb_model::layout::parse_attempt_dir(f))
             .filter(|(r, _)| r == run)
             .map(|(_, n)| (n, format!("{run}-a{n}/")))
             .collect();
@@ -437,13 +437,6 @@ async fn card_from_records(cloud: &Cloud, k: &Known, output: &S3Url) -> Result<C
     Ok(card)
 }
 
-/// `(run, n)` of an attempt's records folder, `<run>-a<n>` (see `BatchJob::plan_attempt`).
-fn parse_attempt_folder(name: &str) -> Option<(&str, u32)> {
-    let (run, n) = name.rsplit_once("-a")?;
-    let n: u32 = n.parse().ok().filter(|n| *n >= 1)?;
-    (run.starts_with('r') && n.to_string().len() == name.len() - run.len() - 2).then_some((run, n))
-}
-
 fn outcome_text(o: rtb_model::Outcome) -> &'static str {
     match o {
         rtb_model::Outcome::Succeeded => "succeeded",
@@ -516,21 +509,6 @@ mod tests {
     }
 
     #[test]
-    fn attempt_folders() {
-        let table = [
-            ("r20261201T101500-a1", Some(("r20261201T101500", 1))),
-            ("r1-a12", Some(("r1", 12))),
-            ("r1-a0", None),
-            ("r1-a01", None),
-            ("log", None),
-            ("x-a2", None),
-        ];
-        for (name, want) in table {
-            assert_eq!(parse_attempt_folder(name), want, "{name}");
-        }
-    }
-
-    #[test]
     fn a_running_batch_shows_every_job_where_it_stands() {
         let jobs = jobs(5);
         let mut snap = Snapshot {
@@ -541,7 +519,7 @@ mod tests {
         snap.ends[0]
             .attempts
             .push(pool_attempt(Outcome::Succeeded, "i-1", None));
-        snap.ends[0].spans.push(Span {
+        snap.ends[0].attempts[0].ran = Some(Span {
             started: at(0),
             ended: at(10),
             boot_s: 3.0,
@@ -553,7 +531,7 @@ mod tests {
             "i-2",
             Some("instance lost"),
         ));
-        snap.ends[1].spans.push(Span {
+        snap.ends[1].attempts[0].ran = Some(Span {
             started: at(0),
             ended: at(5),
             boot_s: 3.0,
@@ -564,7 +542,7 @@ mod tests {
         snap.ends[2]
             .attempts
             .push(pool_attempt(Outcome::JobFailed, "i-1", None));
-        snap.ends[2].spans.push(Span {
+        snap.ends[2].attempts[0].ran = Some(Span {
             started: at(10),
             ended: at(20),
             boot_s: 0.0,
