@@ -2,7 +2,7 @@
 //! command (error, timeout, signal), the outputs, the log and the result record are uploaded.
 
 use std::sync::{Arc, OnceLock};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -26,6 +26,11 @@ use crate::transfer::{self, Transfers};
 /// The newest spot notice, when notices are watched.
 type Notices = Option<watch::Receiver<Option<Interrupted>>>;
 
+/// How long the bucket check waits out answers that say "later": no answer, throttling, a
+/// 5xx, or no credentials yet (a fresh instance's role credentials and network can take some
+/// seconds to appear). A missing bucket or a refusal ends it at once.
+pub const BUCKET_CHECK_PATIENCE: Duration = Duration::from_secs(60);
+
 /// Check that every bucket the job names exists and is reachable, before any work starts.
 pub async fn check_buckets(settings: &Settings, s3: &aws_sdk_s3::Client) -> Result<(), String> {
     let mut named = Vec::new();
@@ -41,14 +46,49 @@ pub async fn check_buckets(settings: &Settings, s3: &aws_sdk_s3::Client) -> Resu
     if let Some(r) = &settings.records {
         named.push(("LOG_BUCKET", r.bucket()));
     }
-    for (setting, bucket) in named {
-        if let Err(e) = s3.head_bucket().bucket(bucket).send().await {
-            let why = match e.as_service_error() {
-                Some(se) if se.is_not_found() => "does not exist".to_string(),
-                _ => format!(
-                    "is not reachable ({})",
-                    crate::transfer::S3Cause::from_sdk(&e)
-                ),
+    check_reachable(s3, &named, BUCKET_CHECK_PATIENCE).await
+}
+
+/// HeadBucket each `(setting, bucket)`, trying again for up to `patience` while the answer
+/// says "later" (see [`BUCKET_CHECK_PATIENCE`]); the first definite failure is the error.
+pub async fn check_reachable(
+    s3: &aws_sdk_s3::Client,
+    named: &[(&str, &str)],
+    patience: Duration,
+) -> Result<(), String> {
+    let started = Instant::now();
+    for &(setting, bucket) in named {
+        let mut pause = Duration::from_millis(500);
+        let mut waited = false;
+        loop {
+            let e = match s3.head_bucket().bucket(bucket).send().await {
+                Ok(_) => break,
+                Err(e) => e,
+            };
+            let cause = crate::transfer::S3Cause::from_sdk(&e);
+            // HeadBucket's answers have no body: an error's status is all it says.
+            let said = match (&cause.code, cause.status) {
+                (None, Some(status)) => format!("S3 answered HTTP {status}"),
+                _ => cause.to_string(),
+            };
+            let not_found = e.as_service_error().is_some_and(|se| se.is_not_found());
+            let later = !not_found && (e.raw_response().is_none() || cause.is_transient());
+            if later && started.elapsed() + pause < patience {
+                if !waited {
+                    eprintln!(
+                        "rtb-job: {setting}: bucket '{bucket}' is not reachable yet ({said}); trying again for up to {} s",
+                        patience.as_secs()
+                    );
+                    waited = true;
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+                continue;
+            }
+            let why = if not_found {
+                "does not exist".to_string()
+            } else {
+                format!("is not reachable ({said})")
             };
             return Err(format!(
                 "{setting}: bucket '{bucket}' {why}; check the name, the region and the instance role's S3 permissions"

@@ -417,3 +417,51 @@ async fn refused_log_chunks_back_off_hold_a_bounded_amount_and_resume() {
     assert_eq!(file.lines().count() as u64, sent + 1);
     common::remove_bucket(&direct, &bucket).await;
 }
+
+/// A fresh instance may meet S3 saying "later" (throttling, a 5xx, credentials not served yet)
+/// for some seconds: the runner's bucket check waits that out instead of refusing its settings
+/// (a refused job fails its attempt); a missing bucket is still refused at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bucket_check_waits_out_a_slow_start_but_not_a_missing_bucket() {
+    let direct = common::client().await;
+    let bucket = unique_bucket(&direct, "slowstart").await;
+    let (proxy, client) = proxied().await;
+
+    // Six 503s: more than the SDK's own three attempts of one call.
+    proxy.add(
+        Rule::on("HeadBucket")
+            .error(503, "ServiceUnavailable")
+            .times(6),
+    );
+    let named = [("OUTPUT_BUCKET", bucket.as_str())];
+    rtb_job::job::check_reachable(&client, &named, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("a slow start is waited out: {e}"));
+    assert!(
+        calls_to(&proxy, "HeadBucket", &bucket) >= 7,
+        "asked again after the answers that said later: {:?}",
+        proxy.calls()
+    );
+
+    // A bucket that does not exist: refused at once, without waiting out the patience.
+    let started = std::time::Instant::now();
+    let missing = format!("{bucket}-missing");
+    let e = rtb_job::job::check_reachable(
+        &client,
+        &[("INPUT_BUCKET", missing.as_str())],
+        Duration::from_secs(30),
+    )
+    .await
+    .expect_err("a missing bucket is refused");
+    assert!(e.contains("INPUT_BUCKET") && e.contains("does not exist"), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+
+    // Answers that keep saying later end at the patience, with the cause.
+    proxy.add(Rule::on("HeadBucket").error(503, "ServiceUnavailable"));
+    let started = std::time::Instant::now();
+    let e = rtb_job::job::check_reachable(&client, &named, Duration::from_secs(3))
+        .await
+        .expect_err("an S3 that never answers well is refused at the patience");
+    assert!(e.contains("is not reachable (S3 answered HTTP 503)"), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+}

@@ -201,6 +201,11 @@ impl S3Cause {
         self.code.as_deref() == Some(code)
     }
 
+    /// Worth asking again a little later (throttling, a 5xx, no answer).
+    pub fn is_transient(&self) -> bool {
+        self.failure() == Failure::Transient
+    }
+
     pub(crate) fn failure(&self) -> Failure {
         let code = self.code.as_deref().unwrap_or_default();
         if FATAL_CODES.contains(&code) {
