@@ -453,8 +453,15 @@ async fn the_bucket_check_waits_out_a_slow_start_but_not_a_missing_bucket() {
     )
     .await
     .expect_err("a missing bucket is refused");
-    assert!(e.contains("INPUT_BUCKET") && e.contains("does not exist"), "{e}");
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        e.contains("INPUT_BUCKET") && e.contains("does not exist"),
+        "{e}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
 
     // Answers that keep saying later end at the patience, with the cause.
     proxy.add(Rule::on("HeadBucket").error(503, "ServiceUnavailable"));
@@ -463,5 +470,9 @@ async fn the_bucket_check_waits_out_a_slow_start_but_not_a_missing_bucket() {
         .await
         .expect_err("an S3 that never answers well is refused at the patience");
     assert!(e.contains("is not reachable (S3 answered HTTP 503)"), "{e}");
-    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
 }
