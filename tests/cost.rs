@@ -5,7 +5,9 @@
 //! cost over six, and on-budget = "stop" saving the running job's outputs.
 //!
 //! MiniStack has neither the Price List API nor spot price history: without `--price` every
-//! figure here is unknown, which the refusal test relies on.
+//! figure here is unknown, which the refusal test relies on. One test puts the fault proxy's
+//! Price List answers (tests/world/prices.py, the real response shape) in front of it: a job
+//! costed from the Price List, and unknown when the Price List does not answer.
 
 mod common;
 
@@ -602,4 +604,101 @@ async fn on_budget_stop_saves_the_running_jobs_outputs() {
     assert_eq!(frame.as_deref(), Some(&b"done"[..]), "{}", done.all());
     eprintln!("budget $0.08, stop: spent ${:.4}", f(&summary["cost_usd"]));
     assert!(f(&summary["cost_usd"]) <= 0.08 + 0.06, "{summary}");
+}
+
+/// Prices from the real APIs' answers (the proxy serves GetProducts in the Price List's shape,
+/// which MiniStack lacks): a job run without --price is costed from the Price List, says so,
+/// and agrees with EC2's instance time at that price (60 s minimum); when the Price List does
+/// not answer, the cost is unknown (never a built-in figure) and a budget is refused before
+/// anything is launched.
+#[tokio::test]
+async fn a_job_is_costed_from_the_price_list_and_unknown_without_it() {
+    use rtb_testkit::{FaultProxy, PriceAnswer, Prices};
+    let w = World::new().await;
+    let desk = Desk::new();
+    let bucket = w.bucket("cost-list").await;
+    let ami = w.test_ami().await;
+    let proxy = FaultProxy::start();
+    proxy.set_prices(Prices::new().on_demand("t3.micro", "us-east-1", "0.1040"));
+    let job = unique("listed");
+    let args = |job: &str, extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "run",
+            "--ami",
+            &ami,
+            "--instance-type",
+            "t3.micro",
+            "--image",
+            &support_image(),
+            "--interpreter",
+            "octave-cli",
+            "--command",
+            "disp(42)",
+            "--output",
+            &format!("s3://{bucket}/{job}"),
+            "--job-id",
+            job,
+            "--endpoint-url",
+            &proxy.endpoint(),
+            "--json",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let a = args(&job, &[]);
+    let doc = desk.json(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(doc["outcome"], "succeeded", "{doc}");
+    assert!(
+        proxy.calls().iter().any(|c| c.action == "GetProducts"),
+        "the Price List was asked"
+    );
+    // The instance's billed time (EC2's launch time to its end, 60 s minimum) at the listed
+    // price.
+    let (id, _) = w
+        .instances_of(&job)
+        .await
+        .into_iter()
+        .next()
+        .expect("its instance");
+    let instances = doc["cost"]["instances"].as_array().expect("instances");
+    assert_eq!(instances.len(), 1, "{doc}");
+    assert_eq!(instances[0]["id"], id.as_str(), "{doc}");
+    let billed = instances[0]["billed_s"].as_u64().expect("billed_s") as f64;
+    assert!(billed >= 60.0, "{doc}");
+    let want = billed * 0.1040 / 3600.0;
+    assert!(
+        (f(&doc["cost_usd"]) - want).abs() < 0.00005,
+        "cost {} against {want:.6} for {billed} s: {doc}",
+        doc["cost_usd"]
+    );
+    assert_eq!(doc["price_source"], "AWS Price List API", "{doc}");
+    let price = &doc["cost"]["prices"][0];
+    assert_eq!(price["source"], "price-list", "{doc}");
+    assert_eq!(price["usd_per_hour"], 0.104, "{doc}");
+    assert_eq!(price["place"], "us-east-1", "{doc}");
+
+    // The Price List cut off, on a desk with no cached price: unknown, and a budget refused.
+    let desk = Desk::new();
+    proxy.set_prices(
+        Prices::new()
+            .on_demand("t3.micro", "us-east-1", "0.1040")
+            .answer_get_products(PriceAnswer::NoAnswer),
+    );
+    let job = unique("unlisted");
+    let a = args(&job, &["--max-cost", "5"]);
+    let (code, out, err) = desk.out(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, Some(2), "{out}{err}");
+    let line: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(line.len(), 1, "one line: {err}");
+    assert!(
+        line[0].contains("--max-cost") && line[0].contains("--price"),
+        "{err}"
+    );
+    assert!(w.instances_of(&job).await.is_empty(), "nothing launched");
+    let a = args(&job, &["--dry-run"]);
+    let doc = desk.json(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(doc["cost"]["worst_case_usd"].is_null(), "{doc}");
 }
