@@ -159,6 +159,11 @@ async fn failing_job_exits_non_zero_keeps_its_log_and_terminates() {
     assert_eq!(report["exit_code"], 1);
     assert_eq!(report["instance"], "terminated");
     assert_eq!(report["result"]["outcome"], "failed");
+    // The runner's record names the instance it ran on (read from the instance metadata).
+    assert_eq!(
+        report["result"]["instance_id"], report["instance_id"],
+        "{report}"
+    );
     // The summary carries MATLAB's own message, not just an exit code.
     assert_eq!(report["error"], "the command failed: test-error");
     // With --json the log goes to stderr.

@@ -54,6 +54,7 @@ import iam_policy
 HERE = os.path.dirname(os.path.abspath(__file__))
 CONTROL_PREFIX = "/_iam/"
 IMDS_PREFIX = "/_imds/"
+INSTANCE_ID_PATH = "/latest/meta-data/instance-id"
 MANAGED_DIR = os.path.join(HERE, "iam-managed")
 # Denials kept per scope (a runaway loop of refused calls must not eat the proxy's memory).
 MAX_DENIALS = 1000
@@ -225,6 +226,10 @@ class Iam:
             instance, _, tail = rest.partition("/")
             flow.metadata["iam.imds_instance"] = instance
             req.path = "/" + tail
+            if urlsplit(req.path).path == INSTANCE_ID_PATH and re.fullmatch(r"i-[0-9a-zA-Z]+", instance):
+                # The emulator serves one metadata service for all instances and names one
+                # instance to all of them; each instance's own id is what AWS answers.
+                flow.response = http.Response.make(200, instance, {"Content-Type": "text/plain"})
             return
         reg = self.keys.get(access_key(req))
         if reg is None:
