@@ -405,6 +405,18 @@ async fn summary_status_and_cost_agree_with_ec2s_instance_times() {
         "total {total} vs {billed} s"
     );
     assert!((by_job.values().sum::<f64>() - total).abs() < 0.005);
+    // The batch's page shows the same figures, the batch's and each job's.
+    let model = desk
+        .dir
+        .path()
+        .join(format!("run-render-logs/{name}/report.json"));
+    let page: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&model).expect("the page's model")).unwrap();
+    assert!((f(&page["cost_usd"]) - total).abs() < 1e-9, "{page}");
+    for card in page["jobs"].as_array().expect("cards") {
+        let job = card["job_id"].as_str().unwrap();
+        assert!((f(&card["cost_usd"]) - by_job[job]).abs() < 1e-9, "{card}");
+    }
     // The failed job's cost is its failed attempt's.
     let failed = jobs
         .iter()

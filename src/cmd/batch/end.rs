@@ -60,7 +60,7 @@ pub(super) async fn summarize(
         }
     }
     let wall_s = end.t0.elapsed().as_secs_f64();
-    let page = collect::from_run(&RunFacts {
+    let mut page = collect::from_run(&RunFacts {
         batch: end.name,
         engine: end.engine,
         jobs: end.jobs,
@@ -73,6 +73,24 @@ pub(super) async fn summarize(
         now: SystemTime::now(),
         wall_s: Some(wall_s),
     });
+    if let Some(cost) = end.cost {
+        // The summary's figures, on the page too.
+        page.cost_usd = cost.total_usd;
+        let ran: std::collections::HashMap<&str, bool> = end
+            .jobs
+            .iter()
+            .zip(ends.iter())
+            .map(|(job, e)| {
+                let ran = e.attempts.iter().any(|a| a.instance_id.is_some());
+                (job.job_id.as_str(), ran)
+            })
+            .collect();
+        for card in &mut page.jobs {
+            if let Some(&ran) = ran.get(card.job_id.as_str()) {
+                card.cost_usd = cost.job_usd(&card.job_id, ran);
+            }
+        }
+    }
     let published: Published = publisher.finish(page).await;
     let summary = Summary {
         name: end.name,
