@@ -168,19 +168,12 @@ impl Plan {
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, SystemTime};
+    use std::time::Duration;
 
     use super::*;
 
-    fn plan(args: &[&str]) -> Result<Plan, PlanError> {
-        let mut v = vec!["run-render", "--ami", "ami-0123456789abcdef0"];
-        v.extend_from_slice(args);
-        Plan::from_args(crate::cli::parse_run(v).unwrap(), SystemTime::now())
-    }
-
-    fn err(args: &[&str]) -> String {
-        plan(args).unwrap_err().to_string()
-    }
+    // The plan module's own helpers: a plan from run's flags, and its error's text.
+    use crate::plan::tests::{err, plan};
 
     #[test]
     fn checkpoint_every_is_a_runner_setting() {

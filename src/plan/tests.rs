@@ -1,12 +1,12 @@
 use super::*;
 
-fn plan(args: &[&str]) -> Result<Plan, PlanError> {
+pub(super) fn plan(args: &[&str]) -> Result<Plan, PlanError> {
     let mut v = vec!["run-render", "--ami", "ami-0123456789abcdef0"];
     v.extend_from_slice(args);
     Plan::from_args(crate::cli::parse_run(v).unwrap(), SystemTime::now())
 }
 
-fn err(args: &[&str]) -> String {
+pub(super) fn err(args: &[&str]) -> String {
     plan(args).unwrap_err().to_string()
 }
 
