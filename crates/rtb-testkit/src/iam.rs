@@ -39,8 +39,8 @@ pub struct ScopeSetup {
     /// The instance role's (default: `instance-role-policy.json` and
     /// `managed/AmazonSSMManagedInstanceCore.json`).
     pub instance_policies: Vec<String>,
-    /// An AWS Batch job's: the compute environment's instance role (default:
-    /// `batch-instance-role-policy.json`, `instance-role-policy.json`).
+    /// An AWS Batch job's: the job role `aws-batch setup` makes, `<queue>-job` (default:
+    /// `instance-role-policy.json`, `batch-job-role-policy.json`).
     pub batch_job_policies: Vec<String>,
 }
 
@@ -61,8 +61,8 @@ impl Default for ScopeSetup {
                 "managed/AmazonSSMManagedInstanceCore.json".into(),
             ],
             batch_job_policies: vec![
-                "batch-instance-role-policy.json".into(),
                 "instance-role-policy.json".into(),
+                "batch-job-role-policy.json".into(),
             ],
         }
     }
