@@ -107,7 +107,8 @@ async fn a_batch_file_runs_on_aws_batch_with_one_matlab_error() {
     assert_eq!(env.get("AWS_ACCESS_KEY_ID"), Some(&key), "{env:?}");
     assert_eq!(env.get("AWS_SECRET_ACCESS_KEY"), Some(&secret), "{env:?}");
     assert!(
-        !env.values().any(|v| *v == scope.client().key_id || *v == scope.client().secret)
+        !env.values()
+            .any(|v| *v == scope.client().key_id || *v == scope.client().secret)
             && !env.contains_key("AWS_SESSION_TOKEN"),
         "the client's own keys reached the definition: {env:?}"
     );

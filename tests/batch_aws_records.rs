@@ -11,7 +11,9 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::moto::{assert_no_denials, batch_file, clients, moto, queue, rows, scope, Clients, Desk};
+use common::moto::{
+    assert_no_denials, batch_file, clients, moto, queue, rows, scope, Clients, Desk,
+};
 use common::unique;
 
 /// The local record `batch` keeps of a submission (`<state>/run-render/batches/<name>.json`).

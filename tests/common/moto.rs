@@ -92,7 +92,9 @@ impl Desk {
     /// From now on the client runs as `scope`'s client through its IAM proxy in front of moto,
     /// and gives its AWS Batch jobs the scope's job keys.
     pub fn enforce(&mut self, scope: &IamScope) {
-        self.endpoint = scope.moto_endpoint().expect("an IAM proxy in front of moto");
+        self.endpoint = scope
+            .moto_endpoint()
+            .expect("an IAM proxy in front of moto");
         self.env = vec![
             ("AWS_ACCESS_KEY_ID", scope.client().key_id.clone()),
             ("AWS_SECRET_ACCESS_KEY", scope.client().secret.clone()),
