@@ -6,8 +6,8 @@
 //!
 //! The client runs as the shipped client policy's principal and its instances as the instance
 //! role, through the world's IAM proxy (`World::enforced`); each test fails on a refused call.
-//! Not `cleanup_all_owners_...`: it needs a MiniStack account of its own (`--all-owners` would
-//! end other tests' instances), and every key the proxy evaluates acts in the shared account.
+//! `cleanup_all_owners_...` needs a MiniStack account of its own (`--all-owners` would end other
+//! tests' instances): its client signs with that account's 12-digit key, registered as a scope.
 
 mod common;
 
@@ -212,13 +212,20 @@ async fn cleanup_all_owners_leaves_a_compute_environments_instances_alone() {
         ],
     )
     .await;
-    let desk = Desk::new();
+    // The client under the shipped client policy, through the IAM proxy, in that account.
+    let scope = rtb_testkit::IamScope::with_client_key(
+        rtb_testkit::ScopeSetup {
+            account: account.clone(),
+            ..rtb_testkit::ScopeSetup::default()
+        },
+        &account,
+    );
+    let desk = Desk {
+        env: scope.client_env(),
+        ..Desk::new()
+    };
     let run = |args: &[&str]| {
-        let o = desk
-            .cmd(args)
-            .env("AWS_ACCESS_KEY_ID", &account)
-            .output()
-            .expect("run");
+        let o = desk.cmd(args).output().expect("run");
         (
             o.status.code(),
             String::from_utf8_lossy(&o.stdout).into_owned(),
@@ -266,6 +273,11 @@ async fn cleanup_all_owners_leaves_a_compute_environments_instances_alone() {
         "{out}"
     );
     let _ = ec2.terminate_instances().instance_ids(&ce).send().await;
+    assert!(
+        scope.evaluated("client") > 0,
+        "the client went through the IAM proxy"
+    );
+    scope.assert_no_denials();
 }
 
 /// Octave code that writes `frame.txt` holding `text` into the job's outputs.

@@ -118,6 +118,23 @@ impl IamScope {
     }
 
     pub fn with(setup: ScopeSetup) -> IamScope {
+        IamScope::build(setup, new_credentials())
+    }
+
+    /// A scope whose client signs with `key_id` (and a fresh secret). A 12-digit key id makes
+    /// MiniStack act in that account, away from every other test's resources; give it as
+    /// `setup.account` too, so the policies' ARNs name that account.
+    pub fn with_client_key(setup: ScopeSetup, key_id: &str) -> IamScope {
+        IamScope::build(
+            setup,
+            Credentials {
+                key_id: key_id.to_string(),
+                secret: random_word(40),
+            },
+        )
+    }
+
+    fn build(setup: ScopeSetup, client: Credentials) -> IamScope {
         let endpoint = world_url("RTB_WORLD_IAM_URL");
         let moto_endpoint = std::env::var("RTB_WORLD_MOTO_IAM_URL")
             .ok()
@@ -131,7 +148,7 @@ impl IamScope {
             proxies,
             endpoint,
             moto_endpoint,
-            client: new_credentials(),
+            client,
             batch_job: new_credentials(),
             setup: Mutex::new(setup),
         };
