@@ -610,7 +610,8 @@ async fn stop_ends_every_running_job_of_the_batch() {
         .await
         .expect("stop again");
     assert!(again.terminated.is_empty(), "{again:?}");
-    m.assert_no_denials(true);
+    // The jobs may be stopped before their runner calls anything: the client's calls count.
+    m.assert_no_denials(false);
     m.admin.teardown(&setup, false).await.expect("teardown");
 }
 

@@ -288,7 +288,8 @@ async fn ctrl_c_while_following_detaches_and_the_jobs_go_on() {
     );
     let (code, _, err) = desk.out(&["stop", "--batch", &name]);
     assert_eq!(code, Some(0), "{err}");
-    assert_no_denials(&scope, true);
+    // The jobs may be stopped before their runner calls anything: the client's calls count.
+    assert_no_denials(&scope, false);
     let _ = desk.admin(&["aws-batch", "teardown", "--queue", &q]);
 }
 
@@ -393,6 +394,7 @@ async fn one_submission_at_a_time_and_stop_ends_only_yours_in_a_few_calls() {
     );
     let (code, _, err) = bob.out(&["stop", "--batch", &name]);
     assert_eq!(code, Some(0), "{err}");
-    assert_no_denials(&scope, true);
+    // The jobs may be stopped before their runner calls anything: the client's calls count.
+    assert_no_denials(&scope, false);
     let _ = ann.admin(&["aws-batch", "teardown", "--queue", &q]);
 }
