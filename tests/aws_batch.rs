@@ -2,11 +2,15 @@
 //! whose Batch runs each job as a real container: the rtb-support test image, Octave, outputs
 //! in moto's S3. Each test makes its own queue, so they run side by side. What moto does not
 //! emulate (retries, evaluateOnExit, maxvCpus) is checked by reading back what was asked for.
+//! The engine acts as the shipped client policies' principal and the jobs as the queue's job
+//! role, through the world's IAM proxy in front of moto (`rtb_testkit::IamScope`); setup and
+//! teardown are the administrator's, with the world's keys. Each test ends on no refused call.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use rtb_model::{JobResult, Outcome, S3Url};
+use rtb_testkit::{IamScope, ScopeSetup};
 use run_render::engine::aws_batch::{
     AwsBatch, DefinitionSpec, JobState, SetupSpec, Size, Step, SubmitJob, Submitted,
 };
@@ -36,37 +40,70 @@ fn unique(prefix: &str) -> String {
     )
 }
 
+/// moto's account, in the ARNs it answers with.
+const MOTO_ACCOUNT: &str = "123456789012";
+
 struct Moto {
-    url: String,
+    /// The IAM proxy in front of moto: the client's and the jobs' endpoint.
+    iam_url: String,
+    queue: String,
+    /// The world's keys, on moto itself: the administrator and the test's own reads.
     config: aws_config::SdkConfig,
+    /// The engine as the scope's client (client-policy.json, client-batch-policy.json).
     engine: AwsBatch,
+    /// The engine as the lab's administrator (setup, teardown).
+    admin: AwsBatch,
+    scope: IamScope,
     s3: aws_sdk_s3::Client,
     ec2: aws_sdk_ec2::Client,
 }
 
+async fn sdk_config(url: &str, key: &str, secret: &str) -> aws_config::SdkConfig {
+    let creds = aws_credential_types::Credentials::new(key, secret, None, None, "test");
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(url)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(creds)
+        .load()
+        .await
+}
+
 impl Moto {
-    async fn new(url: String) -> Moto {
-        let creds = aws_credential_types::Credentials::new("test", "test", None, None, "test");
-        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .endpoint_url(&url)
-            .region(aws_config::Region::new("us-east-1"))
-            .credentials_provider(creds)
-            .load()
-            .await;
+    /// The world for a test whose queue is `queue` (made, when the test needs it, by
+    /// `admin.setup`).
+    async fn new(url: String, queue: &str) -> Moto {
+        let config = sdk_config(&url, "test", "test").await;
+        let scope = IamScope::with(ScopeSetup {
+            account: MOTO_ACCOUNT.into(),
+            queue: queue.into(),
+            batch_job_policies: vec![
+                "instance-role-policy.json".into(),
+                "batch-job-role-policy.json".into(),
+            ],
+            ..ScopeSetup::default()
+        });
+        let iam_url = scope
+            .moto_endpoint()
+            .expect("an IAM proxy in front of moto (RTB_WORLD_MOTO_IAM_URL): rerun setup.sh");
+        let client = sdk_config(&iam_url, &scope.client().key_id, &scope.client().secret).await;
         let s3 = aws_sdk_s3::Client::from_conf(
             aws_sdk_s3::config::Builder::from(&config)
                 .force_path_style(true)
                 .build(),
         );
         Moto {
-            engine: AwsBatch::new(&config, "tester"),
+            engine: AwsBatch::new(&client, "tester"),
+            admin: AwsBatch::new(&config, "tester"),
             ec2: aws_sdk_ec2::Client::new(&config),
             s3,
             config,
-            url,
+            iam_url,
+            queue: queue.to_string(),
+            scope,
         }
     }
 
+    /// A fresh bucket, an output bucket of the policies.
     async fn bucket(&self) -> String {
         let name = unique("rtb-batch");
         self.s3
@@ -75,7 +112,24 @@ impl Moto {
             .send()
             .await
             .expect("create bucket");
+        self.scope.allow_output_bucket(&name);
         name
+    }
+
+    /// The client's calls went through enforcement (and the jobs', when `jobs_ran`), and
+    /// none was refused.
+    fn assert_no_denials(&self, jobs_ran: bool) {
+        assert!(
+            self.scope.evaluated("client") > 0,
+            "the client was not evaluated"
+        );
+        if jobs_ran {
+            assert!(
+                self.scope.evaluated("batch-job") > 0,
+                "no job's call was evaluated"
+            );
+        }
+        self.scope.assert_no_denials();
     }
 
     async fn get(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
@@ -125,13 +179,16 @@ impl Moto {
         }
     }
 
-    /// The runner's fixed environment: Octave, and moto as its S3.
+    /// The runner's fixed environment: Octave, and moto as its S3 through the IAM proxy, with
+    /// the scope's job keys; the queue's job role, as the client gives it.
     fn spec(&self, matlab_root: &std::path::Path) -> DefinitionSpec {
+        let creds = self.scope.batch_job_credentials();
+        let (key, secret) = creds.split_once(':').expect("KEYID:SECRET");
         let env = [
             ("MATLAB_EXECUTABLE", "octave-cli"),
-            ("AWS_ENDPOINT_URL", self.url.as_str()),
-            ("AWS_ACCESS_KEY_ID", "test"),
-            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_ENDPOINT_URL", self.iam_url.as_str()),
+            ("AWS_ACCESS_KEY_ID", key),
+            ("AWS_SECRET_ACCESS_KEY", secret),
             ("AWS_REGION", "us-east-1"),
             ("AWS_EC2_METADATA_DISABLED", "true"),
         ];
@@ -149,7 +206,10 @@ impl Moto {
             timeout: Some(Duration::from_secs(600)),
             vcpus: 1,
             memory_mib: 1024,
-            job_role: None,
+            job_role: Some(format!(
+                "arn:aws:iam::{MOTO_ACCOUNT}:role/{}",
+                run_render::engine::aws_batch::job_role_name(&self.queue)
+            )),
         }
     }
 
@@ -194,7 +254,7 @@ fn job(id: &str, command: &str, bucket: &str) -> SubmitJob {
 #[tokio::test]
 async fn the_definition_reads_back_as_asked_and_is_reused() {
     let Some(url) = moto() else { return };
-    let m = Moto::new(url).await;
+    let m = Moto::new(url, &unique("rtb-q")).await;
     let root = tempfile::tempdir().expect("tmp");
     let mut spec = m.spec(root.path());
     spec.volumes = vec![("/tmp".into(), "/scratch".into(), false)];
@@ -283,6 +343,7 @@ async fn the_definition_reads_back_as_asked_and_is_reused() {
     let tags = d.tags().expect("tags");
     assert_eq!(tags.get("rtb:owner").map(String::as_str), Some("tester"));
     assert_eq!(tags.get("rtb:batch").map(String::as_str), Some("b1"));
+    m.assert_no_denials(false);
 }
 
 /// A definition is reused only when its content is what would be registered: an ACTIVE
@@ -291,7 +352,7 @@ async fn the_definition_reads_back_as_asked_and_is_reused() {
 #[tokio::test]
 async fn a_definition_is_reused_only_when_its_content_matches() {
     let Some(url) = moto() else { return };
-    let m = Moto::new(url).await;
+    let m = Moto::new(url, &unique("rtb-q")).await;
     let root = tempfile::tempdir().expect("tmp");
     let mut spec = m.spec(root.path());
     spec.env.insert("TEST_RUN".into(), unique("content"));
@@ -340,15 +401,16 @@ async fn a_definition_is_reused_only_when_its_content_matches() {
     let again = m.engine.definition(&spec, "b2").await.expect("again");
     assert!(again.reused, "{again:?}");
     assert_eq!(again.arn, got.arn);
+    m.assert_no_denials(false);
 }
 
 #[tokio::test]
 async fn a_batch_runs_as_real_containers_with_one_matlab_error() {
     let Some(url) = moto() else { return };
-    let m = Moto::new(url).await;
     let queue = unique("rtb-q");
+    let m = Moto::new(url, &queue).await;
     let setup = m.setup_spec(&queue).await;
-    m.engine.setup(&setup, false).await.expect("setup");
+    m.admin.setup(&setup, false).await.expect("setup");
     let root = tempfile::tempdir().expect("tmp");
     let spec = m.spec(root.path());
     let bucket = m.bucket().await;
@@ -460,16 +522,17 @@ async fn a_batch_runs_as_real_containers_with_one_matlab_error() {
         Some(&b"7"[..])
     );
 
-    m.engine.teardown(&setup, false).await.expect("teardown");
+    m.assert_no_denials(true);
+    m.admin.teardown(&setup, false).await.expect("teardown");
 }
 
 #[tokio::test]
 async fn stop_ends_every_running_job_of_the_batch() {
     let Some(url) = moto() else { return };
-    let m = Moto::new(url).await;
     let queue = unique("rtb-q");
+    let m = Moto::new(url, &queue).await;
     let setup = m.setup_spec(&queue).await;
-    m.engine.setup(&setup, false).await.expect("setup");
+    m.admin.setup(&setup, false).await.expect("setup");
     let root = tempfile::tempdir().expect("tmp");
     let bucket = m.bucket().await;
     let records = S3Url::new(&bucket, "_rtb-batch/").expect("url");
@@ -547,16 +610,18 @@ async fn stop_ends_every_running_job_of_the_batch() {
         .await
         .expect("stop again");
     assert!(again.terminated.is_empty(), "{again:?}");
-    m.engine.teardown(&setup, false).await.expect("teardown");
+    // The jobs may be stopped before their runner calls anything: the client's calls count.
+    m.assert_no_denials(false);
+    m.admin.teardown(&setup, false).await.expect("teardown");
 }
 
 #[tokio::test]
 async fn setup_and_teardown_are_idempotent_and_dry_runs_change_nothing() {
     let Some(url) = moto() else { return };
-    let m = Moto::new(url).await;
     let queue = unique("rtb-q");
+    let m = Moto::new(url, &queue).await;
     let spec = m.setup_spec(&queue).await;
-    let plan = m.engine.setup(&spec, true).await.expect("dry run");
+    let plan = m.admin.setup(&spec, true).await.expect("dry run");
     assert!(
         plan.iter().any(|s| matches!(s, Step::CreateQueue { .. })),
         "{plan:?}"
@@ -578,9 +643,9 @@ async fn setup_and_teardown_are_idempotent_and_dry_runs_change_nothing() {
         "dry run created the queue: {p:?}"
     );
 
-    let first = m.engine.setup(&spec, false).await.expect("setup");
+    let first = m.admin.setup(&spec, false).await.expect("setup");
     assert_eq!(first, plan);
-    let second = m.engine.setup(&spec, false).await.expect("setup again");
+    let second = m.admin.setup(&spec, false).await.expect("setup again");
     assert!(
         second
             .iter()
@@ -636,7 +701,7 @@ async fn setup_and_teardown_are_idempotent_and_dry_runs_change_nothing() {
     );
 
     let dry = m
-        .engine
+        .admin
         .teardown(&spec, true)
         .await
         .expect("teardown dry run");
@@ -655,12 +720,13 @@ async fn setup_and_teardown_are_idempotent_and_dry_runs_change_nothing() {
         .expect("preflight")
         .problems
         .is_empty());
-    let down = m.engine.teardown(&spec, false).await.expect("teardown");
+    let down = m.admin.teardown(&spec, false).await.expect("teardown");
     assert_eq!(down, dry);
     assert!(m
-        .engine
+        .admin
         .teardown(&spec, false)
         .await
         .expect("teardown again")
         .is_empty());
+    m.assert_no_denials(false);
 }

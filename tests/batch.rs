@@ -1,6 +1,9 @@
 //! `run-render batch` end to end on the emulator: the vwcc2 CSV expanded exactly, a real
 //! batch on a pool (a MATLAB error, an instance terminated from outside and retried), resume,
 //! Ctrl-C mid-batch, and bad files refused before anything is launched.
+//!
+//! The client runs as the shipped client policy's principal and its instances as the instance
+//! role, through the world's IAM proxy (`World::enforced`); each test fails on a refused call.
 
 mod common;
 
@@ -13,6 +16,8 @@ use common::{run_render, support_image, unique, Watched, World};
 
 /// A test's own workstation (registry, owner) and folder for its batch files.
 struct Desk {
+    /// The world's client principal (keys, IAM proxy) when the world is enforced.
+    env: Vec<(&'static str, String)>,
     state: tempfile::TempDir,
     dir: tempfile::TempDir,
     user: String,
@@ -21,15 +26,26 @@ struct Desk {
 impl Desk {
     fn new() -> Desk {
         Desk {
+            env: Vec::new(),
             state: tempfile::tempdir().expect("tmp"),
             dir: tempfile::tempdir().expect("tmp"),
             user: unique("user"),
         }
     }
 
+    /// A desk whose commands run as the world's client principal.
+    fn of(w: &World) -> Desk {
+        Desk {
+            env: w.client_env(),
+            ..Desk::new()
+        }
+    }
+
     fn cmd(&self, args: &[&str]) -> Command {
         let mut c = run_render(args);
-        c.env("XDG_STATE_HOME", self.state.path())
+        c.envs(self.env.iter().cloned())
+            .env_remove("AWS_SESSION_TOKEN")
+            .env("XDG_STATE_HOME", self.state.path())
             .env("USER", &self.user)
             .current_dir(self.dir.path());
         c
@@ -228,9 +244,9 @@ job-id = "vwcc2-${job number}"
 
 #[tokio::test]
 async fn bad_files_are_refused_with_their_row_and_nothing_is_launched() {
-    let w = World::new().await;
-    let desk = Desk::new();
-    let bucket = w.bucket("bad").await;
+    let w = World::enforced().await;
+    let desk = Desk::of(&w);
+    let bucket = w.output_bucket("bad").await;
     let name = unique("bad");
     let file = batch_file(
         &w,
@@ -266,6 +282,7 @@ async fn bad_files_are_refused_with_their_row_and_nothing_is_launched() {
         batch_instances(&w, &name).await.is_empty(),
         "nothing was launched"
     );
+    w.scope().assert_no_denials();
 }
 
 /// 8 jobs, parallel 3: one MATLAB error, one instance terminated from outside mid-job and
@@ -273,9 +290,9 @@ async fn bad_files_are_refused_with_their_row_and_nothing_is_launched() {
 /// the summary right, nothing left running. Then --resume runs only the failed job.
 #[tokio::test]
 async fn a_batch_runs_on_a_pool_retries_a_lost_instance_and_resumes() {
-    let w = World::new().await;
-    let desk = Desk::new();
-    let bucket = w.bucket("pool").await;
+    let w = World::enforced().await;
+    let desk = Desk::of(&w);
+    let bucket = w.output_bucket("pool").await;
     let name = unique("pool");
     let rows: Vec<(u32, String)> = (1..=8)
         .map(|n| {
@@ -409,7 +426,7 @@ async fn a_batch_runs_on_a_pool_retries_a_lost_instance_and_resumes() {
 
     // From a machine that never saw the batch: the job's output alone finds its newest
     // attempt's records (the retry's, which succeeded).
-    let elsewhere = Desk::new();
+    let elsewhere = Desk::of(&w);
     let (code, out, err) = elsewhere.out(&[
         "status",
         &lost_job,
@@ -426,15 +443,16 @@ async fn a_batch_runs_on_a_pool_retries_a_lost_instance_and_resumes() {
     assert_eq!(code, Some(0), "{err}");
     let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(rows.as_array().unwrap().len(), 8, "{out}");
+    w.assert_no_denials();
 }
 
 /// Ctrl-C mid-batch: every running job is stopped with its partial outputs saved, every
 /// instance is terminated, the queued jobs are reported not run.
 #[tokio::test]
 async fn ctrl_c_mid_batch_saves_partial_outputs_and_terminates_everything() {
-    let w = World::new().await;
-    let desk = Desk::new();
-    let bucket = w.bucket("stop").await;
+    let w = World::enforced().await;
+    let desk = Desk::of(&w);
+    let bucket = w.output_bucket("stop").await;
     let name = unique("stop");
     let rows: Vec<(u32, String)> = (1..=4)
         .map(|n| (n, format!("{} pause(60);", frame(&format!("partial {n}")))))
@@ -485,6 +503,7 @@ async fn ctrl_c_mid_batch_saves_partial_outputs_and_terminates_everything() {
             .is_empty(),
         "every instance terminated"
     );
+    w.assert_no_denials();
 }
 
 /// A job file (`[job]` without csv) is a batch of one: `run --file`, flags on top.
@@ -528,9 +547,9 @@ fn a_job_file_serves_a_single_run() {
 /// instances; every job's output lands and nothing is left running.
 #[tokio::test]
 async fn two_jobs_share_an_instance_with_per_instance_2() {
-    let w = World::new().await;
-    let desk = Desk::new();
-    let bucket = w.bucket("per").await;
+    let w = World::enforced().await;
+    let desk = Desk::of(&w);
+    let bucket = w.output_bucket("per").await;
     let name = unique("per");
     let rows: Vec<(u32, String)> = (1..=4)
         .map(|n| (n, format!("pause(2); {}", frame(&format!("shared {n}")))))
@@ -563,4 +582,5 @@ async fn two_jobs_share_an_instance_with_per_instance_2() {
     assert!(all_ended(&w, &name, Duration::from_secs(30))
         .await
         .is_empty());
+    w.assert_no_denials();
 }

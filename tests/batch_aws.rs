@@ -2,13 +2,17 @@
 //! real container from the rtb-support test image, with Octave): setup, the same batch file
 //! as the EC2 engine, the summary and exit code, `--detach` then `status --batch`, `stop
 //! --batch`, teardown. Skipped, with the reason, when moto is not in the test world.
+//!
+//! The client runs as the shipped client policies' principal through the world's IAM proxy in
+//! front of moto, its jobs as the queue's job role (`common::moto::scope`); setup and teardown
+//! are the administrator's. Each test fails on a refused call.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
 use common::moto::{
-    batch_file, clients, definition_arn, frame, moto, queue, rows, Desk, JOB_CREDENTIALS,
+    assert_no_denials, batch_file, clients, definition_arn, frame, moto, queue, rows, scope, Desk,
 };
 use common::unique;
 
@@ -23,10 +27,12 @@ use common::unique;
 #[tokio::test]
 async fn a_batch_file_runs_on_aws_batch_with_one_matlab_error() {
     let Some(moto) = moto() else { return };
-    let desk = Desk::new(&moto);
+    let mut desk = Desk::new(&moto);
     let c = clients(&moto).await;
     let q = queue(&desk, &c).await;
     let bucket = c.bucket().await;
+    let scope = scope(&q, &[&bucket]);
+    desk.enforce(&scope);
     let name = unique("ab");
     let mut rows = rows((1..=6).map(|n| {
         if n == 4 {
@@ -96,11 +102,14 @@ async fn a_batch_file_runs_on_aws_batch_with_one_matlab_error() {
         .iter()
         .filter_map(|kv| Some((kv.name()?, kv.value()?)))
         .collect();
-    let (key, secret) = JOB_CREDENTIALS.split_once(':').unwrap();
+    let creds = scope.batch_job_credentials();
+    let (key, secret) = creds.split_once(':').unwrap();
     assert_eq!(env.get("AWS_ACCESS_KEY_ID"), Some(&key), "{env:?}");
     assert_eq!(env.get("AWS_SECRET_ACCESS_KEY"), Some(&secret), "{env:?}");
     assert!(
-        !env.values().any(|v| *v == "test") && !env.contains_key("AWS_SESSION_TOKEN"),
+        !env.values()
+            .any(|v| *v == scope.client().key_id || *v == scope.client().secret)
+            && !env.contains_key("AWS_SESSION_TOKEN"),
         "the client's own keys reached the definition: {env:?}"
     );
     assert!(
@@ -125,10 +134,11 @@ async fn a_batch_file_runs_on_aws_batch_with_one_matlab_error() {
     assert_eq!(code, Some(71), "{err}");
     assert!(err.contains("reused: nothing changed"), "{err}");
 
-    let (code, _, err) = desk.out(&["aws-batch", "teardown", "--queue", &q]);
+    assert_no_denials(&scope, true);
+    let (code, _, err) = desk.admin(&["aws-batch", "teardown", "--queue", &q]);
     assert_eq!(code, Some(0), "{err}");
     assert!(err.contains("did: delete job queue"), "{err}");
-    let (code, _, err) = desk.out(&["aws-batch", "teardown", "--queue", &q]);
+    let (code, _, err) = desk.admin(&["aws-batch", "teardown", "--queue", &q]);
     assert_eq!(code, Some(0), "{err}");
     assert!(err.contains("nothing to do"), "{err}");
 }
@@ -138,10 +148,12 @@ async fn a_batch_file_runs_on_aws_batch_with_one_matlab_error() {
 #[tokio::test]
 async fn a_detached_aws_batch_is_seen_by_status_and_ended_by_stop() {
     let Some(moto) = moto() else { return };
-    let desk = Desk::new(&moto);
+    let mut desk = Desk::new(&moto);
     let c = clients(&moto).await;
     let q = queue(&desk, &c).await;
     let bucket = c.bucket().await;
+    let scope = scope(&q, &[&bucket]);
+    desk.enforce(&scope);
     let name = unique("abd");
     let rows = rows((1..=2).map(|n| {
         format!(
@@ -227,7 +239,8 @@ async fn a_detached_aws_batch_is_seen_by_status_and_ended_by_stop() {
     let (code, _, err) = desk.out(&["logs", &format!("{name}-1"), "--follow"]);
     assert!(code == Some(0) || code == Some(68), "{code:?}: {err}");
     assert!(t.elapsed() < Duration::from_secs(30), "{err}");
-    let _ = desk.out(&["aws-batch", "teardown", "--queue", &q]);
+    assert_no_denials(&scope, true);
+    let _ = desk.admin(&["aws-batch", "teardown", "--queue", &q]);
 }
 
 /// Ctrl-C while following an AWS Batch batch only detaches: the jobs belong to AWS Batch and
@@ -235,10 +248,12 @@ async fn a_detached_aws_batch_is_seen_by_status_and_ended_by_stop() {
 #[tokio::test]
 async fn ctrl_c_while_following_detaches_and_the_jobs_go_on() {
     let Some(moto) = moto() else { return };
-    let desk = Desk::new(&moto);
+    let mut desk = Desk::new(&moto);
     let c = clients(&moto).await;
     let q = queue(&desk, &c).await;
     let bucket = c.bucket().await;
+    let scope = scope(&q, &[&bucket]);
+    desk.enforce(&scope);
     let name = unique("abc");
     let rows = rows((1..=2).map(|n| format!("{} pause(120);", frame(n))));
     let file = batch_file(&desk, &name, &bucket, &rows);
@@ -273,7 +288,9 @@ async fn ctrl_c_while_following_detaches_and_the_jobs_go_on() {
     );
     let (code, _, err) = desk.out(&["stop", "--batch", &name]);
     assert_eq!(code, Some(0), "{err}");
-    let _ = desk.out(&["aws-batch", "teardown", "--queue", &q]);
+    // The jobs may be stopped before their runner calls anything: the client's calls count.
+    assert_no_denials(&scope, false);
+    let _ = desk.admin(&["aws-batch", "teardown", "--queue", &q]);
 }
 
 /// Two people run a batch of the same name on one shared queue. A second submission of
@@ -284,14 +301,18 @@ async fn ctrl_c_while_following_detaches_and_the_jobs_go_on() {
 #[tokio::test]
 async fn one_submission_at_a_time_and_stop_ends_only_yours_in_a_few_calls() {
     let Some(moto) = moto() else { return };
-    let ann = Desk::new(&moto);
-    let bob = Desk::new(&moto);
+    let mut ann = Desk::new(&moto);
+    let mut bob = Desk::new(&moto);
     let c = clients(&moto).await;
     let q = queue(&ann, &c).await;
+    let (ann_bucket, bob_bucket) = (c.bucket().await, c.bucket().await);
+    let scope = scope(&q, &[&ann_bucket, &bob_bucket]);
+    ann.enforce(&scope);
+    bob.enforce(&scope);
     let name = unique("abs");
     let long = rows((1..=4).map(|n| format!("{} pause(150);", frame(n))));
-    let ann_file = batch_file(&ann, &name, &c.bucket().await, &long);
-    let bob_file = batch_file(&bob, &name, &c.bucket().await, &long[..2]);
+    let ann_file = batch_file(&ann, &name, &ann_bucket, &long);
+    let bob_file = batch_file(&bob, &name, &bob_bucket, &long[..2]);
     let submit = |desk: &Desk, file: &str, more: &[&str]| {
         let mut args = vec![
             "batch",
@@ -328,9 +349,10 @@ async fn one_submission_at_a_time_and_stop_ends_only_yours_in_a_few_calls() {
     }
 
     // stop --batch through a proxy that counts AWS Batch's calls.
-    let proxy = rtb_testkit::FaultProxy::start_for(&moto);
+    let proxy = rtb_testkit::FaultProxy::start_for(&ann.endpoint);
     let mut counted = Desk::new(&moto);
     counted.endpoint = proxy.endpoint();
+    counted.env = ann.env.clone();
     let stop = |desk: &Desk| {
         let mut cmd = desk.cmd(&["stop", "--batch", &name]);
         cmd.env("XDG_STATE_HOME", ann.state.path())
@@ -372,5 +394,7 @@ async fn one_submission_at_a_time_and_stop_ends_only_yours_in_a_few_calls() {
     );
     let (code, _, err) = bob.out(&["stop", "--batch", &name]);
     assert_eq!(code, Some(0), "{err}");
-    let _ = ann.out(&["aws-batch", "teardown", "--queue", &q]);
+    // The jobs may be stopped before their runner calls anything: the client's calls count.
+    assert_no_denials(&scope, false);
+    let _ = ann.admin(&["aws-batch", "teardown", "--queue", &q]);
 }

@@ -1,13 +1,19 @@
 //! `run-render batch --engine aws-batch` on moto: what the client keeps and reads while AWS
 //! Batch does the work: each attempt's records, the local record of a submission. Skipped,
 //! with the reason, when moto is not in the test world.
+//!
+//! The client runs as the shipped client policies' principal through the world's IAM proxy in
+//! front of moto, its jobs as the queue's job role (`common::moto::scope`); setup and teardown
+//! are the administrator's. Each test fails on a refused call.
 
 mod common;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::moto::{batch_file, clients, moto, queue, rows, Clients, Desk};
+use common::moto::{
+    assert_no_denials, batch_file, clients, moto, queue, rows, scope, Clients, Desk,
+};
 use common::unique;
 
 /// The local record `batch` keeps of a submission (`<state>/run-render/batches/<name>.json`).
@@ -56,10 +62,12 @@ async fn ended(c: &Clients, ids: &[String], limit: Duration) -> Vec<String> {
 #[tokio::test]
 async fn a_retried_attempt_keeps_its_records_apart_and_status_and_logs_read_the_newest() {
     let Some(moto) = moto() else { return };
-    let desk = Desk::new(&moto);
+    let mut desk = Desk::new(&moto);
     let c = clients(&moto).await;
     let q = queue(&desk, &c).await;
     let bucket = c.bucket().await;
+    let scope = scope(&q, &[&bucket]);
+    desk.enforce(&scope);
     let name = unique("abr");
     // moto sets no AWS_BATCH_JOB_ATTEMPT on a first attempt (AWS does): the runner takes 1.
     let flaky = "a = str2num(getenv('AWS_BATCH_JOB_ATTEMPT')); if isempty(a), a = 1; end; printf('attempt %d here\\n', a); if a == 1, error('the lamp flickered'); end";
@@ -167,7 +175,8 @@ async fn a_retried_attempt_keeps_its_records_apart_and_status_and_logs_read_the_
         out.contains("attempt 2 here") && !out.contains("attempt 1 here"),
         "{out}"
     );
-    let _ = desk.out(&["aws-batch", "teardown", "--queue", &q]);
+    assert_no_denials(&scope, true);
+    let _ = desk.admin(&["aws-batch", "teardown", "--queue", &q]);
 }
 
 /// SubmitJob has no client token. When its answer is lost on the way back (the array was
@@ -176,10 +185,12 @@ async fn a_retried_attempt_keeps_its_records_apart_and_status_and_logs_read_the_
 #[tokio::test]
 async fn a_lost_submit_answer_does_not_submit_the_rows_twice() {
     let Some(moto) = moto() else { return };
-    let desk = Desk::new(&moto);
+    let mut desk = Desk::new(&moto);
     let c = clients(&moto).await;
     let q = queue(&desk, &c).await;
     let bucket = c.bucket().await;
+    let scope = scope(&q, &[&bucket]);
+    desk.enforce(&scope);
     let name = unique("abl");
     let file = batch_file(
         &desk,
@@ -187,10 +198,11 @@ async fn a_lost_submit_answer_does_not_submit_the_rows_twice() {
         &bucket,
         &rows((1..=2).map(|n| format!("disp('row {n}')"))),
     );
-    let proxy = rtb_testkit::FaultProxy::start_for(&moto);
+    let proxy = rtb_testkit::FaultProxy::start_for(&desk.endpoint);
     proxy.add(rtb_testkit::Rule::on("SubmitJob").times(1).drop_response());
     let mut through = Desk::new(&moto);
     through.endpoint = proxy.endpoint();
+    through.env = desk.env.clone();
     let mut cmd = through.cmd(&["batch", &file, "--engine", "aws-batch", "--queue", &q]);
     cmd.env("XDG_STATE_HOME", desk.state.path())
         .env("USER", &desk.user)
@@ -220,7 +232,8 @@ async fn a_lost_submit_answer_does_not_submit_the_rows_twice() {
     parents.sort();
     parents.dedup();
     assert_eq!(parents.len(), 1, "arrays submitted: {parents:?}\n{err}");
-    let _ = desk.out(&["aws-batch", "teardown", "--queue", &q]);
+    assert_no_denials(&scope, true);
+    let _ = desk.admin(&["aws-batch", "teardown", "--queue", &q]);
 }
 
 /// A submission that fails partway (here the second of three SubmitJob calls, one job per
@@ -229,10 +242,12 @@ async fn a_lost_submit_answer_does_not_submit_the_rows_twice() {
 #[tokio::test]
 async fn a_submission_cut_short_says_what_runs_and_is_recorded() {
     let Some(moto) = moto() else { return };
-    let desk = Desk::new(&moto);
+    let mut desk = Desk::new(&moto);
     let c = clients(&moto).await;
     let q = queue(&desk, &c).await;
     let bucket = c.bucket().await;
+    let scope = scope(&q, &[&bucket]);
+    desk.enforce(&scope);
     let name = unique("abp");
     let file = batch_file(
         &desk,
@@ -246,7 +261,7 @@ async fn a_submission_cut_short_says_what_runs_and_is_recorded() {
         text.replace("[batch]\n", "[batch]\nsubmit = \"per-row\"\n"),
     )
     .expect("file");
-    let proxy = rtb_testkit::FaultProxy::start_for(&moto);
+    let proxy = rtb_testkit::FaultProxy::start_for(&desk.endpoint);
     proxy.add(
         rtb_testkit::Rule::on("SubmitJob")
             .skip(1)
@@ -255,6 +270,7 @@ async fn a_submission_cut_short_says_what_runs_and_is_recorded() {
     );
     let mut through = Desk::new(&moto);
     through.endpoint = proxy.endpoint();
+    through.env = desk.env.clone();
     let mut cmd = through.cmd(&["batch", &file, "--engine", "aws-batch", "--queue", &q]);
     cmd.env("XDG_STATE_HOME", desk.state.path())
         .env("USER", &desk.user)
@@ -278,7 +294,8 @@ async fn a_submission_cut_short_says_what_runs_and_is_recorded() {
     let (code, _, err) = desk.out(&["stop", "--batch", &name]);
     assert_eq!(code, Some(0), "{err}");
     assert!(err.contains("1 job(s) ended"), "{err}");
-    let _ = desk.out(&["aws-batch", "teardown", "--queue", &q]);
+    assert_no_denials(&scope, false);
+    let _ = desk.admin(&["aws-batch", "teardown", "--queue", &q]);
 }
 
 /// While following, AWS Batch stops answering: the client gives it `--api-patience`, as the
@@ -286,10 +303,12 @@ async fn a_submission_cut_short_says_what_runs_and_is_recorded() {
 #[tokio::test]
 async fn the_follow_loop_gives_up_after_its_patience() {
     let Some(moto) = moto() else { return };
-    let desk = Desk::new(&moto);
+    let mut desk = Desk::new(&moto);
     let c = clients(&moto).await;
     let q = queue(&desk, &c).await;
     let bucket = c.bucket().await;
+    let scope = scope(&q, &[&bucket]);
+    desk.enforce(&scope);
     let name = unique("abt");
     let file = batch_file(
         &desk,
@@ -297,9 +316,10 @@ async fn the_follow_loop_gives_up_after_its_patience() {
         &bucket,
         &rows((1..=2).map(|n| format!("{} pause(120);", common::moto::frame(n)))),
     );
-    let proxy = rtb_testkit::FaultProxy::start_for(&moto);
+    let proxy = rtb_testkit::FaultProxy::start_for(&desk.endpoint);
     let mut through = Desk::new(&moto);
     through.endpoint = proxy.endpoint();
+    through.env = desk.env.clone();
     let mut cmd = through.cmd(&[
         "batch",
         &file,
@@ -334,7 +354,8 @@ async fn the_follow_loop_gives_up_after_its_patience() {
     );
     let (code, _, err) = desk.out(&["stop", "--batch", &name]);
     assert_eq!(code, Some(0), "{err}");
-    let _ = desk.out(&["aws-batch", "teardown", "--queue", &q]);
+    assert_no_denials(&scope, false);
+    let _ = desk.admin(&["aws-batch", "teardown", "--queue", &q]);
 }
 
 /// The client dies while submitting (one job per row here), after SubmitJob made rows 1-3 and
@@ -344,10 +365,12 @@ async fn the_follow_loop_gives_up_after_its_patience() {
 #[tokio::test]
 async fn a_submission_whose_client_died_is_read_back_from_aws_batch() {
     let Some(moto) = moto() else { return };
-    let desk = Desk::new(&moto);
+    let mut desk = Desk::new(&moto);
     let c = clients(&moto).await;
     let q = queue(&desk, &c).await;
     let bucket = c.bucket().await;
+    let scope = scope(&q, &[&bucket]);
+    desk.enforce(&scope);
     let name = unique("abc");
     let file = batch_file(
         &desk,
@@ -407,5 +430,6 @@ async fn a_submission_whose_client_died_is_read_back_from_aws_batch() {
     let (code, _, err) = desk.out(&["stop", "--batch", &name]);
     assert_eq!(code, Some(0), "{err}");
     assert!(err.contains("3 job(s) ended"), "{err}");
-    let _ = desk.out(&["aws-batch", "teardown", "--queue", &q]);
+    assert_no_denials(&scope, false);
+    let _ = desk.admin(&["aws-batch", "teardown", "--queue", &q]);
 }

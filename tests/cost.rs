@@ -8,6 +8,9 @@
 //! figure here is unknown, which the refusal test relies on. One test puts the fault proxy's
 //! Price List answers (tests/world/prices.py, the real response shape) in front of it: a job
 //! costed from the Price List, and unknown when the Price List does not answer.
+//!
+//! The client runs as the shipped client policy's principal and its instances as the instance
+//! role, through the world's IAM proxy (`World::enforced`); each test fails on a refused call.
 
 mod common;
 
@@ -18,6 +21,8 @@ use common::{run_render, support_image, unique, Watched, World};
 
 /// A test's own workstation: registry, price cache, owner, and folder for its files.
 struct Desk {
+    /// The world's client principal (keys, IAM proxy) when the world is enforced.
+    env: Vec<(&'static str, String)>,
     state: tempfile::TempDir,
     cache: tempfile::TempDir,
     dir: tempfile::TempDir,
@@ -27,6 +32,7 @@ struct Desk {
 impl Desk {
     fn new() -> Desk {
         Desk {
+            env: Vec::new(),
             state: tempfile::tempdir().expect("tmp"),
             cache: tempfile::tempdir().expect("tmp"),
             dir: tempfile::tempdir().expect("tmp"),
@@ -34,9 +40,19 @@ impl Desk {
         }
     }
 
+    /// A desk whose commands run as the world's client principal.
+    fn of(w: &World) -> Desk {
+        Desk {
+            env: w.client_env(),
+            ..Desk::new()
+        }
+    }
+
     fn cmd(&self, args: &[&str]) -> Command {
         let mut c = run_render(args);
-        c.env("XDG_STATE_HOME", self.state.path())
+        c.envs(self.env.iter().cloned())
+            .env_remove("AWS_SESSION_TOKEN")
+            .env("XDG_STATE_HOME", self.state.path())
             .env("XDG_CACHE_HOME", self.cache.path())
             .env("USER", &self.user)
             .current_dir(self.dir.path());
@@ -285,9 +301,9 @@ fn a_cached_price_is_reused_and_expires() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_budget_without_a_price_is_refused_before_launch() {
-    let w = World::new().await;
-    let desk = Desk::new();
-    let bucket = w.bucket("cost-noprice").await;
+    let w = World::enforced().await;
+    let desk = Desk::of(&w);
+    let bucket = w.output_bucket("cost-noprice").await;
     let ami = w.test_ami().await;
     let job = unique("noprice");
     // MiniStack has no Price List API: no price, so no budget.
@@ -341,13 +357,14 @@ async fn a_budget_without_a_price_is_refused_before_launch() {
     // With a price the same batch file would be accepted: the refusal is the missing price.
     let (code, out, err) = desk.out(&["batch", &file, "--dry-run", "--price", "0.1"]);
     assert_eq!(code, Some(0), "{out}{err}");
+    w.assert_no_denials();
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn summary_status_and_cost_agree_with_ec2s_instance_times() {
-    let w = World::new().await;
-    let desk = Desk::new();
-    let bucket = w.bucket("cost-agree").await;
+    let w = World::enforced().await;
+    let desk = Desk::of(&w);
+    let bucket = w.output_bucket("cost-agree").await;
     let name = unique("agree");
     // $36/h: a second costs a cent, so "to the cent" is "to the second".
     let file = batch_file(
@@ -426,7 +443,7 @@ async fn summary_status_and_cost_agree_with_ec2s_instance_times() {
 
     // status --batch, from this workstation, and status --output from another one (S3 only).
     let rows = desk.json(&["status", "--batch", &name, "--json"]);
-    let other = Desk::new();
+    let other = Desk::of(&w);
     for rows in [
         rows,
         other.json(&["status", "--output", &format!("s3://{bucket}"), "--json"]),
@@ -449,13 +466,14 @@ async fn summary_status_and_cost_agree_with_ec2s_instance_times() {
     assert_eq!(doc["rows"][0]["jobs"], 2);
     let doc = other.json(&["cost", "--output", &format!("s3://{bucket}"), "--json"]);
     assert!((f(&doc["cost_usd"]) - total).abs() < 0.005, "{doc}");
+    w.assert_no_denials();
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_detached_run_under_a_budget_gets_a_deadline_that_fits() {
-    let w = World::new().await;
-    let desk = Desk::new();
-    let bucket = w.bucket("cost-detach").await;
+    let w = World::enforced().await;
+    let desk = Desk::of(&w);
+    let bucket = w.output_bucket("cost-detach").await;
     let ami = w.test_ami().await;
     let job = unique("detach");
     // $36/h (a cent a second) and $3: the instance may live 300 s; its 24h30m deadline moves
@@ -516,6 +534,7 @@ async fn a_detached_run_under_a_budget_gets_a_deadline_that_fits() {
         "{left:?}"
     );
     assert!(instances.len() == 1, "{instances:?}");
+    w.assert_no_denials();
 }
 
 /// The summary's job outcomes: (done, not run for the budget, other).
@@ -537,9 +556,9 @@ fn outcomes(summary: &serde_json::Value) -> (usize, usize, Vec<String>) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_budget_of_about_three_jobs_over_six_finishes_what_runs() {
-    let w = World::new().await;
-    let desk = Desk::new();
-    let bucket = w.bucket("cost-budget").await;
+    let w = World::enforced().await;
+    let desk = Desk::of(&w);
+    let bucket = w.output_bucket("cost-budget").await;
     let name = unique("budget");
     let rows: Vec<(u32, String)> = (1..=6).map(|n| (n, frame_then_pause(40))).collect();
     // $3.6/h is a dollar per 1000 s: a budget of $0.16 is 160 instance-seconds, about three
@@ -582,13 +601,14 @@ async fn a_budget_of_about_three_jobs_over_six_finishes_what_runs() {
     // --resume goes on later with the jobs the budget held.
     let (_, out, err) = desk.out(&["batch", &file, "--resume", "--dry-run"]);
     assert!(out.contains("worst case"), "{out}{err}");
+    w.assert_no_denials();
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn on_budget_stop_saves_the_running_jobs_outputs() {
-    let w = World::new().await;
-    let desk = Desk::new();
-    let bucket = w.bucket("cost-stop").await;
+    let w = World::enforced().await;
+    let desk = Desk::of(&w);
+    let bucket = w.output_bucket("cost-stop").await;
     let name = unique("stop");
     // One job that writes its frame at once, then would run 5 minutes; the budget (80 s at
     // $3.6/h) is reached long before.
@@ -616,6 +636,7 @@ async fn on_budget_stop_saves_the_running_jobs_outputs() {
     assert_eq!(frame.as_deref(), Some(&b"done"[..]), "{}", done.all());
     eprintln!("budget $0.08, stop: spent ${:.4}", f(&summary["cost_usd"]));
     assert!(f(&summary["cost_usd"]) <= 0.08 + 0.06, "{summary}");
+    w.assert_no_denials();
 }
 
 /// Prices from the real APIs' answers (the proxy serves GetProducts in the Price List's shape,

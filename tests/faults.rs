@@ -1,14 +1,16 @@
 //! Faults a lab's account meets, provoked for real: the client talks to MiniStack through a
 //! fault-injection proxy (mitmdump, `rtb-testkit`) that drops, stalls, throttles or fails
 //! chosen calls, or an instance is terminated from outside. Each test checks the client's
-//! exit code and message, that no output was lost, and that nothing is left running.
+//! exit code and message, that no output was lost, and that nothing is left running. The
+//! client and its instances act under the shipped IAM policies (`World::enforced`; the fault
+//! proxy sits in front of the world's IAM proxy), and no call of theirs may be refused.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{run_render, support_image, unique, Watched, World};
-use rtb_testkit::{FaultProxy, Rule};
+use common::{support_image, unique, Watched, World};
+use rtb_testkit::Rule;
 
 /// The flags of a job through `proxy`: the test AMI and, for a container job (`image`
 /// given), the test image with Octave.
@@ -35,9 +37,10 @@ fn owned(v: Vec<&str>) -> Vec<String> {
     v.into_iter().map(String::from).collect()
 }
 
-fn spawn(args: &[String]) -> Watched {
+/// The client, as the world's client principal.
+fn spawn(w: &World, args: &[String]) -> Watched {
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    Watched::spawn(run_render(&refs))
+    Watched::spawn(w.run_render(&refs))
 }
 
 async fn only_instance(w: &World, job_id: &str) -> (String, String) {
@@ -65,16 +68,16 @@ async fn wait_state(w: &World, id: &str, want: &str, limit: Duration) -> String 
 /// by its launch token (no second launch), runs the job on it and terminates it.
 #[tokio::test]
 async fn lost_launch_answer_is_found_by_its_token_and_adopted() {
-    let w = World::new().await;
+    let w = World::enforced().await;
     let ami = w.test_ami().await;
-    let proxy = FaultProxy::start();
+    let proxy = w.fault_proxy();
     proxy.add(Rule::on("RunInstances").times(1).drop_response());
     let job_id = unique("lostlaunch");
     let endpoint = proxy.endpoint();
     let image = String::new();
     let mut args = owned(args_via(&endpoint, &ami, &job_id, &image));
     args.extend(owned(vec!["--shell", "echo adopted-and-ran"]));
-    let done = spawn(&args).finish(Duration::from_secs(120));
+    let done = spawn(&w, &args).finish(Duration::from_secs(120));
     assert_eq!(done.code, Some(0), "{}", done.all());
     assert!(
         done.stderr().contains("by its launch token"),
@@ -85,15 +88,16 @@ async fn lost_launch_answer_is_found_by_its_token_and_adopted() {
     assert_eq!(proxy.count("RunInstances"), 1, "asked again although found");
     let (_, state) = only_instance(&w, &job_id).await;
     assert_eq!(state, "terminated");
+    w.assert_no_denials();
 }
 
 /// Throttling bursts on every call the client waits with: it rides them out.
 #[tokio::test]
 async fn throttling_bursts_during_waits_are_ridden_out() {
-    let w = World::new().await;
+    let w = World::enforced().await;
     let ami = w.test_ami().await;
-    let out = w.bucket("fault-throttle").await;
-    let proxy = FaultProxy::start();
+    let out = w.output_bucket("fault-throttle").await;
+    let proxy = w.fault_proxy();
     for action in [
         "DescribeInstances",
         "DescribeInstanceInformation",
@@ -114,7 +118,7 @@ async fn throttling_bursts_during_waits_are_ridden_out() {
         "--command",
         "disp('through the storm'); fid = fopen(fullfile(getenv('OUTPUT_SCRATCH'), 'r.txt'), 'w'); fprintf(fid, 'ok'); fclose(fid);",
     ]));
-    let done = spawn(&args).finish(Duration::from_secs(180));
+    let done = spawn(&w, &args).finish(Duration::from_secs(180));
     assert_eq!(done.code, Some(0), "{}", done.all());
     assert!(
         done.stdout().contains("through the storm"),
@@ -126,15 +130,16 @@ async fn throttling_bursts_during_waits_are_ridden_out() {
     assert!(throttled >= 10, "only {throttled} calls were throttled");
     let (_, state) = only_instance(&w, &job_id).await;
     assert_eq!(state, "terminated");
+    w.assert_no_denials();
 }
 
 /// The endpoint stops answering mid-job: the client gives up in bounded time with exit 69,
 /// naming the instance and its deadline, and the instance still ends itself at its deadline.
 #[tokio::test]
 async fn a_stalled_endpoint_ends_the_client_in_bounded_time_and_the_deadline_still_holds() {
-    let w = World::new().await;
+    let w = World::enforced().await;
     let ami = w.test_ami().await;
-    let proxy = FaultProxy::start();
+    let proxy = w.fault_proxy();
     let job_id = unique("stall");
     let endpoint = proxy.endpoint();
     let image = String::new();
@@ -149,7 +154,7 @@ async fn a_stalled_endpoint_ends_the_client_in_bounded_time_and_the_deadline_sti
         "--api-patience",
         "8s",
     ]));
-    let mut run = spawn(&args);
+    let mut run = spawn(&w, &args);
     assert!(
         run.wait_for("running the shell command", Duration::from_secs(60))
             .is_some(),
@@ -177,14 +182,15 @@ async fn a_stalled_endpoint_ends_the_client_in_bounded_time_and_the_deadline_sti
     // Nobody terminates it: its own deadline (launch + 30 s) does.
     let state = wait_state(&w, &id, "terminated", Duration::from_secs(60)).await;
     assert!(state == "terminated" || state == "gone", "{state}");
+    w.assert_no_denials();
 }
 
 /// TerminateInstances fails a few times: the client asks again until it is confirmed.
 #[tokio::test]
 async fn terminate_failing_transiently_is_retried_until_confirmed() {
-    let w = World::new().await;
+    let w = World::enforced().await;
     let ami = w.test_ami().await;
-    let proxy = FaultProxy::start();
+    let proxy = w.fault_proxy();
     proxy.add(
         Rule::on("TerminateInstances")
             .times(4)
@@ -195,7 +201,7 @@ async fn terminate_failing_transiently_is_retried_until_confirmed() {
     let image = String::new();
     let mut args = owned(args_via(&endpoint, &ami, &job_id, &image));
     args.extend(owned(vec!["--shell", "true", "--json"]));
-    let done = spawn(&args).finish(Duration::from_secs(120));
+    let done = spawn(&w, &args).finish(Duration::from_secs(120));
     assert_eq!(done.code, Some(0), "{}", done.all());
     let report: serde_json::Value =
         serde_json::from_str(&done.stdout()).expect("one JSON document");
@@ -203,22 +209,23 @@ async fn terminate_failing_transiently_is_retried_until_confirmed() {
     assert!(proxy.count("TerminateInstances") >= 5);
     let (_, state) = only_instance(&w, &job_id).await;
     assert_eq!(state, "terminated");
+    w.assert_no_denials();
 }
 
 /// Ctrl-C while termination cannot be confirmed (TerminateInstances hangs): the client asks
 /// again, reports that it could not, and exits 69, not the job's code.
 #[tokio::test]
 async fn ctrl_c_during_an_unconfirmable_termination_exits_69() {
-    let w = World::new().await;
+    let w = World::enforced().await;
     let ami = w.test_ami().await;
-    let proxy = FaultProxy::start();
+    let proxy = w.fault_proxy();
     proxy.add(Rule::on("TerminateInstances").stall());
     let job_id = unique("termhang");
     let endpoint = proxy.endpoint();
     let image = String::new();
     let mut args = owned(args_via(&endpoint, &ami, &job_id, &image));
     args.extend(owned(vec!["--shell", "true", "--api-patience", "6s"]));
-    let mut run = spawn(&args);
+    let mut run = spawn(&w, &args);
     assert!(run
         .wait_for("terminating i-", Duration::from_secs(60))
         .is_some());
@@ -238,19 +245,20 @@ async fn ctrl_c_during_an_unconfirmable_termination_exits_69() {
     );
     let (id, _) = only_instance(&w, &job_id).await;
     w.terminate(&id).await;
+    w.assert_no_denials();
 }
 
 /// The instance vanishes under the job (spot reclaim, the console): seen within seconds and
 /// reported as its own outcome and exit code.
 #[tokio::test]
 async fn instance_terminated_from_outside_mid_job_is_reported_lost() {
-    let w = World::new().await;
+    let w = World::enforced().await;
     let ami = w.test_ami().await;
-    let out = w.bucket("fault-lost").await;
+    let out = w.output_bucket("fault-lost").await;
     let job_id = unique("lost");
     let image = support_image();
     let output = format!("s3://{out}/o");
-    let endpoint = common::endpoint();
+    let endpoint = w.scope().endpoint();
     let mut args = owned(args_via(&endpoint, &ami, &job_id, &image));
     args.extend(owned(vec![
         "--output",
@@ -259,7 +267,7 @@ async fn instance_terminated_from_outside_mid_job_is_reported_lost() {
         "disp(['long render ' 'started']); pause(300);",
         "--json",
     ]));
-    let mut run = spawn(&args);
+    let mut run = spawn(&w, &args);
     assert!(run
         .wait_for("long render started", Duration::from_secs(90))
         .is_some());
@@ -283,16 +291,17 @@ async fn instance_terminated_from_outside_mid_job_is_reported_lost() {
             .contains("ended under the job"),
         "{report}"
     );
+    w.assert_no_denials();
 }
 
 /// A lost SendCommand answer makes the SDK send the job script again: the second delivery
 /// waits on the running job instead of killing it, and the job runs once.
 #[tokio::test]
 async fn a_retried_send_command_does_not_kill_the_job_it_duplicates() {
-    let w = World::new().await;
+    let w = World::enforced().await;
     let ami = w.test_ami().await;
-    let out = w.bucket("fault-dup").await;
-    let proxy = FaultProxy::start();
+    let out = w.output_bucket("fault-dup").await;
+    let proxy = w.fault_proxy();
     proxy.add(Rule::on("SendCommand").times(1).drop_response());
     let job_id = unique("dup");
     let endpoint = proxy.endpoint();
@@ -305,7 +314,7 @@ async fn a_retried_send_command_does_not_kill_the_job_it_duplicates() {
         "--command",
         "disp('once'); pause(4); fid = fopen(fullfile(getenv('OUTPUT_SCRATCH'), 'r.txt'), 'w'); fprintf(fid, 'done'); fclose(fid);",
     ]));
-    let done = spawn(&args).finish(Duration::from_secs(150));
+    let done = spawn(&w, &args).finish(Duration::from_secs(150));
     assert_eq!(done.code, Some(0), "{}", done.all());
     assert!(proxy.count("SendCommand") >= 2, "the answer was not lost");
     assert_eq!(w.get(&out, "o/r.txt").await.as_deref(), Some(&b"done"[..]));
@@ -321,15 +330,16 @@ async fn a_retried_send_command_does_not_kill_the_job_it_duplicates() {
         .filter(|l| l.ends_with("│ once"))
         .count();
     assert_eq!(shown, 1, "the job ran {shown} times:\n{}", done.stdout());
+    w.assert_no_denials();
 }
 
 /// 3,000 lines at once, read through a slow S3: every line is shown, once, in order.
 #[tokio::test]
 async fn a_burst_of_3000_lines_is_shown_once_and_in_order() {
-    let w = World::new().await;
+    let w = World::enforced().await;
     let ami = w.test_ami().await;
-    let out = w.bucket("fault-burst").await;
-    let proxy = FaultProxy::start();
+    let out = w.output_bucket("fault-burst").await;
+    let proxy = w.fault_proxy();
     proxy.add(Rule::on("GetObject").delay(Duration::from_millis(300)));
     let job_id = unique("burst");
     let endpoint = proxy.endpoint();
@@ -342,7 +352,7 @@ async fn a_burst_of_3000_lines_is_shown_once_and_in_order() {
         "--command",
         "for i = 1:3000, printf('burst line %d\\n', i); end; pause(2); for i = 3001:3010, printf('burst line %d\\n', i); end",
     ]));
-    let done = spawn(&args).finish(Duration::from_secs(150));
+    let done = spawn(&w, &args).finish(Duration::from_secs(150));
     assert_eq!(done.code, Some(0), "{}", done.all());
     let numbers: Vec<u32> = done
         .stdout()
@@ -353,16 +363,17 @@ async fn a_burst_of_3000_lines_is_shown_once_and_in_order() {
     let want: Vec<u32> = (1..=3010).collect();
     assert_eq!(numbers.len(), want.len(), "lines shown: {}", numbers.len());
     assert_eq!(numbers, want, "out of order or repeated");
+    w.assert_no_denials();
 }
 
 /// Ctrl-C when the stop command cannot be sent: the client says the outputs are not being
 /// saved, and does not claim they were.
 #[tokio::test]
 async fn ctrl_c_without_a_stop_command_does_not_claim_saved_outputs() {
-    let w = World::new().await;
+    let w = World::enforced().await;
     let ami = w.test_ami().await;
-    let out = w.bucket("fault-nostop").await;
-    let proxy = FaultProxy::start();
+    let out = w.output_bucket("fault-nostop").await;
+    let proxy = w.fault_proxy();
     let job_id = unique("nostop");
     let endpoint = proxy.endpoint();
     let image = support_image();
@@ -377,7 +388,7 @@ async fn ctrl_c_without_a_stop_command_does_not_claim_saved_outputs() {
         "5s",
         "--json",
     ]));
-    let mut run = spawn(&args);
+    let mut run = spawn(&w, &args);
     assert!(run
         .wait_for("long render started", Duration::from_secs(90))
         .is_some());
@@ -396,6 +407,7 @@ async fn ctrl_c_without_a_stop_command_does_not_claim_saved_outputs() {
     assert!(!error.contains("outputs saved"), "{error}");
     assert!(error.contains("did not confirm"), "{error}");
     assert_eq!(report["instance"], "terminated");
+    w.assert_no_denials();
 }
 
 /// The endpoint stops answering mid-job (as when the emulator is frozen), and Ctrl-C comes
@@ -404,10 +416,10 @@ async fn ctrl_c_without_a_stop_command_does_not_claim_saved_outputs() {
 /// about one patience of the outage's start, exit 69, naming the instance and its deadline.
 #[tokio::test]
 async fn an_outage_with_ctrl_c_ends_the_client_within_one_patience() {
-    let w = World::new().await;
+    let w = World::enforced().await;
     let ami = w.test_ami().await;
-    let out = w.bucket("fault-outage").await;
-    let proxy = FaultProxy::start();
+    let out = w.output_bucket("fault-outage").await;
+    let proxy = w.fault_proxy();
     let job_id = unique("outage");
     let endpoint = proxy.endpoint();
     let image = support_image();
@@ -423,7 +435,7 @@ async fn an_outage_with_ctrl_c_ends_the_client_within_one_patience() {
         "--api-patience",
         "10s",
     ]));
-    let mut run = spawn(&args);
+    let mut run = spawn(&w, &args);
     assert!(
         run.wait_for("long render started", Duration::from_secs(90))
             .is_some(),
@@ -454,6 +466,7 @@ async fn an_outage_with_ctrl_c_ends_the_client_within_one_patience() {
         stderr.contains(&id) && stderr.contains("deadline"),
         "{stderr}"
     );
+    w.assert_no_denials();
 }
 
 /// The job ends, then TerminateInstances stops answering: the client does not wait out a
@@ -461,16 +474,16 @@ async fn an_outage_with_ctrl_c_ends_the_client_within_one_patience() {
 /// with the instance id and how to end it.
 #[tokio::test]
 async fn an_unanswered_termination_gives_up_at_the_patience() {
-    let w = World::new().await;
+    let w = World::enforced().await;
     let ami = w.test_ami().await;
-    let proxy = FaultProxy::start();
+    let proxy = w.fault_proxy();
     proxy.add(Rule::on("TerminateInstances").stall());
     let job_id = unique("termstall");
     let endpoint = proxy.endpoint();
     let image = String::new();
     let mut args = owned(args_via(&endpoint, &ami, &job_id, &image));
     args.extend(owned(vec!["--shell", "true", "--api-patience", "8s"]));
-    let mut run = spawn(&args);
+    let mut run = spawn(&w, &args);
     let asked = run.wait_for("terminating i-", Duration::from_secs(60));
     assert!(asked.is_some(), "{}", run.seen.len());
     let t = Instant::now();
@@ -490,4 +503,5 @@ async fn an_unanswered_termination_gives_up_at_the_patience() {
         "{}",
         done.stderr()
     );
+    w.assert_no_denials();
 }

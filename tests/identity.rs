@@ -3,6 +3,11 @@
 //! run's instances ended only when that run is dead, rows that would overwrite each other
 //! refused, `--resume` re-running rows that changed, and spot fallback that really is
 //! on demand.
+//!
+//! The client runs as the shipped client policy's principal and its instances as the instance
+//! role, through the world's IAM proxy (`World::enforced`); each test fails on a refused call.
+//! `cleanup_all_owners_...` needs a MiniStack account of its own (`--all-owners` would end other
+//! tests' instances): its client signs with that account's 12-digit key, registered as a scope.
 
 mod common;
 
@@ -10,10 +15,12 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{run_render, support_image, unique, Watched, World};
-use rtb_testkit::{FaultProxy, Rule};
+use rtb_testkit::Rule;
 
 /// A test's own workstation (registry, owner) and folder for its batch files.
 struct Desk {
+    /// The world's client principal (keys, IAM proxy) when the world is enforced.
+    env: Vec<(&'static str, String)>,
     state: tempfile::TempDir,
     dir: tempfile::TempDir,
     user: String,
@@ -22,15 +29,25 @@ struct Desk {
 impl Desk {
     fn new() -> Desk {
         Desk {
+            env: Vec::new(),
             state: tempfile::tempdir().expect("tmp"),
             dir: tempfile::tempdir().expect("tmp"),
             user: unique("user"),
         }
     }
 
+    /// A desk whose commands run as the world's client principal.
+    fn of(w: &World) -> Desk {
+        Desk {
+            env: w.client_env(),
+            ..Desk::new()
+        }
+    }
+
     /// Another workstation of the same user: its own registry, the same `$USER`.
     fn elsewhere(&self) -> Desk {
         Desk {
+            env: self.env.clone(),
             state: tempfile::tempdir().expect("tmp"),
             dir: tempfile::tempdir().expect("tmp"),
             user: self.user.clone(),
@@ -39,7 +56,9 @@ impl Desk {
 
     fn cmd(&self, args: &[&str]) -> Command {
         let mut c = run_render(args);
-        c.env("XDG_STATE_HOME", self.state.path())
+        c.envs(self.env.iter().cloned())
+            .env_remove("AWS_SESSION_TOKEN")
+            .env("XDG_STATE_HOME", self.state.path())
             .env("USER", &self.user)
             .current_dir(self.dir.path());
         c
@@ -193,13 +212,20 @@ async fn cleanup_all_owners_leaves_a_compute_environments_instances_alone() {
         ],
     )
     .await;
-    let desk = Desk::new();
+    // The client under the shipped client policy, through the IAM proxy, in that account.
+    let scope = rtb_testkit::IamScope::with_client_key(
+        rtb_testkit::ScopeSetup {
+            account: account.clone(),
+            ..rtb_testkit::ScopeSetup::default()
+        },
+        &account,
+    );
+    let desk = Desk {
+        env: scope.client_env(),
+        ..Desk::new()
+    };
     let run = |args: &[&str]| {
-        let o = desk
-            .cmd(args)
-            .env("AWS_ACCESS_KEY_ID", &account)
-            .output()
-            .expect("run");
+        let o = desk.cmd(args).output().expect("run");
         (
             o.status.code(),
             String::from_utf8_lossy(&o.stdout).into_owned(),
@@ -247,6 +273,11 @@ async fn cleanup_all_owners_leaves_a_compute_environments_instances_alone() {
         "{out}"
     );
     let _ = ec2.terminate_instances().instance_ids(&ce).send().await;
+    assert!(
+        scope.evaluated("client") > 0,
+        "the client went through the IAM proxy"
+    );
+    scope.assert_no_denials();
 }
 
 /// Octave code that writes `frame.txt` holding `text` into the job's outputs.
@@ -329,15 +360,16 @@ async fn all_ended(w: &World, batch: &str, limit: Duration) -> Vec<(String, Stri
 }
 
 /// The shipped client policy allows CreateTags only inside RunInstances, so a pool instance
-/// keeps its launch tags for life (here the proxy refuses CreateTags as AWS does). While
+/// keeps its launch tags for life (the world's IAM proxy refuses CreateTags after launch as AWS
+/// does; a fault proxy in front of it counts the calls). While
 /// row 2 runs on the instance row 1 ran on, a workstation that never saw the batch is right
 /// about it: `list` names row 2's job, `status` says running, `cleanup --yes` leaves the
 /// instance alone; and every row succeeds.
 #[tokio::test]
 async fn a_reused_instance_is_known_by_the_job_it_runs_now() {
-    let w = World::new().await;
-    let desk = Desk::new();
-    let bucket = w.bucket("reuse").await;
+    let w = World::enforced().await;
+    let desk = Desk::of(&w);
+    let bucket = w.output_bucket("reuse").await;
     let name = unique("reuse");
     let rows = vec![
         (1, format!("pause(1); {}", frame("row 1"))),
@@ -345,12 +377,7 @@ async fn a_reused_instance_is_known_by_the_job_it_runs_now() {
         (3, format!("pause(1); {}", frame("row 3"))),
     ];
     let file = batch_file(&w, &desk, &name, &bucket, &rows, "parallel = 1").await;
-    let proxy = FaultProxy::start();
-    proxy.add(
-        Rule::on("CreateTags")
-            .error(403, "UnauthorizedOperation")
-            .message("You are not authorized to perform this operation."),
-    );
+    let proxy = w.fault_proxy();
     let client = Watched::spawn({
         let mut c = desk.cmd(&["batch", &file, "--json"]);
         c.env("AWS_ENDPOINT_URL", proxy.endpoint());
@@ -431,18 +458,20 @@ async fn a_reused_instance_is_known_by_the_job_it_runs_now() {
     assert!(all_ended(&w, &name, Duration::from_secs(30))
         .await
         .is_empty());
+    w.assert_no_denials();
 }
 
 /// `stop --batch` from a workstation that never saw the batch, while rows 2 and 3 run on the
-/// instance row 1 ran on (per-instance 2; the proxy refuses CreateTags as AWS does): the jobs
+/// instance row 1 ran on (per-instance 2; the shipped client policy refuses CreateTags after
+/// launch, enforced by the world's IAM proxy): the jobs
 /// stopped are the ones running, each saves its partial outputs, and the instance ends once
 /// neither runs. (The instance's tags named row 1, whose result exists: it was terminated
 /// under rows 2 and 3, with nothing saved.)
 #[tokio::test]
 async fn stop_batch_stops_the_jobs_running_now_with_their_outputs_saved() {
-    let w = World::new().await;
-    let desk = Desk::new();
-    let bucket = w.bucket("stopb").await;
+    let w = World::enforced().await;
+    let desk = Desk::of(&w);
+    let bucket = w.output_bucket("stopb").await;
     let name = unique("stopb");
     let rows = vec![
         (1, format!("pause(1); {}", frame("row 1"))),
@@ -458,13 +487,7 @@ async fn stop_batch_stops_the_jobs_running_now_with_their_outputs_saved() {
         "parallel = 2\nper-instance = 2",
     )
     .await;
-    let proxy = FaultProxy::start();
-    proxy.add(Rule::on("CreateTags").error(403, "UnauthorizedOperation"));
-    let client = Watched::spawn({
-        let mut c = desk.cmd(&["batch", &file, "--json"]);
-        c.env("AWS_ENDPOINT_URL", proxy.endpoint());
-        c
-    });
+    let client = Watched::spawn(desk.cmd(&["batch", &file, "--json"]));
     for n in [2, 3] {
         assert!(
             log_started(
@@ -534,6 +557,7 @@ async fn stop_batch_stops_the_jobs_running_now_with_their_outputs_saved() {
             .all(|o| *o != "succeeded" && *o != "instance_lost"),
         "stopped, not lost: {doc}"
     );
+    w.assert_no_denials();
 }
 
 /// `stop --batch` on the machine where the batch's client runs asks that client to stop, as
@@ -541,9 +565,9 @@ async fn stop_batch_stops_the_jobs_running_now_with_their_outputs_saved() {
 /// instance ends. (Stopping the jobs behind the client's back made it launch the next.)
 #[tokio::test]
 async fn stop_batch_asks_a_client_on_this_machine_to_stop() {
-    let w = World::new().await;
-    let desk = Desk::new();
-    let bucket = w.bucket("stopc").await;
+    let w = World::enforced().await;
+    let desk = Desk::of(&w);
+    let bucket = w.output_bucket("stopc").await;
     let name = unique("stopc");
     let rows = vec![
         (1, format!("pause(1); {}", frame("row 1"))),
@@ -582,6 +606,7 @@ async fn stop_batch_asks_a_client_on_this_machine_to_stop() {
     assert!(all_ended(&w, &name, Duration::from_secs(30))
         .await
         .is_empty());
+    w.assert_no_denials();
 }
 
 /// `--resume` / `--rerun` ended an earlier run's instances by batch name and `$USER` alone.
@@ -590,9 +615,9 @@ async fn stop_batch_asks_a_client_on_this_machine_to_stop() {
 /// line saying how to stop it, and the earlier run goes on to succeed untouched.
 #[tokio::test]
 async fn a_live_earlier_run_keeps_its_instances_on_resume_and_rerun() {
-    let w = World::new().await;
-    let desk = Desk::new();
-    let bucket = w.bucket("alive").await;
+    let w = World::enforced().await;
+    let desk = Desk::of(&w);
+    let bucket = w.output_bucket("alive").await;
     let name = unique("alive");
     let rows = vec![
         (1, format!("pause(25); {}", frame("row 1"))),
@@ -635,6 +660,7 @@ async fn a_live_earlier_run_keeps_its_instances_on_resume_and_rerun() {
         assert_eq!(j["outcome"], "succeeded", "{j}");
         assert_eq!(j["attempts"].as_array().unwrap().len(), 1, "{j}");
     }
+    w.assert_no_denials();
 }
 
 /// `--resume` trusted the job id alone: a row edited since (its command here; with default
@@ -642,9 +668,9 @@ async fn a_live_earlier_run_keeps_its_instances_on_resume_and_rerun() {
 /// what it ran; a row that changed runs again, and the client says so.
 #[tokio::test]
 async fn resume_runs_again_a_row_that_changed() {
-    let w = World::new().await;
-    let desk = Desk::new();
-    let bucket = w.bucket("changed").await;
+    let w = World::enforced().await;
+    let desk = Desk::of(&w);
+    let bucket = w.output_bucket("changed").await;
     let name = unique("changed");
     let rows = vec![(1, frame("row 1 v1")), (2, frame("row 2 v1"))];
     let file = batch_file(&w, &desk, &name, &bucket, &rows, "parallel = 2").await;
@@ -682,6 +708,7 @@ async fn resume_runs_again_a_row_that_changed() {
     let (code, _, err) = desk.out(&["batch", &file, "--resume"]);
     assert_eq!(code, Some(0), "{err}");
     assert!(err.contains("nothing to run"), "{err}");
+    w.assert_no_denials();
 }
 
 /// Spot fallback: a job whose spot instance was lost is retried on demand, and no lane of
@@ -690,9 +717,9 @@ async fn resume_runs_again_a_row_that_changed() {
 /// and what EC2 says it ran on (MiniStack reports every instance on demand).
 #[tokio::test]
 async fn a_job_falling_back_to_on_demand_never_runs_on_a_spot_lane() {
-    let w = World::new().await;
-    let desk = Desk::new();
-    let bucket = w.bucket("spot").await;
+    let w = World::enforced().await;
+    let desk = Desk::of(&w);
+    let bucket = w.output_bucket("spot").await;
     let name = unique("spot");
     let rows: Vec<(u32, String)> = (1..=4)
         .map(|n| (n, format!("pause(8); {}", frame(&format!("row {n}")))))
@@ -706,7 +733,7 @@ async fn a_job_falling_back_to_on_demand_never_runs_on_a_spot_lane() {
         "parallel = 4\nper-instance = 2\nspot = true",
     )
     .await;
-    let proxy = FaultProxy::start();
+    let proxy = w.fault_proxy();
     // The on-demand instance for the retries comes late: the spot lane finishes first.
     proxy.add(
         Rule::on("RunInstances")
@@ -729,7 +756,8 @@ async fn a_job_falling_back_to_on_demand_never_runs_on_a_spot_lane() {
                 Duration::from_secs(180)
             )
             .await,
-            "row {n} did not start"
+            "row {n} did not start; refused: {:?}",
+            w.scope().denials()
         );
     }
     let spot: Vec<String> = all_ended(&w, &name, Duration::ZERO)
@@ -789,20 +817,23 @@ async fn a_job_falling_back_to_on_demand_never_runs_on_a_spot_lane() {
     assert!(all_ended(&w, &name, Duration::from_secs(30))
         .await
         .is_empty());
+    w.assert_no_denials();
 }
 
 /// A client that may not write the batch's records (a client policy from before they
 /// existed) is refused before anything is launched, with one line naming what it needs:
-/// without them, no other workstation could tell which job a pool instance runs.
+/// without them, no other workstation could tell which job a pool instance runs. The shipped
+/// policy allows the write, so a fault proxy in front of the IAM proxy refuses it as AWS would
+/// under the older policy; every other call is the shipped policy's to allow.
 #[tokio::test]
 async fn a_client_that_may_not_write_the_records_launches_nothing() {
-    let w = World::new().await;
-    let desk = Desk::new();
-    let bucket = w.bucket("norec").await;
+    let w = World::enforced().await;
+    let desk = Desk::of(&w);
+    let bucket = w.output_bucket("norec").await;
     let name = unique("norec");
     let rows = vec![(1, frame("row 1"))];
     let file = batch_file(&w, &desk, &name, &bucket, &rows, "parallel = 1").await;
-    let proxy = FaultProxy::start();
+    let proxy = w.fault_proxy();
     proxy.add(
         Rule::on("PutObject")
             .path_contains("_rtb-batch")
@@ -830,6 +861,7 @@ async fn a_client_that_may_not_write_the_records_launches_nothing() {
         "{err}"
     );
     assert_eq!(proxy.count("RunInstances"), 0, "nothing launched");
+    w.assert_no_denials();
 }
 
 /// The same, under the shipped policies enforced: the client, and the instances it launches,

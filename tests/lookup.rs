@@ -1,6 +1,9 @@
 //! `status --output URL` and `logs --output URL` with no job id, from a workstation that never
 //! saw the jobs: the jobs are found from the records under that output (at the output itself,
 //! or one or two folders below it, where a batch's rows put theirs).
+//!
+//! The client runs as the shipped client policy's principal and its instances as the instance
+//! role, through the world's IAM proxy (`World::enforced`); each test fails on a refused call.
 
 mod common;
 
@@ -10,6 +13,8 @@ use common::{run_render, support_image, unique, World};
 
 /// A workstation of its own: an empty registry and its own user name.
 struct Desk {
+    /// The world's client principal (keys, IAM proxy) when the world is enforced.
+    env: Vec<(&'static str, String)>,
     state: tempfile::TempDir,
     user: String,
 }
@@ -17,14 +22,25 @@ struct Desk {
 impl Desk {
     fn new() -> Desk {
         Desk {
+            env: Vec::new(),
             state: tempfile::tempdir().expect("tmp"),
             user: unique("user"),
         }
     }
 
+    /// A desk whose commands run as the world's client principal.
+    fn of(w: &World) -> Desk {
+        Desk {
+            env: w.client_env(),
+            ..Desk::new()
+        }
+    }
+
     fn cmd(&self, args: &[&str]) -> Command {
         let mut c = run_render(args);
-        c.env("XDG_STATE_HOME", self.state.path())
+        c.envs(self.env.iter().cloned())
+            .env_remove("AWS_SESSION_TOKEN")
+            .env("XDG_STATE_HOME", self.state.path())
             .env("USER", &self.user);
         c
     }
@@ -63,10 +79,10 @@ fn run_job(desk: &Desk, ami: &str, job_id: &str, output: &str, said: &str) {
 
 #[tokio::test]
 async fn status_and_logs_find_the_jobs_under_an_output_from_another_workstation() {
-    let w = World::new().await;
+    let w = World::enforced().await;
     let ami = w.test_ami().await;
-    let bucket = w.bucket("lookup").await;
-    let there = Desk::new();
+    let bucket = w.output_bucket("lookup").await;
+    let there = Desk::of(&w);
     let (a, b) = (unique("look-a"), unique("look-b"));
     run_job(
         &there,
@@ -84,7 +100,7 @@ async fn status_and_logs_find_the_jobs_under_an_output_from_another_workstation(
     );
 
     // Another workstation: no registry entry, only the output location.
-    let here = Desk::new();
+    let here = Desk::of(&w);
     let (code, out, err) = here.out(&[
         "status",
         "--output",
@@ -153,4 +169,5 @@ async fn status_and_logs_find_the_jobs_under_an_output_from_another_workstation(
     let (code, _, err) = here.out(&["logs", "--output", &format!("s3://{bucket}/nothing")]);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("no job records under"), "{err}");
+    w.assert_no_denials();
 }

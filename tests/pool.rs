@@ -8,6 +8,9 @@
 //! - per-instance = 2: Ctrl-C saves both lanes' outputs; `stop JOB` of one lane, or a row
 //!   whose container cannot start, leaves the other running; a co-tenant's shorter timeout
 //!   does not cut the longer job's deadline.
+//!
+//! The client runs as the shipped client policy's principal and its instances as the instance
+//! role, through the world's IAM proxy (`World::enforced`); each test fails on a refused call.
 
 mod common;
 
@@ -17,10 +20,12 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{run_render, support_image, unique, Watched, World};
-use rtb_testkit::{FaultProxy, Rule};
+use rtb_testkit::Rule;
 
 /// A test's own workstation (registry, owner) and folder for its batch files.
 struct Desk {
+    /// The world's client principal (keys, IAM proxy) when the world is enforced.
+    env: Vec<(&'static str, String)>,
     state: tempfile::TempDir,
     dir: tempfile::TempDir,
     user: String,
@@ -29,15 +34,26 @@ struct Desk {
 impl Desk {
     fn new() -> Desk {
         Desk {
+            env: Vec::new(),
             state: tempfile::tempdir().expect("tmp"),
             dir: tempfile::tempdir().expect("tmp"),
             user: unique("user"),
         }
     }
 
+    /// A desk whose commands run as the world's client principal.
+    fn of(w: &World) -> Desk {
+        Desk {
+            env: w.client_env(),
+            ..Desk::new()
+        }
+    }
+
     fn cmd(&self, args: &[&str]) -> Command {
         let mut c = run_render(args);
-        c.env("XDG_STATE_HOME", self.state.path())
+        c.envs(self.env.iter().cloned())
+            .env_remove("AWS_SESSION_TOKEN")
+            .env("XDG_STATE_HOME", self.state.path())
             .env("USER", &self.user)
             .current_dir(self.dir.path());
         c
@@ -269,9 +285,9 @@ fn fingerprint(p: &Path) -> (Vec<u8>, std::time::SystemTime) {
 /// is refused before anything is launched, and with a folder per row it runs, isolated.
 #[tokio::test]
 async fn the_lab_layout_keeps_every_pool_job_to_its_own_files() {
-    let w = World::new().await;
-    let desk = Desk::new();
-    let bucket = w.bucket("lab").await;
+    let w = World::enforced().await;
+    let desk = Desk::of(&w);
+    let bucket = w.output_bucket("lab").await;
     let name = unique("lab");
     let _containers = JobContainers {
         prefix: name.clone(),
@@ -387,15 +403,16 @@ async fn the_lab_layout_keeps_every_pool_job_to_its_own_files() {
     assert!(all_ended(&w, &iso, Duration::from_secs(30))
         .await
         .is_empty());
+    w.assert_no_denials();
 }
 
 /// Six jobs one after another on one instance: each job's container is removed once it has
 /// ended (its outputs uploaded), so at most one of them exists at a time and none is left.
 #[tokio::test]
 async fn a_long_batch_on_one_instance_removes_each_finished_container() {
-    let w = World::new().await;
-    let desk = Desk::new();
-    let bucket = w.bucket("disk").await;
+    let w = World::enforced().await;
+    let desk = Desk::of(&w);
+    let bucket = w.output_bucket("disk").await;
     let name = unique("disk");
     let containers = JobContainers {
         prefix: name.clone(),
@@ -444,6 +461,7 @@ async fn a_long_batch_on_one_instance_removes_each_finished_container() {
     assert!(all_ended(&w, &name, Duration::from_secs(30))
         .await
         .is_empty());
+    w.assert_no_denials();
 }
 
 /// Row 1's instance reaches its own deadline just after row 1 ended (the client is held back
@@ -451,9 +469,9 @@ async fn a_long_batch_on_one_instance_removes_each_finished_container() {
 /// a fresh instance at its first attempt.
 #[tokio::test]
 async fn an_instance_whose_deadline_fired_after_its_job_is_not_handed_the_next() {
-    let w = World::new().await;
-    let desk = Desk::new();
-    let bucket = w.bucket("gone").await;
+    let w = World::enforced().await;
+    let desk = Desk::of(&w);
+    let bucket = w.output_bucket("gone").await;
     let name = unique("gone");
     let _containers = JobContainers {
         prefix: name.clone(),
@@ -474,7 +492,7 @@ async fn an_instance_whose_deadline_fired_after_its_job_is_not_handed_the_next()
         },
     )
     .await;
-    let proxy = FaultProxy::start();
+    let proxy = w.fault_proxy();
     // The client's read of the first attempt's result record (row 1's) waits 12 s.
     proxy.add(
         Rule::on("GetObject")
@@ -547,6 +565,7 @@ async fn an_instance_whose_deadline_fired_after_its_job_is_not_handed_the_next()
     assert!(all_ended(&w, &name, Duration::from_secs(30))
         .await
         .is_empty());
+    w.assert_no_denials();
 }
 
 /// per-instance = 2, Ctrl-C: both jobs are stopped and both save their outputs before the
@@ -554,9 +573,9 @@ async fn an_instance_whose_deadline_fired_after_its_job_is_not_handed_the_next()
 /// that ignores SIGTERM holding its output, which its runner waits 2 s for).
 #[tokio::test]
 async fn per_instance_2_ctrl_c_saves_both_lanes_outputs() {
-    let w = World::new().await;
-    let desk = Desk::new();
-    let bucket = w.bucket("twoc").await;
+    let w = World::enforced().await;
+    let desk = Desk::of(&w);
+    let bucket = w.output_bucket("twoc").await;
     let name = unique("twoc");
     let _containers = JobContainers {
         prefix: name.clone(),
@@ -621,15 +640,16 @@ async fn per_instance_2_ctrl_c_saves_both_lanes_outputs() {
     assert!(all_ended(&w, &name, Duration::from_secs(30))
         .await
         .is_empty());
+    w.assert_no_denials();
 }
 
 /// per-instance = 2: `run-render stop` of one lane's job stops that job (its outputs saved)
 /// and leaves the instance to the other, which runs on to success at its first attempt.
 #[tokio::test]
 async fn per_instance_2_stop_of_one_job_leaves_the_other_running() {
-    let w = World::new().await;
-    let desk = Desk::new();
-    let bucket = w.bucket("twos").await;
+    let w = World::enforced().await;
+    let desk = Desk::of(&w);
+    let bucket = w.output_bucket("twos").await;
     let name = unique("twos");
     let _containers = JobContainers {
         prefix: name.clone(),
@@ -716,6 +736,7 @@ async fn per_instance_2_stop_of_one_job_leaves_the_other_running() {
     assert!(all_ended(&w, &name, Duration::from_secs(30))
         .await
         .is_empty());
+    w.assert_no_denials();
 }
 
 /// per-instance = 2: row 1 works for 45 s; next to it row 2, then row 3 (timeout 30 s, no
@@ -723,9 +744,9 @@ async fn per_instance_2_stop_of_one_job_leaves_the_other_running() {
 /// itself, on the same instance, at its first attempt.
 #[tokio::test]
 async fn per_instance_2_a_shorter_timeout_does_not_cut_the_longer_job() {
-    let w = World::new().await;
-    let desk = Desk::new();
-    let bucket = w.bucket("twod").await;
+    let w = World::enforced().await;
+    let desk = Desk::of(&w);
+    let bucket = w.output_bucket("twod").await;
     let name = unique("twod");
     let _containers = JobContainers {
         prefix: name.clone(),
@@ -785,15 +806,16 @@ async fn per_instance_2_a_shorter_timeout_does_not_cut_the_longer_job() {
     assert!(all_ended(&w, &name, Duration::from_secs(30))
         .await
         .is_empty());
+    w.assert_no_denials();
 }
 
 /// per-instance = 2: row 2's container cannot be started (its image is nowhere to be had):
 /// that row fails, and the instance is not ended under row 1, which runs on to success.
 #[tokio::test]
 async fn per_instance_2_a_row_that_cannot_start_leaves_the_other_running() {
-    let w = World::new().await;
-    let desk = Desk::new();
-    let bucket = w.bucket("twob").await;
+    let w = World::enforced().await;
+    let desk = Desk::of(&w);
+    let bucket = w.output_bucket("twob").await;
     let name = unique("twob");
     let _containers = JobContainers {
         prefix: name.clone(),
@@ -841,4 +863,5 @@ async fn per_instance_2_a_row_that_cannot_start_leaves_the_other_running() {
     assert!(all_ended(&w, &name, Duration::from_secs(30))
         .await
         .is_empty());
+    w.assert_no_denials();
 }

@@ -4,6 +4,10 @@
 //! cards, 5 thumbnails that decode, the failed job's error and log, one timeline bar per
 //! attempt, and working filters, with no request leaving the file. `report` writes the page
 //! again from this workstation and, from another one, from S3 alone.
+//!
+//! The client runs as the shipped client policy's principal and its instances as the instance
+//! role, through the world's IAM proxy (`World::enforced`); each test fails on a refused call.
+//! The AWS Batch page test does the same in front of moto (`common::moto::scope`).
 
 mod common;
 
@@ -16,6 +20,8 @@ use common::{run_render, support_image, unique, Watched, World};
 
 /// A test's own workstation (registry, owner, working folder).
 struct Desk {
+    /// The world's client principal (keys, IAM proxy) when the world is enforced.
+    env: Vec<(&'static str, String)>,
     state: tempfile::TempDir,
     dir: tempfile::TempDir,
     user: String,
@@ -24,15 +30,26 @@ struct Desk {
 impl Desk {
     fn new() -> Desk {
         Desk {
+            env: Vec::new(),
             state: tempfile::tempdir().expect("tmp"),
             dir: tempfile::tempdir().expect("tmp"),
             user: unique("user"),
         }
     }
 
+    /// A desk whose commands run as the world's client principal.
+    fn of(w: &World) -> Desk {
+        Desk {
+            env: w.client_env(),
+            ..Desk::new()
+        }
+    }
+
     fn cmd(&self, args: &[&str]) -> Command {
         let mut c = run_render(args);
-        c.env("XDG_STATE_HOME", self.state.path())
+        c.envs(self.env.iter().cloned())
+            .env_remove("AWS_SESSION_TOKEN")
+            .env("XDG_STATE_HOME", self.state.path())
             .env("USER", &self.user)
             .current_dir(self.dir.path());
         c
@@ -114,9 +131,9 @@ fn browse(page: &Path, screenshot: &Path) -> serde_json::Value {
 
 #[tokio::test]
 async fn a_real_batch_page_opens_in_a_browser_with_every_picture_and_the_timeline() {
-    let w = World::new().await;
-    let desk = Desk::new();
-    let bucket = w.bucket("page").await;
+    let w = World::enforced().await;
+    let desk = Desk::of(&w);
+    let bucket = w.output_bucket("page").await;
     let name = unique("page");
     let ami = w.test_ami().await;
     let rows: Vec<(u32, String)> = vec![
@@ -355,7 +372,7 @@ timeout = "10m"
     assert_eq!(again.matches("<rect class=\"bar ").count(), attempts);
 
     // From another workstation, given the outputs' folder: S3 alone.
-    let other = Desk::new();
+    let other = Desk::of(&w);
     let (code, _, err) = other.out(&[
         "report",
         "--batch",
@@ -380,6 +397,7 @@ timeout = "10m"
         .filter(|(_, s)| s != "terminated")
         .collect();
     assert!(live.is_empty(), "{live:?}");
+    w.assert_no_denials();
 }
 
 /// `aws-batch setup` of a fresh queue over moto's default VPC; the queue's name.
@@ -463,6 +481,10 @@ async fn the_aws_batch_engine_writes_the_page_too() {
         .send()
         .await
         .expect("bucket");
+    let scope = common::moto::scope(&q, &[&bucket]);
+    let iam = scope
+        .moto_endpoint()
+        .expect("the IAM proxy in front of moto");
     let name = unique("abpage");
     let rows = [
         (1, image(120, 90, [200, 80, 40])),
@@ -494,14 +516,19 @@ timeout = "10m"
             image = support_image()
         ),
     );
+    // The client as the scope's client, through the IAM proxy in front of moto; its jobs
+    // under the queue's job role.
     let batch = |args: &[&str]| {
         let o = desk
             .cmd(args)
-            .env("AWS_ENDPOINT_URL", &moto)
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_ENDPOINT_URL", &iam)
+            .env("AWS_ACCESS_KEY_ID", &scope.client().key_id)
+            .env("AWS_SECRET_ACCESS_KEY", &scope.client().secret)
             // The jobs' own credentials in the test world (never the client's, on AWS).
-            .env("RUN_RENDER_TEST_JOB_CREDENTIALS", "test:test")
+            .env(
+                "RUN_RENDER_TEST_JOB_CREDENTIALS",
+                scope.batch_job_credentials(),
+            )
             .output()
             .expect("run");
         (
@@ -600,7 +627,11 @@ timeout = "10m"
     );
     assert_eq!(later.matches("<img alt=").count(), 2);
 
-    let _ = batch(&["aws-batch", "teardown", "--queue", &q]);
+    common::moto::assert_no_denials(&scope, true);
+    let _ = desk
+        .cmd(&["aws-batch", "teardown", "--queue", &q])
+        .env("AWS_ENDPOINT_URL", &moto)
+        .output();
 }
 
 /// The README's lines work as written: the lab's vwcc2 batch ships in examples/ over its

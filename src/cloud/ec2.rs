@@ -204,6 +204,10 @@ impl Cloud {
             req = req.user_data(base64(ud.as_bytes()));
         }
         if launch.spot {
+            // The spot request is created too, and the client policy allows that only tagged
+            // rtb:tool=run-render (RunInstancesOnlyTaggedAsRunRender): untagged, AWS refuses
+            // the whole launch.
+            req = req.tag_specifications(tag_spec(ResourceType::SpotInstancesRequest));
             // One-time: a reclaimed spot instance terminates (never stops or hibernates).
             req = req.instance_market_options(
                 aws_sdk_ec2::types::InstanceMarketOptionsRequest::builder()

@@ -53,6 +53,24 @@ impl World {
         cmd
     }
 
+    /// The environment that makes a client command the scope's client principal (none for a
+    /// world that is not enforced).
+    pub fn client_env(&self) -> Vec<(&'static str, String)> {
+        self.enforcement
+            .as_ref()
+            .map(IamScope::client_env)
+            .unwrap_or_default()
+    }
+
+    /// A fault proxy in front of the endpoint the client uses: the IAM proxy when the world is
+    /// enforced, so what the client sends is both faulted and evaluated.
+    pub fn fault_proxy(&self) -> rtb_testkit::FaultProxy {
+        match &self.enforcement {
+            Some(scope) => rtb_testkit::FaultProxy::start_for(&scope.endpoint()),
+            None => rtb_testkit::FaultProxy::start(),
+        }
+    }
+
     /// A fresh bucket the instance role reads from (and the client may list).
     pub async fn input_bucket(&self, prefix: &str) -> String {
         let b = self.bucket(prefix).await;

@@ -4,11 +4,53 @@
 
 use std::process::Command;
 
+use rtb_testkit::{IamScope, ScopeSetup};
+
 use super::{run_render, support_image, unique};
 
 /// The jobs' credentials in this world: only the test-only setting gives jobs any (never the
-/// client's own keys), and only with a custom endpoint.
+/// client's own keys), and only with a custom endpoint. An enforced desk gives its scope's.
 pub const JOB_CREDENTIALS: &str = "rtbbatchjob:rtbbatchjobsecret";
+
+/// moto's account: the one in the ARNs it answers with (queues, the job role setup makes).
+pub const MOTO_ACCOUNT: &str = "123456789012";
+
+/// A scope at the IAM proxy in front of moto for `queue`: the client under the shipped client
+/// policies, AWS Batch jobs under the job role setup makes (`<queue>-job`:
+/// instance-role-policy.json and batch-job-role-policy.json), `buckets` as the output buckets.
+pub fn scope(queue: &str, buckets: &[&str]) -> IamScope {
+    let scope = IamScope::with(ScopeSetup {
+        account: MOTO_ACCOUNT.into(),
+        queue: queue.into(),
+        output_buckets: buckets.iter().map(|b| b.to_string()).collect(),
+        batch_job_policies: vec![
+            "instance-role-policy.json".into(),
+            "batch-job-role-policy.json".into(),
+        ],
+        ..ScopeSetup::default()
+    });
+    assert!(
+        scope.moto_endpoint().is_some(),
+        "the world has no IAM proxy in front of moto (RTB_WORLD_MOTO_IAM_URL): rerun tests/world/setup.sh"
+    );
+    scope
+}
+
+/// Nothing the client or its jobs did was refused, and both really went through enforcement
+/// (`jobs_ran`: a job of the scope ran and made calls).
+pub fn assert_no_denials(scope: &IamScope, jobs_ran: bool) {
+    assert!(
+        scope.evaluated("client") > 0,
+        "no call of the client was evaluated: it did not go through the IAM proxy"
+    );
+    if jobs_ran {
+        assert!(
+            scope.evaluated("batch-job") > 0,
+            "no call of a job was evaluated: the jobs did not go through the IAM proxy"
+        );
+    }
+    scope.assert_no_denials();
+}
 
 /// moto's endpoint, or `None` with the reason printed (the test then passes as skipped).
 pub fn moto() -> Option<String> {
@@ -22,12 +64,17 @@ pub fn moto() -> Option<String> {
 }
 
 /// One user at one workstation: their own state folder (registry, batch records), their own
-/// working folder, their name (`rtb:owner`), and the endpoint their client talks to.
+/// working folder, their name (`rtb:owner`), the endpoint their client talks to, and, once
+/// [`Desk::enforce`]d, the keys of a scope's client and jobs.
 pub struct Desk {
     pub state: tempfile::TempDir,
     pub dir: tempfile::TempDir,
     pub user: String,
     pub endpoint: String,
+    /// moto itself: what the lab's administrator talks to (`aws-batch setup`, `teardown`).
+    pub world: String,
+    /// The client's and the jobs' keys, over the world's `test` keys.
+    pub env: Vec<(&'static str, String)>,
 }
 
 impl Desk {
@@ -37,7 +84,25 @@ impl Desk {
             dir: tempfile::tempdir().expect("tmp"),
             user: unique("user"),
             endpoint: moto.to_string(),
+            world: moto.to_string(),
+            env: Vec::new(),
         }
+    }
+
+    /// From now on the client runs as `scope`'s client through its IAM proxy in front of moto,
+    /// and gives its AWS Batch jobs the scope's job keys.
+    pub fn enforce(&mut self, scope: &IamScope) {
+        self.endpoint = scope
+            .moto_endpoint()
+            .expect("an IAM proxy in front of moto");
+        self.env = vec![
+            ("AWS_ACCESS_KEY_ID", scope.client().key_id.clone()),
+            ("AWS_SECRET_ACCESS_KEY", scope.client().secret.clone()),
+            (
+                "RUN_RENDER_TEST_JOB_CREDENTIALS",
+                scope.batch_job_credentials(),
+            ),
+        ];
     }
 
     pub fn cmd(&self, args: &[&str]) -> Command {
@@ -49,8 +114,27 @@ impl Desk {
             .env("AWS_SECRET_ACCESS_KEY", "test")
             .env("AWS_REGION", "us-east-1")
             .env("RUN_RENDER_TEST_JOB_CREDENTIALS", JOB_CREDENTIALS)
+            .env_remove("AWS_SESSION_TOKEN")
+            .envs(self.env.iter().cloned())
             .current_dir(self.dir.path());
         c
+    }
+
+    /// The lab's administrator at this desk: moto itself with the world's keys (setup and
+    /// teardown need `batch-setup-policy.json`, which no client has).
+    pub fn admin(&self, args: &[&str]) -> (Option<i32>, String, String) {
+        let o = self
+            .cmd(args)
+            .env("AWS_ENDPOINT_URL", &self.world)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .output()
+            .expect("run");
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
     }
 
     pub fn out(&self, args: &[&str]) -> (Option<i32>, String, String) {
@@ -189,7 +273,7 @@ pub async fn queue(desk: &Desk, c: &Clients) -> String {
         "--output-bucket",
         "renders",
     ];
-    let (code, _, err) = desk.out(&args);
+    let (code, _, err) = desk.admin(&args);
     assert_eq!(code, Some(0), "{err}");
     q
 }

@@ -24,6 +24,8 @@ say what AWS would (written down so a reader can judge them):
   emulator's own NotFound answers it (as AWS answers before looking at tags). Likewise an S3
   call on a bucket that does not exist goes to the emulator (NoSuchBucket: S3 answers 404 for a
   missing bucket whoever asks).
+- RegisterJobDefinition needs `iam:PassRole` on the container's job role and execution role,
+  if named (no PassedToService: AWS does not document the service those passes name);
 - AddRoleToInstanceProfile needs `iam:PassRole` on the role (no PassedToService);
   CreateComputeEnvironment passes its serviceRole to batch.amazonaws.com and the instance
   profile's role to ec2.amazonaws.com.
@@ -426,6 +428,11 @@ def batch_checks(call, facts):
         out = [Check("batch:RegisterJobDefinition", res, request_tag_context(tags))]
         if tags:
             out.append(Check("batch:TagResource", res, request_tag_context(tags)))
+        container = p.get("containerProperties")
+        container = container if isinstance(container, dict) else {}
+        for key in ("jobRoleArn", "executionRoleArn"):
+            if container.get(key):
+                out.append(Check("iam:PassRole", iam_role_arn(call.account, container[key])))
         return out
     if op == "SubmitJob":
         ctx = request_tag_context(tags)

@@ -454,6 +454,26 @@ class Contexts(unittest.TestCase):
                          [("batch:TerminateJob", f"arn:aws:batch:us-east-1:{ACCOUNT}:job/j-1", "allow")])
         self.assertEqual(self.decide(term, {"batch_job_tags": {"j-1": {}}}, p)[0][2], "implicit_deny")
 
+    def test_a_job_definition_with_a_role_passes_it(self):
+        # AWS: registering a job definition that names a job role (or an execution role)
+        # needs iam:PassRole on that role.
+        p = [shipped("client-batch-policy.json")]
+        role = f"arn:aws:iam::{ACCOUNT}:role/rtb-q-job"
+
+        def register(**container):
+            return ic.Call("batch", "RegisterJobDefinition", params={
+                "jobDefinitionName": "run-render-abc", "type": "container",
+                "containerProperties": dict({"image": "i"}, **container),
+                "tags": {"rtb:tool": "run-render"}})
+        got = self.decide(register(jobRoleArn=role), policies=p)
+        self.assertIn(("iam:PassRole", role, "allow"), got)
+        self.assertEqual({e for *_, e in got}, {"allow"}, got)
+        admin = f"arn:aws:iam::{ACCOUNT}:role/admin"
+        got = self.decide(register(jobRoleArn=role, executionRoleArn=admin), policies=p)
+        self.assertEqual([(a, r) for a, r, e in got if e != "allow"], [("iam:PassRole", admin)])
+        got = self.decide(register(), policies=p)
+        self.assertNotIn("iam:PassRole", [a for a, *_ in got])
+
     def test_get_caller_identity_needs_no_permission(self):
         self.assertEqual(ic.checks(ic.Call("sts", "GetCallerIdentity")), [])
 

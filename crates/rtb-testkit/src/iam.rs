@@ -39,8 +39,8 @@ pub struct ScopeSetup {
     /// The instance role's (default: `instance-role-policy.json` and
     /// `managed/AmazonSSMManagedInstanceCore.json`).
     pub instance_policies: Vec<String>,
-    /// An AWS Batch job's: the compute environment's instance role (default:
-    /// `batch-instance-role-policy.json`, `instance-role-policy.json`).
+    /// An AWS Batch job's: the job role `aws-batch setup` makes, `<queue>-job` (default:
+    /// `instance-role-policy.json`, `batch-job-role-policy.json`).
     pub batch_job_policies: Vec<String>,
 }
 
@@ -61,8 +61,8 @@ impl Default for ScopeSetup {
                 "managed/AmazonSSMManagedInstanceCore.json".into(),
             ],
             batch_job_policies: vec![
-                "batch-instance-role-policy.json".into(),
                 "instance-role-policy.json".into(),
+                "batch-job-role-policy.json".into(),
             ],
         }
     }
@@ -118,6 +118,23 @@ impl IamScope {
     }
 
     pub fn with(setup: ScopeSetup) -> IamScope {
+        IamScope::build(setup, new_credentials())
+    }
+
+    /// A scope whose client signs with `key_id` (and a fresh secret). A 12-digit key id makes
+    /// MiniStack act in that account, away from every other test's resources; give it as
+    /// `setup.account` too, so the policies' ARNs name that account.
+    pub fn with_client_key(setup: ScopeSetup, key_id: &str) -> IamScope {
+        IamScope::build(
+            setup,
+            Credentials {
+                key_id: key_id.to_string(),
+                secret: random_word(40),
+            },
+        )
+    }
+
+    fn build(setup: ScopeSetup, client: Credentials) -> IamScope {
         let endpoint = world_url("RTB_WORLD_IAM_URL");
         let moto_endpoint = std::env::var("RTB_WORLD_MOTO_IAM_URL")
             .ok()
@@ -131,7 +148,7 @@ impl IamScope {
             proxies,
             endpoint,
             moto_endpoint,
-            client: new_credentials(),
+            client,
             batch_job: new_credentials(),
             setup: Mutex::new(setup),
         };
