@@ -224,6 +224,8 @@ class Iam:
             rest = req.path[len(IMDS_PREFIX):]
             instance, _, tail = rest.partition("/")
             flow.metadata["iam.imds_instance"] = instance
+            # faults.py matches rules against the path as sent, the instance id in it.
+            flow.metadata["iam.sent_path"] = req.path
             req.path = "/" + tail
             return
         reg = self.keys.get(access_key(req))
