@@ -204,6 +204,9 @@ impl Cloud {
             req = req.user_data(base64(ud.as_bytes()));
         }
         if launch.spot {
+            // The spot request is a resource RunInstances creates: the shipped client policy
+            // allows the launch only when it, too, carries rtb:tool (else UnauthorizedOperation).
+            req = req.tag_specifications(tag_spec(ResourceType::SpotInstancesRequest));
             // One-time: a reclaimed spot instance terminates (never stops or hibernates).
             req = req.instance_market_options(
                 aws_sdk_ec2::types::InstanceMarketOptionsRequest::builder()
