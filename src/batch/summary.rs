@@ -1,12 +1,14 @@
 //! The end of a batch: one table (job, outcome, exit code, attempts, duration, instance-hours,
 //! cost, output, and for each job that did not succeed its error; for one that succeeded without
-//! a usable image, the runner's flag) with the batch's cost under it, or one JSON document; and
-//! the batch's exit code.
+//! a usable image, the runner's flag; for attempts a spot reclaim interrupted or that resumed
+//! from a checkpoint, which and how many files they restored) with the batch's cost under it,
+//! or one JSON document; and the batch's exit code.
 
 use std::fmt::Write as _;
 
 use super::jobs::BatchJob;
 use super::pool::{outcome_word, JobEnd, PoolStats};
+use super::resume;
 use crate::report::{exit, InstanceFate, Outcome};
 
 pub struct Summary<'a> {
@@ -105,7 +107,7 @@ impl Summary<'_> {
                     let why = a.error.as_deref().unwrap_or("");
                     let _ = writeln!(
                         o,
-                        "{:<w$}    attempt {}: {} (exit {}){}{}",
+                        "{:<w$}    attempt {}: {} (exit {}){}{}{}",
                         "",
                         n + 1,
                         outcome_word(a.outcome),
@@ -115,6 +117,7 @@ impl Summary<'_> {
                         } else {
                             format!(": {why}")
                         },
+                        resume::note(&a.resume),
                         a.retried_because
                             .as_deref()
                             .map(|r| format!(" -> retried: {r}"))
@@ -134,19 +137,21 @@ impl Summary<'_> {
                 );
             }
             if succeeded(end) && end.attempts.len() > 1 {
-                for (n, a) in end
-                    .attempts
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, a)| a.retried_because.is_some())
-                {
+                // Each attempt retried, and the last when it was interrupted or resumed.
+                for (n, a) in end.attempts.iter().enumerate().filter(|(_, a)| {
+                    a.retried_because.is_some() || !resume::note(&a.resume).is_empty()
+                }) {
                     let _ = writeln!(
                         o,
-                        "{:<w$}    attempt {}: {} -> retried: {}",
+                        "{:<w$}    attempt {}: {}{}{}",
                         "",
                         n + 1,
                         outcome_word(a.outcome),
-                        a.retried_because.as_deref().unwrap_or_default()
+                        resume::note(&a.resume),
+                        a.retried_because
+                            .as_deref()
+                            .map(|r| format!(" -> retried: {r}"))
+                            .unwrap_or_default()
                     );
                 }
             }

@@ -505,6 +505,7 @@ mod tests {
             error: None,
             retried_because: retried.map(str::to_string),
             ran: None,
+            resume: Default::default(),
         }
     }
 
