@@ -263,8 +263,9 @@ mod tests {
     #[test]
     fn a_retry_resumes_after_a_lost_instance_when_a_checkpoint_was_made() {
         use Outcome::*;
-        // (checkpoints, earlier attempts (outcome, reclaimed), resumes)
-        let table: &[(bool, &[(Outcome, bool)], bool)] = &[
+        /// (checkpoints, earlier attempts (outcome, reclaimed), resumes)
+        type Case<'a> = (bool, &'a [(Outcome, bool)], bool);
+        let table: &[Case] = &[
             (true, &[], false),
             (true, &[(InstanceLost, false)], true),
             (false, &[(InstanceLost, false)], false),
