@@ -10,6 +10,8 @@
 //!   its end
 //! - [`scratch`] where each job's scratch folders lie, checked before a pool runs them
 //! - [`retry`] which failed attempts are tried again, and how (pure)
+//! - [`resume`] what interrupted an attempt (a spot reclaim notice, a lost instance), and
+//!   whether the next one resumes from an earlier one's checkpoint
 //! - [`records`] who runs where: the pool's records in S3 (a pool instance's tags cannot change)
 //! - [`view`] the progress view; [`summary`] the end; [`page`] the batch's page (HTML)
 
@@ -22,6 +24,7 @@ pub mod jobs;
 pub mod page;
 pub mod pool;
 pub mod records;
+pub mod resume;
 pub mod retry;
 pub mod scratch;
 pub mod summary;

@@ -5,7 +5,8 @@
 //! the jobs it runs, free disk); one that fails it is retired and the job goes to another.
 //! An instance with nothing left to do is terminated at once, but never while a job of the
 //! batch still runs there. A failed attempt goes back to the front of the queue when
-//! `retry.rs` says so, on a fresh instance when the instance was the problem.
+//! `retry.rs` says so, on a fresh instance when the instance was the problem; `resume.rs`
+//! tells a spot reclaim from another loss, and has a retry resume from the checkpoint.
 //!
 //! Signals: the first stops every running job as `run` does (outputs saved) and starts
 //! nothing new; each instance is terminated once all its jobs have saved theirs. The second
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 use super::host::{Ending, Host};
 use super::jobs::{BatchJob, Policy};
 use super::records::PoolRecords;
+use super::resume::{self, Resumption};
 use super::retry::{self, Attempted, Next, Rules};
 use super::view::{Counts, View};
 use crate::cloud::Cloud;
@@ -48,6 +50,9 @@ pub struct Attempt {
     /// When it ran: the ledger's times and the page's timeline.
     #[serde(skip)]
     pub ran: Option<Span>,
+    /// What interrupted it and what it resumed from (keys of their own in the summary).
+    #[serde(flatten)]
+    pub resume: Resumption,
 }
 
 /// When an attempt ran: from its start (the launch, when it launched its instance) to its end,
@@ -272,9 +277,10 @@ impl<'a> Pool<'a> {
     /// The plan, the view line and the number of job `j`'s next attempt, on `instance` when
     /// it has one.
     fn begin(&self, j: usize, instance: Option<&str>) -> (crate::plan::Plan, Ui, u32) {
-        let (attempt, spot) = {
+        let (attempt, spot, earlier) = {
             let mut st = self.lock();
             let (attempt, spot) = (st.ends[j].attempts.len() as u32 + 1, st.next_spot[j]);
+            let earlier = st.ends[j].attempts.clone();
             st.now.insert(
                 j,
                 Running {
@@ -284,10 +290,13 @@ impl<'a> Pool<'a> {
                     boot_s: 0.0,
                 },
             );
-            (attempt, spot)
+            (attempt, spot, earlier)
         };
         let job = &self.jobs[j];
-        let plan = job.plan_attempt(self.name, self.run, attempt, spot);
+        let plan = resume::prepare(
+            job.plan_attempt(self.name, self.run, attempt, spot),
+            &earlier,
+        );
         let log = self.log_dir.as_ref().and_then(|d| {
             let f = std::fs::OpenOptions::new()
                 .create(true)
@@ -329,15 +338,16 @@ impl<'a> Pool<'a> {
             boot_s,
         };
         let attempts = st.ends[j].attempts.len() as u32 + 1;
+        let resumption = Resumption::of(&report, market.notice, market.resume_asked);
+        let reclaimed = resumption.reclaimed();
         let next = retry::decide(
             &Attempted {
                 outcome: report.outcome,
                 capacity,
                 spot,
-                // Not wired yet: the attempt's interruption record tells a reclaim.
-                reclaimed: false,
+                reclaimed,
                 attempts,
-                reclaims: 0,
+                reclaims: resume::reclaims(&st.ends[j].attempts) + u32::from(reclaimed),
                 stopping: self.interrupts.count() > 0,
             },
             &Rules {
@@ -356,6 +366,7 @@ impl<'a> Pool<'a> {
             error: report.error.clone(),
             retried_because: None,
             ran: Some(ran),
+            resume: resumption,
         };
         match next {
             Next::Retry { why, spot } => {
@@ -465,6 +476,8 @@ impl<'a> Pool<'a> {
                         Market {
                             requested: spot,
                             ran: false,
+                            notice: None,
+                            resume_asked: resume::asked(&plan),
                         },
                     );
                     if launched {
@@ -571,6 +584,8 @@ impl<'a> Pool<'a> {
                     let market = Market {
                         requested,
                         ran: false,
+                        notice: None,
+                        resume_asked: resume::asked(&plan),
                     };
                     self.finish(j, report, &ui, market);
                     continue;
@@ -607,7 +622,13 @@ impl<'a> Pool<'a> {
             {
                 ui.note(e.to_string());
             }
-            self.finish(j, report, &ui, Market { requested, ran });
+            let market = Market {
+                requested,
+                ran,
+                notice: resume::notice(self.cloud, &plan, &report).await,
+                resume_asked: resume::asked(&plan),
+            };
+            self.finish(j, report, &ui, market);
         }
     }
 
@@ -660,11 +681,14 @@ pub fn ran_until_now(seconds: f64) -> Option<Span> {
 /// An instance's first job, taken when it was launched: (job, plan, view line, attempt).
 type FirstJob = (usize, crate::plan::Plan, Ui, u32);
 
-/// Spot asked for, and spot run on (EC2's word).
-#[derive(Debug, Clone, Copy)]
+/// Spot asked for, spot run on (EC2's word), AWS's interruption notice if one came, and
+/// whether the attempt was told to resume.
+#[derive(Debug, Clone)]
 struct Market {
     requested: bool,
     ran: bool,
+    notice: Option<rtb_model::checkpoint::Interrupted>,
+    resume_asked: bool,
 }
 
 /// The queue position of the next job an instance may take. On a spot instance, only a job

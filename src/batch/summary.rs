@@ -1,12 +1,14 @@
 //! The end of a batch: one table (job, outcome, exit code, attempts, duration, instance-hours,
 //! cost, output, and for each job that did not succeed its error; for one that succeeded without
-//! a usable image, the runner's flag) with the batch's cost under it, or one JSON document; and
-//! the batch's exit code.
+//! a usable image, the runner's flag; for attempts a spot reclaim interrupted or that resumed
+//! from a checkpoint, which and how many files they restored) with the batch's cost under it,
+//! or one JSON document; and the batch's exit code.
 
 use std::fmt::Write as _;
 
 use super::jobs::BatchJob;
 use super::pool::{outcome_word, JobEnd, PoolStats};
+use super::resume;
 use crate::report::{exit, InstanceFate, Outcome};
 
 pub struct Summary<'a> {
@@ -105,7 +107,7 @@ impl Summary<'_> {
                     let why = a.error.as_deref().unwrap_or("");
                     let _ = writeln!(
                         o,
-                        "{:<w$}    attempt {}: {} (exit {}){}{}",
+                        "{:<w$}    attempt {}: {} (exit {}){}{}{}",
                         "",
                         n + 1,
                         outcome_word(a.outcome),
@@ -115,6 +117,7 @@ impl Summary<'_> {
                         } else {
                             format!(": {why}")
                         },
+                        resume::note(&a.resume),
                         a.retried_because
                             .as_deref()
                             .map(|r| format!(" -> retried: {r}"))
@@ -134,19 +137,21 @@ impl Summary<'_> {
                 );
             }
             if succeeded(end) && end.attempts.len() > 1 {
-                for (n, a) in end
-                    .attempts
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, a)| a.retried_because.is_some())
-                {
+                // Each attempt retried, and the last when it was interrupted or resumed.
+                for (n, a) in end.attempts.iter().enumerate().filter(|(_, a)| {
+                    a.retried_because.is_some() || !resume::note(&a.resume).is_empty()
+                }) {
                     let _ = writeln!(
                         o,
-                        "{:<w$}    attempt {}: {} -> retried: {}",
+                        "{:<w$}    attempt {}: {}{}{}",
                         "",
                         n + 1,
                         outcome_word(a.outcome),
-                        a.retried_because.as_deref().unwrap_or_default()
+                        resume::note(&a.resume),
+                        a.retried_because
+                            .as_deref()
+                            .map(|r| format!(" -> retried: {r}"))
+                            .unwrap_or_default()
                     );
                 }
             }
@@ -296,7 +301,115 @@ fn succeeded(e: &JobEnd) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::batch::pool::Attempt;
+    use crate::batch::resume::{Interruption, Resumption};
     use crate::cost::account::BatchCost;
+
+    /// A job reclaimed once, then resumed: both attempts are in the table and the JSON, with
+    /// what interrupted the first and what the second restored.
+    #[test]
+    fn each_attempt_says_what_interrupted_it_and_what_it_resumed_from() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("jobs.csv"), "n\n1\n").unwrap();
+        let f = d.path().join("b.toml");
+        std::fs::write(&f, "[batch]\ncsv = \"jobs.csv\"\n[job]\nami = \"ami-0123456789abcdef0\"\ncommand = \"r\"\noutput = \"s3://lab/${n}\"\n").unwrap();
+        let file = crate::batch::BatchFile::load(&f).unwrap();
+        let jobs = crate::batch::jobs::jobs(&file, &[], crate::batch::Engine::Ec2).unwrap();
+        let notice = rtb_model::checkpoint::Interrupted {
+            schema: 1,
+            job_id: "b-1".into(),
+            attempt: 1,
+            notice: rtb_model::checkpoint::SPOT_INTERRUPTION.into(),
+            action: Some("terminate".into()),
+            time: "2026-12-04T10:02:00Z".into(),
+            seen_at: "2026-12-04T10:00:03Z".into(),
+        };
+        let attempt = |outcome, resume| Attempt {
+            outcome,
+            exit_code: 0,
+            instance_id: Some("i-1".into()),
+            spot: true,
+            seconds: 60.0,
+            error: None,
+            retried_because: None,
+            ran: None,
+            resume,
+        };
+        let lost = Attempt {
+            retried_because: Some("AWS reclaimed the spot instance (interruption notice)".into()),
+            ..attempt(
+                Outcome::InstanceLost,
+                Resumption {
+                    interrupted_by: Some(Interruption::ReclaimNotice),
+                    notice: Some(notice),
+                    ..Resumption::default()
+                },
+            )
+        };
+        let resumed = attempt(
+            Outcome::Succeeded,
+            Resumption {
+                resume_asked: true,
+                resumed: Some(rtb_model::Resumed {
+                    from_attempt: 1,
+                    from: "s3://lab/1/_rtb-job/b-1/r1-a1/".into(),
+                    files: 12,
+                    bytes: 252,
+                    missed: 0,
+                    seconds: 0.3,
+                }),
+                ..Resumption::default()
+            },
+        );
+        let report = crate::report::Report {
+            job_id: "b-1".into(),
+            outcome: Outcome::Succeeded,
+            exit_code: 0,
+            instance_id: Some("i-2".into()),
+            instance: InstanceFate::Pooled,
+            ami: String::new(),
+            instance_type: String::new(),
+            region: None,
+            output: None,
+            records: None,
+            phases: crate::report::Phases::default(),
+            log_lines: 0,
+            result: None,
+            error: None,
+            kept: false,
+        };
+        let ends = vec![JobEnd {
+            attempts: vec![lost, resumed],
+            report: Some(report),
+            not_run: None,
+        }];
+        let stats = PoolStats::default();
+        let s = Summary {
+            name: "b",
+            jobs: &jobs,
+            ends: &ends,
+            stats: &stats,
+            wall_s: 120.0,
+            interrupted: false,
+            cost: None,
+        };
+        let table = s.table();
+        for want in [
+            "attempt 1: instance lost [spot reclaim notice at 2026-12-04T10:00:03Z (AWS: 2026-12-04T10:02:00Z)] -> retried: AWS reclaimed the spot instance (interruption notice)",
+            "attempt 2: succeeded [resumed from attempt 1: 12 files restored]",
+        ] {
+            assert!(table.contains(want), "{want} not in\n{table}");
+        }
+        let doc = s.json();
+        let a = &doc["jobs"][0]["attempts"];
+        assert_eq!(a[0]["interrupted_by"], "reclaim_notice");
+        assert_eq!(a[0]["notice"]["time"], "2026-12-04T10:02:00Z");
+        assert_eq!(a[0]["outcome"], "instance_lost");
+        assert!(a[0].get("resumed").is_none(), "{a}");
+        assert_eq!(a[1]["resume_asked"], true);
+        assert_eq!(a[1]["resumed"]["files"], 12);
+        assert!(a[1].get("interrupted_by").is_none(), "{a}");
+    }
 
     #[test]
     fn the_cost_lines_name_the_total_the_sources_failures_and_savings() {

@@ -147,6 +147,14 @@ impl Plan {
         self
     }
 
+    /// This attempt restores the newest checkpoint of the attempts before it, beside its own
+    /// records (RTB_RESUME_FROM=previous): the runner passes over one lost before its first
+    /// checkpoint.
+    pub fn resuming_previous(mut self) -> Plan {
+        self.set_runner(contract::RESUME_FROM, "previous".to_string());
+        self
+    }
+
     /// The runner watches for a spot interruption notice (a spot attempt): it records the
     /// interruption in the attempt's records (a reclaim, not a failure) and checkpoints at once.
     pub fn watching_notices(mut self) -> Plan {

@@ -14,7 +14,8 @@ logged, and matched against rules that tests send to the control API on the same
 
 Beside iam.py (loaded first, `-s iam.py -s faults.py`): a call iam.py refused is logged with
 `"denied": {...}` (principal, action, resource, reason) and gets no fault; iam.py's own
-control calls (/_iam/) are not logged. RTB_FAULTS_KEEP_CALLS=N keeps only the last N calls
+control calls (/_iam/) are not logged. An instance's metadata call (/_imds/<instance id>/...)
+is matched by that path, as sent, so `path_contains` can pick one instance. RTB_FAULTS_KEEP_CALLS=N keeps only the last N calls
 (the world's long-lived proxy).
 
 A rule: {"action": "RunInstances" | "*", "service": "ec2", "path_contains": "out/b.png",
@@ -552,7 +553,10 @@ class Faults:
         # Answered already by another addon (an IAM denial): logged, never faulted, and its
         # request is read whole (an answer cannot go with a streamed request).
         answered = flow.response is not None
-        fault = None if answered else self.match(service, action, req.path)
+        # An instance's metadata call is matched by the path it sent (/_imds/<id>/latest/...,
+        # before iam.py took its instance id off), so a rule can be for one instance.
+        sent = flow.metadata.get("iam.sent_path", req.path)
+        fault = None if answered else self.match(service, action, sent)
         call = {
             "service": service,
             "action": action,

@@ -225,6 +225,8 @@ class Iam:
             rest = req.path[len(IMDS_PREFIX):]
             instance, _, tail = rest.partition("/")
             flow.metadata["iam.imds_instance"] = instance
+            # faults.py matches rules against the path as sent, the instance id in it.
+            flow.metadata["iam.sent_path"] = req.path
             req.path = "/" + tail
             if urlsplit(req.path).path == INSTANCE_ID_PATH and re.fullmatch(r"i-[0-9a-zA-Z]+", instance):
                 # The emulator serves one metadata service for all instances and names one

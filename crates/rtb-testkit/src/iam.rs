@@ -217,6 +217,27 @@ impl IamScope {
         self.update(|s| s.output_buckets.push(bucket.to_string()));
     }
 
+    /// Add a fault rule at the world's proxy in front of MiniStack, where this scope's
+    /// instances send every call, their instance metadata (IMDS) included: e.g. AWS's spot
+    /// interruption notice for one instance, matched by its own metadata path
+    /// (`path_contains("/_imds/<instance id>/latest/meta-data/spot/instance-action")`).
+    /// Every test of the world shares that proxy, and a rule stays until the proxy restarts:
+    /// match only what is this test's own (an instance id).
+    pub fn add_rule(&self, rule: &crate::Rule) {
+        assert!(
+            rule.has_fault(),
+            "Rule::on({:?}) has no fault: add .respond(), .error(), ...",
+            rule.action()
+        );
+        let body = Value::Array(vec![rule.to_json()]).to_string();
+        let proxy = self.proxies[0];
+        let (status, answer) = self.control(proxy, "POST", "/_faults/rules", Some(&body));
+        assert_eq!(
+            status, 200,
+            "IAM proxy {proxy} refused rule {body}: {answer}"
+        );
+    }
+
     /// Every call of this scope's principals the proxies refused so far.
     pub fn denials(&self) -> Vec<Denial> {
         let path = format!("/_iam/scopes/{}/denials", self.id);

@@ -200,6 +200,19 @@ impl Follow<'_> {
                         boot_s: 0.0,
                     },
                 ),
+                // The runner's word on a notice and a restore (AWS Batch numbers the attempts).
+                resume: {
+                    let notice = result.as_ref().and_then(|r| r.notice.clone());
+                    crate::batch::resume::Resumption {
+                        interrupted_by: crate::batch::resume::interruption(
+                            outcome,
+                            notice.as_ref(),
+                        ),
+                        notice,
+                        resume_asked: false,
+                        resumed: result.as_ref().and_then(|r| r.resumed.clone()),
+                    }
+                },
             });
             ends[j].report = Some(Report {
                 job_id: s.job_id.clone(),

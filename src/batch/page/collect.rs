@@ -47,7 +47,12 @@ fn ending(a: &PoolAttempt) -> Ending {
 }
 
 fn note(a: &PoolAttempt) -> String {
-    let mut n = outcome_word(a.outcome).to_string();
+    // With what interrupted it and what it resumed from, as the summary says them.
+    let mut n = format!(
+        "{}{}",
+        outcome_word(a.outcome),
+        crate::batch::resume::note(&a.resume)
+    );
     if let Some(why) = &a.retried_because {
         n.push_str(&format!("; retried: {why}"));
     }
@@ -505,7 +510,21 @@ mod tests {
             error: None,
             retried_because: retried.map(str::to_string),
             ran: None,
+            resume: Default::default(),
         }
+    }
+
+    #[test]
+    fn an_attempt_s_note_says_what_interrupted_it_and_what_it_resumed_from() {
+        let mut lost = pool_attempt(Outcome::InstanceLost, "i-1", Some("AWS reclaimed it"));
+        lost.resume.interrupted_by = Some(crate::batch::resume::Interruption::ReclaimNotice);
+        assert_eq!(
+            note(&lost),
+            "instance lost [spot reclaim notice]; retried: AWS reclaimed it"
+        );
+        let mut again = pool_attempt(Outcome::Succeeded, "i-2", None);
+        again.resume.resume_asked = true;
+        assert_eq!(note(&again), "succeeded [asked to resume]");
     }
 
     #[test]

@@ -57,6 +57,7 @@ pub(super) async fn detached(
             error: r.error.clone(),
             retried_because: None,
             ran: crate::batch::pool::ran_until_now(r.phases.total_s),
+            resume: Default::default(),
         });
         ends[j].report = Some(r);
     }
