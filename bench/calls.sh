@@ -36,6 +36,6 @@ for entry in "${clients[@]}"; do
       say "$label at parallel $n failed (see $log)"
     fi
     # The test's own table: the batch line, the client line, calls per family.
-    grep -E '^(parallel|client:|family|ec2-|ssm|s3) ' "$log" | sed "s/^/$label $n | /" || true
+    grep -E '^(parallel|client:|family|ec2-[a-z]+|ssm|s3) ' "$log" | sed "s/^/$label $n | /" || true
   done
 done

@@ -5,8 +5,8 @@
 //!   paged), so a job whose instance went away ends;
 //! - the jobs' ends: the runner's result record in S3 (`result.json`, a HEAD per running job),
 //!   and SSM's list of the batch's commands (ListCommands, newest first, paged only until
-//!   every command asked about is found): often while a job has written its record but its
-//!   command has not ended yet, slowly otherwise (a job that ends without a record: its
+//!   every command asked about is found): right after a job's record is found, until its
+//!   command has ended, and slowly otherwise (a job that ends without a record: its
 //!   container never started). A job that ended with a record needs no call of its own; one
 //!   without reads its invocation once, for its exit code and error.
 //!
@@ -24,11 +24,12 @@ use crate::cloud::{Cloud, InvocationStatus, Select};
 
 /// How often the batch's instances are described (one call a page, whatever the jobs).
 const INSTANCES_EVERY: Duration = Duration::from_secs(5);
-/// How often each running job's result record is looked for (one HEAD each).
-const RESULTS_EVERY: Duration = Duration::from_secs(2);
-/// How often SSM's list of commands is read while a job has its record but not yet its
-/// command's end, and otherwise (a job that ends without a record).
-const COMMANDS_SOON: Duration = Duration::from_secs(2);
+/// How often each running job's result record is looked for (one HEAD each): a job's end is
+/// seen about this late, and the next job starts on its lane about this much later.
+const RESULTS_EVERY: Duration = Duration::from_secs(1);
+/// SSM's list of commands is read right after a job's record is found (and then with each
+/// look for records until its command has ended), and otherwise this often (for a job that
+/// ends without a record).
 const COMMANDS_SLOW: Duration = Duration::from_secs(20);
 
 /// What the batch's loop has learnt of one job, for its follow loop.
@@ -166,16 +167,15 @@ impl Watch {
     pub async fn run(&self, cloud: &Cloud, batch: &str) {
         let mut instances = tokio::time::interval(INSTANCES_EVERY);
         let mut results = tokio::time::interval(RESULTS_EVERY);
-        let mut commands = tokio::time::interval(COMMANDS_SOON);
-        for t in [&mut instances, &mut results, &mut commands] {
+        for t in [&mut instances, &mut results] {
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         }
         let mut last_commands = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = instances.tick() => self.instances(cloud, batch).await,
-                _ = results.tick() => self.results(cloud).await,
-                _ = commands.tick() => {
+                _ = results.tick() => {
+                    self.results(cloud).await;
                     let pending = self.pending();
                     let soon = pending.iter().any(|p| p.4);
                     if !pending.is_empty() && (soon || last_commands.elapsed() >= COMMANDS_SLOW) {
