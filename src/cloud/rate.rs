@@ -183,6 +183,15 @@ impl Budget {
         slot.1 += started.elapsed();
     }
 
+    /// Whether a call of this need would get a token now (none is taken): a loop that polls
+    /// several things skips a look rather than wait for it and hold up the others.
+    pub fn ready(&self, family: Family, need: Need) -> bool {
+        let mut b = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let bucket = &mut b[family.index()];
+        let floor = bucket.floor(need);
+        bucket.level(Instant::now()) - 1.0 >= floor - 1e-9
+    }
+
     /// (calls, time waited) per family so far.
     pub fn counts(&self) -> Vec<(Family, u64, Duration)> {
         let c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
@@ -263,6 +272,27 @@ mod tests {
         for f in [Family::Ec2Describe, Family::SsmRead, Family::S3Read] {
             assert!(f.share() <= 0.2, "{f:?}");
         }
+    }
+
+    #[test]
+    fn ready_tells_without_taking() {
+        // SSM reads: 4 tokens, polls keep 2 in reserve.
+        let b = Budget::default();
+        for _ in 0..5 {
+            assert!(b.ready(Family::SsmRead, Need::Poll));
+        }
+        {
+            let mut buckets = b.buckets.lock().unwrap();
+            let bucket = &mut buckets[Family::SsmRead.index()];
+            let now = Instant::now();
+            assert!(bucket.take_above(2.0, now).is_none());
+            assert!(bucket.take_above(2.0, now).is_none());
+        }
+        assert!(!b.ready(Family::SsmRead, Need::Poll), "at the reserve");
+        assert!(
+            b.ready(Family::SsmRead, Need::Must),
+            "a job's call still passes"
+        );
     }
 
     #[tokio::test]

@@ -9,6 +9,7 @@ use tokio::time::{interval, sleep_until, MissedTickBehavior};
 
 use super::{push_error, set, Leave};
 use crate::batch::watch::Seen;
+use crate::cloud::rate::{Family, Need};
 use crate::cloud::{Cloud, InvocationStatus};
 use crate::engine::ec2::{remote, script};
 use crate::logs::Tail;
@@ -24,8 +25,9 @@ use crate::ui::Ui;
 const STATUS_FAST: Duration = Duration::from_millis(250);
 const STATUS_SLOW: Duration = Duration::from_millis(1000);
 const STATUS_FAST_FOR: Duration = Duration::from_secs(30);
-/// How often new log chunks are looked for (chunks are written ~1 s apart).
-const LOG_EVERY: Duration = Duration::from_millis(500);
+/// How often the next log chunk is looked for (chunks are written ~1 s apart; a look is one
+/// GET, a twelfth of a LIST).
+const LOG_EVERY: Duration = Duration::from_millis(250);
 /// How often the instance itself is checked while the job runs: an instance that vanishes
 /// under the job (spot reclaim, the console, a crash) is seen within seconds.
 const STATE_EVERY: Duration = Duration::from_secs(2);
@@ -133,7 +135,10 @@ pub async fn follow(
 ) -> Leave {
     let container = job.container;
     let records = job.records.clone();
-    let mut tail = records.map(Tail::new);
+    let mut tail = records.map(|r| match job.in_batch {
+        true => Tail::new(r),
+        false => Tail::listing(r),
+    });
     let mut log_trouble = false;
     let started = tokio::time::Instant::now();
     // Shell commands: the client enforces --timeout. Container jobs: the runner does (its
@@ -213,6 +218,11 @@ pub async fn follow(
                         }
                     }
                     Some(Seen::Ended(_)) | None => {}
+                }
+                // When the client's budget of SSM calls runs low (rate.rs), skip this look
+                // rather than wait for a token and hold up the log.
+                if !cloud.budget().ready(Family::SsmRead, Need::Poll) {
+                    continue;
                 }
                 let inv = match patience.call("SSM GetCommandInvocation", cloud.invocation(&command, id)).await {
                     Ok(inv) => inv,
