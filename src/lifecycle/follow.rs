@@ -38,9 +38,9 @@ const BATCH_STATUS: Duration = Duration::from_millis(500);
 const BATCH_LOG_EVERY: Duration = Duration::from_millis(1000);
 const BATCH_STATE_EVERY: Duration = Duration::from_secs(4);
 /// A job its pool's watch follows (batch/watch.rs) asks AWS nothing for its status or its
-/// instance until the watch has seen it end: it reads the watch twice a second, and its log
+/// instance until the watch has seen it end: it reads the watch 4 times a second, and its log
 /// (written to its log file, not the screen) every few seconds, all of it at the end.
-const WATCHED_READ: Duration = Duration::from_millis(500);
+const WATCHED_READ: Duration = Duration::from_millis(250);
 const WATCHED_LOG_EVERY: Duration = Duration::from_secs(5);
 /// How long a watched job that recorded its end waits for SSM's list to show its command
 /// ended before it asks SSM itself.
