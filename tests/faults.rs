@@ -103,7 +103,9 @@ async fn throttling_bursts_during_waits_are_ridden_out() {
         "DescribeInstanceInformation",
         "GetCommandInvocation",
         "SendCommand",
+        // the live log
         "ListObjectsV2",
+        "GetObject",
     ] {
         proxy.add(Rule::on(action).skip(1).times(5).throttle());
     }

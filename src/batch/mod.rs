@@ -14,6 +14,7 @@
 //!   whether the next one resumes from an earlier one's checkpoint
 //! - [`records`] who runs where: the pool's records in S3 (a pool instance's tags cannot change)
 //! - [`view`] the progress view; [`summary`] the end; [`page`] the batch's page (HTML)
+//! - [`watch`] follows every running job of the pool at once, in few calls
 
 pub mod aws;
 pub mod earlier;
@@ -29,6 +30,7 @@ pub mod retry;
 pub mod scratch;
 pub mod summary;
 pub mod view;
+pub mod watch;
 
 pub use file::{BatchFile, FileError};
 pub use jobs::{BatchJob, Engine, Policy};

@@ -137,6 +137,8 @@ pub struct Pool<'a> {
     pub spend: Option<crate::cost::budget::Spend>,
     /// Who runs where, in S3: a pool instance's tags cannot change after launch.
     pub records: &'a PoolRecords<'a>,
+    /// Follows every running job at once (watch.rs).
+    watch: super::watch::Watch,
     state: Mutex<State>,
 }
 
@@ -169,6 +171,7 @@ impl<'a> Pool<'a> {
             log_dir,
             spend: None,
             records,
+            watch: super::watch::Watch::default(),
             state: Mutex::new(State {
                 queue: run.iter().copied().collect(),
                 ends: vec![JobEnd::default(); jobs.len()],
@@ -202,6 +205,7 @@ impl<'a> Pool<'a> {
         tokio::select! {
             _ = work => {}
             _ = self.watch_budget() => {}
+            _ = self.watch.run(self.cloud, self.name) => {}
         }
         let mut st = self.lock();
         // Jobs still queued when the batch stopped (or the budget was reached).
@@ -600,6 +604,7 @@ impl<'a> Pool<'a> {
                 &plan,
                 &host.id,
                 shared,
+                &self.watch,
                 self.cloud,
                 &ui,
                 self.interrupts,

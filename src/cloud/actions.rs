@@ -19,6 +19,8 @@ pub const ACTIONS: &[&str] = &[
     "ssm:SendCommand",
     "ssm:GetCommandInvocation",
     "ssm:CancelCommand",
+    // a batch's watch: how its commands stand, in one call for the batch
+    "ssm:ListCommands",
     // logs and result
     "s3:GetObject",
     // what a job cost, beside its result (cost.json in its records folder), a batch's records

@@ -6,6 +6,7 @@ use aws_sdk_ec2::types::{
     InstanceType, ResourceType, ShutdownBehavior, Tag, TagSpecification, VolumeType,
 };
 
+use super::rate::{Family, Need};
 use super::{cloud_error, Cloud, CloudError};
 use crate::plan::Launch;
 
@@ -102,6 +103,7 @@ pub enum LaunchError {
 
 impl Cloud {
     pub async fn describe_image(&self, ami: &str) -> Result<Option<ImageInfo>, CloudError> {
+        self.budget.take(Family::Ec2Describe, Need::Must).await;
         let out = self.ec2.describe_images().image_ids(ami).send().await;
         let out = match out {
             Ok(o) => o,
@@ -132,6 +134,7 @@ impl Cloud {
         root_device: Option<&str>,
     ) -> Result<String, LaunchError> {
         let token = launch.token(variant);
+        self.budget.take(Family::Ec2Run, Need::Must).await;
         let tags: Vec<Tag> = launch
             .tags
             .iter()
@@ -249,6 +252,7 @@ impl Cloud {
     /// The instance's state; None when EC2 does not (yet) know the id, which happens for
     /// about a second after launch.
     pub async fn instance_state(&self, id: &str) -> Result<Option<InstanceState>, CloudError> {
+        self.budget.take(Family::Ec2Describe, Need::Poll).await;
         let out = self.ec2.describe_instances().instance_ids(id).send().await;
         let out = match out {
             Ok(o) => o,
@@ -269,6 +273,7 @@ impl Cloud {
     }
 
     pub async fn terminate(&self, id: &str) -> Result<(), CloudError> {
+        self.budget.take(Family::Ec2Mutating, Need::Must).await;
         self.ec2
             .terminate_instances()
             .instance_ids(id)
@@ -285,6 +290,7 @@ impl Cloud {
         &self,
         token: &str,
     ) -> Result<Vec<(String, InstanceState)>, CloudError> {
+        self.budget.take(Family::Ec2Describe, Need::Must).await;
         let out = self
             .ec2
             .describe_instances()
@@ -537,7 +543,11 @@ impl Cloud {
         }
         let mut found = Vec::new();
         let mut pages = req.into_paginator().send();
-        while let Some(page) = pages.next().await {
+        // A poll: the batch's watch asks this every few seconds.
+        while let Some(page) = {
+            self.budget.take(Family::Ec2Describe, Need::Poll).await;
+            pages.next().await
+        } {
             let page = match page {
                 Ok(p) => p,
                 Err(e) => {

@@ -6,6 +6,7 @@ pub mod actions;
 mod ec2;
 mod iam;
 pub mod pricing;
+pub mod rate;
 mod s3;
 mod ssm;
 
@@ -29,6 +30,8 @@ pub struct Cloud {
     iam: aws_sdk_iam::Client,
     region: Option<String>,
     config: aws_config::SdkConfig,
+    /// The client's budget of calls, shared by every clone (rate.rs).
+    budget: std::sync::Arc<rate::Budget>,
 }
 
 /// Where to connect: the flags, then the usual AWS variables and files.
@@ -79,6 +82,7 @@ impl Cloud {
             iam: aws_sdk_iam::Client::new(&config),
             region: config.region().map(|r| r.to_string()),
             config,
+            budget: std::sync::Arc::default(),
         }
     }
 
@@ -89,6 +93,11 @@ impl Cloud {
 
     pub fn region(&self) -> Option<&str> {
         self.region.as_deref()
+    }
+
+    /// The client's budget of calls (what it made and waited, per family).
+    pub fn budget(&self) -> &rate::Budget {
+        &self.budget
     }
 
     /// Whether credentials resolve at all (no call to AWS is made for static ones).

@@ -2,6 +2,7 @@
 //! thumbnail, and writing the batch's own records: who runs where (`rtb_model::records`), a
 //! job's cost, the batch's page.
 
+use super::rate::{Family, Need};
 use super::{cloud_error, Cloud, CloudError};
 
 impl Cloud {
@@ -39,6 +40,7 @@ impl Cloud {
         prefix: &str,
         after: Option<&str>,
     ) -> Result<Vec<String>, CloudError> {
+        self.budget.take(Family::S3Read, Need::Poll).await;
         let mut req = self.s3.list_objects_v2().bucket(bucket).prefix(prefix);
         if let Some(a) = after {
             req = req.start_after(a);
@@ -65,7 +67,10 @@ impl Cloud {
             .delimiter("/")
             .into_paginator()
             .send();
-        while let Some(page) = pages.next().await {
+        while let Some(page) = {
+            self.budget.take(Family::S3Read, Need::Must).await;
+            pages.next().await
+        } {
             let page = page.map_err(|e| cloud_error("S3 ListObjectsV2", e))?;
             out.extend(page.common_prefixes().iter().filter_map(|p| {
                 p.prefix()
@@ -76,8 +81,20 @@ impl Cloud {
         Ok(out)
     }
 
+    /// A log chunk's bytes, or None when it is not written yet: a poll, which waits when the
+    /// client's budget runs low.
+    pub async fn log_chunk(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, CloudError> {
+        self.budget.take(Family::S3Read, Need::Poll).await;
+        self.get_unbudgeted(bucket, key).await
+    }
+
     /// An object's bytes, or None when it does not exist.
     pub async fn get_bytes(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, CloudError> {
+        self.budget.take(Family::S3Read, Need::Must).await;
+        self.get_unbudgeted(bucket, key).await
+    }
+
+    async fn get_unbudgeted(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, CloudError> {
         let out = self.s3.get_object().bucket(bucket).key(key).send().await;
         let out = match out {
             Ok(o) => o,
@@ -110,6 +127,7 @@ impl Cloud {
         bytes: Vec<u8>,
         content_type: &str,
     ) -> Result<(), CloudError> {
+        self.budget.take(Family::S3Write, Need::Must).await;
         self.s3
             .put_object()
             .bucket(bucket)
@@ -131,6 +149,32 @@ impl Cloud {
             .get_bytes(records.bucket(), &records.result_key())
             .await?;
         Ok(bytes.and_then(|b| serde_json::from_slice(&b).ok()))
+    }
+
+    /// Whether the runner has written the job's result record (a HEAD: the watch asks this
+    /// of every running job of a batch).
+    pub async fn result_written(
+        &self,
+        records: &rtb_model::JobRecords,
+    ) -> Result<bool, CloudError> {
+        self.budget.take(Family::S3Read, Need::Poll).await;
+        let out = self
+            .s3
+            .head_object()
+            .bucket(records.bucket())
+            .key(records.result_key())
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                let e = cloud_error("S3 HeadObject", e);
+                match e.failure {
+                    super::Failure::Refused { status: 404 } => Ok(false),
+                    _ => Err(e),
+                }
+            }
+        }
     }
 
     /// A JSON record, or None when it does not exist or is not one of ours.

@@ -2,6 +2,7 @@
 
 use aws_sdk_ssm::types::InstanceInformationStringFilter;
 
+use super::rate::{Family, Need};
 use super::{cloud_error, Cloud, CloudError};
 
 /// The document our scripts run with.
@@ -54,7 +55,10 @@ impl Cloud {
             .send();
         // Every page: an endpoint that ignores the filter (or a future one that pages
         // anyway) must not hide the instance behind the first page.
-        while let Some(page) = pages.next().await {
+        while let Some(page) = {
+            self.budget.take(Family::SsmRead, Need::Poll).await;
+            pages.next().await
+        } {
             let page = page.map_err(|e| cloud_error("SSM DescribeInstanceInformation", e))?;
             if page.instance_information_list().iter().any(|i| {
                 i.instance_id() == Some(id) && i.ping_status().map(|p| p.as_str()) == Some("Online")
@@ -76,6 +80,7 @@ impl Cloud {
     ) -> Result<String, CloudError> {
         let secs = execution_secs.clamp(1, MAX_EXECUTION_SECS).to_string();
         let comment: String = comment.chars().take(100).collect();
+        self.budget.take(Family::SsmWrite, Need::Must).await;
         let out = self
             .ssm
             .send_command()
@@ -99,6 +104,7 @@ impl Cloud {
         command: &str,
         id: &str,
     ) -> Result<Option<Invocation>, CloudError> {
+        self.budget.take(Family::SsmRead, Need::Poll).await;
         let out = self
             .ssm
             .get_command_invocation()
@@ -136,7 +142,55 @@ impl Cloud {
         }))
     }
 
+    /// How the commands `wanted` stand, from SSM's list of the commands sent since `since`
+    /// (ListCommands, newest first, paged only until every one wanted is found): one call
+    /// answers for a whole batch. A command missing from the answer is left out.
+    pub async fn command_statuses(
+        &self,
+        since: std::time::SystemTime,
+        wanted: &[&str],
+    ) -> Result<std::collections::BTreeMap<String, InvocationStatus>, CloudError> {
+        use aws_sdk_ssm::types::{CommandFilter, CommandFilterKey, CommandStatus as S};
+        let filter = CommandFilter::builder()
+            .key(CommandFilterKey::InvokedAfter)
+            .value(humantime::format_rfc3339_seconds(since).to_string())
+            .build()
+            .map_err(|e| CloudError::local("SSM ListCommands", e.to_string()))?;
+        let mut found = std::collections::BTreeMap::new();
+        let mut pages = self
+            .ssm
+            .list_commands()
+            .filters(filter)
+            .into_paginator()
+            .send();
+        while let Some(page) = {
+            self.budget.take(Family::SsmRead, Need::Poll).await;
+            pages.next().await
+        } {
+            let page = page.map_err(|e| cloud_error("SSM ListCommands", e))?;
+            for c in page.commands() {
+                let Some(cid) = c.command_id().filter(|c| wanted.contains(c)) else {
+                    continue;
+                };
+                let status = match c.status() {
+                    Some(S::Success) => InvocationStatus::Success,
+                    Some(S::Failed) => InvocationStatus::Failed,
+                    Some(S::Cancelled) => InvocationStatus::Cancelled,
+                    Some(S::TimedOut) => InvocationStatus::TimedOut,
+                    Some(S::InProgress | S::Cancelling) => InvocationStatus::Running,
+                    _ => InvocationStatus::Pending,
+                };
+                found.insert(cid.to_string(), status);
+            }
+            if found.len() == wanted.len() {
+                break;
+            }
+        }
+        Ok(found)
+    }
+
     pub async fn cancel(&self, command: &str, id: &str) -> Result<(), CloudError> {
+        self.budget.take(Family::SsmWrite, Need::Must).await;
         self.ssm
             .cancel_command()
             .command_id(command)

@@ -105,6 +105,7 @@ pub async fn take_over(
         None => found.deadline(),
     };
     let job = JobRef {
+        watch: None,
         job_id: found.job_id.clone(),
         container: found.container(),
         records: found.records.clone(),

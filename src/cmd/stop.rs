@@ -280,6 +280,7 @@ async fn stop_one(job: String, args: StopArgs) -> i32 {
                 found.job_id, result.exit_code, tagged.id
             ));
             let job = JobRef {
+                watch: None,
                 job_id: found.job_id.clone(),
                 container: true,
                 records: found.records.clone(),

@@ -8,6 +8,8 @@ use rtb_model::JobRecords;
 use tokio::time::{interval, sleep_until, MissedTickBehavior};
 
 use super::{push_error, set, Leave};
+use crate::batch::watch::Seen;
+use crate::cloud::rate::{Family, Need};
 use crate::cloud::{Cloud, InvocationStatus};
 use crate::engine::ec2::{remote, script};
 use crate::logs::Tail;
@@ -23,8 +25,9 @@ use crate::ui::Ui;
 const STATUS_FAST: Duration = Duration::from_millis(250);
 const STATUS_SLOW: Duration = Duration::from_millis(1000);
 const STATUS_FAST_FOR: Duration = Duration::from_secs(30);
-/// How often new log chunks are looked for (chunks are written ~1 s apart).
-const LOG_EVERY: Duration = Duration::from_millis(500);
+/// How often the next log chunk is looked for (chunks are written ~1 s apart; a look is one
+/// GET, a twelfth of a LIST).
+const LOG_EVERY: Duration = Duration::from_millis(250);
 /// How often the instance itself is checked while the job runs: an instance that vanishes
 /// under the job (spot reclaim, the console, a crash) is seen within seconds.
 const STATE_EVERY: Duration = Duration::from_secs(2);
@@ -34,6 +37,14 @@ const STATE_EVERY: Duration = Duration::from_secs(2);
 const BATCH_STATUS: Duration = Duration::from_millis(500);
 const BATCH_LOG_EVERY: Duration = Duration::from_millis(1000);
 const BATCH_STATE_EVERY: Duration = Duration::from_secs(4);
+/// A job its pool's watch follows (batch/watch.rs) asks AWS nothing for its status or its
+/// instance until the watch has seen it end: it reads the watch 4 times a second, and its log
+/// (written to its log file, not the screen) every few seconds, all of it at the end.
+const WATCHED_READ: Duration = Duration::from_millis(250);
+const WATCHED_LOG_EVERY: Duration = Duration::from_secs(5);
+/// How long a watched job that recorded its end waits for SSM's list to show its command
+/// ended before it asks SSM itself.
+const RECORDED_WAIT: Duration = Duration::from_secs(15);
 /// How many times a wait that ended without the job's end (SSM's 48 h limit, an agent
 /// restart) is taken up again.
 const REATTACH_MAX: u32 = 5;
@@ -55,6 +66,8 @@ pub struct JobRef {
     pub api_patience: Duration,
     /// One of a batch's jobs (followed at the batch's pace).
     pub in_batch: bool,
+    /// The pool's watch, which follows all of its jobs at once (batch/watch.rs).
+    pub watch: Option<crate::batch::watch::Watch>,
 }
 
 impl JobRef {
@@ -72,6 +85,7 @@ impl JobRef {
             keep: plan.keep,
             api_patience: plan.api_patience,
             in_batch: plan.batch.is_some(),
+            watch: None,
         }
     }
 }
@@ -121,7 +135,10 @@ pub async fn follow(
 ) -> Leave {
     let container = job.container;
     let records = job.records.clone();
-    let mut tail = records.map(Tail::new);
+    let mut tail = records.map(|r| match job.in_batch {
+        true => Tail::new(r),
+        false => Tail::listing(r),
+    });
     let mut log_trouble = false;
     let started = tokio::time::Instant::now();
     // Shell commands: the client enforces --timeout. Container jobs: the runner does (its
@@ -135,7 +152,18 @@ pub async fn follow(
     };
     let mut stopping: Option<(Stopping, tokio::time::Instant)> = None;
     let mut reattached = 0;
-    let (mut status_tick, mut log_tick, mut state_tick) = if job.in_batch {
+    let watched = job
+        .watch
+        .as_ref()
+        .map(|w| w.follow(&job.job_id, id, &command, job.records.clone()));
+    let mut recorded_at = None;
+    let (mut status_tick, mut log_tick, mut state_tick) = if watched.is_some() {
+        (
+            interval(WATCHED_READ),
+            interval(WATCHED_LOG_EVERY),
+            interval(BATCH_STATE_EVERY),
+        )
+    } else if job.in_batch {
         (
             interval(BATCH_STATUS),
             interval(BATCH_LOG_EVERY),
@@ -172,6 +200,30 @@ pub async fn follow(
                     status_tick = interval(STATUS_SLOW);
                     status_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
                 }
+                // Watched: no call until the watch has seen the job end, and none at all when
+                // the runner recorded its end and SSM lists its command as ended.
+                match watched.as_ref().map(|w| w.seen()) {
+                    Some(Seen::Running) => continue,
+                    Some(Seen::Gone(state)) => break Ended::Gone(state),
+                    Some(Seen::Recorded(Some(status))) if status.is_done() => {
+                        if let Some(inv) = recorded_end(tail.as_ref(), cloud, status).await {
+                            break Ended::Command(inv);
+                        }
+                    }
+                    Some(Seen::Recorded(_)) => {
+                        // Not listed as ended yet: ask SSM itself only if that takes long.
+                        let since = *recorded_at.get_or_insert_with(tokio::time::Instant::now);
+                        if since.elapsed() < RECORDED_WAIT {
+                            continue;
+                        }
+                    }
+                    Some(Seen::Ended(_)) | None => {}
+                }
+                // When the client's budget of SSM calls runs low (rate.rs), skip this look
+                // rather than wait for a token and hold up the log.
+                if !cloud.budget().ready(Family::SsmRead, Need::Poll) {
+                    continue;
+                }
                 let inv = match patience.call("SSM GetCommandInvocation", cloud.invocation(&command, id)).await {
                     Ok(inv) => inv,
                     Err(e) => {
@@ -206,7 +258,12 @@ pub async fn follow(
                     let again = script::reattach_script(&job.job_id, job.in_batch);
                     match remote::send(cloud, id, &again, execution_limit(job.deadline),
                         &format!("run-render re-attach {}", job.job_id), patience).await {
-                        Ok(c) => command = c,
+                        Ok(c) => {
+                            if let Some(w) = &watched {
+                                w.command(&c);
+                            }
+                            command = c
+                        }
                         Err(remote::RemoteError::NoAnswer { last, .. }) => break Ended::NoAnswer(last),
                         Err(e) => break Ended::Other(format!("cannot wait for the job again: {e}")),
                     }
@@ -214,7 +271,7 @@ pub async fn follow(
                 }
                 break Ended::Command(inv);
             }
-            _ = state_tick.tick() => {
+            _ = state_tick.tick(), if watched.is_none() => {
                 match patience.call("EC2 DescribeInstances", cloud.instance_state(id)).await {
                     Ok(Some(s)) if s.is_gone() => break Ended::Gone(s.describe()),
                     Ok(None) => break Ended::Gone("no longer known to EC2".into()),
@@ -319,6 +376,22 @@ pub async fn follow(
         push_error(r, why);
     }
     Leave::Normally
+}
+
+/// A watched job's end from its result record and the status SSM listed for its command: its
+/// exit code is the runner's (the job script exits with the container's code).
+async fn recorded_end(
+    tail: Option<&Tail>,
+    cloud: &Cloud,
+    status: InvocationStatus,
+) -> Option<crate::cloud::Invocation> {
+    let result = tail?.result(cloud).await.ok().flatten()?;
+    Some(crate::cloud::Invocation {
+        status,
+        response_code: result.exit_code,
+        stdout: String::new(),
+        stderr: String::new(),
+    })
 }
 
 /// Start stopping the job; returns when to give up waiting for it.

@@ -97,6 +97,7 @@ pub async fn run(
         interrupts,
         registry,
         None,
+        None,
         Mode::Single,
         Step::Preflight,
     )
@@ -121,6 +122,7 @@ pub async fn acquire(
         interrupts,
         registry,
         None,
+        None,
         Mode::Acquire,
         Step::Launch(checked),
     )
@@ -131,13 +133,15 @@ pub async fn acquire(
     }
 }
 
-/// One batch job on a ready instance its jobs share (`shared`: how). The instance is never
-/// ended here, whatever the job's end: that end's [`Handback`] tells the pool what it says
-/// of the instance.
+/// One batch job on a ready instance its jobs share (`shared`: how), followed by the pool's
+/// `watch`. The instance is never ended here, whatever the job's end: that end's
+/// [`Handback`] tells the pool what it says of the instance.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_on(
     plan: &Plan,
     id: &str,
     shared: script::Shared,
+    watch: &crate::batch::watch::Watch,
     cloud: &Cloud,
     ui: &Ui,
     interrupts: &Interrupts,
@@ -158,6 +162,7 @@ pub async fn run_on(
         interrupts,
         registry,
         Some(Instance::adopt(cloud, id)),
+        Some(watch),
         Mode::Pooled(shared),
         Step::Start,
     )
@@ -177,13 +182,17 @@ async fn drive(
     interrupts: &Interrupts,
     registry: &Registry,
     instance: Option<Instance>,
+    watch: Option<&crate::batch::watch::Watch>,
     mode: Mode,
     first: Step,
 ) -> (Report, Option<Instance>, Handback) {
     let t0 = Instant::now();
     let mut job = Job {
         plan,
-        job: JobRef::of(plan),
+        job: JobRef {
+            watch: watch.cloned(),
+            ..JobRef::of(plan)
+        },
         cloud,
         ui,
         interrupts,
