@@ -140,7 +140,7 @@ impl Plan {
             .tags
             .push((BATCH_TAG.to_string(), name.to_string()));
         self.batch = Some(name.to_string());
-        self
+        self.log_every(runner::LogPace::Batch)
     }
 
     /// This plan's launch as a batch pool's instance, which runs one job after another: its
@@ -344,7 +344,11 @@ impl Plan {
             profile: args.aws.profile,
             endpoint_url: args.aws.endpoint_url,
             batch: None,
-        })
+        }
+        .log_every(match args.detach {
+            true => runner::LogPace::Detached,
+            false => runner::LogPace::Followed,
+        }))
     }
 }
 

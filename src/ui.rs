@@ -18,6 +18,9 @@ pub struct Ui {
 /// phase and last log line onto its line of the batch's view.
 struct BatchJobSink {
     prefix: String,
+    /// The terminal's places, and the one this job's line holds (see batch/view.rs).
+    screen: Option<crate::batch::view::Screen>,
+    place: std::sync::Mutex<Option<crate::batch::view::Place>>,
     log: std::sync::Mutex<Option<std::fs::File>>,
     phase: std::sync::Mutex<String>,
 }
@@ -45,6 +48,7 @@ impl Ui {
     /// otherwise; its log lines go to `log` (appended: a retry's log follows the first's).
     pub fn batch_job(
         multi: Option<&indicatif::MultiProgress>,
+        screen: Option<&crate::batch::view::Screen>,
         job_id: &str,
         log: Option<std::fs::File>,
     ) -> Ui {
@@ -66,10 +70,28 @@ impl Ui {
             phase_started: std::sync::Mutex::new(Instant::now()),
             batch_job: Some(BatchJobSink {
                 prefix: format!("[{job_id}] "),
+                screen: screen.cloned(),
+                place: std::sync::Mutex::new(None),
                 log: std::sync::Mutex::new(log),
                 phase: std::sync::Mutex::new(String::new()),
             }),
         }
+    }
+
+    /// Whether this batch job's line is in view on the terminal (taking a place when one is
+    /// free): its log is then worth reading often. A single run's log is always on screen.
+    pub fn on_screen(&self) -> bool {
+        let Some(b) = &self.batch_job else {
+            return true;
+        };
+        let Some(screen) = &b.screen else {
+            return false;
+        };
+        let mut place = b.place.lock().unwrap_or_else(|p| p.into_inner());
+        if place.is_none() {
+            *place = screen.take();
+        }
+        place.is_some()
     }
 
     fn prefix(&self) -> &str {
@@ -176,6 +198,10 @@ impl Ui {
     pub fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
+        }
+        // Its line is gone: the place goes to a job still running.
+        if let Some(b) = &self.batch_job {
+            b.place.lock().unwrap_or_else(|p| p.into_inner()).take();
         }
     }
 

@@ -235,7 +235,7 @@ impl<'a> Pool<'a> {
                 .ok()?;
             Some(f)
         });
-        let ui = Ui::batch_job(self.view.multi(), &job.job_id, log);
+        let ui = Ui::batch_job(self.view.multi(), self.view.screen(), &job.job_id, log);
         if attempt > 1 {
             ui.note(format!(
                 "attempt {attempt}{}",

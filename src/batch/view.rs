@@ -2,9 +2,14 @@
 //! (done / failed / running / queued, elapsed, ETA) over one line per running job (its phase
 //! and last log line). Off a terminal, a plain line whenever the counts change. Each job's
 //! whole log is in its file under --log-dir, not on the screen.
+//!
+//! indicatif draws only the lines that fit the terminal, oldest first: [`Screen`] hands out
+//! that many places, and a job holding one has its log read more often (its last line is in
+//! view); the others are read slowly.
 
 use std::io::IsTerminal;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
@@ -19,9 +24,51 @@ pub struct Counts {
     pub instances: usize,
 }
 
+/// The job lines the terminal has room for, as places jobs take and give back.
+#[derive(Debug, Clone)]
+pub struct Screen {
+    free: Arc<AtomicUsize>,
+}
+
+impl Screen {
+    pub fn with_rows(rows: usize) -> Screen {
+        Screen {
+            free: Arc::new(AtomicUsize::new(rows)),
+        }
+    }
+
+    /// Take a place, if one is free.
+    pub fn take(&self) -> Option<Place> {
+        self.free
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .ok()
+            .map(|_| Place {
+                free: self.free.clone(),
+            })
+    }
+}
+
+/// A job's line in view; given back when dropped.
+#[derive(Debug)]
+pub struct Place {
+    free: Arc<AtomicUsize>,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.free.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// The job lines that fit a terminal of `rows`: the batch's own line and one for notes above.
+fn job_rows(rows: u16) -> usize {
+    usize::from(rows).saturating_sub(2)
+}
+
 pub struct View {
     name: String,
     multi: Option<MultiProgress>,
+    screen: Option<Screen>,
     top: Option<ProgressBar>,
     started: Instant,
     last: Mutex<Counts>,
@@ -45,9 +92,13 @@ impl View {
         } else {
             (None, None)
         };
+        let screen = multi
+            .as_ref()
+            .map(|_| Screen::with_rows(job_rows(console::Term::stderr().size().0)));
         View {
             name: name.to_string(),
             multi,
+            screen,
             top,
             started: Instant::now(),
             last: Mutex::new(Counts::default()),
@@ -56,6 +107,11 @@ impl View {
 
     pub fn multi(&self) -> Option<&MultiProgress> {
         self.multi.as_ref()
+    }
+
+    /// The places on the terminal, when there is one.
+    pub fn screen(&self) -> Option<&Screen> {
+        self.screen.as_ref()
     }
 
     pub fn update(&self, c: &Counts) {
@@ -103,5 +159,22 @@ impl View {
         if let Some(m) = &self.multi {
             let _ = m.clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn places_are_as_many_as_the_rows_and_come_back() {
+        let screen = Screen::with_rows(job_rows(4));
+        let a = screen.take();
+        let b = screen.take();
+        assert!(a.is_some() && b.is_some());
+        assert!(screen.take().is_none(), "a 4-row terminal shows 2 jobs");
+        drop(a);
+        assert!(screen.take().is_some());
+        assert!(Screen::with_rows(job_rows(1)).take().is_none());
     }
 }

@@ -25,9 +25,10 @@ use crate::ui::Ui;
 const STATUS_FAST: Duration = Duration::from_millis(250);
 const STATUS_SLOW: Duration = Duration::from_millis(1000);
 const STATUS_FAST_FOR: Duration = Duration::from_secs(30);
-/// How often the next log chunk is looked for (chunks are written ~1 s apart; a look is one
-/// GET, a twelfth of a LIST).
-const LOG_EVERY: Duration = Duration::from_millis(250);
+/// How often the next log chunk is looked for (the runner writes one at most every 250 ms for
+/// a single run, 1 s for a detached one; a look is one GET): a line is on the screen about
+/// 0.2-0.4 s after the job printed it (bench/client.sh).
+const LOG_EVERY: Duration = Duration::from_millis(200);
 /// How often the instance itself is checked while the job runs: an instance that vanishes
 /// under the job (spot reclaim, the console, a crash) is seen within seconds.
 const STATE_EVERY: Duration = Duration::from_secs(2);
@@ -39,8 +40,10 @@ const BATCH_LOG_EVERY: Duration = Duration::from_millis(1000);
 const BATCH_STATE_EVERY: Duration = Duration::from_secs(4);
 /// A job its pool's watch follows (batch/watch.rs) asks AWS nothing for its status or its
 /// instance until the watch has seen it end: it reads the watch 4 times a second, and its log
-/// (written to its log file, not the screen) every few seconds, all of it at the end.
+/// (written to its log file; only its last line is on the screen) every second while that
+/// line is in view on the terminal, else every few seconds, all of it at the end.
 const WATCHED_READ: Duration = Duration::from_millis(250);
+const WATCHED_LOG_ON_SCREEN: Duration = Duration::from_secs(1);
 const WATCHED_LOG_EVERY: Duration = Duration::from_secs(5);
 /// How long a watched job that recorded its end waits for SSM's list to show its command
 /// ended before it asks SSM itself.
@@ -135,10 +138,7 @@ pub async fn follow(
 ) -> Leave {
     let container = job.container;
     let records = job.records.clone();
-    let mut tail = records.map(|r| match job.in_batch {
-        true => Tail::new(r),
-        false => Tail::listing(r),
-    });
+    let mut tail = records.map(Tail::new);
     let mut log_trouble = false;
     let started = tokio::time::Instant::now();
     // Shell commands: the client enforces --timeout. Container jobs: the runner does (its
@@ -160,7 +160,7 @@ pub async fn follow(
     let (mut status_tick, mut log_tick, mut state_tick) = if watched.is_some() {
         (
             interval(WATCHED_READ),
-            interval(WATCHED_LOG_EVERY),
+            interval(WATCHED_LOG_ON_SCREEN),
             interval(BATCH_STATE_EVERY),
         )
     } else if job.in_batch {
@@ -180,10 +180,19 @@ pub async fn follow(
         t.set_missed_tick_behavior(MissedTickBehavior::Delay);
     }
     let far = started + Duration::from_secs(10 * 365 * 24 * 3600);
+    let mut log_read_at: Option<tokio::time::Instant> = None;
 
     let ended: Ended = loop {
         tokio::select! {
             _ = log_tick.tick(), if tail.is_some() => {
+                // A watched job off the screen: its log only every few seconds.
+                if watched.is_some()
+                    && !ui.on_screen()
+                    && log_read_at.is_some_and(|at| at.elapsed() < WATCHED_LOG_EVERY)
+                {
+                    continue;
+                }
+                log_read_at = Some(tokio::time::Instant::now());
                 if let Some(t) = tail.as_mut() {
                     // A log read does not count toward the patience, but while AWS fails it may
                     // not hold up the calls that do.

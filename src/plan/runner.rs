@@ -10,7 +10,13 @@ use super::{bad, Plan, PlanError, Work};
 
 /// Runner settings only the client may set: it must know them to follow the job.
 // Where the records go (LOG_BUCKET, RTB_RUN_ID) and what they are named: the client follows them.
-const RESERVED: &[&str] = &["LOG_BUCKET", "RTB_RUN_ID", "RTB_JOB_ID", "RTB_TIMEOUT"];
+const RESERVED: &[&str] = &[
+    "LOG_BUCKET",
+    "RTB_RUN_ID",
+    "RTB_JOB_ID",
+    "RTB_TIMEOUT",
+    "RTB_LOG_EVERY",
+];
 
 /// The runner settings the client sets from its own flags.
 pub(super) struct RunnerSettings {
@@ -98,6 +104,30 @@ impl RunnerSettings {
     }
 }
 
+/// Who reads a job's log, and so how often the runner writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum LogPace {
+    /// A single run shows each line as it comes: a chunk at most every 250 ms puts a line on
+    /// the screen within about half a second (bench/client.sh), for up to 4 PUTs a second
+    /// while the job prints (~$0.07 an hour).
+    Followed,
+    /// Nobody follows a detached job closely (`attach` may, a second behind).
+    Detached,
+    /// A batch's logs go to files, read every few seconds (every second for the jobs whose
+    /// line is in view): chunks 2 s apart halve the PUTs and the client's GETs.
+    Batch,
+}
+
+impl LogPace {
+    fn every(self) -> &'static str {
+        match self {
+            LogPace::Followed => "250ms",
+            LogPace::Detached => "1s",
+            LogPace::Batch => "2s",
+        }
+    }
+}
+
 /// The shortest --checkpoint-every: more often would spend the job's time walking its folder.
 const CHECKPOINT_MIN: Duration = Duration::from_secs(1);
 /// The longest: a week is past any sensible interval, and keeps the value a real time.
@@ -132,6 +162,12 @@ impl Plan {
             c.env.retain(|(k, _)| k != var.name);
             c.env.push((var.name.to_string(), value));
         }
+    }
+
+    /// How often the runner may write the job's log to S3 (RTB_LOG_EVERY): a PUT each time.
+    pub(super) fn log_every(mut self, pace: LogPace) -> Plan {
+        self.set_runner(contract::LOG_EVERY, pace.every().to_string());
+        self
     }
 
     /// This plan as attempt `n` of its job: the runner's RTB_ATTEMPT (its command sees it).
@@ -182,6 +218,26 @@ mod tests {
 
     // The plan module's own helpers: a plan from run's flags, and its error's text.
     use crate::plan::tests::{err, plan};
+
+    #[test]
+    fn the_log_is_written_as_often_as_someone_reads_it() {
+        let pace = |p: &Plan| match &p.work {
+            Work::Container(c) => c
+                .env
+                .iter()
+                .filter(|(k, _)| k == "RTB_LOG_EVERY")
+                .map(|(_, v)| v.clone())
+                .collect::<Vec<_>>(),
+            Work::Shell(_) => panic!("container expected"),
+        };
+        let run = plan(&["--command", "x"]).unwrap();
+        assert_eq!(pace(&run), ["250ms"]);
+        assert_eq!(pace(&run.in_batch("b")), ["2s"], "one setting, the batch's");
+        let detached = plan(&["--command", "x", "--detach"]).unwrap();
+        assert_eq!(pace(&detached), ["1s"]);
+        let e = err(&["--command", "x", "--env", "RTB_LOG_EVERY=5s"]);
+        assert!(e.starts_with("--env: RTB_LOG_EVERY"), "{e}");
+    }
 
     #[test]
     fn checkpoint_every_is_a_runner_setting() {

@@ -105,6 +105,7 @@ pub async fn run(settings: Settings, s3: aws_sdk_s3::Client) -> i32 {
     let sink = LogSink::start(
         settings.output_scratch.join(INTERPRETER_LOG),
         settings.records.clone().map(|r| (s3.clone(), r)),
+        settings.log_every,
     );
     let log = sink.log();
     let (stop_tx, stop) = watch::channel(None);

@@ -22,10 +22,10 @@ use tokio::time::Instant;
 /// checkpoint, since each attempt writes its own).
 pub const INTERPRETER_LOG: &str = "matlab.log";
 
-/// A chunk is written at most this long after its first line: the client promises to show a
-/// new line within about 2 s. A PUT a second costs ~$0.02 an hour of output (S3 standard
-/// request pricing), small next to the instance.
-const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// A line that finds no chunk on its way and none written for RTB_LOG_EVERY goes out this
+/// soon, with whatever came with it: lines printed together land in one chunk, and a line
+/// after a quiet spell is not held back for the pace.
+const GATHER: Duration = Duration::from_millis(20);
 /// A chunk is written early when it grows past this, and never holds more, so a flood of
 /// output stays in bounded objects.
 const CHUNK_MAX_BYTES: usize = 4 << 20;
@@ -99,10 +99,15 @@ pub struct LogSink {
 }
 
 impl LogSink {
-    /// Start the sink. `file` receives the interpreter's lines; `records` the chunks.
-    pub fn start(file: PathBuf, records: Option<(aws_sdk_s3::Client, JobRecords)>) -> Self {
+    /// Start the sink. `file` receives the interpreter's lines; `records` the chunks, written
+    /// at most once per `every` (RTB_LOG_EVERY).
+    pub fn start(
+        file: PathBuf,
+        records: Option<(aws_sdk_s3::Client, JobRecords)>,
+        every: Duration,
+    ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(rx, file, records));
+        let task = tokio::spawn(run(rx, file, records, every));
         LogSink {
             log: Log { tx },
             task,
@@ -124,6 +129,7 @@ async fn run(
     mut rx: mpsc::UnboundedReceiver<Event>,
     file_path: PathBuf,
     records: Option<(aws_sdk_s3::Client, JobRecords)>,
+    every: Duration,
 ) -> LogStats {
     let mut file = match std::fs::File::create(&file_path) {
         Ok(f) => Some(std::io::BufWriter::new(f)),
@@ -133,11 +139,10 @@ async fn run(
         }
     };
     let mut chunks = records.map(|(client, records)| Chunks::new(client, records));
-    let mut tick = tokio::time::interval(FLUSH_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     loop {
         let writing = chunks.as_ref().is_some_and(|c| c.writing.is_some());
+        let due = chunks.as_ref().and_then(|c| c.due(every));
         tokio::select! {
             event = rx.recv() => match event {
                 Some(Event::Line(source, text)) => {
@@ -168,7 +173,7 @@ async fn run(
                 }
                 Some(Event::Close) | None => break,
             },
-            _ = tick.tick() => {
+            _ = sleep_until_due(due), if due.is_some() => {
                 if let Some(c) = chunks.as_mut() {
                     c.start_write();
                 }
@@ -195,6 +200,13 @@ async fn run(
     match chunks {
         Some(mut c) => c.finish().await,
         None => LogStats::default(),
+    }
+}
+
+async fn sleep_until_due(due: Option<Instant>) {
+    match due {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -246,6 +258,9 @@ struct Chunks {
     /// When the next write may start, while writes fail; and the pause after the next failure.
     retry_at: Option<Instant>,
     backoff: Duration,
+    /// When the last write started, and when the oldest line waiting came.
+    last_start: Option<Instant>,
+    waiting_since: Option<Instant>,
 }
 
 impl Chunks {
@@ -262,10 +277,29 @@ impl Chunks {
             dropped_total: 0,
             retry_at: None,
             backoff: BACKOFF_FIRST,
+            last_start: None,
+            waiting_since: None,
         }
     }
 
+    /// When the next chunk should be written: never while one is on its way or nothing waits;
+    /// else a moment after the oldest waiting line came ([`GATHER`]), but not sooner than
+    /// `every` after the last write started, nor while writes are paused after a failure.
+    fn due(&self, every: Duration) -> Option<Instant> {
+        if self.writing.is_some() || self.queue.is_empty() {
+            return None;
+        }
+        let gathered = self.waiting_since.map(|t| t + GATHER);
+        let paced = self.last_start.map(|t| t + every);
+        [gathered, paced, self.retry_at]
+            .into_iter()
+            .flatten()
+            .max()
+            .or_else(|| Some(Instant::now()))
+    }
+
     fn push(&mut self, line: String) {
+        self.waiting_since.get_or_insert_with(Instant::now);
         let h = Held::Line(line);
         self.held += h.bytes();
         self.queue.push_back(h);
@@ -319,6 +353,8 @@ impl Chunks {
             return;
         }
         let body = self.take_chunk();
+        self.last_start = Some(Instant::now());
+        self.waiting_since = (!self.queue.is_empty()).then(Instant::now);
         let put = self
             .client
             .put_object()
@@ -386,6 +422,7 @@ impl Chunks {
                 for h in chunk.into_iter().rev() {
                     self.queue.push_front(h);
                 }
+                self.waiting_since.get_or_insert_with(Instant::now);
                 self.retry_at = Some(Instant::now() + self.backoff);
                 self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
                 // Lines that arrived meanwhile may have pushed the total over the cap.
@@ -501,6 +538,40 @@ mod tests {
         c.written(Ok(()));
         assert_eq!((c.lines, c.next_seq, c.held), (6, 2, 0));
         assert!(c.retry_at.is_none() && c.backoff == BACKOFF_FIRST);
+    }
+
+    #[tokio::test]
+    async fn a_line_after_a_quiet_spell_goes_out_at_once_and_a_stream_at_the_pace() {
+        let every = Duration::from_millis(250);
+        let ms = Duration::from_millis;
+        let mut c = chunks();
+        assert_eq!(c.due(every), None, "nothing waits");
+        // The first line: out after the gather moment, not a whole pace later.
+        c.push("a".into());
+        let t0 = c.waiting_since.expect("the line waits");
+        assert_eq!(c.due(every), Some(t0 + GATHER));
+        // Lines printed together wait for the same moment.
+        c.push("b".into());
+        assert_eq!(c.due(every), Some(t0 + GATHER));
+        let started = t0 + GATHER;
+        let _ = c.take_chunk();
+        c.last_start = Some(started);
+        c.waiting_since = None;
+        c.writing = Some(tokio::spawn(async { Ok(()) }));
+        // While a chunk is on its way nothing else is due.
+        c.push("c".into());
+        c.waiting_since = Some(started + ms(30));
+        assert_eq!(c.due(every), None);
+        c.written(Ok(()));
+        // A stream: the next chunk waits for the pace from the last write's start.
+        assert_eq!(c.due(every), Some(started + every));
+        // After a quiet spell longer than the pace: due right after the gather.
+        let later = started + Duration::from_secs(2);
+        c.waiting_since = Some(later);
+        assert_eq!(c.due(every), Some(later + GATHER));
+        // Writes paused after a failure: not before the pause is over.
+        c.retry_at = Some(later + Duration::from_secs(4));
+        assert_eq!(c.due(every), Some(later + Duration::from_secs(4)));
     }
 
     #[test]

@@ -355,6 +355,7 @@ async fn refused_log_chunks_back_off_hold_a_bounded_amount_and_resume() {
     let sink = LogSink::start(
         dir.path().join("matlab.log"),
         Some((client, records.clone())),
+        Duration::from_secs(1),
     );
     let log = sink.log();
     // 24 MiB of lines, half again the cap, as fast as they come.

@@ -129,6 +129,11 @@ pub const WATCH_NOTICES: Var = Var {
     default: None,
     help: "watch the instance metadata for a spot interruption or rebalance notice and checkpoint at once when one comes: on or off (default: on with RTB_CHECKPOINT_EVERY, else off)",
 };
+pub const LOG_EVERY: Var = Var {
+    name: "RTB_LOG_EVERY",
+    default: None,
+    help: "write the job's log to S3 at most this often, e.g. 250ms or 2s: a line after a quiet spell goes out at once, and while lines keep coming a chunk holds what came since the last (default: 1s; run-render sets 250ms for a single run it follows, 2s for a batch's jobs)",
+};
 pub const RESUME_FROM: Var = Var {
     name: "RTB_RESUME_FROM",
     default: None,
@@ -161,6 +166,7 @@ pub const ALL: &[Var] = &[
     CHECKPOINT_EVERY,
     WATCH_NOTICES,
     RESUME_FROM,
+    LOG_EVERY,
 ];
 
 /// What the runner puts in the interpreter's environment for a resumed attempt (besides

@@ -37,7 +37,7 @@ pub(super) async fn detached(
             .append(true)
             .open(log_dir.join(format!("{}.log", jobs[j].job_id)))
             .ok();
-        let ui = Ui::batch_job(view.multi(), &jobs[j].job_id, log);
+        let ui = Ui::batch_job(view.multi(), view.screen(), &jobs[j].job_id, log);
         let r = lifecycle::run(&plan, cloud, &ui, interrupts, registry).await;
         ui.finish();
         (j, r)

@@ -362,3 +362,24 @@ fn attempts_of_a_run_get_folders_of_their_own() {
         assert!(e.starts_with(want), "{e}");
     }
 }
+
+#[test]
+fn the_log_pace_is_a_bounded_duration() {
+    let check = |extra: &[&str]| args(extra).check(std::time::SystemTime::now());
+    let pace = |extra: &[&str]| check(extra).map(|s| s.log_every).map_err(|e| e.to_string());
+    assert_eq!(pace(&[]), Ok(Duration::from_secs(1)), "the default");
+    assert_eq!(pace(&["--log-every", ""]), Ok(Duration::from_secs(1)));
+    assert_eq!(
+        pace(&["--log-every", "250ms"]),
+        Ok(Duration::from_millis(250))
+    );
+    assert_eq!(pace(&["--log-every", "1m"]), Ok(Duration::from_secs(60)));
+    for (value, says) in [
+        ("soon", "RTB_LOG_EVERY: 'soon' is not a duration"),
+        ("10ms", "RTB_LOG_EVERY: must be from 100ms to 1m"),
+        ("2m", "RTB_LOG_EVERY: must be from 100ms to 1m"),
+    ] {
+        let e = pace(&["--log-every", value]).expect_err(value);
+        assert!(e.contains(says), "{value}: {e}");
+    }
+}
