@@ -3,7 +3,7 @@
 # of `run-render run` processes and against one instance per job, plus the batch client's
 # memory and CPU, all in one run. See bench/README.md ("Batches").
 #
-#   bench/batch.sh                                   # the full run: ~6-8 minutes on 2 cores
+#   bench/batch.sh                                   # the full run: ~12-15 minutes on 2 cores
 #   BENCH_JOBS=12 BENCH_RSS_JOBS=8 BENCH_RSS_PARALLEL=4 BENCH_RSS_JOB_S=5 bench/batch.sh  # smoke
 #
 # Settings (environment):
@@ -12,7 +12,8 @@
 #   BENCH_WIDE_JOBS (BENCH_JOBS): how many jobs step 3 starts at once;
 #   BENCH_RSS_JOBS (40), BENCH_RSS_PARALLEL (20), BENCH_RSS_JOB_S (10): step 4's batch;
 #   BENCH_REF_RUNS (3): single `run-render run`s of the step-1 job, for job and boot time;
-#   BENCH_STEPS ("batch loop wide rss"): which steps run (the reference runs always do);
+#   BENCH_STEPS ("batch loop wide rss calls"): which steps run (the reference runs always do);
+#   BENCH_SIZES ("10 50 100"), BEFORE (another run-render binary): step 5 (bench/calls.sh);
 #   BENCH_MODEL_BOOT_S (60): the boot used in the printed model of AWS (not measured);
 #   RUN_RENDER (target/debug/run-render), SKIP_BUILD=1 (use the binary as it is), KEEP=1.
 #
@@ -31,6 +32,9 @@
 #      /proc/PID/stat. CPU "while waiting" counts only the sample intervals when at least one
 #      job container runs and no job container was created or died within 1 s (from
 #      `docker events`, the containers' rtb-job label): the client is only watching.
+#   5. the calls a batch makes per job-minute, by API family, at parallel 10, 50 and 100 through
+#      AWS's rate limits, with the client's CPU and RSS (bench/calls.sh: tests/scale.rs, its
+#      light image; BEFORE=<binary> measures another client too, in the same run).
 # Every batch sample also gets the client's peak RSS and CPU. Every instance it starts must end:
 # at the end, describe-instances on this run's AMI and tag rtb:tool=run-render; anything not
 # terminated is terminated and the script exits 1. It deletes nothing (one AMI, one bucket).
@@ -46,7 +50,7 @@ RSS_JOBS="${BENCH_RSS_JOBS:-40}"
 RSS_PARALLEL="${BENCH_RSS_PARALLEL:-20}"
 RSS_JOB_S="${BENCH_RSS_JOB_S:-10}"
 REF_RUNS="${BENCH_REF_RUNS:-3}"
-STEPS=" ${BENCH_STEPS:-batch loop wide rss} "
+STEPS=" ${BENCH_STEPS:-batch loop wide rss calls} "
 MODEL_BOOT_S="${BENCH_MODEL_BOOT_S:-60}"
 RR="${RUN_RENDER:-$ROOT/target/debug/run-render}"
 
@@ -462,6 +466,11 @@ if [[ -n $LOAD_RSS ]]; then
 fi
 echo
 echo "job = run_s (SendCommand until the end is seen), boot = total_s - run_s - terminate_s; CPU in % of one core."
+if has calls; then
+  echo
+  echo "5. calls per job-minute by API family (bench/calls.sh; sizes ${BENCH_SIZES:-10 50 100}${BEFORE:+, before = $BEFORE}):"
+  bash bench/calls.sh || FAILED+=("calls")
+fi
 
 # Every instance must have ended.
 kill "$EVENTS_PID" 2>/dev/null || true

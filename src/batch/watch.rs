@@ -35,6 +35,10 @@ const RESULTS_PER_JOB: Duration = Duration::from_millis(50);
 /// look for records until its command has ended), and otherwise this often (for a job that
 /// ends without a record).
 const COMMANDS_SLOW: Duration = Duration::from_secs(20);
+/// SSM lists commands newest first, a page of 50 at a time, so the list is read back only to
+/// the oldest command still followed (less this, for the workstation's clock): a long batch
+/// does not page through every command it ever sent, nor a lab's older ones.
+const CLOCK_MARGIN: Duration = Duration::from_secs(60);
 
 /// What the batch's loop has learnt of one job, for its follow loop.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +57,8 @@ pub enum Seen {
 struct Followed {
     instance: String,
     command: String,
+    /// When the command was sent (as this workstation's clock says).
+    sent: SystemTime,
     records: Option<JobRecords>,
     recorded: bool,
     /// The command's status once it has ended.
@@ -91,7 +97,7 @@ impl Default for Watch {
             inner: Arc::new(Mutex::new(Inner {
                 jobs: BTreeMap::new(),
                 // A minute early: the workstation's clock may be behind AWS's.
-                since: SystemTime::now() - Duration::from_secs(60),
+                since: SystemTime::now() - CLOCK_MARGIN,
             })),
         }
     }
@@ -129,13 +135,21 @@ impl Following {
     pub fn command(&self, command: &str) {
         if let Some(f) = self.watch.lock().jobs.get_mut(&self.job_id) {
             f.command = command.to_string();
+            f.sent = SystemTime::now();
             f.ended = None;
         }
     }
 }
 
-/// One pass's view of the jobs not yet done: (job id, instance, command, records, recorded).
-type Pending = Vec<(String, String, String, Option<JobRecords>, bool)>;
+/// One pass's view of a job not yet done.
+struct Pending {
+    job: String,
+    instance: String,
+    command: String,
+    records: Option<JobRecords>,
+    recorded: bool,
+    sent: SystemTime,
+}
 
 impl Watch {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -155,6 +169,7 @@ impl Watch {
             Followed {
                 instance: instance.to_string(),
                 command: command.to_string(),
+                sent: SystemTime::now(),
                 records,
                 recorded: false,
                 ended: None,
@@ -181,10 +196,16 @@ impl Watch {
                     next_results = tokio::time::Instant::now() + results_every(jobs);
                     self.results(cloud).await;
                     let pending = self.pending();
-                    let soon = pending.iter().any(|p| p.4);
-                    if !pending.is_empty() && (soon || last_commands.elapsed() >= COMMANDS_SLOW) {
-                        last_commands = tokio::time::Instant::now();
-                        self.commands(cloud, &pending).await;
+                    let slow = last_commands.elapsed() >= COMMANDS_SLOW;
+                    // Right after records are found only their commands are looked for, so
+                    // the list is read only as far back as they are.
+                    let wanted: Vec<&Pending> =
+                        pending.iter().filter(|p| slow || p.recorded).collect();
+                    if !wanted.is_empty() {
+                        if slow {
+                            last_commands = tokio::time::Instant::now();
+                        }
+                        self.commands(cloud, &wanted).await;
                     }
                 }
             }
@@ -192,19 +213,18 @@ impl Watch {
     }
 
     /// The jobs whose command has not been seen to end.
-    fn pending(&self) -> Pending {
+    fn pending(&self) -> Vec<Pending> {
         self.lock()
             .jobs
             .iter()
             .filter(|(_, f)| f.ended.is_none())
-            .map(|(j, f)| {
-                (
-                    j.clone(),
-                    f.instance.clone(),
-                    f.command.clone(),
-                    f.records.clone(),
-                    f.recorded,
-                )
+            .map(|(j, f)| Pending {
+                job: j.clone(),
+                instance: f.instance.clone(),
+                command: f.command.clone(),
+                records: f.records.clone(),
+                recorded: f.recorded,
+                sent: f.sent,
             })
             .collect()
     }
@@ -230,7 +250,7 @@ impl Watch {
         let Ok(found) = cloud.tagged_instances(&select).await else {
             return;
         };
-        for (job, instance, ..) in pending {
+        for Pending { job, instance, .. } in pending {
             let gone = found
                 .iter()
                 .find(|i| i.id == instance)
@@ -243,23 +263,23 @@ impl Watch {
     }
 
     async fn results(&self, cloud: &Cloud) {
-        for (job, _, _, records, recorded) in self.pending() {
-            let Some(records) = records.filter(|_| !recorded) else {
+        for p in self.pending() {
+            let Some(records) = p.records.filter(|_| !p.recorded) else {
                 continue;
             };
             if let Ok(true) = cloud.result_written(&records).await {
-                self.update(&job, |f| f.recorded = true);
+                self.update(&p.job, |f| f.recorded = true);
             }
         }
     }
 
-    async fn commands(&self, cloud: &Cloud, pending: &Pending) {
-        let since = self.lock().since;
-        let wanted: Vec<&str> = pending.iter().map(|p| p.2.as_str()).collect();
+    async fn commands(&self, cloud: &Cloud, pending: &[&Pending]) {
+        let since = list_since(self.lock().since, pending.iter().map(|p| p.sent));
+        let wanted: Vec<&str> = pending.iter().map(|p| p.command.as_str()).collect();
         let Ok(statuses) = cloud.command_statuses(since, &wanted).await else {
             return;
         };
-        for (job, _, command, ..) in pending {
+        for Pending { job, command, .. } in pending.iter().copied() {
             if let Some(s) = statuses.get(command).filter(|s| s.is_done()) {
                 let (command, s) = (command.clone(), *s);
                 // Only if the job still waits for that command (not a newer one).
@@ -271,6 +291,14 @@ impl Watch {
             }
         }
     }
+}
+
+/// How far back SSM's list of commands is read: to the oldest of the `sent` commands (less the
+/// clock margin), never before the batch's own start (`floor`).
+fn list_since(floor: SystemTime, sent: impl Iterator<Item = SystemTime>) -> SystemTime {
+    sent.min()
+        .map(|oldest| oldest - CLOCK_MARGIN)
+        .map_or(floor, |t| t.max(floor))
 }
 
 /// How often `jobs` running jobs' records are looked for.
@@ -302,6 +330,25 @@ mod tests {
     }
 
     #[test]
+    fn the_list_of_commands_is_read_back_only_to_the_oldest_followed() {
+        let t = |s: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000 + s);
+        let floor = t(0);
+        let table: [(&[u64], SystemTime); 4] = [
+            (&[], floor),
+            (&[30], floor),
+            (&[600, 900], t(600 - 60)),
+            (&[3600, 120, 5000], t(120 - 60)),
+        ];
+        for (sent, want) in table {
+            assert_eq!(
+                list_since(floor, sent.iter().map(|&s| t(s))),
+                want,
+                "{sent:?}"
+            );
+        }
+    }
+
+    #[test]
     fn what_a_job_is_told() {
         let s = InvocationStatus::Success;
         let f = InvocationStatus::Failed;
@@ -325,6 +372,7 @@ mod tests {
             let followed = Followed {
                 instance: "i-1".into(),
                 command: "c".into(),
+                sent: SystemTime::now(),
                 records: None,
                 recorded,
                 ended,

@@ -161,6 +161,8 @@ impl Cloud {
             .ssm
             .list_commands()
             .filters(filter)
+            // The largest page SSM gives (its default is 50 too; said, not assumed).
+            .max_results(50)
             .into_paginator()
             .send();
         while let Some(page) = {
