@@ -35,7 +35,8 @@ for entry in "${clients[@]}"; do
         cargo nextest run --test scale --no-capture >"$log" 2>&1; then
       say "$label at parallel $n failed (see $log)"
     fi
-    # The test's own table: the batch line, the client line, calls per family.
-    grep -E '^(parallel|client:|family|ec2-[a-z]+|ssm|s3) ' "$log" | sed "s/^/$label $n | /" || true
+    # The test's own table: the batch line, the client line, calls per family...
+    # ...and the calls per action (S3's on log chunks apart: "s3:GetObject/log").
+    grep -E '^(parallel|client:|family|ec2-[a-z]+|ssm|s3) |^  [a-z0-9]+:' "$log" | sed "s/^/$label $n | /" || true
   done
 done

@@ -372,9 +372,11 @@ class Meter:
         c["throttled"] += 1 if throttled else 0
         c["last"] = wall
 
-    def record(self, service, action, throttled, wall):
+    def record(self, service, action, throttled, wall, part=""):
+        """`part` splits an action's count by what it was for (S3 calls on log chunks: "log"),
+        so a benchmark can count the log's requests apart; families count them all."""
         self._bump(self.families, family(service, action), throttled, wall)
-        self._bump(self.actions, f"{service}:{action}", throttled, wall)
+        self._bump(self.actions, f"{service}:{action}" + (f"/{part}" if part else ""), throttled, wall)
 
 
 # ── The addon ──────────────────────────────────────────────────────────────────────────────
@@ -399,6 +401,10 @@ def query_params(req):
             for k, vs in parse_qs(req.get_text(strict=False) or "", keep_blank_values=True).items():
                 params.setdefault(k, []).extend(vs)
     return params
+
+
+# A job's live log chunk (rtb_model::layout): <records>/log/000001.log.
+LOG_CHUNK = re.compile(r"/log/\d{6}\.log$")
 
 
 def s3_bucket_of(req):
@@ -514,7 +520,8 @@ class Limits:
             throttled = self.limiter.admit(call, self.clock())
             if throttled is not None:
                 self.throttle(flow, service, named, throttled)
-        self.meter.record(service, action, throttled is not None, self.wall())
+        part = "log" if service == "s3" and LOG_CHUNK.search(urlsplit(flow.request.path).path) else ""
+        self.meter.record(service, action, throttled is not None, self.wall(), part)
 
     def throttle(self, flow, service, named, bucket):
         protocol, status, code, message = THROTTLE_BY_SERVICE.get(

@@ -8,7 +8,7 @@
 import unittest
 
 import limits
-from limits import Bucket, Call, Limiter, Meter, check_config, family, needs
+from limits import LOG_CHUNK, Bucket, Call, Limiter, Meter, check_config, family, needs
 
 
 def aws(**over):
@@ -211,6 +211,17 @@ class Meter_(unittest.TestCase):
         self.assertEqual(m.families["ec2-mutating"]["calls"], 1)
         self.assertEqual(m.actions["ssm:GetCommandInvocation"]["calls"], 1)
         self.assertEqual(set(m.families), {"ec2-describe", "ec2-mutating", "ssm", "s3"})
+
+    def test_log_chunk_calls_are_counted_apart_in_their_family(self):
+        m = Meter()
+        m.record("s3", "GetObject", False, 1.0, "log")
+        m.record("s3", "GetObject", False, 2.0, "log")
+        m.record("s3", "GetObject", False, 3.0)
+        self.assertEqual(m.actions["s3:GetObject/log"]["calls"], 2)
+        self.assertEqual(m.actions["s3:GetObject"]["calls"], 1)
+        self.assertEqual(m.families["s3"]["calls"], 3)
+        self.assertTrue(LOG_CHUNK.search("/bkt/out/_rtb-job/j1/r1-a1/log/000012.log"))
+        self.assertFalse(LOG_CHUNK.search("/bkt/out/_rtb-job/j1/r1-a1/result.json"))
 
     def test_family_names(self):
         self.assertEqual(family("ec2", "GetConsoleOutput"), "ec2-describe")
