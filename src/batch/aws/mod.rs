@@ -82,7 +82,7 @@ pub async fn run(
     registry: &Registry,
     view: &View,
     detach: bool,
-) -> Result<(Vec<JobEnd>, PoolStats, bool), RunError> {
+) -> Result<Followed, RunError> {
     let queue = policy
         .queue
         .clone()
@@ -247,7 +247,12 @@ pub async fn run(
         for &j in run {
             ends[j].not_run = Some(format!("submitted to {queue} (detached)"));
         }
-        return Ok((ends, PoolStats::default(), true));
+        return Ok(Followed {
+            ends,
+            stats: PoolStats::default(),
+            left: true,
+            submitted,
+        });
     }
     let followed = follow::Follow {
         name,
@@ -259,9 +264,24 @@ pub async fn run(
         size,
         api_patience: jobs[run[0]].plan.api_patience,
     };
-    followed
+    let (ends, stats, left) = followed
         .run(&engine, &submitted, cloud, interrupts, view, ends)
-        .await
+        .await?;
+    Ok(Followed {
+        ends,
+        stats,
+        left,
+        submitted,
+    })
+}
+
+/// How a submitted batch was left: each job's end, whether the client left the jobs running
+/// (`--detach`, Ctrl-C), and what was submitted (whose attempts its cost is worked out from).
+pub struct Followed {
+    pub ends: Vec<JobEnd>,
+    pub stats: PoolStats,
+    pub left: bool,
+    pub submitted: crate::engine::aws_batch::Submitted,
 }
 
 /// Registry entries for the rows (each names its first attempt's records; AWS Batch makes

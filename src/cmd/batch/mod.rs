@@ -46,6 +46,8 @@ struct Run<'a> {
     log_dir: &'a std::path::Path,
     json: bool,
     detach: bool,
+    /// The prices the jobs' cost is worked out at (`--price`, else AWS's, cached).
+    prices: &'a Prices<'a>,
 }
 
 pub fn main(args: BatchArgs) -> i32 {
@@ -178,6 +180,7 @@ async fn run(
             log_dir: &log_dir,
             json,
             detach: args.run.detach,
+            prices: &prices,
         };
         return aws::run(&r, &file.settings, ends_before).await;
     }
