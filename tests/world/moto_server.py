@@ -14,12 +14,17 @@
    the analogue of scaling up), registered once in the environment's ECS cluster; the attempt
    names that container instance. An environment of only "optimal" types, or Fargate, keeps
    moto's "TBD". Spot environments get on-demand instances here.
+3. How a job is ended. TerminateJob (and a job's timeout) stops its container as ECS stops a
+   task: SIGTERM, then SIGKILL once the stop timeout (30 s by default) has passed (AWS Batch
+   User Guide, "Job timeouts"; ECS `stopTimeout`), so the process can save its work. moto 5.2.5
+   SIGKILLs at once. Here its `container.kill()` is a `docker stop` with that timeout.
 Everything else is moto's own; setup.sh starts moto through this file.
 """
 
 import sys
 import threading
 
+import docker.models.containers
 from moto.batch import models
 from moto.server import main
 
@@ -95,3 +100,20 @@ def _placed(own):
 
 
 models.Job._start_attempt = _placed(models.Job._start_attempt)
+
+# ECS's default stopTimeout: SIGTERM, then SIGKILL this long after.
+_STOP_TIMEOUT = 30
+_kill = docker.models.containers.Container.kill
+
+
+def _stop_as_ecs_does(self, signal=None):
+    """moto's kill() of a job's container, as ECS stops a task (a signal given is sent as is)."""
+    if signal is not None:
+        return _kill(self, signal=signal)
+    return self.stop(timeout=_STOP_TIMEOUT)
+
+
+docker.models.containers.Container.kill = _stop_as_ecs_does
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -12,6 +12,7 @@
 //! would write into the same outputs. The submission is recorded before SubmitJob (intent),
 //! and its jobs are tagged with their run, so one a crash or an error cut short is known.
 
+mod budget;
 mod follow;
 mod record;
 mod spec;
@@ -82,6 +83,7 @@ pub async fn run(
     registry: &Registry,
     view: &View,
     detach: bool,
+    budget: Option<(crate::cost::Budget, f64)>,
 ) -> Result<Followed, RunError> {
     let queue = policy
         .queue
@@ -263,6 +265,7 @@ pub async fn run(
         rows: &rows,
         size,
         api_patience: jobs[run[0]].plan.api_patience,
+        budget,
     };
     let (ends, stats, left) = followed
         .run(&engine, &submitted, cloud, interrupts, view, ends)

@@ -30,6 +30,7 @@ pub(super) async fn run(
         json,
         detach,
         prices,
+        budget,
     } = *r;
     let t0 = Instant::now();
     let started = SystemTime::now();
@@ -38,6 +39,7 @@ pub(super) async fn run(
     let publisher = publisher(cloud, name, jobs, log_dir, &say);
     let ran = crate::batch::aws::run(
         name, run_id, jobs, run_list, policy, settings, cloud, interrupts, registry, &view, detach,
+        budget,
     );
     // The live page from the jobs' records (AWS Batch runs them, not this client).
     let known: Vec<Known> = run_list

@@ -48,6 +48,8 @@ struct Run<'a> {
     detach: bool,
     /// The prices the jobs' cost is worked out at (`--price`, else AWS's, cached).
     prices: &'a Prices<'a>,
+    /// `--max-cost` and the price it is kept at.
+    budget: Option<(cost::Budget, f64)>,
 }
 
 pub fn main(args: BatchArgs) -> i32 {
@@ -181,6 +183,7 @@ async fn run(
             json,
             detach: args.run.detach,
             prices: &prices,
+            budget: spend.as_ref().map(|(s, rate)| (s.budget, *rate)),
         };
         return aws::run(&r, &file.settings, ends_before).await;
     }
