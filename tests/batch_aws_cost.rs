@@ -1,7 +1,8 @@
 //! What a batch costs on the AWS Batch engine, end to end on moto: each job's cost is its
 //! attempts' run time as DescribeJobs reports it (startedAt to stoppedAt) at the price, failed
-//! attempts apart; the summary's total is their sum; `status --batch`, `cost --batch` (and
-//! `cost --output` from another workstation, from the records in S3) agree with it. Skipped,
+//! attempts apart; the summary's total is their sum; `status --batch`, `cost --batch` and
+//! `report` (and `cost --output`, `report --output` from another workstation, from S3) agree
+//! with it. Skipped,
 //! with the reason, when moto is not in the test world.
 //!
 //! The world's moto names the container instance each attempt ran on, as AWS does
@@ -182,6 +183,38 @@ async fn each_jobs_cost_is_its_attempts_time_at_the_price_and_status_and_cost_ag
     );
     assert!((f(&doc["cost_usd"]) - total).abs() < 1e-9, "{doc}");
     assert_eq!(doc["jobs"], 3, "{doc}");
+    let rows = json(
+        &other,
+        &["status", "--output", &format!("s3://{bucket}"), "--json"],
+    );
+    let rows = rows.as_array().expect("rows");
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    for r in rows {
+        let id = r["job_id"].as_str().expect("job_id");
+        assert!((f(&r["cost_usd"]) - by_job[id]).abs() < 1e-9, "{r}");
+        assert_eq!(r["price_source"], "--price", "{r}");
+    }
+    // `report` brings the batch's page up to date with the same figures, here and from the
+    // other workstation (its page's model in S3).
+    for (d, extra) in [(&desk, None), (&other, Some(format!("s3://{bucket}")))] {
+        let mut args = vec!["report", "--batch", name.as_str()];
+        if let Some(o) = &extra {
+            args.extend(["--output", o.as_str()]);
+        }
+        let (code, _, err) = d.out(&args);
+        assert_eq!(code, Some(0), "{args:?}: {err}");
+        let model = d
+            .dir
+            .path()
+            .join(format!("run-render-logs/{name}/report.json"));
+        let page: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&model).expect("the page's model")).unwrap();
+        assert!((f(&page["cost_usd"]) - total).abs() < 1e-9, "{page}");
+        for card in page["jobs"].as_array().expect("cards") {
+            let id = card["job_id"].as_str().expect("job_id");
+            assert!((f(&card["cost_usd"]) - by_job[id]).abs() < 1e-9, "{card}");
+        }
+    }
     assert_no_denials(&scope, true);
     let _ = desk.admin(&["aws-batch", "teardown", "--queue", &q]);
 }
