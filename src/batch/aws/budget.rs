@@ -51,6 +51,12 @@ impl Meter {
         self.attempts.values().sum::<f64>() * self.usd_per_hour / 3600.0
     }
 
+    /// A cancel that did not get through for now (no answer, throttled): ask again at the next
+    /// look.
+    pub fn retry_cancel(&mut self, batch_job_id: &str) {
+        self.cancelled.remove(batch_job_id);
+    }
+
     /// Why the budget was reached, once it was.
     pub fn reached(&self) -> Option<&str> {
         self.reached.as_deref()
@@ -164,6 +170,10 @@ mod tests {
             let look = m.look(&[("c", Some(&c2)), ("d", Some(&d))], t(105));
             assert_eq!(look.cancel, [("d".to_string(), "b-d".to_string())]);
             assert!(!look.end_running);
+            // A cancel that did not get through is asked for again.
+            m.retry_cancel("b-d");
+            let look = m.look(&[("c", Some(&c2)), ("d", Some(&d))], t(110));
+            assert_eq!(look.cancel, [("d".to_string(), "b-d".to_string())]);
         }
         // The committed seconds count: 94 s done, one running 1 s + 5 committed: reached.
         let mut m = Meter::new(budget(OnBudget::Finish), 36.0, five);

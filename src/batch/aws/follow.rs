@@ -140,8 +140,8 @@ impl Follow<'_> {
     }
 
     /// Keep the budget at one look: once it is reached, cancel what has not started (those
-    /// jobs end `not_run`, budget) and, with on-budget = "stop", end the running ones. A call
-    /// AWS Batch refuses is said, and tried again at the next look.
+    /// jobs end `not_run`, budget) and, with on-budget = "stop", end the running ones. A cancel
+    /// that got no answer is asked for again at the next look; one refused is said.
     async fn keep_budget(
         &self,
         meter: &mut Meter,
@@ -181,9 +181,20 @@ impl Follow<'_> {
                         ends[j].not_run = Some(format!("budget: {why}"));
                     }
                 }
-                Err(e) => view.note(&format!(
-                    "run-render: batch {name}: could not cancel {job_id} at the budget: {e}"
-                )),
+                Err(e) => {
+                    let again = matches!(&e, BatchError::Cloud(c) if c.is_transient());
+                    if again {
+                        meter.retry_cancel(batch_id);
+                    }
+                    view.note(&format!(
+                        "run-render: batch {name}: could not cancel {job_id} at the budget: {e}{}",
+                        if again {
+                            "; asking again"
+                        } else {
+                            "; it may still run: end it with `run-render stop --batch`"
+                        }
+                    ));
+                }
             }
         }
         if at.end_running {
