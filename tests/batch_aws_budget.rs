@@ -140,3 +140,46 @@ async fn on_budget_finish_lets_the_running_jobs_complete() {
     assert_no_denials(&scope, true);
     let _ = desk.admin(&["aws-batch", "teardown", "--queue", &q]);
 }
+
+/// With `--detach` nobody follows the spend, and AWS Batch takes no shorter lifetime: a budget
+/// the worst case (every row at its timeout at the price) does not fit is refused in one line,
+/// before anything is submitted.
+#[tokio::test]
+async fn a_detached_batch_whose_worst_case_passes_the_budget_is_refused() {
+    let Some(moto) = moto() else { return };
+    let desk = Desk::new(&moto);
+    let name = unique("abd");
+    // Two rows of 10 minutes (and their deadlines' margins) at $36/h: dollars at worst.
+    let file = batch_file(
+        &desk,
+        &name,
+        "rtb-never-used",
+        &rows([frame_then_pause(1, 1), frame_then_pause(2, 1)]),
+    );
+    let (code, out, err) = desk.out(&[
+        "batch",
+        &file,
+        "--engine",
+        "aws-batch",
+        "--queue",
+        "rtb-never-used",
+        "--detach",
+        "--price",
+        "36",
+        "--max-cost",
+        "1",
+    ]);
+    assert_eq!(code, Some(2), "{err}\n{out}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line: {err}");
+    assert!(
+        lines[0].contains("--detach") && lines[0].contains("over $1.00"),
+        "{err}"
+    );
+    let record = desk
+        .state
+        .path()
+        .join("run-render/batches")
+        .join(format!("{name}.json"));
+    assert!(!record.exists(), "nothing was submitted");
+}
