@@ -346,3 +346,87 @@ async fn a_jobs_instance_is_found_through_ecs_and_priced_from_the_price_list() {
     assert_no_denials(&scope, true);
     let _ = desk.admin(&["aws-batch", "teardown", "--queue", &q]);
 }
+
+/// A batch left with `--detach` has no client at its end: once its jobs ended, `status
+/// --batch` works out their cost at the `--price` it was submitted with and records it (in the
+/// registry and beside the results in S3), so `cost --batch` here and `cost --output` from
+/// another workstation show the same figures: the attempts' time at the price.
+#[tokio::test]
+async fn a_detached_batchs_cost_is_recorded_by_status_once_its_jobs_ended() {
+    let Some(moto) = moto() else { return };
+    let mut desk = Desk::new(&moto);
+    let c = clients(&moto).await;
+    let q = queue(&desk, &c).await;
+    let bucket = c.bucket().await;
+    let scope = scope(&q, &[&bucket]);
+    desk.enforce(&scope);
+    let name = unique("abd");
+    let file = batch_file(&desk, &name, &bucket, &rows([frame(1), frame(2)]));
+    let (code, out, err) = desk.out(&[
+        "batch",
+        &file,
+        "--engine",
+        "aws-batch",
+        "--queue",
+        &q,
+        "--detach",
+        "--price",
+        "36",
+    ]);
+    assert_eq!(code, Some(0), "{err}\n{out}");
+    let ids = submitted(&desk, &name);
+    // Until AWS Batch says both ended.
+    let start = std::time::Instant::now();
+    let described = loop {
+        let d = c
+            .batch
+            .describe_jobs()
+            .set_jobs(Some(ids.values().cloned().collect()))
+            .send()
+            .await
+            .expect("describe jobs");
+        let done = d.jobs().len() == ids.len()
+            && d.jobs()
+                .iter()
+                .all(|j| matches!(j.status().map(|s| s.as_str()), Some("SUCCEEDED" | "FAILED")));
+        if done {
+            break d;
+        }
+        assert!(start.elapsed().as_secs() < 120, "not ended: {d:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    };
+    let mut want = BTreeMap::new();
+    for d in described.jobs() {
+        let job = ids
+            .iter()
+            .find(|(_, b)| Some(b.as_str()) == d.job_id())
+            .map(|(j, _)| j.clone())
+            .expect("one of ours");
+        let ms: i64 = d
+            .attempts()
+            .iter()
+            .map(|a| a.stopped_at().expect("stoppedAt") - a.started_at().expect("startedAt"))
+            .sum();
+        want.insert(job, ms as f64 / 1000.0 * 36.0 / 3600.0);
+    }
+    let rows = json(&desk, &["status", "--batch", &name, "--json"]);
+    let rows = rows.as_array().expect("rows");
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    for r in rows {
+        let id = r["job_id"].as_str().expect("job_id");
+        assert!((f(&r["cost_usd"]) - want[id]).abs() < 1e-9, "{r}");
+        assert_eq!(r["price_source"], "--price", "{r}");
+    }
+    let total: f64 = want.values().sum();
+    let doc = json(&desk, &["cost", "--batch", &name, "--json"]);
+    assert!((f(&doc["cost_usd"]) - total).abs() < 1e-9, "{doc}");
+    let mut other = Desk::new(&moto);
+    other.enforce(&scope);
+    let doc = json(
+        &other,
+        &["cost", "--output", &format!("s3://{bucket}"), "--json"],
+    );
+    assert!((f(&doc["cost_usd"]) - total).abs() < 1e-9, "{doc}");
+    assert_no_denials(&scope, true);
+    let _ = desk.admin(&["aws-batch", "teardown", "--queue", &q]);
+}

@@ -206,10 +206,41 @@ fn no_price(attempt: u32, instance: Option<&str>, lookup: Option<&str>) -> Strin
     }
 }
 
-/// What the batch's jobs cost on AWS Batch, once they ended: their attempts from AWS Batch,
-/// each attempt's instance (ECS, else the runner's record) and its type and market from EC2,
-/// its price; each job's record written beside its newest attempt's result and into the
-/// registry.
+/// Where a job's records are, for its cost: its folder (`<output>/_rtb-job/<job>/`), and what
+/// the follow loop already read (its newest attempt's folder, the instance its runner
+/// recorded).
+#[derive(Debug, Clone, Default)]
+pub struct Place {
+    pub base: Option<JobRecords>,
+    pub newest: Option<JobRecords>,
+    pub runner_instance: Option<String>,
+}
+
+/// The places of a followed batch's jobs, from their ends.
+pub fn places(jobs: &[BatchJob], ends: &[JobEnd]) -> BTreeMap<String, Place> {
+    jobs.iter()
+        .zip(ends)
+        .map(|(j, e)| {
+            let report = e.report.as_ref();
+            let place = Place {
+                base: j.records_base(),
+                newest: report
+                    .and_then(|r| r.records.as_deref())
+                    .and_then(|r| r.parse::<rtb_model::S3Url>().ok())
+                    .map(JobRecords::at),
+                runner_instance: report
+                    .and_then(|r| r.result.as_ref())
+                    .and_then(|r| r.instance_id.clone()),
+            };
+            (j.job_id.clone(), place)
+        })
+        .collect()
+}
+
+/// What the ended jobs of `submitted` cost on AWS Batch (a job not ended yet is left out):
+/// their attempts from AWS Batch, each attempt's instance (ECS, else the runner's record) and
+/// its type and market from EC2, its price; each job's record written beside its newest
+/// attempt's result and into the registry.
 #[allow(clippy::too_many_arguments)]
 pub async fn of_aws_batch(
     cloud: &Cloud,
@@ -218,8 +249,7 @@ pub async fn of_aws_batch(
     registry: &Registry,
     run_id: &str,
     submitted: &Submitted,
-    jobs: &[BatchJob],
-    ends: &[JobEnd],
+    places: &BTreeMap<String, Place>,
 ) -> BatchCost {
     let ids: Vec<String> = submitted
         .jobs
@@ -255,17 +285,24 @@ pub async fn of_aws_batch(
             Err(e) => lookup_error = Some(e.to_string()),
         }
     }
-    let index: BTreeMap<&str, usize> = jobs
-        .iter()
-        .enumerate()
-        .map(|(i, j)| (j.job_id.as_str(), i))
-        .collect();
     let mut pending = Vec::new();
     let mut never_ran = Vec::new();
+    let mut newest: BTreeMap<String, JobRecords> = BTreeMap::new();
     for s in &submitted.jobs {
         let Some(j) = found.iter().find(|f| f.batch_job_id == s.batch_job_id) else {
             continue;
         };
+        if !j.state.is_some_and(JobState::is_final) {
+            continue;
+        }
+        let place = places.get(&s.job_id).cloned().unwrap_or_default();
+        // The folder its record goes in: the newest attempt's (`<run>-a<N>/`).
+        if let Some(at) = place.newest.clone().or_else(|| {
+            let n = u32::try_from(j.attempts.len().max(1)).ok()?;
+            Some(place.base.as_ref()?.attempt(run_id, n))
+        }) {
+            newest.insert(s.job_id.clone(), at);
+        }
         if j.attempts.is_empty() {
             never_ran.push(s.job_id.clone());
             continue;
@@ -281,9 +318,7 @@ pub async fn of_aws_batch(
                 .and_then(|c| hosts.get(c))
                 .cloned();
             if instance.is_none() {
-                instance =
-                    runner_instance(cloud, jobs, ends, &index, &s.job_id, run_id, a.number, last)
-                        .await;
+                instance = runner_instance(cloud, &place, run_id, a.number, last).await;
             }
             pending.push((
                 s.job_id.clone(),
@@ -371,13 +406,7 @@ pub async fn of_aws_batch(
     let to_write: Vec<(CostRecord, Option<JobRecords>)> = records
         .into_iter()
         .map(|rec| {
-            let at = index
-                .get(rec.job_id.as_str())
-                .and_then(|&j| ends.get(j))
-                .and_then(|e| e.report.as_ref())
-                .and_then(|r| r.records.as_deref())
-                .and_then(|r| r.parse::<rtb_model::S3Url>().ok())
-                .map(JobRecords::at);
+            let at = newest.get(&rec.job_id).cloned();
             (rec, at)
         })
         .collect();
@@ -387,31 +416,80 @@ pub async fn of_aws_batch(
     out
 }
 
+/// A batch submitted to AWS Batch that no client followed to its end (`--detach`, Ctrl-C):
+/// the cost of its ended jobs that have no record of this submission yet, worked out and
+/// recorded now, at the price it was submitted with (else AWS's). None when none was due.
+pub async fn settle(
+    cloud: &Cloud,
+    registry: &Registry,
+    record: &crate::batch::aws::BatchRecord,
+) -> Option<BatchCost> {
+    let run_id = record.run_id.as_deref()?;
+    let since = humantime::parse_rfc3339(&record.submitted_at).ok()?;
+    let due: Vec<_> = record
+        .submitted
+        .jobs
+        .iter()
+        .filter(|j| {
+            registry.cost(&j.job_id).is_none_or(|c| {
+                humantime::parse_rfc3339(&c.computed_at).map_or(true, |t| t < since)
+            })
+        })
+        .cloned()
+        .collect();
+    if due.is_empty() {
+        return None;
+    }
+    let places: BTreeMap<String, Place> = due
+        .iter()
+        .map(|j| {
+            let base = registry
+                .get(&j.job_id)
+                .and_then(|e| e.output)
+                .and_then(|o| o.parse::<rtb_model::S3Url>().ok())
+                .map(|o| JobRecords::under_output(&o, &j.job_id));
+            (
+                j.job_id.clone(),
+                Place {
+                    base,
+                    ..Place::default()
+                },
+            )
+        })
+        .collect();
+    let submitted = Submitted {
+        jobs: due,
+        ..record.submitted.clone()
+    };
+    let engine = AwsBatch::new(cloud.config(), &crate::plan::owner());
+    let prices = Prices::new(
+        record.price,
+        Some(cloud),
+        Some(super::prices::Cache::open()),
+    );
+    let costed = of_aws_batch(
+        cloud, &engine, &prices, registry, run_id, &submitted, &places,
+    );
+    tokio::time::timeout(super::account::COST_LIMIT, costed)
+        .await
+        .ok()
+}
+
 /// The instance the runner of attempt `n` recorded (its result's `instance_id`, from IMDS):
-/// the last attempt's result is in hand, an earlier one's is read from its folder.
-#[allow(clippy::too_many_arguments)]
+/// the last attempt's may be in hand, an earlier one's is read from its folder.
 async fn runner_instance(
     cloud: &Cloud,
-    jobs: &[BatchJob],
-    ends: &[JobEnd],
-    index: &BTreeMap<&str, usize>,
-    job_id: &str,
+    place: &Place,
     run_id: &str,
     n: u32,
     last: usize,
 ) -> Option<String> {
-    let &j = index.get(job_id)?;
     if n as usize == last {
-        if let Some(id) = ends
-            .get(j)
-            .and_then(|e| e.report.as_ref())
-            .and_then(|r| r.result.as_ref())
-            .and_then(|r| r.instance_id.clone())
-        {
-            return Some(id);
+        if let Some(id) = &place.runner_instance {
+            return Some(id.clone());
         }
     }
-    let at = jobs[j].records_base()?.attempt(run_id, n);
+    let at = place.base.as_ref()?.attempt(run_id, n);
     cloud.job_result(&at).await.ok().flatten()?.instance_id
 }
 

@@ -84,6 +84,7 @@ pub async fn run(
     view: &View,
     detach: bool,
     budget: Option<(crate::cost::Budget, f64)>,
+    price: Option<f64>,
 ) -> Result<Followed, RunError> {
     let queue = policy
         .queue
@@ -193,6 +194,7 @@ pub async fn run(
         submitted: Default::default(),
         vcpus: spec.vcpus,
         memory_mib: spec.memory_mib,
+        price,
     };
     if let Err(e) = record.save(registry) {
         return Err(RunError::Refused(format!(

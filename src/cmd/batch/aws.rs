@@ -38,8 +38,19 @@ pub(super) async fn run(
     let say = |line: &str| view.note(line);
     let publisher = publisher(cloud, name, jobs, log_dir, &say);
     let ran = crate::batch::aws::run(
-        name, run_id, jobs, run_list, policy, settings, cloud, interrupts, registry, &view, detach,
+        name,
+        run_id,
+        jobs,
+        run_list,
+        policy,
+        settings,
+        cloud,
+        interrupts,
+        registry,
+        &view,
+        detach,
         budget,
+        prices.user(),
     );
     // The live page from the jobs' records (AWS Batch runs them, not this client).
     let known: Vec<Known> = run_list
@@ -112,8 +123,9 @@ pub(super) async fn run(
     // Each attempt's time at its instance's price. Not a minute more for a figure: an exit
     // held by an API that stopped answering is worse than a cost shown as unknown.
     let engine = crate::engine::aws_batch::AwsBatch::new(cloud.config(), &crate::plan::owner());
+    let places = cost::aws_batch::places(jobs, &ends);
     let costed = cost::aws_batch::of_aws_batch(
-        cloud, &engine, prices, registry, run_id, &submitted, jobs, &ends,
+        cloud, &engine, prices, registry, run_id, &submitted, &places,
     );
     let cost = tokio::time::timeout(cost::account::COST_LIMIT * 2, costed)
         .await
