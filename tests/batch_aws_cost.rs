@@ -349,8 +349,9 @@ async fn a_jobs_instance_is_found_through_ecs_and_priced_from_the_price_list() {
 
 /// A batch left with `--detach` has no client at its end: once its jobs ended, `status
 /// --batch` works out their cost at the `--price` it was submitted with and records it (in the
-/// registry and beside the results in S3), so `cost --batch` here and `cost --output` from
-/// another workstation show the same figures: the attempts' time at the price.
+/// registry and beside the results in S3), so `cost --batch` and `report` here, and `cost
+/// --output` and `report --output` from another workstation show the same figures: the
+/// attempts' time at the price.
 #[tokio::test]
 async fn a_detached_batchs_cost_is_recorded_by_status_once_its_jobs_ended() {
     let Some(moto) = moto() else { return };
@@ -427,6 +428,31 @@ async fn a_detached_batchs_cost_is_recorded_by_status_once_its_jobs_ended() {
         &["cost", "--output", &format!("s3://{bucket}"), "--json"],
     );
     assert!((f(&doc["cost_usd"]) - total).abs() < 1e-9, "{doc}");
+    // `report` puts the recorded figures on the page, here and from the other workstation.
+    let out = format!("s3://{bucket}");
+    for (d, args) in [
+        (&desk, vec!["report", "--batch", name.as_str()]),
+        (
+            &other,
+            vec!["report", "--batch", name.as_str(), "--output", out.as_str()],
+        ),
+    ] {
+        let (code, _, err) = d.out(&args);
+        assert_eq!(code, Some(0), "{args:?}: {err}");
+        let model = d
+            .dir
+            .path()
+            .join(format!("run-render-logs/{name}/report.json"));
+        let page: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&model).expect("the page's model")).unwrap();
+        for card in page["jobs"].as_array().expect("cards") {
+            let id = card["job_id"].as_str().expect("job_id");
+            assert!(
+                (f(&card["cost_usd"]) - want[id]).abs() < 1e-9,
+                "{args:?}: {card}"
+            );
+        }
+    }
     assert_no_denials(&scope, true);
     let _ = desk.admin(&["aws-batch", "teardown", "--queue", &q]);
 }
