@@ -75,7 +75,13 @@ impl Meter {
                     running += 1;
                     now
                 }
-                _ => st.stopped_at.unwrap_or(now),
+                JobState::Succeeded | JobState::Failed => st.stopped_at.unwrap_or(now),
+                // Waiting for a retry: its earlier attempt counts once it has an end; the
+                // wait is not a job's time.
+                _ => match st.stopped_at {
+                    Some(t) => t,
+                    None => continue,
+                },
             };
             let secs = end
                 .duration_since(started)
@@ -188,5 +194,10 @@ mod tests {
         let second = st("b-a", Succeeded, Some(30), Some(35));
         m.look(&[("a", Some(&second))], t(40));
         assert!((m.accrued_usd() - 15.0).abs() < 1e-9);
+        // A job waiting for its retry with an earlier start and no end yet accrues nothing.
+        let mut m = Meter::new(budget(OnBudget::Finish), 3600.0, five);
+        let waiting = st("b-a", Runnable, Some(0), None);
+        m.look(&[("a", Some(&waiting))], t(500));
+        assert_eq!(m.accrued_usd(), 0.0);
     }
 }
