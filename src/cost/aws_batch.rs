@@ -295,17 +295,18 @@ pub async fn of_aws_batch(
         if !j.state.is_some_and(JobState::is_final) {
             continue;
         }
+        if j.attempts.is_empty() {
+            // Its record (no cost) stays in the registry: it has no attempt folder in S3.
+            never_ran.push(s.job_id.clone());
+            continue;
+        }
         let place = places.get(&s.job_id).cloned().unwrap_or_default();
         // The folder its record goes in: the newest attempt's (`<run>-a<N>/`).
         if let Some(at) = place.newest.clone().or_else(|| {
-            let n = u32::try_from(j.attempts.len().max(1)).ok()?;
+            let n = u32::try_from(j.attempts.len()).ok()?;
             Some(place.base.as_ref()?.attempt(run_id, n))
         }) {
             newest.insert(s.job_id.clone(), at);
-        }
-        if j.attempts.is_empty() {
-            never_ran.push(s.job_id.clone());
-            continue;
         }
         let last = j.attempts.len();
         for a in &j.attempts {
