@@ -17,7 +17,9 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::moto::{assert_no_denials, batch_file, clients, frame, moto, queue, rows, scope, Desk};
+use common::moto::{
+    assert_no_denials, batch_file, clients, frame, moto, queue, queue_of, rows, scope, Desk,
+};
 use common::unique;
 
 fn f(v: &serde_json::Value) -> f64 {
@@ -453,6 +455,65 @@ async fn a_detached_batchs_cost_is_recorded_by_status_once_its_jobs_ended() {
             );
         }
     }
+    assert_no_denials(&scope, true);
+    let _ = desk.admin(&["aws-batch", "teardown", "--queue", &q]);
+}
+
+/// A compute environment of `optimal` types: the world's moto names no container instance
+/// (`TBD`, as moto does), and the runner records none (the jobs here get no metadata
+/// service). Without `--price` the cost is unknown, and the summary says why in one line; with
+/// it, the attempts' time at the price is the cost all the same.
+#[tokio::test]
+async fn without_a_known_instance_the_cost_needs_the_price_and_says_why() {
+    let Some(moto) = moto() else { return };
+    let mut desk = Desk::new(&moto);
+    let c = clients(&moto).await;
+    let q = queue_of(&desk, &c, "optimal").await;
+    let bucket = c.bucket().await;
+    let scope = scope(&q, &[&bucket]);
+    desk.enforce(&scope);
+    let name = unique("abu");
+    let file = batch_file(&desk, &name, &bucket, &rows([frame(1)]));
+    let (code, out, err) = desk.out(&["batch", &file, "--engine", "aws-batch", "--queue", &q]);
+    assert_eq!(code, Some(0), "{err}\n{out}");
+    let line: Vec<&str> = err
+        .lines()
+        .filter(|l| l.trim_start().starts_with("cost: unknown"))
+        .collect();
+    assert_eq!(line.len(), 1, "one line says why: {err}");
+    assert!(
+        line[0].contains("did not say which instance attempt 1 ran on")
+            && line[0].contains("--price"),
+        "{err}"
+    );
+    let status = json(&desk, &["status", "--batch", &name, "--json"]);
+    assert!(status[0]["cost_usd"].is_null(), "{status}");
+    assert!(
+        status[0]["cost_note"]
+            .as_str()
+            .is_some_and(|n| n.contains("did not say which instance")),
+        "{status}"
+    );
+    // The same job again with --price: the attempts' time at it.
+    let name = unique("abp");
+    let file = batch_file(&desk, &name, &bucket, &rows([frame(1)]));
+    let (code, out, err) = desk.out(&[
+        "batch",
+        &file,
+        "--engine",
+        "aws-batch",
+        "--queue",
+        &q,
+        "--json",
+        "--price",
+        "36",
+    ]);
+    assert_eq!(code, Some(0), "{err}\n{out}");
+    let summary: serde_json::Value = serde_json::from_str(&out).expect("summary JSON");
+    let job = &summary["jobs"][0];
+    assert!(f(&job["cost_usd"]) > 0.0, "{job}");
+    assert_eq!(job["cost"]["attempts"][0]["instance_id"], "", "{job}");
+    assert_eq!(summary["price_source"], "--price", "{summary}");
     assert_no_denials(&scope, true);
     let _ = desk.admin(&["aws-batch", "teardown", "--queue", &q]);
 }
