@@ -211,6 +211,45 @@ fn batch_policies_cover_exactly_what_the_engine_and_setup_call() {
     );
 }
 
+/// A job's cost on AWS Batch needs the instance it ran on: the client may describe the
+/// container instances of clusters AWS Batch made for compute environments
+/// (`<environment>_Batch_<uuid>`), no other cluster's, and read that instance and its price
+/// with the client policy's EC2 and Price List rights.
+#[test]
+fn the_batch_client_may_find_and_price_the_instance_a_job_ran_on() {
+    let docs = [
+        policy("client-batch-policy.json").to_string(),
+        policy("client-policy.json").to_string(),
+    ];
+    let ci = |cluster: &str| {
+        format!("arn:aws:ecs:us-east-1:ACCOUNT_ID:container-instance/{cluster}/0f1e2d3c4b5a")
+    };
+    let cases = [
+        (
+            "ecs:DescribeContainerInstances",
+            ci("q-ce_Batch_6a1c3e2f-0b7d"),
+            true,
+        ),
+        ("ecs:DescribeContainerInstances", ci("web-cluster"), false),
+        (
+            "ecs:DescribeContainerInstances",
+            "arn:aws:ecs:us-east-1:999999999999:container-instance/q-ce_Batch_1/0f".to_string(),
+            false,
+        ),
+        ("ecs:DescribeClusters", ci("q-ce_Batch_1"), false),
+        ("ec2:DescribeInstances", "*".to_string(), true),
+        ("pricing:GetProducts", "*".to_string(), true),
+        ("ec2:DescribeSpotPriceHistory", "*".to_string(), true),
+    ];
+    for (action, resource, want) in cases {
+        assert_eq!(
+            allows(&docs, action, &resource),
+            want,
+            "{action} on {resource}"
+        );
+    }
+}
+
 #[test]
 fn batch_roles_trust_their_service_and_the_instance_role_only_runs_the_agent() {
     let trust = policy("batch-service-role-trust.json").to_string();

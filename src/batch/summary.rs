@@ -217,8 +217,11 @@ impl Summary<'_> {
                 "total_usd": c.total_usd,
                 "failed_attempts_usd": c.failed_usd,
                 "spot_savings_usd": c.spot_savings_usd,
-                "billed_instance_seconds": c.billed_s,
+                // AWS Batch: the attempts' run time, not the instances' (see `basis`).
+                "billed_instance_seconds": c.basis.is_none().then_some(c.billed_s),
+                "attempt_seconds": c.basis.is_some().then_some(c.billed_s),
                 "note": c.note,
+                "basis": c.basis,
             })),
             "jobs": jobs,
         })
@@ -249,9 +252,14 @@ fn cost_lines(c: &crate::cost::account::BatchCost) -> String {
         Some(t) => {
             let _ = write!(
                 o,
-                "cost: {} in all ({} billed instance-seconds{})",
+                "cost: {} in all ({} {}{})",
                 usd_text(Some(t)),
                 c.billed_s,
+                if c.basis.is_some() {
+                    "seconds of the jobs' attempts"
+                } else {
+                    "billed instance-seconds"
+                },
                 if c.sources.is_empty() {
                     String::new()
                 } else {
@@ -277,6 +285,9 @@ fn cost_lines(c: &crate::cost::account::BatchCost) -> String {
                 c.note.as_deref().unwrap_or("no price")
             );
         }
+    }
+    if let Some(b) = &c.basis {
+        let _ = writeln!(o, "cost: {b}");
     }
     o
 }
@@ -429,6 +440,17 @@ mod tests {
         ] {
             assert!(text.contains(want), "{want} not in {text}");
         }
+        // AWS Batch's figure says what it counts and what it leaves out.
+        let batch = BatchCost {
+            basis: Some(crate::cost::aws_batch::BASIS.into()),
+            ..c.clone()
+        };
+        let text = cost_lines(&batch);
+        assert!(
+            text.contains("(5400 seconds of the jobs' attempts;")
+                && text.contains("idle minutes are the queue's, not a job's"),
+            "{text}"
+        );
         let text = cost_lines(&BatchCost::unknown("no answer from the Price List API"));
         assert!(
             text.contains("cost: unknown (no answer from the Price List API); give --price"),

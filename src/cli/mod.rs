@@ -186,8 +186,9 @@ pub struct CostArgs {
     /// over the AWS Price List and spot price history [default: from AWS; [batch] price]
     #[arg(long, env = "RUN_RENDER_PRICE", value_name = "USD_PER_HOUR")]
     pub price: Option<String>,
-    /// Never spend more than this many USD on instances: nothing starts that would pass it,
-    /// and a detached instance's deadline is set so its worst case fits [[batch] max-cost]
+    /// Never spend more than this many USD on instances: nothing starts that would pass it
+    /// (AWS Batch: what has not started is cancelled at it), and a detached instance's
+    /// deadline is set so its worst case fits [[batch] max-cost]
     #[arg(long, env = "RUN_RENDER_MAX_COST", value_name = "USD")]
     pub max_cost: Option<String>,
 }

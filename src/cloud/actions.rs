@@ -51,6 +51,9 @@ pub const BATCH_ACTIONS: &[&str] = &[
     "batch:ListJobs",
     "batch:DescribeJobs",
     "batch:TerminateJob",
+    // what a job cost: the EC2 instance of each attempt's ECS container instance (then
+    // client-policy.json's ec2:DescribeInstances and the price APIs, as on EC2)
+    "ecs:DescribeContainerInstances",
 ];
 
 /// `run-render aws-batch setup` / `teardown`: an administrator's calls, once per queue.

@@ -51,7 +51,20 @@ async fn run(args: CostReportArgs) -> i32 {
         Err(e) => return super::bad_input(&e, args.json),
     };
     let records = match &output {
-        None => Registry::open().costs(),
+        None => {
+            let registry = Registry::open();
+            // An AWS Batch batch no client followed to its end: its ended jobs' cost, now.
+            if let Some(record) = args
+                .batch
+                .as_deref()
+                .and_then(|b| crate::batch::aws::BatchRecord::load(&registry, b))
+            {
+                let first = record.jobs.first().and_then(|j| registry.get(j));
+                let cloud = super::connect(&args.aws, first.as_ref()).await;
+                crate::cost::aws_batch::settle(&cloud, &registry, &record).await;
+            }
+            registry.costs()
+        }
         Some(o) => {
             let cloud = super::connect(&args.aws, None).await;
             match from_s3(&cloud, o).await {

@@ -141,6 +141,12 @@ async fn run(args: ReportArgs) -> i32 {
         Ok(p) => p,
         Err(e) => return super::fail(&format!("batch {batch}: {e}"), exit::REMOTE),
     };
+    // An AWS Batch batch no client followed to its end: its ended jobs' cost, recorded now;
+    // then every job's recorded cost the page does not have yet.
+    if let Some(record) = crate::batch::aws::BatchRecord::load(&registry, &batch) {
+        crate::cost::aws_batch::settle(&cloud, &registry, &record).await;
+    }
+    recorded_costs(&cloud, &registry, &mut page).await;
     for note in Fetched::default().fill(&cloud, &mut page).await {
         crate::ui::stderr_line(&format!("run-render: report: {note}"));
     }
@@ -172,6 +178,32 @@ async fn run(args: ReportArgs) -> i32 {
         open(&out);
     }
     0
+}
+
+/// The recorded cost of each job the page has none for: this workstation's record of it in
+/// this batch, else the one beside its newest attempt's result in S3.
+async fn recorded_costs(
+    cloud: &crate::cloud::Cloud,
+    registry: &Registry,
+    page: &mut crate::batch::page::Page,
+) {
+    let batch = page.batch.clone();
+    for card in page.jobs.iter_mut().filter(|c| c.cost_usd.is_none()) {
+        let mut rec = registry
+            .cost(&card.job_id)
+            .filter(|r| r.batch.as_deref() == Some(batch.as_str()));
+        if rec.is_none() {
+            if let Some(at) = card
+                .records
+                .as_deref()
+                .and_then(|r| r.parse::<rtb_model::S3Url>().ok())
+            {
+                let at = rtb_model::JobRecords::at(at);
+                rec = crate::cost::account::read(cloud, &at).await.ok().flatten();
+            }
+        }
+        card.cost_usd = rec.and_then(|r| r.cost_usd);
+    }
 }
 
 /// Open the page in the desktop's browser; a machine without one just has the file.

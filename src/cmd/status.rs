@@ -112,6 +112,14 @@ async fn run(args: StatusArgs) -> i32 {
     }
     let first = registry.get(&ids[0]);
     let cloud = super::connect(&args.aws, first.as_ref()).await;
+    // An AWS Batch batch no client followed to its end: its ended jobs' cost, recorded now.
+    if let Some(record) = args
+        .batch
+        .as_deref()
+        .and_then(|b| crate::batch::aws::BatchRecord::load(&registry, b))
+    {
+        crate::cost::aws_batch::settle(&cloud, &registry, &record).await;
+    }
     let jobs: Vec<(String, Option<rtb_model::S3Url>)> =
         ids.into_iter().map(|id| (id, output.clone())).collect();
     show(&cloud, &registry, &jobs, args.json).await

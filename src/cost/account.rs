@@ -127,7 +127,8 @@ pub async fn account(
     })
 }
 
-async fn price_of(
+/// The price of `instance_type` launched `at`: spot in its zone, else on demand in the region.
+pub(super) async fn price_of(
     prices: &Prices<'_>,
     instance_type: &str,
     zone: Option<String>,
@@ -360,6 +361,9 @@ pub struct BatchCost {
     pub sources: Vec<String>,
     /// Why there is no figure, or where a record could not be written.
     pub note: Option<String>,
+    /// What the figure counts when it is not instance time (AWS Batch: the jobs' attempts),
+    /// and what it leaves out.
+    pub basis: Option<String>,
 }
 
 impl BatchCost {
@@ -452,6 +456,7 @@ pub async fn of_batch(
         sources: accounted.sources(),
         note: accounted.unknown().map(str::to_string),
         jobs: BTreeMap::new(),
+        basis: None,
     };
     let mut to_write = Vec::new();
     for rec in records {

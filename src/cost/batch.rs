@@ -112,9 +112,10 @@ pub async fn dry_run(
     Ok(f)
 }
 
-/// Under a budget with nobody watching the spend (`--detach`, or AWS Batch): the shorter
-/// lifetime every instance gets (EC2 `--detach`), None when the deadlines already fit, or why
-/// it cannot be done (AWS Batch takes no shorter lifetime: its worst case must fit as it is).
+/// Under a budget with nobody watching the spend (`--detach`): the shorter lifetime every
+/// instance gets (EC2), None when the deadlines already fit, or why it cannot be done (AWS
+/// Batch takes no shorter lifetime: its worst case must fit as it is). On AWS Batch with the
+/// client following, the client keeps the budget (None).
 pub fn client_less(
     policy: &Policy,
     jobs: &[BatchJob],
@@ -123,11 +124,14 @@ pub fn client_less(
     detach: bool,
 ) -> Result<Option<Duration>, String> {
     let (instances, lifetime) = exposure(policy, jobs, detach);
+    if policy.engine == Engine::AwsBatch && !detach {
+        return Ok(None);
+    }
     if policy.engine == Engine::AwsBatch {
         return match lifetime {
             Some(l) if budget::worst_case_usd(instances, l, rate) <= max_usd => Ok(None),
             _ => Err(format!(
-                "--max-cost: on AWS Batch this client does not follow the spend, so the worst case must already fit: {} job(s) x {} at ${rate:.4}/h is {}, over ${max_usd:.2}; lower the rows' timeout, or run on the ec2 engine",
+                "--max-cost: with --detach nobody follows the spend on AWS Batch, so the worst case must already fit: {} job(s) x {} at ${rate:.4}/h is {}, over ${max_usd:.2}; follow the batch (no --detach), lower the rows' timeout, or run on the ec2 engine",
                 instances,
                 lifetime.map(crate::cmd::short_duration).unwrap_or_else(|| "no timeout".into()),
                 lifetime

@@ -8,10 +8,13 @@
 //! - [`batch`] a batch's figures before it runs, and its budget on each engine
 //! - [`budget`] the decision before each start, the dry run's worst and expected cases, and
 //!   the live meter a pool feeds (pure but for the meter's state)
+//! - [`aws_batch`] a job's cost on AWS Batch: its attempts' times at the price of the
+//!   instance each ran on (fetched, then pure)
 //! - [`record`] a job's cost as written to S3 and the registry; [`account`] fetching the
 //!   instances' times and prices, then the ledger, then the records
 
 pub mod account;
+pub mod aws_batch;
 pub mod batch;
 pub mod before;
 pub mod budget;

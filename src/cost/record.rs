@@ -34,11 +34,18 @@ pub struct InstanceTimes {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AttemptCost {
     pub attempt: u32,
+    /// Empty when it is not known (an AWS Batch attempt whose instance nobody named).
     pub instance_id: String,
     pub seconds: f64,
     pub usd: Option<f64>,
     pub failed: bool,
     pub spot: bool,
+    /// On AWS Batch, what the seconds are: the attempt's startedAt and stoppedAt (RFC 3339,
+    /// milliseconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<String>,
 }
 
 /// What one job cost.
@@ -153,6 +160,8 @@ pub fn records(
                         usd: l.usd,
                         failed: l.failed,
                         spot: l.spot,
+                        started_at: None,
+                        stopped_at: None,
                     })
                     .collect(),
                 failed_attempts: c.failed_attempts,

@@ -234,6 +234,11 @@ impl Clients {
 
 /// `aws-batch setup` for a fresh queue over moto's default VPC; the queue's name.
 pub async fn queue(desk: &Desk, c: &Clients) -> String {
+    queue_of(desk, c, "m5.large").await
+}
+
+/// `aws-batch setup` for a fresh queue whose compute environment launches `instance_type`.
+pub async fn queue_of(desk: &Desk, c: &Clients, instance_type: &str) -> String {
     let subnet = c
         .ec2
         .describe_subnets()
@@ -263,7 +268,7 @@ pub async fn queue(desk: &Desk, c: &Clients) -> String {
         "--ami",
         "ami-12345678",
         "--instance-type",
-        "m5.large",
+        instance_type,
         "--max-vcpus",
         "16",
         "--subnet",

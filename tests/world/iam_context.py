@@ -29,6 +29,8 @@ say what AWS would (written down so a reader can judge them):
 - AddRoleToInstanceProfile needs `iam:PassRole` on the role (no PassedToService);
   CreateComputeEnvironment passes its serviceRole to batch.amazonaws.com and the instance
   profile's role to ec2.amazonaws.com.
+- ECS DescribeContainerInstances is checked per container instance ARN (an id alone gets the
+  request's cluster, `default` when none), with `ecs:cluster` the cluster's ARN.
 """
 
 import json
@@ -243,6 +245,7 @@ def checks(call, facts=None):
         "s3": s3_checks,
         "iam": iam_checks,
         "batch": batch_checks,
+        "ecs": ecs_checks,
     }.get(call.service)
     if build is None:
         return [Check(f"{call.service}:{call.op}", "*", global_context(call))]
@@ -482,6 +485,31 @@ def batch_checks(call, facts):
         return out
     # Describe*, List*: no resource-level permissions.
     return [Check(f"batch:{op}", "*")]
+
+
+def ecs_cluster_arn(call, name_or_arn):
+    if name_or_arn.startswith("arn:"):
+        return name_or_arn
+    return f"arn:aws:ecs:{call.region}:{call.account}:cluster/{name_or_arn or 'default'}"
+
+
+def ecs_checks(call, facts):
+    """DescribeContainerInstances is authorized per container instance (ARN
+    `container-instance/CLUSTER/ID`; an id alone is the named cluster's), with `ecs:cluster`;
+    the rest of ECS gets a resource-less check."""
+    p = call.params
+    if call.op == "DescribeContainerInstances":
+        cluster = ecs_cluster_arn(call, p.get("cluster") or "")
+        name = cluster.rsplit("/", 1)[-1]
+        out = []
+        for ci in as_list(p.get("containerInstances")):
+            if not isinstance(ci, str):
+                continue
+            res = ci if ci.startswith("arn:") else (
+                f"arn:aws:ecs:{call.region}:{call.account}:container-instance/{name}/{ci}")
+            out.append(Check("ecs:DescribeContainerInstances", res, {"ecs:cluster": cluster}))
+        return out or [Check("ecs:DescribeContainerInstances", "*", {"ecs:cluster": cluster})]
+    return [Check(f"ecs:{call.op}", "*")]
 
 
 def parse_json(text):

@@ -402,15 +402,25 @@ suffix=
 [[ $MOTO_PORT == 45670 ]] || suffix=-$MOTO_PORT
 moto_pidfile=$WORLD/moto$suffix.pid
 moto_logfile=$WORLD/moto$suffix.log
-# moto runs through tests/world/moto_server.py (AWS Batch's array cascade, as AWS documents it).
+# moto runs through tests/world/moto_server.py (AWS Batch's array cascade and where a job ran,
+# as AWS documents them).
 # One of this checkout's started before that is restarted; another's is left alone.
 moto_pid_now=$(cat "$moto_pidfile" 2>/dev/null || true)
 moto_cmd_now=
 if [[ -n $moto_pid_now ]] && [[ -r /proc/$moto_pid_now/cmdline ]]; then
     moto_cmd_now=$(tr '\0' ' ' <"/proc/$moto_pid_now/cmdline")
 fi
-if moto_healthy && [[ $moto_cmd_now == *"bin/moto_server -H 127.0.0.1 -p $MOTO_PORT "* ]]; then
-    say "moto on 127.0.0.1:$MOTO_PORT (pid $moto_pid_now) runs without tests/world/moto_server.py: restarting it"
+# One that runs an older moto_server.py of this checkout is restarted too (stamp beside it).
+moto_stampfile=$WORLD/moto$suffix.stamp
+moto_stamp=$(sha256sum "$here/moto_server.py" | cut -c1-16)
+moto_stale=
+if [[ $moto_cmd_now == *"$here/moto_server.py -H 127.0.0.1 -p $MOTO_PORT"* ]] &&
+    [[ $(cat "$moto_stampfile" 2>/dev/null || true) != "$moto_stamp" ]]; then
+    moto_stale=1
+fi
+if moto_healthy && { [[ $moto_cmd_now == *"bin/moto_server -H 127.0.0.1 -p $MOTO_PORT "* ]] ||
+    [[ -n $moto_stale ]]; }; then
+    say "moto on 127.0.0.1:$MOTO_PORT (pid $moto_pid_now) runs without this tests/world/moto_server.py: restarting it"
     kill "$moto_pid_now" 2>/dev/null || true
     for _ in $(seq 1 40); do
         kill -0 "$moto_pid_now" 2>/dev/null || break
@@ -428,6 +438,7 @@ else
             </dev/null >>"$moto_logfile" 2>&1 9>&- &
         echo "$!" >"$moto_pidfile"
     )
+    echo "$moto_stamp" >"$moto_stampfile"
     pid=$(cat "$moto_pidfile")
     for _ in $(seq 1 60); do
         moto_healthy && break

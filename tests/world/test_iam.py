@@ -454,6 +454,36 @@ class Contexts(unittest.TestCase):
                          [("batch:TerminateJob", f"arn:aws:batch:us-east-1:{ACCOUNT}:job/j-1", "allow")])
         self.assertEqual(self.decide(term, {"batch_job_tags": {"j-1": {}}}, p)[0][2], "implicit_deny")
 
+    def test_the_batch_client_finds_a_jobs_instance_only_in_batch_clusters(self):
+        # A job's cost on AWS Batch: its attempt's container instance -> its EC2 instance.
+        p = [shipped("client-batch-policy.json")]
+        E = f"arn:aws:ecs:us-east-1:{ACCOUNT}"
+        cases = [
+            # (cluster, container instances, [(resource, effect)])
+            ("rtb-q-ce_Batch_6a1c", [f"{E}:container-instance/rtb-q-ce_Batch_6a1c/0f1e"],
+             [(f"{E}:container-instance/rtb-q-ce_Batch_6a1c/0f1e", "allow")]),
+            # An id alone is the named cluster's.
+            (f"{E}:cluster/rtb-q-ce_Batch_6a1c", ["0f1e", "9a8b"],
+             [(f"{E}:container-instance/rtb-q-ce_Batch_6a1c/0f1e", "allow"),
+              (f"{E}:container-instance/rtb-q-ce_Batch_6a1c/9a8b", "allow")]),
+            # Not a cluster AWS Batch made, nor another account's.
+            ("web", ["0f1e"], [(f"{E}:container-instance/web/0f1e", "implicit_deny")]),
+            ("x", ["arn:aws:ecs:us-east-1:999999999999:container-instance/q_Batch_1/0f"],
+             [("arn:aws:ecs:us-east-1:999999999999:container-instance/q_Batch_1/0f",
+               "implicit_deny")]),
+        ]
+        for cluster, instances, want in cases:
+            with self.subTest(cluster=cluster, instances=instances):
+                call = ic.Call("ecs", "DescribeContainerInstances", params={
+                    "cluster": cluster, "containerInstances": instances})
+                got = self.decide(call, policies=p)
+                self.assertEqual([(r, e) for _, r, e in got], want)
+                for c in ic.checks(call):
+                    self.assertTrue(c.context["ecs:cluster"].startswith("arn:aws:ecs:"), c)
+        # The rest of ECS: refused.
+        got = self.decide(ic.Call("ecs", "ListClusters"), policies=p)
+        self.assertEqual(got, [("ecs:ListClusters", "*", "implicit_deny")])
+
     def test_a_job_definition_with_a_role_passes_it(self):
         # AWS: registering a job definition that names a job role (or an execution role)
         # needs iam:PassRole on that role.

@@ -6,13 +6,16 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
+use super::budget::Meter;
 use super::state::{last_attempt, runnable_cause};
 use super::RunError;
 use crate::batch::jobs::BatchJob;
 use crate::batch::pool::{Attempt, JobEnd, PoolStats, Span};
 use crate::batch::view::{Counts, View};
 use crate::cloud::{Cloud, CloudError};
-use crate::engine::aws_batch::{sizes, AwsBatch, BatchError, JobOfBatch, JobState, Submitted};
+use crate::engine::aws_batch::{
+    sizes, AwsBatch, BatchError, JobOfBatch, JobState, JobStatus, Submitted,
+};
 use crate::patience::Patience;
 use crate::report::{InstanceFate, Outcome, Phases, Report};
 use crate::signals::Interrupts;
@@ -32,6 +35,8 @@ pub(super) struct Follow<'a> {
     pub size: sizes::Size,
     /// How long AWS Batch may go on not answering before the client leaves (`--api-patience`).
     pub api_patience: Duration,
+    /// `--max-cost` and the price it is kept at, while the client follows.
+    pub budget: Option<(crate::cost::Budget, f64)>,
 }
 
 fn cloud_error(e: BatchError) -> CloudError {
@@ -56,6 +61,8 @@ impl Follow<'_> {
         let (name, queue) = (self.name, self.queue);
         let patience = Patience::new(self.api_patience);
         let mut told_runnable = false;
+        // A running job runs on at least until the next look: that much is committed.
+        let mut meter = self.budget.map(|(b, rate)| Meter::new(b, rate, POLL));
         let states = loop {
             let asked = patience
                 .call("AWS Batch ListJobs", async {
@@ -93,6 +100,9 @@ impl Follow<'_> {
             };
             let (counts, all_final, runnable_since) = tally(&states, self.run.len());
             view.update(&counts);
+            if let Some(m) = meter.as_mut() {
+                self.keep_budget(m, engine, &states, view, &mut ends).await;
+            }
             if all_final {
                 break states;
             }
@@ -114,14 +124,86 @@ impl Follow<'_> {
                         ends[j].not_run = Some(format!("left running on {queue} (the client detached)"));
                     }
                     view.note(&format!(
-                        "run-render: batch {name}: detached; the jobs belong to AWS Batch and go on. Follow with `run-render status --batch {name}`; cancel with `run-render stop --batch {name}`"
+                        "run-render: batch {name}: detached; the jobs belong to AWS Batch and go on{}. Follow with `run-render status --batch {name}`; cancel with `run-render stop --batch {name}`",
+                        if meter.is_some() { ", and nobody keeps the budget now" } else { "" }
                     ));
                     return Ok((ends, PoolStats::default(), true));
                 }
             }
         };
         self.finish(states, cloud, &mut ends).await;
-        Ok((ends, PoolStats::default(), false))
+        let stats = PoolStats {
+            budget_reached: meter.and_then(|m| m.reached().map(str::to_string)),
+            ..PoolStats::default()
+        };
+        Ok((ends, stats, false))
+    }
+
+    /// Keep the budget at one look: once it is reached, cancel what has not started (those
+    /// jobs end `not_run`, budget) and, with on-budget = "stop", end the running ones. A cancel
+    /// that got no answer is asked for again at the next look; one refused is said.
+    async fn keep_budget(
+        &self,
+        meter: &mut Meter,
+        engine: &AwsBatch,
+        states: &[JobOfBatch],
+        view: &View,
+        ends: &mut [JobEnd],
+    ) {
+        let name = self.name;
+        let looks: Vec<(&str, Option<&JobStatus>)> = states
+            .iter()
+            .map(|s| (s.job_id.as_str(), s.status.as_ref()))
+            .collect();
+        let was_reached = meter.reached().is_some();
+        let at = meter.look(&looks, SystemTime::now());
+        let Some(why) = meter.reached().map(str::to_string) else {
+            return;
+        };
+        let stop = self
+            .budget
+            .is_some_and(|(b, _)| b.on_budget == crate::cost::OnBudget::Stop);
+        if !was_reached {
+            view.note(&format!(
+                "run-render: batch {name}: {why}; {}",
+                if stop {
+                    "cancelling the jobs not started and stopping the running ones (outputs saved)"
+                } else {
+                    "cancelling the jobs not started; the running ones finish"
+                }
+            ));
+        }
+        let reason = format!("run-render: {why}");
+        for (job_id, batch_id) in &at.cancel {
+            match engine.terminate(batch_id, &reason).await {
+                Ok(()) => {
+                    if let Some(j) = self.jobs.iter().position(|j| &j.job_id == job_id) {
+                        ends[j].not_run = Some(format!("budget: {why}"));
+                    }
+                }
+                Err(e) => {
+                    let again = matches!(&e, BatchError::Cloud(c) if c.is_transient());
+                    if again {
+                        meter.retry_cancel(batch_id);
+                    }
+                    view.note(&format!(
+                        "run-render: batch {name}: could not cancel {job_id} at the budget: {e}{}",
+                        if again {
+                            "; asking again"
+                        } else {
+                            "; it may still run: end it with `run-render stop --batch`"
+                        }
+                    ));
+                }
+            }
+        }
+        if at.end_running {
+            if let Err(e) = engine.stop(self.queue, name, &reason).await {
+                view.note(&format!(
+                    "run-render: batch {name}: could not stop the running jobs at the budget: {e}; end them with `run-render stop --batch {name}`"
+                ));
+            }
+        }
     }
 
     /// Each job's end: AWS Batch's word, and the runner's (its last attempt's result record,
@@ -159,6 +241,10 @@ impl Follow<'_> {
             let reason = status.and_then(|st| st.reason.clone().or(st.container_reason.clone()));
             let (outcome, code) = match (status.map(|st| st.state), &result) {
                 (Some(JobState::Succeeded), _) => (Outcome::Succeeded, 0),
+                // Ended by a stop (the budget's, `stop --batch`): the runner saved its outputs.
+                (_, Some(r)) if r.outcome == rtb_model::Outcome::Interrupted => {
+                    (Outcome::Interrupted, r.exit_code)
+                }
                 (_, Some(r)) => (Outcome::JobFailed, r.exit_code),
                 (_, None) if reason.as_deref().is_some_and(|r| r.starts_with("Host EC2")) => {
                     (Outcome::InstanceLost, crate::report::exit::INSTANCE_LOST)

@@ -12,6 +12,7 @@
 //! would write into the same outputs. The submission is recorded before SubmitJob (intent),
 //! and its jobs are tagged with their run, so one a crash or an error cut short is known.
 
+mod budget;
 mod follow;
 mod record;
 mod spec;
@@ -82,7 +83,9 @@ pub async fn run(
     registry: &Registry,
     view: &View,
     detach: bool,
-) -> Result<(Vec<JobEnd>, PoolStats, bool), RunError> {
+    budget: Option<(crate::cost::Budget, f64)>,
+    price: Option<f64>,
+) -> Result<Followed, RunError> {
     let queue = policy
         .queue
         .clone()
@@ -191,6 +194,7 @@ pub async fn run(
         submitted: Default::default(),
         vcpus: spec.vcpus,
         memory_mib: spec.memory_mib,
+        price,
     };
     if let Err(e) = record.save(registry) {
         return Err(RunError::Refused(format!(
@@ -247,7 +251,12 @@ pub async fn run(
         for &j in run {
             ends[j].not_run = Some(format!("submitted to {queue} (detached)"));
         }
-        return Ok((ends, PoolStats::default(), true));
+        return Ok(Followed {
+            ends,
+            stats: PoolStats::default(),
+            left: true,
+            submitted,
+        });
     }
     let followed = follow::Follow {
         name,
@@ -258,10 +267,26 @@ pub async fn run(
         rows: &rows,
         size,
         api_patience: jobs[run[0]].plan.api_patience,
+        budget,
     };
-    followed
+    let (ends, stats, left) = followed
         .run(&engine, &submitted, cloud, interrupts, view, ends)
-        .await
+        .await?;
+    Ok(Followed {
+        ends,
+        stats,
+        left,
+        submitted,
+    })
+}
+
+/// How a submitted batch was left: each job's end, whether the client left the jobs running
+/// (`--detach`, Ctrl-C), and what was submitted (whose attempts its cost is worked out from).
+pub struct Followed {
+    pub ends: Vec<JobEnd>,
+    pub stats: PoolStats,
+    pub left: bool,
+    pub submitted: crate::engine::aws_batch::Submitted,
 }
 
 /// Registry entries for the rows (each names its first attempt's records; AWS Batch makes

@@ -32,6 +32,10 @@ pub struct BatchRecord {
     /// What each job asked for (the RUNNABLE diagnosis compares it with the instance types).
     pub vcpus: u32,
     pub memory_mib: u32,
+    /// The `--price` (or `[batch] price`) it was submitted with, USD per hour: what its jobs'
+    /// cost is worked out at when no client followed them to their end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<f64>,
 }
 
 /// How far a submission got.

@@ -29,6 +29,8 @@ pub(super) async fn run(
         log_dir,
         json,
         detach,
+        prices,
+        budget,
     } = *r;
     let t0 = Instant::now();
     let started = SystemTime::now();
@@ -36,7 +38,19 @@ pub(super) async fn run(
     let say = |line: &str| view.note(line);
     let publisher = publisher(cloud, name, jobs, log_dir, &say);
     let ran = crate::batch::aws::run(
-        name, run_id, jobs, run_list, policy, settings, cloud, interrupts, registry, &view, detach,
+        name,
+        run_id,
+        jobs,
+        run_list,
+        policy,
+        settings,
+        cloud,
+        interrupts,
+        registry,
+        &view,
+        detach,
+        budget,
+        prices.user(),
     );
     // The live page from the jobs' records (AWS Batch runs them, not this client).
     let known: Vec<Known> = run_list
@@ -70,7 +84,12 @@ pub(super) async fn run(
     let live = || records.page();
     let ran = with_live_page(ran, &publisher, &live).await;
     view.finish();
-    let (mut ends, stats, left) = match ran {
+    let crate::batch::aws::Followed {
+        mut ends,
+        stats,
+        left,
+        submitted,
+    } = match ran {
         Ok(x) => x,
         Err(e @ crate::batch::aws::RunError::Spec(_)) => {
             let _ = publisher.finish(live().await).await;
@@ -101,11 +120,20 @@ pub(super) async fn run(
         }
         return 0;
     }
-    // AWS Batch does not say which instance ran a job here (ECS container instance ->
-    // EC2 instance is not looked up): the jobs' cost is not known to this client.
-    let cost = cost::account::BatchCost::unknown(
-        "AWS Batch: the instance each job ran on is not looked up, and the compute environment's idle minutes are the queue's, not a job's",
+    // Each attempt's time at its instance's price. Not a minute more for a figure: an exit
+    // held by an API that stopped answering is worse than a cost shown as unknown.
+    let engine = crate::engine::aws_batch::AwsBatch::new(cloud.config(), &crate::plan::owner());
+    let places = cost::aws_batch::places(jobs, &ends);
+    let costed = cost::aws_batch::of_aws_batch(
+        cloud, &engine, prices, registry, run_id, &submitted, &places,
     );
+    let cost = tokio::time::timeout(cost::account::COST_LIMIT * 2, costed)
+        .await
+        .unwrap_or_else(|_| {
+            cost::account::BatchCost::unknown(
+                "AWS did not answer in time for the cost (the jobs' attempts, their instances, prices)",
+            )
+        });
     return summarize(
         &Ending {
             name,

@@ -46,6 +46,10 @@ struct Run<'a> {
     log_dir: &'a std::path::Path,
     json: bool,
     detach: bool,
+    /// The prices the jobs' cost is worked out at (`--price`, else AWS's, cached).
+    prices: &'a Prices<'a>,
+    /// `--max-cost` and the price it is kept at.
+    budget: Option<(cost::Budget, f64)>,
 }
 
 pub fn main(args: BatchArgs) -> i32 {
@@ -178,6 +182,8 @@ async fn run(
             log_dir: &log_dir,
             json,
             detach: args.run.detach,
+            prices: &prices,
+            budget: spend.as_ref().map(|(s, rate)| (s.budget, *rate)),
         };
         return aws::run(&r, &file.settings, ends_before).await;
     }

@@ -37,6 +37,8 @@ pub struct EnvironmentFacts {
     /// The AMIs its instances start from (its EC2 configurations' image overrides, or its
     /// resources' image id); empty: AWS's ECS-optimized default.
     pub amis: Vec<String>,
+    /// The ECS cluster its instances join (where a job's container instance is looked up).
+    pub ecs_cluster: Option<String>,
 }
 
 /// What was fetched about one RUNNABLE job.

@@ -13,9 +13,12 @@
 //! - [`AwsBatch::submit`] (idempotent: a lost answer is looked up before asking again)
 //! - [`AwsBatch::states`] to follow; [`AwsBatch::batch_jobs`] / [`AwsBatch::live_jobs`]: a
 //!   batch's jobs on a shared queue, by owner; [`AwsBatch::stop`] (one call per array)
+//! - [`AwsBatch::attempts`] each job's attempts (times, container instance) and
+//!   [`AwsBatch::container_hosts`] the EC2 instance of each container instance, for the cost
 //! - [`AwsBatch::preflight`] before submitting
 //! - [`AwsBatch::setup`] / [`AwsBatch::teardown`]: compute environment, queue, IAM roles
 
+pub mod attempts;
 pub mod definition;
 pub mod diagnose;
 mod follow;
@@ -28,6 +31,7 @@ pub mod state;
 mod stop;
 mod submit;
 
+pub use attempts::{AttemptRan, JobAttempts};
 pub use definition::{DefinitionSpec, JobDefinition};
 pub use follow::JobOfBatch;
 pub use plan::{SubmitPlan, ARRAY_MAX, ARRAY_MIN};
@@ -49,6 +53,8 @@ pub struct AwsBatch {
     batch: aws_sdk_batch::Client,
     s3: aws_sdk_s3::Client,
     iam: aws_sdk_iam::Client,
+    /// Which EC2 instance a job's container instance is (for its cost).
+    ecs: aws_sdk_ecs::Client,
     owner: String,
 }
 
@@ -62,6 +68,7 @@ impl AwsBatch {
             batch: aws_sdk_batch::Client::new(config),
             s3: aws_sdk_s3::Client::from_conf(s3_conf),
             iam: aws_sdk_iam::Client::new(config),
+            ecs: aws_sdk_ecs::Client::new(config),
             owner: owner.to_string(),
         }
     }

@@ -104,6 +104,7 @@ impl AwsBatch {
                                 .collect()
                         })
                         .unwrap_or_default(),
+                    ecs_cluster: c.ecs_cluster_arn().map(str::to_string),
                 }
             })
             .collect())

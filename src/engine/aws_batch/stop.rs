@@ -262,7 +262,8 @@ impl AwsBatch {
         Ok(out)
     }
 
-    pub(super) async fn terminate(&self, id: &str, reason: &str) -> Result<(), BatchError> {
+    /// End one job (AWS Batch cancels one not yet started); `reason` is shown by AWS Batch.
+    pub async fn terminate(&self, id: &str, reason: &str) -> Result<(), BatchError> {
         self.batch
             .terminate_job()
             .job_id(id)
