@@ -594,11 +594,14 @@ async fn stop_ends_every_running_job_of_the_batch() {
     for submitted in [&array, &single] {
         for j in m.until_done(submitted, Duration::from_secs(60)).await {
             let s = j.status.expect("status");
-            assert_eq!(
-                (s.state, s.exit_code),
-                (JobState::Failed, Some(137)),
-                "{}",
-                j.job_id
+            // Stopped as ECS stops a task: SIGTERM, then SIGKILL 30 s later. A container that
+            // ends on the first exits 143; one still there at the second, 137.
+            assert!(
+                s.state == JobState::Failed && matches!(s.exit_code, Some(137 | 143)),
+                "{}: {:?} {:?}",
+                j.job_id,
+                s.state,
+                s.exit_code
             );
             assert_eq!(s.reason.as_deref(), Some("run-render stop --batch long"));
         }
