@@ -34,10 +34,40 @@ async fn run(args: settings::Args) -> i32 {
             return exit::BAD_SETTINGS;
         }
     };
-    let s3 = transfer::s3_client().await;
-    if let Err(e) = job::check_buckets(&settings, &s3).await {
-        eprintln!("rtb-job: {e}");
-        return exit::BAD_SETTINGS;
-    }
+    // A stop while the buckets are checked (which may wait out a slow start for a minute): as
+    // PID 1 of a container the runner would ignore SIGTERM until the job's own handler is
+    // set, so `docker stop` or AWS Batch would wait out their timeout and kill it.
+    let checked = async {
+        let s3 = transfer::s3_client().await;
+        job::check_buckets(&settings, &s3).await.map(|()| s3)
+    };
+    let s3 = tokio::select! {
+        checked = checked => match checked {
+            Ok(s3) => s3,
+            Err(e) => {
+                eprintln!("rtb-job: {e}");
+                return exit::BAD_SETTINGS;
+            }
+        },
+        Some(n) = stop_signal() => {
+            eprintln!("rtb-job: stopped by signal {n} before the job started; nothing to save");
+            return exit::SIGNAL_BASE + n;
+        }
+    };
     job::run(settings, s3).await
+}
+
+/// The first SIGTERM or SIGINT; `None` (never resolving) when they cannot be listened for.
+async fn stop_signal() -> Option<i32> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => Some(libc::SIGTERM),
+        _ = int.recv() => Some(libc::SIGINT),
+    }
 }

@@ -477,3 +477,92 @@ async fn the_bucket_check_waits_out_a_slow_start_but_not_a_missing_bucket() {
         started.elapsed()
     );
 }
+
+/// The runner as a container's PID 1, removed however the test ends.
+struct Container(String);
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["rm", "-f", &self.0])
+            .output();
+    }
+}
+
+fn docker(args: &[&str]) -> String {
+    let out = std::process::Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker runs");
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A stop that comes while the runner still waits for its buckets (a slow start: S3 says
+/// "later") ends the container at once, as `docker stop` or AWS Batch mean it to. As PID 1
+/// the runner ignored SIGTERM until the job's own handler was set, so the stop waited out its
+/// timeout and killed it.
+#[tokio::test]
+async fn a_stop_while_the_buckets_are_checked_ends_the_container_at_once() {
+    let direct = common::client().await;
+    let bucket = unique_bucket(&direct, "stopearly").await;
+    let (proxy, _client) = proxied().await;
+    proxy.add(
+        Rule::on("HeadBucket")
+            .error(503, "ServiceUnavailable")
+            .times(10_000),
+    );
+    let image = std::env::var("RTB_WORLD_SUPPORT_IMAGE")
+        .unwrap_or_else(|_| "rtb-world/support:test".to_string());
+    let name = format!("rtb-stopearly-{}", std::process::id());
+    let env = [
+        format!("AWS_ENDPOINT_URL={}", proxy.endpoint()),
+        "AWS_ACCESS_KEY_ID=test".to_string(),
+        "AWS_SECRET_ACCESS_KEY=test".to_string(),
+        "AWS_REGION=us-east-1".to_string(),
+        "AWS_EC2_METADATA_DISABLED=true".to_string(),
+        format!("OUTPUT_BUCKET=s3://{bucket}/out"),
+        "RTB_JOB_ID=stopearly".to_string(),
+        "MATLAB_EXECUTABLE=octave-cli".to_string(),
+    ];
+    let mut args = vec!["run", "-d", "--name", &name, "--network", "host"];
+    for e in &env {
+        args.extend(["-e", e.as_str()]);
+    }
+    args.push(&image);
+    docker(&args);
+    let container = Container(name.clone());
+
+    // The runner is in its check once S3 has told it "later".
+    let asked = std::time::Instant::now();
+    while calls_to(&proxy, "HeadBucket", &bucket) < 2 {
+        assert!(
+            asked.elapsed() < Duration::from_secs(60),
+            "the runner never checked its bucket: {}",
+            docker(&["logs", &container.0])
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stopping = std::time::Instant::now();
+    docker(&["stop", "-t", "20", &container.0]);
+    let took = stopping.elapsed();
+    let code = docker(&["inspect", "--format", "{{.State.ExitCode}}", &container.0]);
+    let logs = std::process::Command::new("docker")
+        .args(["logs", &container.0])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+        .unwrap_or_default();
+    assert_eq!(code, "143", "ended by SIGTERM, not killed: {logs}");
+    assert!(
+        took < Duration::from_secs(10),
+        "the stop took {took:?}: {logs}"
+    );
+    assert!(
+        logs.contains("stopped by signal 15 before the job started"),
+        "{logs}"
+    );
+}
