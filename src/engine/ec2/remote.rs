@@ -108,8 +108,9 @@ pub async fn wait_command(
     patience: &Patience,
 ) -> Result<crate::cloud::Invocation, RemoteError> {
     let start = Instant::now();
-    let mut delay = Duration::from_millis(200);
     loop {
+        // It was just sent: no look before it can have ended.
+        tokio::time::sleep(look_after(start.elapsed())).await;
         match patience
             .call("SSM GetCommandInvocation", cloud.invocation(command, id))
             .await
@@ -132,7 +133,36 @@ pub async fn wait_command(
                 ),
             )));
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// The pause before the next look at a short command, `elapsed` after it was sent. Most end
+/// within a second (a pool's check before each job takes 0.1-0.3 s on the emulator, and its
+/// end is the next job's start, so a look every 0.1 s is worth the calls); a slower one is
+/// looked at every second.
+fn look_after(elapsed: Duration) -> Duration {
+    if elapsed < Duration::from_secs(1) {
+        Duration::from_millis(100)
+    } else {
+        Duration::from_secs(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_short_command_is_looked_at_often_at_first_then_each_second() {
+        let ms = Duration::from_millis;
+        for (elapsed, want) in [
+            (ms(0), ms(100)),
+            (ms(300), ms(100)),
+            (ms(999), ms(100)),
+            (ms(1000), ms(1000)),
+            (ms(60_000), ms(1000)),
+        ] {
+            assert_eq!(look_after(elapsed), want, "{elapsed:?}");
+        }
     }
 }
