@@ -18,6 +18,10 @@
    task: SIGTERM, then SIGKILL once the stop timeout (30 s by default) has passed (AWS Batch
    User Guide, "Job timeouts"; ECS `stopTimeout`), so the process can save its work. moto 5.2.5
    SIGKILLs at once. Here its `container.kill()` is a `docker stop` with that timeout.
+4. The init process. A job definition's `linuxParameters.initProcessEnabled` makes ECS start the
+   container under an init process (`docker run --init`; ECS Developer Guide,
+   "LinuxParameters"). moto 5.2.5 ignores it. Here the job's containers are started with
+   `init=True` when its definition asks for it.
 Everything else is moto's own; setup.sh starts moto through this file.
 """
 
@@ -114,6 +118,32 @@ def _stop_as_ecs_does(self, signal=None):
 
 
 docker.models.containers.Container.kill = _stop_as_ecs_does
+
+# moto runs each job in a thread of its own (Job.run): what its definition asks of the
+# container is kept for that thread, and docker's run applies it.
+_job_thread = threading.local()
+_run_job = models.Job.run
+
+
+def _run_remembering_init(self):
+    """moto's Job.run, with whether its definition asks for an init process kept for its thread."""
+    props = self.job_definition.container_properties or {}
+    _job_thread.init = bool((props.get("linuxParameters") or {}).get("initProcessEnabled"))
+    return _run_job(self)
+
+
+models.Job.run = _run_remembering_init
+_containers_run = docker.models.containers.ContainerCollection.run
+
+
+def _run_container(self, *args, **kwargs):
+    """docker's run of a job's container, under an init process when its definition asks for one."""
+    if getattr(_job_thread, "init", False):
+        kwargs.setdefault("init", True)
+    return _containers_run(self, *args, **kwargs)
+
+
+docker.models.containers.ContainerCollection.run = _run_container
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -98,8 +98,14 @@ pub async fn check_reachable(
     Ok(())
 }
 
-/// Run the job and return the exit code.
-pub async fn run(settings: Settings, s3: aws_sdk_s3::Client) -> i32 {
+/// Run the job and return the exit code. `stop` says when SIGTERM or SIGINT came
+/// ([`listen_for_stops`], set up before anything else: a signal is never lost between two
+/// listeners).
+pub async fn run(
+    settings: Settings,
+    s3: aws_sdk_s3::Client,
+    stop: watch::Receiver<Option<Stop>>,
+) -> i32 {
     let started_at = SystemTime::now();
     let t0 = Instant::now();
     let sink = LogSink::start(
@@ -108,8 +114,6 @@ pub async fn run(settings: Settings, s3: aws_sdk_s3::Client) -> i32 {
         settings.log_every,
     );
     let log = sink.log();
-    let (stop_tx, stop) = watch::channel(None);
-    spawn_signal_listener(stop_tx);
 
     log.info(format!(
         "job {}: {} ({}), rtb-job {}",
@@ -671,7 +675,14 @@ fn outcome_word(o: Outcome) -> &'static str {
     }
 }
 
-/// SIGTERM (docker stop) and SIGINT (Ctrl-C) request a stop; the first one counts.
+/// SIGTERM (docker stop) and SIGINT (Ctrl-C) request a stop; the first one counts. Call it
+/// first thing: as a container's PID 1 the runner ignores SIGTERM until it listens.
+pub fn listen_for_stops() -> watch::Receiver<Option<Stop>> {
+    let (tx, rx) = watch::channel(None);
+    spawn_signal_listener(tx);
+    rx
+}
+
 fn spawn_signal_listener(tx: watch::Sender<Option<Stop>>) {
     use tokio::signal::unix::{signal, SignalKind};
     tokio::spawn(async move {

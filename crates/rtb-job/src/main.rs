@@ -1,4 +1,4 @@
-use rtb_job::{job, manifest, settings, transfer};
+use rtb_job::{job, manifest, process, settings, transfer};
 use rtb_model::exit::runner as exit;
 
 fn main() {
@@ -27,6 +27,10 @@ fn main() {
 }
 
 async fn run(args: settings::Args) -> i32 {
+    // Listening from the start: as PID 1 of a container the runner would ignore SIGTERM until
+    // it listens, and the bucket check may wait out a slow start for a minute, so `docker
+    // stop` or AWS Batch would wait out their timeout and kill it.
+    let mut stop = job::listen_for_stops();
     let settings = match args.check(std::time::SystemTime::now()) {
         Ok(s) => s,
         Err(e) => {
@@ -34,9 +38,6 @@ async fn run(args: settings::Args) -> i32 {
             return exit::BAD_SETTINGS;
         }
     };
-    // A stop while the buckets are checked (which may wait out a slow start for a minute): as
-    // PID 1 of a container the runner would ignore SIGTERM until the job's own handler is
-    // set, so `docker stop` or AWS Batch would wait out their timeout and kill it.
     let checked = async {
         let s3 = transfer::s3_client().await;
         job::check_buckets(&settings, &s3).await.map(|()| s3)
@@ -49,25 +50,11 @@ async fn run(args: settings::Args) -> i32 {
                 return exit::BAD_SETTINGS;
             }
         },
-        Some(n) = stop_signal() => {
+        s = process::stop_requested(&mut stop) => {
+            let process::Stop::Signal(n) = s;
             eprintln!("rtb-job: stopped by signal {n} before the job started; nothing to save");
             return exit::SIGNAL_BASE + n;
         }
     };
-    job::run(settings, s3).await
-}
-
-/// The first SIGTERM or SIGINT; `None` (never resolving) when they cannot be listened for.
-async fn stop_signal() -> Option<i32> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => Some(libc::SIGTERM),
-        _ = int.recv() => Some(libc::SIGINT),
-    }
+    job::run(settings, s3, stop).await
 }

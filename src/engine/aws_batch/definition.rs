@@ -207,6 +207,10 @@ pub struct Content {
     pub evaluate_on_exit: Vec<(String, String, String)>,
     pub attempt_duration_secs: Option<u64>,
     pub job_role: Option<String>,
+    /// ECS starts the container under an init process (`docker run --init`), which passes a
+    /// stop on to the runner even before the runner listens for it: as PID 1 it would ignore
+    /// a SIGTERM that came that early, and the stop would wait out its 30 s.
+    pub init_process: bool,
 }
 
 impl Content {
@@ -247,6 +251,8 @@ impl Content {
             Some("the timeout")
         } else if self.job_role != other.job_role {
             Some("the job role")
+        } else if self.init_process != other.init_process {
+            Some("the init process")
         } else {
             None
         }
@@ -288,6 +294,7 @@ impl JobDefinition {
                 .collect(),
             attempt_duration_secs: self.attempt_duration_secs,
             job_role: self.job_role.clone(),
+            init_process: true,
         }
     }
 }

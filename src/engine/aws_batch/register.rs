@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use aws_sdk_batch::types::{
-    ContainerProperties, EvaluateOnExit, Host, JobTimeout, KeyValuePair, MountPoint,
-    ResourceRequirement, ResourceType, RetryAction, RetryStrategy, Volume,
+    ContainerProperties, EvaluateOnExit, Host, JobTimeout, KeyValuePair, LinuxParameters,
+    MountPoint, ResourceRequirement, ResourceType, RetryAction, RetryStrategy, Volume,
 };
 use serde::Serialize;
 
@@ -134,7 +134,13 @@ fn container(def: &JobDefinition) -> ContainerProperties {
         .set_command(Some(Vec::new()))
         .resource_requirements(requirement(ResourceType::Vcpu, def.vcpus))
         .resource_requirements(requirement(ResourceType::Memory, def.memory_mib))
-        .set_job_role_arn(def.job_role.clone());
+        .set_job_role_arn(def.job_role.clone())
+        // See Content::init_process.
+        .linux_parameters(
+            LinuxParameters::builder()
+                .init_process_enabled(true)
+                .build(),
+        );
     for (name, value) in &def.environment {
         c = c.environment(KeyValuePair::builder().name(name).value(value).build());
     }
@@ -221,6 +227,10 @@ fn content_of(d: &aws_sdk_batch::types::JobDefinition) -> Content {
     mounts.sort();
     let retry = d.retry_strategy();
     Content {
+        init_process: c
+            .and_then(|c| c.linux_parameters())
+            .and_then(|l| l.init_process_enabled())
+            .unwrap_or(false),
         image: c.and_then(|c| c.image()).unwrap_or_default().to_string(),
         command: c.map(|c| c.command().to_vec()).unwrap_or_default(),
         vcpus: requirement(ResourceType::Vcpu).or(legacy.0).unwrap_or(0),

@@ -26,7 +26,9 @@ pub(super) fn start_container(
 ) -> String {
     let name = quote(&container_name(job_id));
     let mut run = vec![
-        "docker run -d".to_string(),
+        // An init process passes a stop on to the runner even before it listens (as PID 1 it
+        // would ignore an early SIGTERM).
+        "docker run -d --init".to_string(),
         format!("--name {name}"),
         format!("--label rtb-job={}", quote(job_id)),
         // Which attempt started it: a retried delivery of this attempt's script waits on it,
