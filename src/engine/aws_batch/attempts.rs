@@ -8,11 +8,8 @@ use std::time::SystemTime;
 use aws_sdk_batch::types::JobDetail;
 
 use super::state::{from_millis, JobState};
-use super::{sdk, AwsBatch, BatchError};
+use super::{AwsBatch, BatchError, DESCRIBE_MAX};
 use crate::cloud::cloud_error;
-
-/// DescribeJobs and DescribeContainerInstances take at most this many ids a call.
-const PER_CALL: usize = 100;
 
 /// One attempt, as AWS Batch reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,18 +81,12 @@ pub fn cluster_of(arn: &str) -> Option<&str> {
 impl AwsBatch {
     /// The attempts of each job of `ids` (AWS Batch's ids) that AWS Batch still knows.
     pub async fn attempts(&self, ids: &[String]) -> Result<Vec<JobAttempts>, BatchError> {
-        let mut out = Vec::new();
-        for chunk in ids.chunks(PER_CALL) {
-            let page = self
-                .batch
-                .describe_jobs()
-                .set_jobs(Some(chunk.to_vec()))
-                .send()
-                .await
-                .map_err(|e| sdk("Batch DescribeJobs", e))?;
-            out.extend(page.jobs().iter().map(attempts_of));
-        }
-        Ok(out)
+        Ok(self
+            .describe_jobs(ids)
+            .await?
+            .iter()
+            .map(attempts_of)
+            .collect())
     }
 
     /// The EC2 instance of each container instance ARN ECS still knows. An ARN without its
@@ -124,7 +115,7 @@ impl AwsBatch {
                     .filter(|a| !found.contains_key(*a))
                     .cloned()
                     .collect();
-                for chunk in left.chunks(PER_CALL) {
+                for chunk in left.chunks(DESCRIBE_MAX) {
                     let out = self
                         .ecs
                         .describe_container_instances()

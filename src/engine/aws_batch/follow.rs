@@ -15,9 +15,6 @@ use super::state::{from_millis, JobState, JobStatus, ALL};
 use super::submit::Submitted;
 use super::{sdk, AwsBatch, BatchError};
 
-/// DescribeJobs takes at most this many ids a call.
-const DESCRIBE_MAX: usize = 100;
-
 /// One row of a batch and what AWS Batch says of it (`None`: not found, e.g. expired: AWS keeps
 /// finished jobs for about a week).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -120,22 +117,13 @@ impl AwsBatch {
     }
 
     async fn describe(&self, ids: &[&str]) -> Result<Vec<JobStatus>, BatchError> {
-        let mut out = Vec::new();
-        for chunk in ids.chunks(DESCRIBE_MAX) {
-            let page = self
-                .batch
-                .describe_jobs()
-                .set_jobs(Some(chunk.iter().map(|s| s.to_string()).collect()))
-                .send()
-                .await
-                .map_err(|e| sdk("Batch DescribeJobs", e))?;
-            for d in page.jobs() {
-                let Some(state) =
-                    JobState::parse(d.status().map(|s| s.as_str()).unwrap_or_default())
-                else {
-                    continue;
-                };
-                out.push(JobStatus {
+        Ok(self
+            .describe_jobs(ids)
+            .await?
+            .iter()
+            .filter_map(|d| {
+                let state = JobState::parse(d.status().map(|s| s.as_str()).unwrap_or_default())?;
+                Some(JobStatus {
                     batch_job_id: d.job_id().unwrap_or_default().to_string(),
                     name: d.job_name().unwrap_or_default().to_string(),
                     state,
@@ -145,9 +133,8 @@ impl AwsBatch {
                     created_at: from_millis(d.created_at()),
                     started_at: from_millis(d.started_at()),
                     stopped_at: from_millis(d.stopped_at()),
-                });
-            }
-        }
-        Ok(out)
+                })
+            })
+            .collect())
     }
 }

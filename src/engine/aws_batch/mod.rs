@@ -76,7 +76,30 @@ impl AwsBatch {
     pub fn owner(&self) -> &str {
         &self.owner
     }
+
+    /// DescribeJobs of `ids`, as many calls as its limit needs ([`DESCRIBE_MAX`] a call); jobs
+    /// AWS Batch no longer knows are left out.
+    async fn describe_jobs<S: AsRef<str>>(
+        &self,
+        ids: &[S],
+    ) -> Result<Vec<aws_sdk_batch::types::JobDetail>, BatchError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(DESCRIBE_MAX) {
+            let page = self
+                .batch
+                .describe_jobs()
+                .set_jobs(Some(chunk.iter().map(|s| s.as_ref().to_string()).collect()))
+                .send()
+                .await
+                .map_err(|e| sdk("Batch DescribeJobs", e))?;
+            out.extend(page.jobs().iter().cloned());
+        }
+        Ok(out)
+    }
 }
+
+/// DescribeJobs (and ECS's DescribeContainerInstances) take at most this many ids a call.
+const DESCRIBE_MAX: usize = 100;
 
 /// What went wrong, each with what to do.
 #[derive(Debug, thiserror::Error)]

@@ -20,10 +20,8 @@ use serde::Serialize;
 
 use super::definition::{OWNER_TAG, RUN_TAG, TOOL, TOOL_TAG};
 use super::state::JobState;
-use super::{sdk, AwsBatch, BatchError};
+use super::{sdk, AwsBatch, BatchError, DESCRIBE_MAX};
 
-/// DescribeJobs takes at most this many ids a call.
-const DESCRIBE_MAX: usize = 100;
 /// How long the end of terminated jobs is waited for: AWS Batch stops a running container
 /// (SIGTERM, then SIGKILL 30 s later) and reports it FAILED within about a minute.
 const CONFIRM: Duration = Duration::from_secs(3 * 60);
@@ -134,43 +132,35 @@ impl AwsBatch {
         calls: &mut usize,
     ) -> Result<Vec<TopJob>, BatchError> {
         let mut out = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(DESCRIBE_MAX) {
-            let page = self
-                .batch
-                .describe_jobs()
-                .set_jobs(Some(chunk.to_vec()))
-                .send()
-                .await
-                .map_err(|e| sdk("Batch DescribeJobs", e))?;
-            *calls += 1;
-            for d in page.jobs() {
-                let Some(state) = d.status().and_then(|s| JobState::parse(s.as_str())) else {
-                    continue;
-                };
-                let children = d.array_properties().and_then(|a| {
-                    let summary = a.status_summary()?;
-                    let size = a
-                        .size()
-                        .and_then(|s| usize::try_from(s).ok())
-                        .unwrap_or_else(|| summary.values().map(|n| *n as usize).sum());
-                    let live = summary
-                        .iter()
-                        .filter(|(s, _)| JobState::parse(s).is_some_and(|s| !s.is_final()))
-                        .map(|(_, n)| usize::try_from(*n).unwrap_or(0))
-                        .sum();
-                    Some((size, live))
-                });
-                out.push(TopJob {
-                    id: d.job_id().unwrap_or_default().to_string(),
-                    name: d.job_name().unwrap_or_default().to_string(),
-                    state,
-                    tags: d
-                        .tags()
-                        .map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-                        .unwrap_or_default(),
-                    children,
-                });
-            }
+        let described = self.describe_jobs(ids).await?;
+        *calls += ids.len().div_ceil(DESCRIBE_MAX);
+        for d in &described {
+            let Some(state) = d.status().and_then(|s| JobState::parse(s.as_str())) else {
+                continue;
+            };
+            let children = d.array_properties().and_then(|a| {
+                let summary = a.status_summary()?;
+                let size = a
+                    .size()
+                    .and_then(|s| usize::try_from(s).ok())
+                    .unwrap_or_else(|| summary.values().map(|n| *n as usize).sum());
+                let live = summary
+                    .iter()
+                    .filter(|(s, _)| JobState::parse(s).is_some_and(|s| !s.is_final()))
+                    .map(|(_, n)| usize::try_from(*n).unwrap_or(0))
+                    .sum();
+                Some((size, live))
+            });
+            out.push(TopJob {
+                id: d.job_id().unwrap_or_default().to_string(),
+                name: d.job_name().unwrap_or_default().to_string(),
+                state,
+                tags: d
+                    .tags()
+                    .map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                    .unwrap_or_default(),
+                children,
+            });
         }
         Ok(out)
     }
