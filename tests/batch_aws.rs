@@ -12,7 +12,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::moto::{
-    assert_no_denials, batch_file, clients, definition_arn, frame, moto, queue, rows, scope, Desk,
+    assert_no_denials, batch_file, clients, definition_arn, enforced, frame, moto, queue, rows,
+    scope, Desk, Enforced,
 };
 use common::unique;
 
@@ -27,12 +28,13 @@ use common::unique;
 #[tokio::test]
 async fn a_batch_file_runs_on_aws_batch_with_one_matlab_error() {
     let Some(moto) = moto() else { return };
-    let mut desk = Desk::new(&moto);
-    let c = clients(&moto).await;
-    let q = queue(&desk, &c).await;
-    let bucket = c.bucket().await;
-    let scope = scope(&q, &[&bucket]);
-    desk.enforce(&scope);
+    let Enforced {
+        desk,
+        c,
+        queue: q,
+        bucket,
+        scope,
+    } = enforced(&moto).await;
     let name = unique("ab");
     let mut rows = rows((1..=6).map(|n| {
         if n == 4 {
@@ -148,12 +150,13 @@ async fn a_batch_file_runs_on_aws_batch_with_one_matlab_error() {
 #[tokio::test]
 async fn a_detached_aws_batch_is_seen_by_status_and_ended_by_stop() {
     let Some(moto) = moto() else { return };
-    let mut desk = Desk::new(&moto);
-    let c = clients(&moto).await;
-    let q = queue(&desk, &c).await;
-    let bucket = c.bucket().await;
-    let scope = scope(&q, &[&bucket]);
-    desk.enforce(&scope);
+    let Enforced {
+        desk,
+        c: _,
+        queue: q,
+        bucket,
+        scope,
+    } = enforced(&moto).await;
     let name = unique("abd");
     let rows = rows((1..=2).map(|n| {
         format!(
@@ -248,12 +251,13 @@ async fn a_detached_aws_batch_is_seen_by_status_and_ended_by_stop() {
 #[tokio::test]
 async fn ctrl_c_while_following_detaches_and_the_jobs_go_on() {
     let Some(moto) = moto() else { return };
-    let mut desk = Desk::new(&moto);
-    let c = clients(&moto).await;
-    let q = queue(&desk, &c).await;
-    let bucket = c.bucket().await;
-    let scope = scope(&q, &[&bucket]);
-    desk.enforce(&scope);
+    let Enforced {
+        desk,
+        c: _,
+        queue: q,
+        bucket,
+        scope,
+    } = enforced(&moto).await;
     let name = unique("abc");
     let rows = rows((1..=2).map(|n| format!("{} pause(120);", frame(n))));
     let file = batch_file(&desk, &name, &bucket, &rows);

@@ -15,7 +15,7 @@
 
 mod common;
 
-use common::moto::{assert_no_denials, batch_file, clients, moto, queue, rows, scope, Desk};
+use common::moto::{assert_no_denials, batch_file, enforced, moto, rows, Desk, Enforced};
 use common::unique;
 
 fn f(v: &serde_json::Value) -> f64 {
@@ -34,12 +34,13 @@ fn frame_then_pause(n: u32, secs: u32) -> String {
 #[tokio::test]
 async fn on_budget_stop_ends_the_running_jobs_and_their_outputs_are_saved() {
     let Some(moto) = moto() else { return };
-    let mut desk = Desk::new(&moto);
-    let c = clients(&moto).await;
-    let q = queue(&desk, &c).await;
-    let bucket = c.bucket().await;
-    let scope = scope(&q, &[&bucket]);
-    desk.enforce(&scope);
+    let Enforced {
+        desk,
+        c,
+        queue: q,
+        bucket,
+        scope,
+    } = enforced(&moto).await;
     let name = unique("abs");
     let file = batch_file(
         &desk,
@@ -101,12 +102,13 @@ async fn on_budget_stop_ends_the_running_jobs_and_their_outputs_are_saved() {
 #[tokio::test]
 async fn on_budget_finish_lets_the_running_jobs_complete() {
     let Some(moto) = moto() else { return };
-    let mut desk = Desk::new(&moto);
-    let c = clients(&moto).await;
-    let q = queue(&desk, &c).await;
-    let bucket = c.bucket().await;
-    let scope = scope(&q, &[&bucket]);
-    desk.enforce(&scope);
+    let Enforced {
+        desk,
+        c,
+        queue: q,
+        bucket,
+        scope,
+    } = enforced(&moto).await;
     let name = unique("abf");
     let file = batch_file(
         &desk,

@@ -18,7 +18,8 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::moto::{
-    assert_no_denials, batch_file, clients, frame, moto, queue, queue_of, rows, scope, Desk,
+    assert_no_denials, batch_file, clients, enforced, frame, moto, queue_of, rows, scope, Desk,
+    Enforced,
 };
 use common::unique;
 
@@ -65,12 +66,13 @@ fn submitted(desk: &Desk, name: &str) -> BTreeMap<String, String> {
 #[tokio::test]
 async fn each_jobs_cost_is_its_attempts_time_at_the_price_and_status_and_cost_agree() {
     let Some(moto) = moto() else { return };
-    let mut desk = Desk::new(&moto);
-    let c = clients(&moto).await;
-    let q = queue(&desk, &c).await;
-    let bucket = c.bucket().await;
-    let scope = scope(&q, &[&bucket]);
-    desk.enforce(&scope);
+    let Enforced {
+        desk,
+        c,
+        queue: q,
+        bucket,
+        scope,
+    } = enforced(&moto).await;
     let name = unique("abc");
     let file = batch_file(
         &desk,
@@ -231,12 +233,13 @@ async fn each_jobs_cost_is_its_attempts_time_at_the_price_and_status_and_cost_ag
 async fn a_jobs_instance_is_found_through_ecs_and_priced_from_the_price_list() {
     use rtb_testkit::{FaultProxy, PriceAnswer, Prices};
     let Some(moto) = moto() else { return };
-    let mut desk = Desk::new(&moto);
-    let c = clients(&moto).await;
-    let q = queue(&desk, &c).await;
-    let bucket = c.bucket().await;
-    let scope = scope(&q, &[&bucket]);
-    desk.enforce(&scope);
+    let Enforced {
+        mut desk,
+        c,
+        queue: q,
+        bucket,
+        scope,
+    } = enforced(&moto).await;
     // Prices answered in front of the IAM proxy; a cache of this desk's own.
     let proxy = FaultProxy::start_for(&desk.endpoint);
     proxy.set_prices(Prices::new().on_demand("m5.large", "us-east-1", "0.0960"));
@@ -357,12 +360,13 @@ async fn a_jobs_instance_is_found_through_ecs_and_priced_from_the_price_list() {
 #[tokio::test]
 async fn a_detached_batchs_cost_is_recorded_by_status_once_its_jobs_ended() {
     let Some(moto) = moto() else { return };
-    let mut desk = Desk::new(&moto);
-    let c = clients(&moto).await;
-    let q = queue(&desk, &c).await;
-    let bucket = c.bucket().await;
-    let scope = scope(&q, &[&bucket]);
-    desk.enforce(&scope);
+    let Enforced {
+        desk,
+        c,
+        queue: q,
+        bucket,
+        scope,
+    } = enforced(&moto).await;
     let name = unique("abd");
     let file = batch_file(&desk, &name, &bucket, &rows([frame(1), frame(2)]));
     let (code, out, err) = desk.out(&[

@@ -11,9 +11,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::moto::{
-    assert_no_denials, batch_file, clients, moto, queue, rows, scope, Clients, Desk,
-};
+use common::moto::{assert_no_denials, batch_file, enforced, moto, rows, Clients, Desk, Enforced};
 use common::unique;
 
 /// The local record `batch` keeps of a submission (`<state>/run-render/batches/<name>.json`).
@@ -62,12 +60,13 @@ async fn ended(c: &Clients, ids: &[String], limit: Duration) -> Vec<String> {
 #[tokio::test]
 async fn a_retried_attempt_keeps_its_records_apart_and_status_and_logs_read_the_newest() {
     let Some(moto) = moto() else { return };
-    let mut desk = Desk::new(&moto);
-    let c = clients(&moto).await;
-    let q = queue(&desk, &c).await;
-    let bucket = c.bucket().await;
-    let scope = scope(&q, &[&bucket]);
-    desk.enforce(&scope);
+    let Enforced {
+        desk,
+        c,
+        queue: q,
+        bucket,
+        scope,
+    } = enforced(&moto).await;
     let name = unique("abr");
     // moto sets no AWS_BATCH_JOB_ATTEMPT on a first attempt (AWS does): the runner takes 1.
     let flaky = "a = str2num(getenv('AWS_BATCH_JOB_ATTEMPT')); if isempty(a), a = 1; end; printf('attempt %d here\\n', a); if a == 1, error('the lamp flickered'); end";
@@ -185,12 +184,13 @@ async fn a_retried_attempt_keeps_its_records_apart_and_status_and_logs_read_the_
 #[tokio::test]
 async fn a_lost_submit_answer_does_not_submit_the_rows_twice() {
     let Some(moto) = moto() else { return };
-    let mut desk = Desk::new(&moto);
-    let c = clients(&moto).await;
-    let q = queue(&desk, &c).await;
-    let bucket = c.bucket().await;
-    let scope = scope(&q, &[&bucket]);
-    desk.enforce(&scope);
+    let Enforced {
+        desk,
+        c,
+        queue: q,
+        bucket,
+        scope,
+    } = enforced(&moto).await;
     let name = unique("abl");
     let file = batch_file(
         &desk,
@@ -242,12 +242,13 @@ async fn a_lost_submit_answer_does_not_submit_the_rows_twice() {
 #[tokio::test]
 async fn a_submission_cut_short_says_what_runs_and_is_recorded() {
     let Some(moto) = moto() else { return };
-    let mut desk = Desk::new(&moto);
-    let c = clients(&moto).await;
-    let q = queue(&desk, &c).await;
-    let bucket = c.bucket().await;
-    let scope = scope(&q, &[&bucket]);
-    desk.enforce(&scope);
+    let Enforced {
+        desk,
+        c: _,
+        queue: q,
+        bucket,
+        scope,
+    } = enforced(&moto).await;
     let name = unique("abp");
     let file = batch_file(
         &desk,
@@ -303,12 +304,13 @@ async fn a_submission_cut_short_says_what_runs_and_is_recorded() {
 #[tokio::test]
 async fn the_follow_loop_gives_up_after_its_patience() {
     let Some(moto) = moto() else { return };
-    let mut desk = Desk::new(&moto);
-    let c = clients(&moto).await;
-    let q = queue(&desk, &c).await;
-    let bucket = c.bucket().await;
-    let scope = scope(&q, &[&bucket]);
-    desk.enforce(&scope);
+    let Enforced {
+        desk,
+        c: _,
+        queue: q,
+        bucket,
+        scope,
+    } = enforced(&moto).await;
     let name = unique("abt");
     let file = batch_file(
         &desk,
@@ -365,12 +367,13 @@ async fn the_follow_loop_gives_up_after_its_patience() {
 #[tokio::test]
 async fn a_submission_whose_client_died_is_read_back_from_aws_batch() {
     let Some(moto) = moto() else { return };
-    let mut desk = Desk::new(&moto);
-    let c = clients(&moto).await;
-    let q = queue(&desk, &c).await;
-    let bucket = c.bucket().await;
-    let scope = scope(&q, &[&bucket]);
-    desk.enforce(&scope);
+    let Enforced {
+        desk,
+        c: _,
+        queue: q,
+        bucket,
+        scope,
+    } = enforced(&moto).await;
     let name = unique("abc");
     let file = batch_file(
         &desk,

@@ -233,6 +233,32 @@ impl Clients {
 }
 
 /// `aws-batch setup` for a fresh queue over moto's default VPC; the queue's name.
+/// One user's desk under the shipped policies, with a queue made for it and an output bucket:
+/// what most AWS Batch tests start from.
+pub struct Enforced {
+    pub desk: Desk,
+    pub c: Clients,
+    pub queue: String,
+    pub bucket: String,
+    pub scope: IamScope,
+}
+
+pub async fn enforced(moto: &str) -> Enforced {
+    let mut desk = Desk::new(moto);
+    let c = clients(moto).await;
+    let queue = queue(&desk, &c).await;
+    let bucket = c.bucket().await;
+    let scope = scope(&queue, &[&bucket]);
+    desk.enforce(&scope);
+    Enforced {
+        desk,
+        c,
+        queue,
+        bucket,
+        scope,
+    }
+}
+
 pub async fn queue(desk: &Desk, c: &Clients) -> String {
     queue_of(desk, c, "m5.large").await
 }
