@@ -197,27 +197,15 @@ impl Watch {
                 _ = instances.tick() => self.instances(cloud, batch).await,
                 _ = tokio::time::sleep_until(recheck.unwrap_or(far)), if recheck.is_some() => {
                     recheck = None;
-                    let pending = self.pending();
-                    let wanted: Vec<&Pending> = pending.iter().filter(|p| p.recorded).collect();
-                    if !wanted.is_empty() {
-                        self.commands(cloud, &wanted).await;
-                    }
+                    self.commands(cloud, false).await;
                 }
                 _ = tokio::time::sleep_until(next_results) => {
                     let jobs = self.lock().jobs.len();
                     next_results = tokio::time::Instant::now() + results_every(jobs);
                     self.results(cloud).await;
-                    let pending = self.pending();
                     let slow = last_commands.elapsed() >= COMMANDS_SLOW;
-                    // Right after records are found only their commands are looked for, so
-                    // the list is read only as far back as they are.
-                    let wanted: Vec<&Pending> =
-                        pending.iter().filter(|p| slow || p.recorded).collect();
-                    if !wanted.is_empty() {
-                        if slow {
-                            last_commands = tokio::time::Instant::now();
-                        }
-                        self.commands(cloud, &wanted).await;
+                    if self.commands(cloud, slow).await && slow {
+                        last_commands = tokio::time::Instant::now();
                     }
                     if self.pending().iter().any(|p| p.recorded) {
                         recheck = Some(tokio::time::Instant::now() + results_every(jobs) / 2);
@@ -288,13 +276,24 @@ impl Watch {
         }
     }
 
-    async fn commands(&self, cloud: &Cloud, pending: &[&Pending]) {
+    /// Look in SSM's list for the commands of the recorded jobs (`all`: of every job not seen
+    /// to end). Right after records are found only their commands are looked for, so the list
+    /// is read only as far back as they are. False when there was none to look for.
+    async fn commands(&self, cloud: &Cloud, all: bool) -> bool {
+        let pending: Vec<Pending> = self
+            .pending()
+            .into_iter()
+            .filter(|p| all || p.recorded)
+            .collect();
+        if pending.is_empty() {
+            return false;
+        }
         let since = list_since(self.lock().since, pending.iter().map(|p| p.sent));
         let wanted: Vec<&str> = pending.iter().map(|p| p.command.as_str()).collect();
         let Ok(statuses) = cloud.command_statuses(since, &wanted).await else {
-            return;
+            return true;
         };
-        for Pending { job, command, .. } in pending.iter().copied() {
+        for Pending { job, command, .. } in &pending {
             if let Some(s) = statuses.get(command).filter(|s| s.is_done()) {
                 let (command, s) = (command.clone(), *s);
                 // Only if the job still waits for that command (not a newer one).
@@ -305,6 +304,7 @@ impl Watch {
                 });
             }
         }
+        true
     }
 }
 
